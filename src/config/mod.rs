@@ -1,0 +1,77 @@
+//! MindIE's `config.json`: where it is ([`paths`]), what it may contain ([`schema`]), which
+//! environment variables override it ([`env`]), and whether it is acceptable ([`validate`]).
+//! [`load`] is the one entry point: it reads, parses, overrides and validates, returning every
+//! problem at once.
+
+pub mod env;
+pub mod paths;
+pub mod schema;
+pub mod validate;
+
+pub use env::Env;
+pub use schema::*;
+
+use std::path::{Path, PathBuf};
+
+/// A plane (or inter-process link) that may carry its own TLS settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Plane {
+    Business,
+    Management,
+    Metrics,
+    InterComm,
+    InterNode,
+}
+
+/// A loaded, validated configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The config file that was read.
+    pub path: PathBuf,
+    /// The install home: relative paths in the config resolve against it.
+    pub home: PathBuf,
+    /// Non-fatal findings (unknown keys, ignored KMC keys, deprecated keys), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// JSON path, e.g. `BackendConfig.ScheduleConfig.maxBatchSize`.
+    pub path: String,
+    /// The value found, rendered as JSON (or a description when absent).
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}: {}", self.path, self.value, self.allowed)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is {size} bytes: allowed (0, 10 MB]")]
+    Size { path: PathBuf, size: u64 },
+    #[error("config file {path} is not valid JSON: {message}")]
+    Json { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n  {}", .problems.len(), .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+    #[error("{0}")]
+    Permission(#[from] crate::security::perms::PermError),
+}
+
+/// Reads, parses, applies env overrides to and validates the config at `path`.
+/// `home` is the install home used to resolve relative paths.
+pub fn load(path: &Path, home: &Path, env: &Env) -> Result<Loaded, ConfigError> {
+    validate::load(path, home, env)
+}
