@@ -1,1 +1,160 @@
-//! (filled in below)
+//! `mindieservice_daemon check`: validates the configuration, the permissions of every file it
+//! trusts, the certificates of every TLS plane (chain, validity, key match, key size) and the
+//! model folder, without starting anything. Prints every finding; exit status 1 on any error.
+
+use crate::config::{self, Env, Loaded, Plane};
+use crate::daemon::{self, Options};
+use crate::security::certinfo::{self, Severity};
+use crate::security::perms::{FileRole, PermChecker};
+use std::path::Path;
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub severity: Severity,
+    pub what: String,
+    pub message: String,
+}
+
+/// The report of a check run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<Line>,
+}
+
+impl Report {
+    fn push(&mut self, severity: Severity, what: impl Into<String>, message: impl Into<String>) {
+        self.lines.push(Line { severity, what: what.into(), message: message.into() });
+    }
+
+    pub fn errors(&self) -> usize {
+        self.lines.iter().filter(|l| l.severity == Severity::Error).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.lines.iter().filter(|l| l.severity == Severity::Warning).count()
+    }
+
+    /// Human-readable report, one finding per line.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for l in &self.lines {
+            let tag = match l.severity {
+                Severity::Ok => "ok   ",
+                Severity::Warning => "WARN ",
+                Severity::Error => "ERROR",
+            };
+            out.push_str(&format!("[{tag}] {}: {}\n", l.what, l.message));
+        }
+        out.push_str(&format!("{} error(s), {} warning(s)\n", self.errors(), self.warnings()));
+        out
+    }
+}
+
+fn perm(report: &mut Report, checker: &mut PermChecker, path: &Path, role: FileRole) {
+    match checker.check(path, role) {
+        Ok(()) => report.push(Severity::Ok, path.display().to_string(), "owner, mode and type acceptable"),
+        Err(e) => report.push(Severity::Error, path.display().to_string(), e.message),
+    }
+}
+
+fn planes(loaded: &Loaded) -> Vec<(Plane, &'static str)> {
+    let sc = &loaded.config.server_config;
+    let mut v = vec![(Plane::Business, "business")];
+    if !sc.business_and_management_shared() {
+        v.push((Plane::Management, "management"));
+    }
+    v.push((Plane::Metrics, "metrics"));
+    if sc.infer_mode == "dmi" {
+        v.push((Plane::InterComm, "interComm"));
+    }
+    if loaded.config.backend_config.multi_nodes_infer_enabled {
+        v.push((Plane::InterNode, "interNode"));
+    }
+    v
+}
+
+fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) {
+    let Some(model) = loaded.config.backend_config.model_deploy_config.model_config.first() else {
+        return;
+    };
+    if model.model_instance_type == "StandardMock" {
+        report.push(Severity::Ok, "model", "StandardMock: no model folder needed");
+        return;
+    }
+    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
+    let cfg = dir.join("config.json");
+    if !cfg.is_file() {
+        report.push(Severity::Error, dir.display().to_string(), "no config.json: modelWeightPath must be a Hugging Face model folder");
+        return;
+    }
+    perm(report, checker, &cfg, FileRole::ModelConfig);
+    let parsed: Result<serde_json::Value, String> = std::fs::read(&cfg)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(v) => {
+            let arch = v["architectures"][0].as_str().unwrap_or("<none>").to_string();
+            report.push(Severity::Ok, cfg.display().to_string(), format!("architecture {arch}, model_type {}", v["model_type"]));
+        }
+        Err(e) => report.push(Severity::Error, cfg.display().to_string(), format!("not valid JSON: {e}")),
+    }
+    let has_weights = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().any(|e| e.path().extension().is_some_and(|x| x == "safetensors")))
+        .unwrap_or(false);
+    if has_weights {
+        report.push(Severity::Ok, dir.display().to_string(), "safetensors weights present");
+    } else {
+        report.push(Severity::Error, dir.display().to_string(), "no *.safetensors weights found");
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        if !dir.join(f).is_file() {
+            report.push(Severity::Error, dir.join(f).display().to_string(), "missing");
+        }
+    }
+}
+
+/// Runs every check; never starts a listener.
+pub fn run(opts: &Options, env: &Env) -> Report {
+    let mut report = Report::default();
+    let enforce = env.get("MINDIE_CHECK_INPUTFILES_PERMISSION") != Some("0");
+    let mut checker = PermChecker::new(enforce);
+    let loaded = match daemon::load_config(opts, env, &mut checker) {
+        Ok(l) => l,
+        Err(e) => {
+            report.push(Severity::Error, "config", e.to_string());
+            return report;
+        }
+    };
+    report.push(Severity::Ok, loaded.path.display().to_string(), format!("valid; install home {}", loaded.home.display()));
+    for w in &loaded.warnings {
+        report.push(Severity::Warning, "config", w.clone());
+    }
+    if !loaded.config.server_config.https_enabled {
+        report.push(Severity::Warning, "ServerConfig.httpsEnabled", "false: planes serve plain HTTP without authentication");
+    }
+    for (plane, name) in planes(&loaded) {
+        let Some(files) = loaded.config.tls_files(plane, &loaded.home) else {
+            continue;
+        };
+        for ca in &files.ca_files {
+            perm(&mut report, &mut checker, ca, FileRole::Cert);
+        }
+        perm(&mut report, &mut checker, &files.cert, FileRole::Cert);
+        perm(&mut report, &mut checker, &files.key, FileRole::Key);
+        if let Some(p) = &files.key_password {
+            perm(&mut report, &mut checker, p, FileRole::Password);
+        }
+        for crl in &files.crl_files {
+            perm(&mut report, &mut checker, crl, FileRole::Crl);
+        }
+        for f in certinfo::inspect(&files) {
+            report.push(f.severity, format!("{name} TLS {}", f.subject), f.message);
+        }
+    }
+    check_model(&mut report, &mut checker, &loaded);
+    for w in checker.warnings() {
+        report.push(Severity::Warning, "permissions", w.clone());
+    }
+    report
+}

@@ -1,1 +1,340 @@
-//! (filled in below)
+//! Start order, shutdown order, task supervision.
+//!
+//! Start: logging → locate config → permission-check it → load and validate → TLS per plane
+//! (each trusted file checked) → model folder check → bind every listener → serve →
+//! `Daemon start success!`. Stop (SIGTERM/SIGINT or `/stopService`): readiness false, stop
+//! accepting, drain in-flight requests up to the deadline (`e2eTimeout`, the longest a request
+//! may legally live), exit 0. A second signal cuts the drain short.
+
+use crate::config::{self, ConfigError, Env, Loaded, Plane};
+use crate::engine::{EngineMonitor, NoEngine};
+use crate::http::admission::{self, Admission};
+use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::openai::models::{self, ModelCard};
+use crate::http::server::{self, BindError};
+use crate::lifecycle::{Lifecycle, StopMode};
+use crate::logging::{self, LogSettings};
+use crate::metrics::{self, Metrics};
+use crate::mgmt::{self, MgmtState};
+use crate::security::perms::{FileRole, PermChecker, PermError};
+use crate::security::tls::{self, TlsError};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Router;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the command line says.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub config_file: Option<PathBuf>,
+}
+
+/// Why the daemon could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Permission(#[from] PermError),
+    #[error("{plane} plane TLS: {source}")]
+    Tls {
+        plane: &'static str,
+        source: TlsError,
+    },
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("logging: {0}")]
+    Logging(std::io::Error),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The path of this executable, for locating the install home.
+fn current_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("./bin/mindieservice_daemon"))
+}
+
+/// Finds, permission-checks and loads the configuration (shared with `check`).
+pub fn load_config(
+    opts: &Options,
+    env: &Env,
+    checker: &mut PermChecker,
+) -> Result<Loaded, StartError> {
+    let located = config::paths::locate(opts.config_file.as_deref(), env, &current_exe())?;
+    checker.check(&located.config, FileRole::Config)?;
+    Ok(config::load(&located.config, &located.home, env)?)
+}
+
+/// Runs the daemon to completion. Returns after a clean stop.
+pub fn run(opts: Options) -> Result<(), StartError> {
+    let env = Env::from_process();
+    let log = logging::init(&LogSettings::from_env(&env)).map_err(StartError::Logging)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mindie-io")
+        .build()
+        .map_err(StartError::Runtime)?;
+    let _keep = log;
+    rt.block_on(async move {
+        let running = start(&opts, &env).await?;
+        running.wait().await;
+        Ok(())
+    })
+}
+
+fn socket(ip: &str, port: u16, key: &str) -> Result<SocketAddr, StartError> {
+    let ip: IpAddr = ip.parse().map_err(|_| {
+        StartError::Config(ConfigError::Invalid {
+            path: PathBuf::new(),
+            problems: vec![config::Problem {
+                path: format!("ServerConfig.{key}"),
+                value: format!("{ip:?}"),
+                allowed: "an IPv4 or IPv6 address".into(),
+            }],
+        })
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn tls_for(
+    loaded: &Loaded,
+    plane: Plane,
+    name: &'static str,
+    checker: &mut PermChecker,
+) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    match loaded.config.tls_files(plane, &loaded.home) {
+        None => Ok(None),
+        Some(files) => tls::server_config(&files, checker)
+            .map(Some)
+            .map_err(|source| StartError::Tls { plane: name, source }),
+    }
+}
+
+/// Checks the model folder's config.json (≤ 750, owner, no symlink) for a real model.
+fn check_model_dir(loaded: &Loaded, checker: &mut PermChecker) -> Result<Option<PathBuf>, StartError> {
+    let Some(model) = loaded.config.backend_config.model_deploy_config.model_config.first() else {
+        return Err(StartError::Model("BackendConfig.ModelDeployConfig.ModelConfig is empty".into()));
+    };
+    if model.model_instance_type == "StandardMock" {
+        return Ok(None);
+    }
+    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
+    let cfg = dir.join("config.json");
+    if !cfg.is_file() {
+        return Err(StartError::Model(format!(
+            "ModelConfig.modelWeightPath = {:?}: {} has no config.json; point modelWeightPath at a Hugging Face model folder",
+            model.model_weight_path,
+            dir.display()
+        )));
+    }
+    checker.check(&cfg, FileRole::ModelConfig)?;
+    Ok(Some(dir))
+}
+
+/// A started daemon: its serve tasks and life cycle.
+pub struct Running {
+    life: Arc<Lifecycle>,
+    planes: Vec<tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>>,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+async fn not_found(uri: Uri) -> axum::response::Response {
+    ApiError::new(StatusCode::NOT_FOUND, format!("Not Found: {}", uri.path()))
+        .style(ErrorStyle::for_path(uri.path()))
+        .into_response()
+}
+
+/// Starts everything; returns once every listener is bound and serving.
+pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
+    let enforce = env.get("MINDIE_CHECK_INPUTFILES_PERMISSION") != Some("0");
+    let mut checker = PermChecker::new(enforce);
+    if !enforce {
+        tracing::warn!("MINDIE_CHECK_INPUTFILES_PERMISSION=0: file owner/mode/symlink refusals are only warnings");
+    }
+    let loaded = load_config(opts, env, &mut checker)?;
+    tracing::info!(config = %loaded.path.display(), home = %loaded.home.display(), "configuration loaded");
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let sc = &loaded.config.server_config;
+    if !sc.https_enabled {
+        tracing::warn!("ServerConfig.httpsEnabled is false: every plane serves PLAIN HTTP without authentication; do not expose these ports beyond this host");
+    }
+
+    let shared = sc.business_and_management_shared();
+    let business_tls = tls_for(&loaded, Plane::Business, "business", &mut checker)?;
+    let management_tls = if shared {
+        None
+    } else {
+        tls_for(&loaded, Plane::Management, "management", &mut checker)?
+    };
+    let metrics_tls = tls_for(&loaded, Plane::Metrics, "metrics", &mut checker)?;
+    check_model_dir(&loaded, &mut checker)?;
+
+    let business_addr = socket(&sc.ip_address, sc.port, "ipAddress")?;
+    let mgmt_ip = sc.management_ip();
+    let mgmt_addr = socket(&mgmt_ip, sc.management_port(), "managementIpAddress")?;
+    let metrics_addr = socket(&mgmt_ip, sc.metrics_port, "managementIpAddress")?;
+
+    // Bind everything before serving anything: a conflict fails the start cleanly.
+    let business_listener = server::bind(if shared { "business+management" } else { "business" }, business_addr).await?;
+    let mgmt_listener = if shared {
+        None
+    } else {
+        Some(server::bind("management", mgmt_addr).await?)
+    };
+    let metrics_listener = server::bind("metrics", metrics_addr).await?;
+
+    let model = loaded
+        .config
+        .backend_config
+        .model_deploy_config
+        .model_config
+        .first()
+        .map(|m| m.model_name.clone())
+        .unwrap_or_default();
+    let metrics = if env.get("MIES_SERVICE_MONITOR_MODE") == Some("0") {
+        tracing::warn!("MIES_SERVICE_MONITOR_MODE=0: metrics are turned off");
+        None
+    } else {
+        Some(Arc::new(Metrics::new(&[model.as_str()])?))
+    };
+
+    let life = Lifecycle::new();
+    let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
+    let engine: Arc<dyn EngineMonitor> = Arc::new(NoEngine {
+        reason: "no inference engine is built into this version yet".into(),
+    });
+    let loaded = Arc::new(loaded);
+    let mgmt_router = mgmt::router(MgmtState {
+        config: loaded.clone(),
+        engine,
+        life: life.clone(),
+        drain_deadline,
+    });
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let card = Arc::new(ModelCard { name: model.clone(), created, root: model });
+    let sc = &loaded.config.server_config;
+    let admission = Admission::new(sc.max_link_num as usize, sc.max_request_length as usize, life.clone());
+    let business_router = models::router(card)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(admission, admission::business_gate));
+
+    let id_layer = || axum::middleware::from_fn(admission::tag_request_id);
+    let mut planes = Vec::new();
+    let first_router: Router = if shared {
+        business_router.merge(mgmt_router.clone())
+    } else {
+        business_router
+    };
+    planes.push(server::Plane {
+        name: "business",
+        listener: business_listener,
+        tls: business_tls,
+        router: first_router.layer(id_layer()),
+    });
+    if let Some(listener) = mgmt_listener {
+        planes.push(server::Plane {
+            name: "management",
+            listener,
+            tls: management_tls,
+            router: mgmt_router.fallback(not_found).layer(id_layer()),
+        });
+    }
+    planes.push(server::Plane {
+        name: "metrics",
+        listener: metrics_listener,
+        tls: metrics_tls,
+        router: metrics::router(metrics).fallback(not_found).layer(id_layer()),
+    });
+
+    let mut handles = Vec::new();
+    for plane in planes {
+        let scheme = if plane.tls.is_some() { "https" } else { "http" };
+        let addr = plane.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(plane = plane.name, "listening on {scheme}://{addr}");
+        handles.push(tokio::spawn(server::serve(plane, life.token())));
+    }
+    // Signal handlers go in before the success line, so a stop right after it drains too.
+    let signals = tokio::spawn(signal_stop(life.clone(), drain_deadline));
+    println!("Daemon start success!");
+    tracing::info!("Daemon start success!");
+    Ok(Running { life, planes: handles, signals })
+}
+
+async fn signal_stop(life: Arc<Lifecycle>, drain_deadline: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with /stopService");
+        return;
+    };
+    let mut count = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        count += 1;
+        if count == 1 {
+            tracing::warn!(
+                inflight = life.inflight(),
+                "stop signal received: not ready, refusing new requests, draining in-flight ones (send it again to stop at once)"
+            );
+            life.begin_stopping();
+            let life = life.clone();
+            tokio::spawn(async move {
+                if !life.wait_idle(drain_deadline).await {
+                    tracing::warn!(inflight = life.inflight(), "drain deadline passed");
+                }
+                life.trigger(StopMode::Graceful);
+            });
+        } else {
+            tracing::warn!("second stop signal: stopping now");
+            life.trigger(StopMode::Force);
+        }
+    }
+}
+
+/// After the trigger, how long open connections get to finish their last reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+impl Running {
+    /// The lifecycle of this daemon (tests and embedding).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.life.clone()
+    }
+
+    /// Waits for a stop (signals or `/stopService`: both drain before pulling the trigger),
+    /// closes the listeners and lets open connections finish, then returns.
+    pub async fn wait(self) {
+        self.life.triggered().await;
+        tracing::info!(inflight = self.life.inflight(), "stopping: listeners closed");
+        let mut graceful = Vec::new();
+        for h in self.planes {
+            if let Ok(g) = h.await {
+                graceful.push(g);
+            }
+        }
+        if self.life.is_forced() {
+            tracing::warn!(inflight = self.life.inflight(), "forced stop: in-flight requests are cut");
+        } else {
+            let close = async {
+                for g in graceful {
+                    g.shutdown().await;
+                }
+            };
+            if tokio::time::timeout(CLOSE_GRACE, close).await.is_err() {
+                tracing::warn!("connections still open after the close grace; closing them");
+            }
+        }
+        self.signals.abort();
+        tracing::info!("Daemon stopped");
+    }
+}

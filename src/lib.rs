@@ -9,6 +9,7 @@
 //! - [`metrics`]: MindIE's Prometheus metric names, registered in one place.
 //! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
 //! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
+//! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
 //! - [`daemon`]: start order, shutdown order, task supervision.
 
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mgmt;

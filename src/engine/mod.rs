@@ -1,1 +1,44 @@
-//! The protocol-neutral engine as the planes see it: its state snapshot for status and health.
+//! The protocol-neutral engine as the planes see it. [`EngineMonitor`] is what management and
+//! metrics read: readiness and the resource picture (queues, KV blocks).
+
+use serde::Serialize;
+
+/// A snapshot of the engine's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStatus {
+    /// The model is loaded and steps run.
+    pub ready: bool,
+    /// Why not ready, when not.
+    pub reason: Option<String>,
+    pub waiting: usize,
+    pub running: usize,
+    pub swapped: usize,
+    pub free_npu_blocks: usize,
+    pub total_npu_blocks: usize,
+    pub free_cpu_blocks: usize,
+    pub total_cpu_blocks: usize,
+    /// Sequences that may still join the running batch.
+    pub free_slots: usize,
+}
+
+/// Read access to the engine's state, shared by every plane.
+pub trait EngineMonitor: Send + Sync {
+    fn status(&self) -> EngineStatus;
+}
+
+/// Stands in where no engine runs (the model is not loaded): never ready, nothing queued.
+#[derive(Debug, Clone)]
+pub struct NoEngine {
+    pub reason: String,
+}
+
+impl EngineMonitor for NoEngine {
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            ready: false,
+            reason: Some(self.reason.clone()),
+            ..EngineStatus::default()
+        }
+    }
+}
+pub mod sampler;

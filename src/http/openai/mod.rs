@@ -1,0 +1,3 @@
+//! OpenAI-compatible routes (SPEC §1). Model listing lives in [`models`].
+
+pub mod models;

@@ -1,0 +1,114 @@
+//! Listeners. Each plane binds its own socket and runs its own accept loop, optionally behind
+//! its own rustls configuration, serving HTTP/1.1 and HTTP/2 (ALPN) with hyper. Connections are
+//! watched so a graceful stop lets in-flight requests finish.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to finish the TLS handshake or send its request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A listener that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for the {plane} plane: {source}{hint}")]
+pub struct BindError {
+    pub plane: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+    pub hint: &'static str,
+}
+
+/// Binds `addr` for `plane`, with a message that names ip:port and the likely fix.
+pub async fn bind(plane: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process holds this port: stop it, e.g. a leftover daemon, or change the port in config.json)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (this machine has no such address: set an address of this host in config.json)"
+            }
+            std::io::ErrorKind::PermissionDenied => " (permission denied for this address/port)",
+            _ => "",
+        };
+        BindError { plane, addr, source, hint }
+    })
+}
+
+/// One plane ready to serve.
+pub struct Plane {
+    pub name: &'static str,
+    pub listener: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub router: Router,
+}
+
+/// Accepts connections until `stop` is cancelled, then returns the handle that waits for the
+/// plane's open connections to finish.
+pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .keep_alive(true);
+    let acceptor = plane.tls.map(TlsAcceptor::from);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = plane.listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(plane = plane.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(plane.router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let name = plane.name;
+        tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(plane = name, %peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(plane = name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(plane = name, %peer, error = %e, "connection ended with error");
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(plane = name, %peer, error = %e, "connection ended with error");
+                    }
+                }
+            }
+        });
+    }
+    graceful
+}

@@ -1,0 +1,218 @@
+//! Starts the real `mindieservice_daemon` binary on free loopback ports with a config written
+//! into a temporary install home, and captures its output.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mindieservice_daemon");
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The shipped default config, as JSON.
+pub fn shipped_config() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/config.json");
+    serde_json::from_slice(&std::fs::read(path).expect("read conf/config.json")).expect("parse")
+}
+
+/// A temporary install home with `conf/config.json` and the ports it uses.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub config: Value,
+    pub port: u16,
+    pub mgmt_port: u16,
+    pub metrics_port: u16,
+}
+
+impl Home {
+    /// Shipped config on free ports, mock model, management on 127.0.0.1 (separate port).
+    pub fn new() -> Self {
+        let mut config = shipped_config();
+        let (port, mgmt_port, metrics_port) = (free_port(), free_port(), free_port());
+        let s = &mut config["ServerConfig"];
+        s["ipAddress"] = "127.0.0.1".into();
+        s["managementIpAddress"] = "127.0.0.1".into();
+        s["port"] = port.into();
+        s["managementPort"] = mgmt_port.into();
+        s["metricsPort"] = metrics_port.into();
+        let m = &mut config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0];
+        m["modelInstanceType"] = "StandardMock".into();
+        m["modelName"] = "mock-model".into();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf")).expect("mkdir conf");
+        Self { dir, config, port, mgmt_port, metrics_port }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("conf/config.json")
+    }
+
+    /// Sets a value by JSON pointer, e.g. `/ServerConfig/maxLinkNum`.
+    pub fn set(&mut self, pointer: &str, v: impl Into<Value>) -> &mut Self {
+        *self.config.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = v.into();
+        self
+    }
+
+    /// Writes the config with mode 0640.
+    pub fn write(&self) -> PathBuf {
+        let p = self.config_path();
+        std::fs::write(&p, serde_json::to_vec_pretty(&self.config).expect("json")).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        p
+    }
+
+    pub fn business(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn mgmt(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.mgmt_port))
+    }
+
+    pub fn metrics(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
+    }
+
+    fn command(&self, extra_env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .env("MIES_INSTALL_PATH", self.path())
+            .env("MIES_CONFIG_JSON_PATH", self.config_path());
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Writes the config (mode 0640), starts the daemon and waits for `Daemon start success!`.
+    pub fn start(&self, extra_env: &[(&str, &str)]) -> Daemon {
+        self.write();
+        self.start_without_write(extra_env)
+    }
+
+    /// Starts the daemon on the config file as it is on disk.
+    pub fn start_without_write(&self, extra_env: &[(&str, &str)]) -> Daemon {
+        let mut child = self
+            .command(extra_env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (o, e) = (out.clone(), err.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut g = o.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            e.lock().unwrap().push_str(&s);
+        });
+        let mut d = Daemon { child, out, err };
+        let t0 = Instant::now();
+        loop {
+            if d.stdout().contains("Daemon start success!") {
+                return d;
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}", d.stdout(), d.stderr());
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = d.child.kill();
+                panic!("daemon did not start in 60 s\nstdout:\n{}", d.stdout());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the daemon (or `check`) expecting it to exit by itself; returns status and output.
+    pub fn run_to_exit(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+        let mut c = self.command(extra_env);
+        c.args(args).stdin(Stdio::null());
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("daemon did not exit within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A running daemon; killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Waits for exit up to `limit`; `None` if still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
