@@ -1,0 +1,4 @@
+//! Unit tests of the config module: loading the stock MindIE file, broken variants of it,
+//! warnings, environment overrides, file location and TLS file mapping.
+
+mod support;
