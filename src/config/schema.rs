@@ -279,7 +279,7 @@ pub struct ModelConfig {
     pub npu_mem_size: i64,
     pub backend_type: String,
     pub trust_remote_code: bool,
-    #[serde(default)]
+    #[serde(rename = "plugin_params", default)]
     pub plugin_params: Option<Value>,
     #[serde(rename = "async_scheduler_wait_time", default = "d_async_wait")]
     pub async_scheduler_wait_time: u32,

@@ -46,7 +46,7 @@ pub fn check(mut doc: Value, env: &Env) -> Result<Checked, Vec<Problem>> {
         Ok(c) => c,
         Err(e) => {
             problems.push(Problem {
-                path: "(root)".into(),
+                path: rules::ROOT.into(),
                 value: "(document)".into(),
                 allowed: format!("a document the daemon can read (internal: {e})"),
             });

@@ -21,7 +21,7 @@ pub(crate) fn walk(doc: &mut Value) -> Walk {
     if let Value::Object(map) = doc {
         w.section(&ROOT, map, "");
     } else {
-        w.problem("(root)", render(doc), "a JSON object".into());
+        w.problem(super::rules::ROOT, render(doc), "a JSON object".into());
         *doc = ROOT.placeholder();
     }
     w
@@ -57,6 +57,9 @@ impl Walk {
     }
 
     fn section(&mut self, s: &'static Section, obj: &mut Map<String, Value>, path: &str) {
+        // `null` on an optional key means "not given" (a serialized Config writes absent
+        // options so); on a required key it is a type problem.
+        obj.retain(|k, v| !(v.is_null() && s.field(k).is_some_and(|f| !f.required)));
         for key in obj.keys() {
             if s.field(key).is_none() {
                 if let Some(w) = unknown_key(s, key, path) {

@@ -44,7 +44,7 @@ impl Rules<'_> {
         let list = &c.backend_config.model_deploy_config.model_config;
         let template = &c.backend_config.schedule_config.template_type;
         let path = md("ModelConfig");
-        self.rule(&[path.clone()], !list.is_empty(), || {
+        self.rule(&[path.as_str()], !list.is_empty(), || {
             problem(path.clone(), "[]", "at least one model")
         });
         let operands = [path.clone(), sc("templateType")];
@@ -65,7 +65,7 @@ impl Rules<'_> {
         }
         for (i, m) in list.iter().enumerate() {
             let p = mc(i, "modelName");
-            self.rule(&[p.clone()], valid_model_name(&m.model_name), || {
+            self.rule(&[p.as_str()], valid_model_name(&m.model_name), || {
                 problem(
                     p.clone(),
                     quoted(&m.model_name),
@@ -83,7 +83,7 @@ impl Rules<'_> {
                 )
             });
             let p = mc(i, "npuMemSize");
-            self.rule(&[p.clone()], m.npu_mem_size != 0, || {
+            self.rule(&[p.as_str()], m.npu_mem_size != 0, || {
                 problem(p.clone(), 0, "-1 (automatic) or a size in GB >= 1")
             });
         }
@@ -95,12 +95,12 @@ impl Rules<'_> {
         let c = self.c;
         let b = &c.backend_config;
         let path = be("npuDeviceIds");
-        self.rule(&[path.clone()], !b.npu_device_ids.is_empty(), || {
+        self.rule(&[path.as_str()], !b.npu_device_ids.is_empty(), || {
             problem(path.clone(), "[]", "at least one list of device ids")
         });
         for (i, ids) in b.npu_device_ids.iter().enumerate() {
             let p = format!("{path}[{i}]");
-            self.rule(&[p.clone()], !ids.is_empty(), || {
+            self.rule(&[p.as_str()], !ids.is_empty(), || {
                 problem(p.clone(), "[]", "at least one device id")
             });
         }
@@ -240,7 +240,7 @@ impl Rules<'_> {
         let c = self.c;
         let t = &c.log_config.dynamic_log_level_valid_time;
         let p = "LogConfig.dynamicLogLevelValidTime".to_string();
-        self.rule(&[p.clone()], t.is_empty() || valid_timestamp(t), || {
+        self.rule(&[p.as_str()], t.is_empty() || valid_timestamp(t), || {
             problem(
                 p.clone(),
                 quoted(t),

@@ -11,6 +11,9 @@ mod server;
 
 use super::{Config, Env, Problem};
 
+/// The path of a problem with the document as a whole.
+pub(crate) const ROOT: &str = "(root)";
+
 /// Where an effective IP address came from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IpOrigin {
@@ -92,8 +95,8 @@ pub(crate) struct Rules<'a> {
 impl Rules<'_> {
     /// Reports `problem()` unless `ok`, or unless one of `operands` (JSON paths the rule reads)
     /// already has a problem.
-    fn rule(&mut self, operands: &[String], ok: bool, problem: impl FnOnce() -> Problem) {
-        if ok || operands.iter().any(|o| self.is_bad(o)) {
+    fn rule<S: AsRef<str>>(&mut self, operands: &[S], ok: bool, problem: impl FnOnce() -> Problem) {
+        if ok || operands.iter().any(|o| self.is_bad(o.as_ref())) {
             return;
         }
         let p = problem();
@@ -101,11 +104,12 @@ impl Rules<'_> {
         self.problems.push(p);
     }
 
-    /// Whether `path` is, contains or lies inside a path with a problem.
+    /// Whether `path` is, contains or lies inside a path with a problem (a problem with the
+    /// document itself, `(root)`, spoils every path).
     fn is_bad(&self, path: &str) -> bool {
         self.bad
             .iter()
-            .any(|b| same_branch(b, path) || same_branch(path, b))
+            .any(|b| b == ROOT || same_branch(b, path) || same_branch(path, b))
     }
 
     fn warn(&mut self, w: String) {

@@ -135,9 +135,9 @@ impl Rules<'_> {
         }
         let on = sv("httpsEnabled");
         let why = "when httpsEnabled is true";
-        self.non_empty(&[on.clone()], sv("tlsCert"), &s.tls_cert, why);
-        self.non_empty(&[on.clone()], sv("tlsPk"), &s.tls_pk, why);
-        self.some_files(&[on.clone()], sv("tlsCaFile"), &s.tls_ca_file, why);
+        self.non_empty(&[on.as_str()], sv("tlsCert"), &s.tls_cert, why);
+        self.non_empty(&[on.as_str()], sv("tlsPk"), &s.tls_pk, why);
+        self.some_files(&[on.as_str()], sv("tlsCaFile"), &s.tls_ca_file, why);
         let plane_keys = [
             on,
             sv("ipAddress"),
@@ -219,7 +219,7 @@ impl Rules<'_> {
             )
         });
         let has_ranktable = self.env.get("RANK_TABLE_FILE").is_some();
-        self.rule(&[on.clone()], has_ranktable, || {
+        self.rule(&[on.as_str()], has_ranktable, || {
             problem(
                 on.clone(),
                 true,
@@ -237,20 +237,20 @@ impl Rules<'_> {
         }
     }
 
-    fn non_empty(&mut self, operands: &[String], path: String, v: &str, why: &str) {
-        let mut ops = operands.to_vec();
-        ops.push(path.clone());
+    fn non_empty<S: AsRef<str>>(&mut self, operands: &[S], path: String, v: &str, why: &str) {
+        let mut ops: Vec<&str> = operands.iter().map(AsRef::as_ref).collect();
+        ops.push(&path);
         self.rule(&ops, !v.is_empty(), || {
-            problem(path, quoted(v), format!("a file path {why}"))
+            problem(path.clone(), quoted(v), format!("a file path {why}"))
         });
     }
 
-    fn some_files(&mut self, operands: &[String], path: String, v: &[String], why: &str) {
-        let mut ops = operands.to_vec();
-        ops.push(path.clone());
+    fn some_files<S: AsRef<str>>(&mut self, operands: &[S], path: String, v: &[String], why: &str) {
+        let mut ops: Vec<&str> = operands.iter().map(AsRef::as_ref).collect();
+        ops.push(&path);
         self.rule(&ops, v.iter().any(|f| !f.is_empty()), || {
             let value = serde_json::Value::from(v.to_vec()).to_string();
-            problem(path, value, format!("at least one file name {why}"))
+            problem(path.clone(), value, format!("at least one file name {why}"))
         });
     }
 }
