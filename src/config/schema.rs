@@ -119,8 +119,8 @@ pub struct ServerConfig {
     pub dist_dp_server_enabled: bool,
     #[serde(rename = "HealthCheckConfig", default)]
     pub health_check_config: HealthCheckConfig,
-    /// Older spelling of `HealthCheckConfig.npuUsageThreshold` (MindIE lists both); the nested
-    /// one wins when both are given.
+    /// Older spelling of `HealthCheckConfig.npuUsageThreshold` (MindIE lists both); used when
+    /// the nested one is 0 or absent (see `ServerConfig::npu_usage_threshold()`).
     #[serde(default)]
     pub npu_usage_threshold: Option<u32>,
     // Layer-wise disaggregation (niche MindIE feature): accepted, not used.

@@ -65,15 +65,6 @@ pub fn check(mut doc: Value, env: &Env) -> Result<Checked, Vec<Problem>> {
     }
 }
 
-/// [`check`] for JSON text; `path` only names the source in errors.
-pub fn check_str(text: &str, path: &Path, env: &Env) -> Result<Checked, ConfigError> {
-    let doc = parse(path, text.as_bytes())?;
-    check(doc, env).map_err(|problems| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        problems,
-    })
-}
-
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
