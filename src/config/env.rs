@@ -32,12 +32,19 @@ impl Env {
 
     /// The variable's value, if set, non-empty and at most 256 characters.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// Boolean-ish flag: `0`/`false`/`off` are false, anything else set is true.
     pub fn flag(&self, key: &str) -> Option<bool> {
-        self.get(key)
-            .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "off" | "no"))
+        self.get(key).map(|v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "false" | "off" | "no"
+            )
+        })
     }
 }

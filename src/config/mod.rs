@@ -1,15 +1,26 @@
-//! MindIE's `config.json`: where it is ([`paths`]), what it may contain ([`schema`]), which
-//! environment variables override it ([`env`]), and whether it is acceptable ([`validate`]).
+//! MindIE's `config.json`: where it is ([`paths`]), what it may contain ([`schema`], with the
+//! key table in `fields`), which environment variables override it ([`env`]), whether it is
+//! acceptable ([`validate`], with `walk` for types and ranges and `rules` for cross-field rules),
+//! and the effective values derived from it ([`view`]).
 //! [`load`] is the one entry point: it reads, parses, overrides and validates, returning every
 //! problem at once.
 
 pub mod env;
+mod fields;
 pub mod paths;
+mod rules;
 pub mod schema;
 pub mod validate;
+pub mod view;
+mod walk;
+
+#[cfg(test)]
+mod tests;
 
 pub use env::Env;
+pub use paths::{locate, Located};
 pub use schema::*;
+pub use view::HttpSocket;
 
 use std::path::{Path, PathBuf};
 
@@ -63,11 +74,22 @@ pub enum ConfigError {
     #[error("config file {path} is {size} bytes: allowed (0, 10 MB]")]
     Size { path: PathBuf, size: u64 },
     #[error("config file {path} is not valid JSON: {message}")]
-    Json { path: PathBuf, message: String },
+    Json {
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// serde_json's message (it names the line and column too).
+        message: String,
+    },
     #[error("config file {path} has {} problem(s):\n  {}", .problems.len(), .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
-    #[error("{0}")]
-    Permission(#[from] crate::security::perms::PermError),
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("cannot determine the install home: {0}")]
+    Home(String),
 }
 
 /// Reads, parses, applies env overrides to and validates the config at `path`.

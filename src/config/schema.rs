@@ -86,7 +86,6 @@ pub struct ServerConfig {
     #[serde(default)]
     pub kmc_ksf_standby: Option<String>,
 
-    #[serde(default = "d_infer_mode")]
     pub infer_mode: String,
     #[serde(rename = "interCommTLSEnabled", default = "d_true")]
     pub inter_comm_tls_enabled: bool,
@@ -109,9 +108,7 @@ pub struct ServerConfig {
 
     #[serde(default = "d_open_ai_support")]
     pub open_ai_support: String,
-    #[serde(default = "d_600")]
     pub token_timeout: u32,
-    #[serde(default = "d_600")]
     pub e2e_timeout: u32,
     /// Request body limit in MB, [1,100].
     #[serde(default = "d_max_request_length")]
@@ -122,10 +119,23 @@ pub struct ServerConfig {
     pub dist_dp_server_enabled: bool,
     #[serde(rename = "HealthCheckConfig", default)]
     pub health_check_config: HealthCheckConfig,
+    /// Older spelling of `HealthCheckConfig.npuUsageThreshold` (MindIE lists both); used when
+    /// the nested one is 0 or absent (see `ServerConfig::npu_usage_threshold()`).
+    #[serde(default)]
+    pub npu_usage_threshold: Option<u32>,
+    // Layer-wise disaggregation (niche MindIE feature): accepted, not used.
     #[serde(default)]
     pub layerwise_disaggregated: Option<bool>,
     #[serde(default)]
     pub layerwise_disaggregated_role_type: Option<String>,
+    #[serde(default)]
+    pub layerwise_disaggregated_master_ip_address: Option<String>,
+    #[serde(default)]
+    pub layerwise_disaggregated_slave_ip_address: Option<Vec<String>>,
+    #[serde(default)]
+    pub layerwise_disaggregated_data_port: Option<u16>,
+    #[serde(default)]
+    pub layerwise_disaggregated_crtl_port: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -171,6 +181,9 @@ pub struct BackendConfig {
     pub inter_node_kmc_ksf_standby: Option<String>,
     #[serde(default)]
     pub kv_pool_config: Option<KvPoolConfig>,
+    /// Layer-wise disaggregation settings (niche MindIE feature): accepted, not used.
+    #[serde(default)]
+    pub layerwise_disaggregated: Option<Value>,
     #[serde(rename = "ModelDeployConfig")]
     pub model_deploy_config: ModelDeployConfig,
     #[serde(rename = "ScheduleConfig")]
@@ -266,7 +279,7 @@ pub struct ModelConfig {
     pub npu_mem_size: i64,
     pub backend_type: String,
     pub trust_remote_code: bool,
-    #[serde(default)]
+    #[serde(rename = "plugin_params", default)]
     pub plugin_params: Option<Value>,
     #[serde(rename = "async_scheduler_wait_time", default = "d_async_wait")]
     pub async_scheduler_wait_time: u32,
@@ -290,6 +303,9 @@ pub struct ModelConfig {
     pub pp: Option<u32>,
     #[serde(default)]
     pub models: Option<Value>,
+    /// Any other key: MindIE forwards these to the model as extra parameters.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -341,6 +357,22 @@ pub struct ScheduleConfig {
     /// Deprecated (MindIE): accepted, ignored with a warning.
     #[serde(default)]
     pub enable_split: Option<bool>,
+    /// MindIE's own spelling (sic).
+    #[serde(rename = "enablChunkedPrefill", default)]
+    pub enabl_chunked_prefill: Option<bool>,
+    #[serde(default)]
+    pub split_type: Option<bool>,
+    #[serde(default)]
+    pub split_start_type: Option<bool>,
+    #[serde(default)]
+    pub split_chunk_tokens: Option<u32>,
+    #[serde(default)]
+    pub split_start_batch_size: Option<u32>,
+    #[serde(default)]
+    pub max_beam_width: Option<u32>,
+    /// Layer-wise disaggregation settings (niche MindIE feature): accepted, not used.
+    #[serde(default)]
+    pub layerwise_disaggregated: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -376,14 +408,8 @@ fn d_one() -> u32 {
 fn d_two() -> u32 {
     2
 }
-fn d_600() -> u32 {
-    600
-}
 fn d_tls_ca_path() -> String {
     "security/ca/".into()
-}
-fn d_infer_mode() -> String {
-    "standard".into()
 }
 fn d_inter_comm_port() -> u16 {
     1121
