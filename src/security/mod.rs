@@ -5,6 +5,7 @@
 
 pub mod certinfo;
 pub mod keys;
+pub mod pem;
 pub mod perms;
 pub mod tls;
 
