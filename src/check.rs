@@ -24,15 +24,25 @@ pub struct Report {
 
 impl Report {
     fn push(&mut self, severity: Severity, what: impl Into<String>, message: impl Into<String>) {
-        self.lines.push(Line { severity, what: what.into(), message: message.into() });
+        self.lines.push(Line {
+            severity,
+            what: what.into(),
+            message: message.into(),
+        });
     }
 
     pub fn errors(&self) -> usize {
-        self.lines.iter().filter(|l| l.severity == Severity::Error).count()
+        self.lines
+            .iter()
+            .filter(|l| l.severity == Severity::Error)
+            .count()
     }
 
     pub fn warnings(&self) -> usize {
-        self.lines.iter().filter(|l| l.severity == Severity::Warning).count()
+        self.lines
+            .iter()
+            .filter(|l| l.severity == Severity::Warning)
+            .count()
     }
 
     /// Human-readable report, one finding per line.
@@ -46,14 +56,22 @@ impl Report {
             };
             out.push_str(&format!("[{tag}] {}: {}\n", l.what, l.message));
         }
-        out.push_str(&format!("{} error(s), {} warning(s)\n", self.errors(), self.warnings()));
+        out.push_str(&format!(
+            "{} error(s), {} warning(s)\n",
+            self.errors(),
+            self.warnings()
+        ));
         out
     }
 }
 
 fn perm(report: &mut Report, checker: &mut PermChecker, path: &Path, role: FileRole) {
     match checker.check(path, role) {
-        Ok(()) => report.push(Severity::Ok, path.display().to_string(), "owner, mode and type acceptable"),
+        Ok(()) => report.push(
+            Severity::Ok,
+            path.display().to_string(),
+            "owner, mode and type acceptable",
+        ),
         Err(e) => report.push(Severity::Error, path.display().to_string(), e.message),
     }
 }
@@ -75,17 +93,31 @@ fn planes(loaded: &Loaded) -> Vec<(Plane, &'static str)> {
 }
 
 fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) {
-    let Some(model) = loaded.config.backend_config.model_deploy_config.model_config.first() else {
+    let Some(model) = loaded
+        .config
+        .backend_config
+        .model_deploy_config
+        .model_config
+        .first()
+    else {
         return;
     };
     if model.model_instance_type == "StandardMock" {
-        report.push(Severity::Ok, "model", "StandardMock: no model folder needed");
+        report.push(
+            Severity::Ok,
+            "model",
+            "StandardMock: no model folder needed",
+        );
         return;
     }
     let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
     let cfg = dir.join("config.json");
     if !cfg.is_file() {
-        report.push(Severity::Error, dir.display().to_string(), "no config.json: modelWeightPath must be a Hugging Face model folder");
+        report.push(
+            Severity::Error,
+            dir.display().to_string(),
+            "no config.json: modelWeightPath must be a Hugging Face model folder",
+        );
         return;
     }
     perm(report, checker, &cfg, FileRole::ModelConfig);
@@ -94,22 +126,48 @@ fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) 
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
     match parsed {
         Ok(v) => {
-            let arch = v["architectures"][0].as_str().unwrap_or("<none>").to_string();
-            report.push(Severity::Ok, cfg.display().to_string(), format!("architecture {arch}, model_type {}", v["model_type"]));
+            let arch = v["architectures"][0]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_string();
+            report.push(
+                Severity::Ok,
+                cfg.display().to_string(),
+                format!("architecture {arch}, model_type {}", v["model_type"]),
+            );
         }
-        Err(e) => report.push(Severity::Error, cfg.display().to_string(), format!("not valid JSON: {e}")),
+        Err(e) => report.push(
+            Severity::Error,
+            cfg.display().to_string(),
+            format!("not valid JSON: {e}"),
+        ),
     }
     let has_weights = std::fs::read_dir(&dir)
-        .map(|rd| rd.flatten().any(|e| e.path().extension().is_some_and(|x| x == "safetensors")))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        })
         .unwrap_or(false);
     if has_weights {
-        report.push(Severity::Ok, dir.display().to_string(), "safetensors weights present");
+        report.push(
+            Severity::Ok,
+            dir.display().to_string(),
+            "safetensors weights present",
+        );
     } else {
-        report.push(Severity::Error, dir.display().to_string(), "no *.safetensors weights found");
+        report.push(
+            Severity::Error,
+            dir.display().to_string(),
+            "no *.safetensors weights found",
+        );
     }
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         if !dir.join(f).is_file() {
-            report.push(Severity::Error, dir.join(f).display().to_string(), "missing");
+            report.push(
+                Severity::Error,
+                dir.join(f).display().to_string(),
+                "missing",
+            );
         }
     }
 }
@@ -117,7 +175,8 @@ fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) 
 /// Runs every check; never starts a listener.
 pub fn run(opts: &Options, env: &Env) -> Report {
     let mut report = Report::default();
-    let enforce = env.get("MINDIE_CHECK_INPUTFILES_PERMISSION") != Some("0");
+    let enforce =
+        PermChecker::enforce_from_env_value(env.get("MINDIE_CHECK_INPUTFILES_PERMISSION"));
     let mut checker = PermChecker::new(enforce);
     let loaded = match daemon::load_config(opts, env, &mut checker) {
         Ok(l) => l,
@@ -126,12 +185,20 @@ pub fn run(opts: &Options, env: &Env) -> Report {
             return report;
         }
     };
-    report.push(Severity::Ok, loaded.path.display().to_string(), format!("valid; install home {}", loaded.home.display()));
+    report.push(
+        Severity::Ok,
+        loaded.path.display().to_string(),
+        format!("valid; install home {}", loaded.home.display()),
+    );
     for w in &loaded.warnings {
         report.push(Severity::Warning, "config", w.clone());
     }
     if !loaded.config.server_config.https_enabled {
-        report.push(Severity::Warning, "ServerConfig.httpsEnabled", "false: planes serve plain HTTP without authentication");
+        report.push(
+            Severity::Warning,
+            "ServerConfig.httpsEnabled",
+            "false: planes serve plain HTTP without authentication",
+        );
     }
     for (plane, name) in planes(&loaded) {
         let Some(files) = loaded.config.tls_files(plane, &loaded.home) else {
@@ -153,7 +220,7 @@ pub fn run(opts: &Options, env: &Env) -> Report {
         }
     }
     check_model(&mut report, &mut checker, &loaded);
-    for w in checker.warnings() {
+    for w in &checker.warnings {
         report.push(Severity::Warning, "permissions", w.clone());
     }
     report

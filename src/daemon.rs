@@ -22,7 +22,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,14 +113,28 @@ fn tls_for(
         None => Ok(None),
         Some(files) => tls::server_config(&files, checker)
             .map(Some)
-            .map_err(|source| StartError::Tls { plane: name, source }),
+            .map_err(|source| StartError::Tls {
+                plane: name,
+                source,
+            }),
     }
 }
 
 /// Checks the model folder's config.json (≤ 750, owner, no symlink) for a real model.
-fn check_model_dir(loaded: &Loaded, checker: &mut PermChecker) -> Result<Option<PathBuf>, StartError> {
-    let Some(model) = loaded.config.backend_config.model_deploy_config.model_config.first() else {
-        return Err(StartError::Model("BackendConfig.ModelDeployConfig.ModelConfig is empty".into()));
+fn check_model_dir(
+    loaded: &Loaded,
+    checker: &mut PermChecker,
+) -> Result<Option<PathBuf>, StartError> {
+    let Some(model) = loaded
+        .config
+        .backend_config
+        .model_deploy_config
+        .model_config
+        .first()
+    else {
+        return Err(StartError::Model(
+            "BackendConfig.ModelDeployConfig.ModelConfig is empty".into(),
+        ));
     };
     if model.model_instance_type == "StandardMock" {
         return Ok(None);
@@ -153,7 +167,8 @@ async fn not_found(uri: Uri) -> axum::response::Response {
 
 /// Starts everything; returns once every listener is bound and serving.
 pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
-    let enforce = env.get("MINDIE_CHECK_INPUTFILES_PERMISSION") != Some("0");
+    let enforce =
+        PermChecker::enforce_from_env_value(env.get("MINDIE_CHECK_INPUTFILES_PERMISSION"));
     let mut checker = PermChecker::new(enforce);
     if !enforce {
         tracing::warn!("MINDIE_CHECK_INPUTFILES_PERMISSION=0: file owner/mode/symlink refusals are only warnings");
@@ -184,7 +199,15 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let metrics_addr = socket(&mgmt_ip, sc.metrics_port, "managementIpAddress")?;
 
     // Bind everything before serving anything: a conflict fails the start cleanly.
-    let business_listener = server::bind(if shared { "business+management" } else { "business" }, business_addr).await?;
+    let business_listener = server::bind(
+        if shared {
+            "business+management"
+        } else {
+            "business"
+        },
+        business_addr,
+    )
+    .await?;
     let mgmt_listener = if shared {
         None
     } else {
@@ -219,13 +242,28 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         life: life.clone(),
         drain_deadline,
     });
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let card = Arc::new(ModelCard { name: model.clone(), created, root: model });
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let card = Arc::new(ModelCard {
+        name: model.clone(),
+        created,
+        root: model,
+    });
     let sc = &loaded.config.server_config;
-    let admission = Admission::new(sc.max_link_num as usize, sc.max_request_length as usize, life.clone());
-    let business_router = models::router(card)
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(admission, admission::business_gate));
+    let admission = Admission::new(
+        sc.max_link_num as usize,
+        sc.max_request_length as usize,
+        life.clone(),
+    );
+    let business_router =
+        models::router(card)
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                admission,
+                admission::business_gate,
+            ));
 
     let id_layer = || axum::middleware::from_fn(admission::tag_request_id);
     let mut planes = Vec::new();
@@ -252,13 +290,19 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         name: "metrics",
         listener: metrics_listener,
         tls: metrics_tls,
-        router: metrics::router(metrics).fallback(not_found).layer(id_layer()),
+        router: metrics::router(metrics)
+            .fallback(not_found)
+            .layer(id_layer()),
     });
 
     let mut handles = Vec::new();
     for plane in planes {
         let scheme = if plane.tls.is_some() { "https" } else { "http" };
-        let addr = plane.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = plane
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(plane = plane.name, "listening on {scheme}://{addr}");
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
@@ -266,12 +310,19 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let signals = tokio::spawn(signal_stop(life.clone(), drain_deadline));
     println!("Daemon start success!");
     tracing::info!("Daemon start success!");
-    Ok(Running { life, planes: handles, signals })
+    Ok(Running {
+        life,
+        planes: handles,
+        signals,
+    })
 }
 
 async fn signal_stop(life: Arc<Lifecycle>, drain_deadline: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with /stopService");
         return;
     };
@@ -315,7 +366,10 @@ impl Running {
     /// closes the listeners and lets open connections finish, then returns.
     pub async fn wait(self) {
         self.life.triggered().await;
-        tracing::info!(inflight = self.life.inflight(), "stopping: listeners closed");
+        tracing::info!(
+            inflight = self.life.inflight(),
+            "stopping: listeners closed"
+        );
         let mut graceful = Vec::new();
         for h in self.planes {
             if let Ok(g) = h.await {
@@ -323,7 +377,10 @@ impl Running {
             }
         }
         if self.life.is_forced() {
-            tracing::warn!(inflight = self.life.inflight(), "forced stop: in-flight requests are cut");
+            tracing::warn!(
+                inflight = self.life.inflight(),
+                "forced stop: in-flight requests are cut"
+            );
         } else {
             let close = async {
                 for g in graceful {

@@ -37,9 +37,12 @@ fn component_value(raw: &str) -> Option<String> {
         .filter_map(|e| e.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    ["server", "llm", "*"]
-        .iter()
-        .find_map(|want| entries.iter().find(|(k, _)| k == want).map(|(_, v)| v.clone()))
+    ["server", "llm", "*"].iter().find_map(|want| {
+        entries
+            .iter()
+            .find(|(k, _)| k == want)
+            .map(|(_, v)| v.clone())
+    })
 }
 
 /// Maps MindIE's level names to tracing's. `None` for unknown names.
@@ -68,8 +71,20 @@ fn parse_rotate(v: &str) -> (u64, u32) {
     let words: Vec<&str> = v.split_whitespace().collect();
     for pair in words.windows(2) {
         match pair[0] {
-            "-fs" => mb = pair[1].parse().ok().filter(|n| (1..=500).contains(n)).unwrap_or(mb),
-            "-r" => keep = pair[1].parse().ok().filter(|n| (1..=64).contains(n)).unwrap_or(keep),
+            "-fs" => {
+                mb = pair[1]
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=500).contains(n))
+                    .unwrap_or(mb)
+            }
+            "-r" => {
+                keep = pair[1]
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .unwrap_or(keep)
+            }
             _ => {}
         }
     }
@@ -127,7 +142,13 @@ impl RotatingFile {
     fn open(path: PathBuf, limit: u64, keep: u32) -> io::Result<Self> {
         let file = open_log(&path)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self { path, file, written, limit, keep })
+        Ok(Self {
+            path,
+            file,
+            written,
+            limit,
+            keep,
+        })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -153,7 +174,11 @@ fn set_mode(path: &Path, mode: u32) {
 
 fn open_log(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 impl Write for RotatingFile {
@@ -239,7 +264,10 @@ pub fn init(settings: &LogSettings) -> io::Result<LogHandle> {
         .with(file_layer)
         .try_init()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(LogHandle { handle, base: settings.level.clone() })
+    Ok(LogHandle {
+        handle,
+        base: settings.level.clone(),
+    })
 }
 
 #[cfg(test)]

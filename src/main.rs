@@ -34,7 +34,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let opts = Options { config_file: cli.config_file };
+    let opts = Options {
+        config_file: cli.config_file,
+    };
     match cli.command {
         Some(Command::Check) => {
             let report = mindie::check::run(&opts, &mindie::config::Env::from_process());

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 fn slow_request(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"POST /slow-test HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"a\":").unwrap();
+    s.write_all(b"POST /slow-test HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"a\":")
+        .unwrap();
     s
 }
 
@@ -33,7 +34,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 
     d.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(d.wait_exit(Duration::from_millis(10)).is_none(), "must wait for the in-flight request");
+    assert!(
+        d.wait_exit(Duration::from_millis(10)).is_none(),
+        "must wait for the in-flight request"
+    );
     let ready = get(home.mgmt(), "/v2/health/ready").await;
     assert_eq!(ready.status, 503, "not ready while draining");
     assert!(ready.text().contains("stopping"), "{}", ready.text());
@@ -41,8 +45,13 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert_eq!(refused.status, 503, "new work refused while draining");
 
     let reply = finish(inflight);
-    assert!(reply.starts_with("HTTP/1.1 404"), "in-flight request still answered: {reply}");
-    let status = d.wait_exit(Duration::from_secs(15)).expect("daemon exits after draining");
+    assert!(
+        reply.starts_with("HTTP/1.1 404"),
+        "in-flight request still answered: {reply}"
+    );
+    let status = d
+        .wait_exit(Duration::from_secs(15))
+        .expect("daemon exits after draining");
     assert!(status.success(), "exit status {status}\n{}", d.stdout());
 }
 
@@ -53,7 +62,9 @@ async fn stop_service_graceful_and_force() {
     let r = get(home.mgmt(), "/stopService").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("stopped"), "{}", r.text());
-    let st = d.wait_exit(Duration::from_secs(15)).expect("exits after /stopService");
+    let st = d
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits after /stopService");
     assert!(st.success());
 
     let home = Home::new();
@@ -62,14 +73,20 @@ async fn stop_service_graceful_and_force() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = get(home.mgmt(), "/stopService?mode=Force").await;
     assert_eq!(r.status, 200);
-    let st = d.wait_exit(Duration::from_secs(15)).expect("Force does not wait for in-flight requests");
+    let st = d
+        .wait_exit(Duration::from_secs(15))
+        .expect("Force does not wait for in-flight requests");
     assert!(st.success());
 
     let home = Home::new();
     let _d = home.start(&[]);
     let bad = get(home.mgmt(), "/stopService?mode=Later").await;
     assert_eq!(bad.status, 422);
-    assert_eq!(get(home.mgmt(), "/v2/health/live").await.status, 200, "bad mode does not stop");
+    assert_eq!(
+        get(home.mgmt(), "/v2/health/live").await.status,
+        200,
+        "bad mode does not stop"
+    );
 }
 
 #[test]
@@ -80,25 +97,40 @@ fn port_conflict_fails_the_start_naming_ip_port() {
     let (st, _out, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
     let want = format!("127.0.0.1:{}", home.port);
-    assert!(err.contains(&want) && err.contains("business"), "stderr: {err}");
-    assert!(err.lines().filter(|l| !l.trim().is_empty()).count() <= 2, "short message: {err}");
+    assert!(
+        err.contains(&want) && err.contains("business"),
+        "stderr: {err}"
+    );
+    assert!(
+        err.lines().filter(|l| !l.trim().is_empty()).count() <= 2,
+        "short message: {err}"
+    );
 
     let home = Home::new();
     let _holder = std::net::TcpListener::bind(home.metrics()).unwrap();
     home.write();
     let (st, _, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
-    assert!(err.contains(&format!("127.0.0.1:{}", home.metrics_port)) && err.contains("metrics"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}", home.metrics_port)) && err.contains("metrics"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn container_ip_env_overrides_addresses() {
     let mut home = Home::new();
     home.set("/ServerConfig/managementIpAddress", "127.0.0.1");
-    let _d = home.start(&[("MIES_CONTAINER_IP", "127.0.0.7"), ("MIES_CONTAINER_MANAGEMENT_IP", "127.0.0.8")]);
+    let _d = home.start(&[
+        ("MIES_CONTAINER_IP", "127.0.0.7"),
+        ("MIES_CONTAINER_MANAGEMENT_IP", "127.0.0.8"),
+    ]);
     let business = std::net::SocketAddr::from(([127, 0, 0, 7], home.port));
     let mgmt = std::net::SocketAddr::from(([127, 0, 0, 8], home.mgmt_port));
     assert_eq!(get(business, "/v1/models").await.status, 200);
     assert_eq!(get(mgmt, "/v1/config").await.status, 200);
-    assert!(TcpStream::connect(home.business()).is_err(), "not on the config's address");
+    assert!(
+        TcpStream::connect(home.business()).is_err(),
+        "not on the config's address"
+    );
 }

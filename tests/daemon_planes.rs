@@ -46,7 +46,10 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.split_whitespace();
             let (name, kind) = (it.next().unwrap(), it.next().unwrap());
-            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
             typed.insert(name.to_string(), kind.to_string());
             continue;
         }
@@ -54,8 +57,12 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
             assert!(line.starts_with("# HELP "), "unexpected comment: {line}");
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let (name, labels) = match series.split_once('{') {
             Some((n, l)) => {
                 assert!(l.ends_with('}'), "bad labels: {line}");
@@ -65,7 +72,10 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
         };
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| typed.get(*f).map(String::as_str) == Some("histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+            })
             .unwrap_or(&name)
             .to_string();
         assert!(typed.contains_key(&family), "sample without TYPE: {line}");
@@ -94,8 +104,17 @@ async fn planes_answer_their_own_routes() {
         let st = get(home.mgmt(), path).await;
         assert_eq!(st.status, 200, "{path}");
         let j = st.json();
-        for k in ["availSlotsNum", "availBlockNum", "waitingRequestNum", "runningRequestNum", "swappedRequestNum",
-                  "freeNpuBlockNums", "freeCpuBlockNums", "totalNpuBlockNums", "totalCpuBlockNums"] {
+        for k in [
+            "availSlotsNum",
+            "availBlockNum",
+            "waitingRequestNum",
+            "runningRequestNum",
+            "swappedRequestNum",
+            "freeNpuBlockNums",
+            "freeCpuBlockNums",
+            "totalNpuBlockNums",
+            "totalCpuBlockNums",
+        ] {
             assert!(j["resource"][k].is_u64(), "{path} resource.{k}: {j}");
         }
         assert!(j["service"]["roleStatus"].is_string());
@@ -109,13 +128,24 @@ async fn planes_answer_their_own_routes() {
     assert_eq!(live.status, 200);
     let ready = get(home.mgmt(), "/v2/health/ready").await;
     let health = get(home.mgmt(), "/health").await;
-    assert!(ready.status == 200 || ready.status == 503, "{}", ready.status);
+    assert!(
+        ready.status == 200 || ready.status == 503,
+        "{}",
+        ready.status
+    );
     assert_eq!(health.status, ready.status, "health and readiness agree");
     let role = get(home.mgmt(), "/v1/status").await.json()["service"]["roleStatus"].clone();
     assert_eq!(role == "RoleReady", ready.status == 200);
 
     // Management routes are not on the business port when the planes differ.
-    for path in ["/health", "/v2/health/live", "/v2/health/ready", "/v1/config", "/v1/status", "/stopService"] {
+    for path in [
+        "/health",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v1/config",
+        "/v1/status",
+        "/stopService",
+    ] {
         let r = get(home.business(), path).await;
         assert_eq!(r.status, 404, "{path} must not answer on the business port");
         assert_eq!(r.json()["error_type"], "NotFoundError");
@@ -127,20 +157,32 @@ async fn planes_answer_their_own_routes() {
     let m = models.json();
     assert_eq!(m["data"][0]["id"], "mock-model");
     assert_eq!(m["data"][0]["owned_by"], "MindIE Server");
-    assert_eq!(get(home.business(), "/v1/models/mock-model").await.status, 200);
+    assert_eq!(
+        get(home.business(), "/v1/models/mock-model").await.status,
+        200
+    );
     let missing = get(home.business(), "/v1/models/nope").await;
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["error"]["message"].as_str().unwrap().contains("nope"));
+    assert!(missing.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
     assert!(missing.headers.contains_key("RequestUUID"));
 
     // Metrics plane.
     let metrics = get(home.metrics(), "/metrics").await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let samples = parse_prometheus(&metrics.text());
     for name in MINDIE_METRICS {
         assert!(
-            samples.iter().any(|(n, l, _)| (n == name || n == &format!("{name}_count")) && l.contains("model_name=\"mock-model\"")),
+            samples
+                .iter()
+                .any(|(n, l, _)| (n == name || n == &format!("{name}_count"))
+                    && l.contains("model_name=\"mock-model\"")),
             "metric {name} missing:\n{}",
             metrics.text()
         );
@@ -197,9 +239,15 @@ async fn overload_beyond_max_link_num_gets_503_at_once() {
     let t0 = Instant::now();
     let r = get(home.business(), "/v1/models").await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(t0.elapsed() < Duration::from_secs(2), "503 must come at once");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "503 must come at once"
+    );
     assert!(r.headers.contains_key("retry-after"));
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("maxLinkNum"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("maxLinkNum"));
     // Management still answers while the business plane is full.
     assert_eq!(get(home.mgmt(), "/v1/config").await.status, 200);
 
@@ -207,7 +255,11 @@ async fn overload_beyond_max_link_num_gets_503_at_once() {
     assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
     drop(b);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(home.business(), "/v1/models").await.status, 200, "slots come back");
+    assert_eq!(
+        get(home.business(), "/v1/models").await.status,
+        200,
+        "slots come back"
+    );
 }
 
 #[tokio::test]
@@ -216,9 +268,13 @@ async fn body_above_max_request_length_gets_413() {
     home.set("/ServerConfig/maxRequestLength", 1);
     let _d = home.start(&[]);
     let big = "x".repeat(1024 * 1024 + 10);
-    let r = send(home.business(), None, "POST", "/generate", Some(&big)).await.unwrap();
+    let r = send(home.business(), None, "POST", "/generate", Some(&big))
+        .await
+        .unwrap();
     assert_eq!(r.status, 413);
     assert!(r.text().contains("maxRequestLength"), "{}", r.text());
-    let small = send(home.business(), None, "POST", "/no-such-route", Some("{}")).await.unwrap();
+    let small = send(home.business(), None, "POST", "/no-such-route", Some("{}"))
+        .await
+        .unwrap();
     assert_eq!(small.status, 404);
 }

@@ -20,7 +20,11 @@ fn invalid_config_names_every_path() {
     let (st, out, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
     assert!(!out.contains("Daemon start success!"));
-    for path in ["ScheduleConfig.maxBatchSize", "ServerConfig.maxLinkNum", "ScheduleConfig.maxPrefillTokens"] {
+    for path in [
+        "ScheduleConfig.maxBatchSize",
+        "ServerConfig.maxLinkNum",
+        "ScheduleConfig.maxPrefillTokens",
+    ] {
         assert!(err.contains(path), "{path} not named in: {err}");
     }
     assert!(err.contains("5000"), "value shown: {err}");
@@ -56,7 +60,9 @@ fn too_open_config_is_refused_with_the_fix() {
     let mut d = home.start_without_write(&[("MINDIE_CHECK_INPUTFILES_PERMISSION", "0")]);
     assert!(d.stdout().contains("WARN"), "{}", d.stdout());
     d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(d.wait_exit(std::time::Duration::from_secs(15)).is_some_and(|s| s.success()));
+    assert!(d
+        .wait_exit(std::time::Duration::from_secs(15))
+        .is_some_and(|s| s.success()));
 }
 
 #[test]
@@ -89,16 +95,32 @@ fn model_folder_config_is_checked() {
     let mut home = Home::new();
     let model = home.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
-    std::fs::write(model.join("config.json"), b"{\"architectures\":[\"LlamaForCausalLM\"]}").unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        b"{\"architectures\":[\"LlamaForCausalLM\"]}",
+    )
+    .unwrap();
     chmod(&model.join("config.json"), 0o666);
-    home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelInstanceType", "Standard")
-        .set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath", model.to_str().unwrap());
+    home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelInstanceType",
+        "Standard",
+    )
+    .set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath",
+        model.to_str().unwrap(),
+    );
     home.write();
     let (st, _, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
-    assert!(err.contains("model/config.json") && err.contains("chmod 750"), "{err}");
+    assert!(
+        err.contains("model/config.json") && err.contains("chmod 640") && err.contains("0750"),
+        "{err}"
+    );
 
-    home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath", "/nonexistent/model");
+    home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath",
+        "/nonexistent/model",
+    );
     home.write();
     let (st, _, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
@@ -119,5 +141,8 @@ fn check_subcommand_reports_without_starting() {
     bad.write();
     let (st, out, _) = bad.run_to_exit(&["check"], &[]);
     assert!(!st.success());
-    assert!(out.contains("cacheBlockSize") && out.contains("[ERROR]"), "{out}");
+    assert!(
+        out.contains("cacheBlockSize") && out.contains("[ERROR]"),
+        "{out}"
+    );
 }

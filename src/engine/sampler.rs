@@ -114,7 +114,11 @@ fn apply_penalties(logits: &mut [f32], p: &SamplingParams, prompt: &[u32], gener
         seen.dedup();
         for t in seen {
             if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                *l = if *l > 0.0 {
+                    *l / p.repetition_penalty
+                } else {
+                    *l * p.repetition_penalty
+                };
             }
         }
     }
@@ -152,7 +156,11 @@ fn candidates(logits: &[f32], p: &SamplingParams) -> Vec<(usize, f64)> {
         normalize(&mut c);
     }
     if p.typical_p < 1.0 && c.len() > 1 {
-        let entropy: f64 = c.iter().filter(|x| x.1 > 0.0).map(|x| -x.1 * x.1.ln()).sum();
+        let entropy: f64 = c
+            .iter()
+            .filter(|x| x.1 > 0.0)
+            .map(|x| -x.1 * x.1.ln())
+            .sum();
         let mut by_surprise: Vec<(usize, f64)> = c.clone();
         by_surprise.sort_by(|a, b| {
             let da = (-a.1.ln() - entropy).abs();
@@ -228,8 +236,15 @@ pub fn sample(
         }
         chosen
     };
-    let top = top_n(&raw, top_logprobs).into_iter().map(|i| (i as u32, raw[i])).collect();
-    Sampled { token: token as u32, logprob: raw.get(token).copied().unwrap_or(f32::NEG_INFINITY), top }
+    let top = top_n(&raw, top_logprobs)
+        .into_iter()
+        .map(|i| (i as u32, raw[i]))
+        .collect();
+    Sampled {
+        token: token as u32,
+        logprob: raw.get(token).copied().unwrap_or(f32::NEG_INFINITY),
+        top,
+    }
 }
 
 #[cfg(test)]
@@ -239,9 +254,21 @@ mod tests {
     #[test]
     fn greedy_picks_argmax_and_reports_logprobs() {
         let logits = [1.0, 3.0, 2.0, 0.5];
-        let s = sample(&logits, 4, &SamplingParams::default(), &[], &[], &mut Rng::new(1), 2);
+        let s = sample(
+            &logits,
+            4,
+            &SamplingParams::default(),
+            &[],
+            &[],
+            &mut Rng::new(1),
+            2,
+        );
         assert_eq!(s.token, 1);
-        let lse = logits.iter().map(|x: &f32| (*x as f64).exp()).sum::<f64>().ln();
+        let lse = logits
+            .iter()
+            .map(|x: &f32| (*x as f64).exp())
+            .sum::<f64>()
+            .ln();
         assert!((s.logprob as f64 - (3.0 - lse)).abs() < 1e-6);
         assert_eq!(s.top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
     }
@@ -249,17 +276,32 @@ mod tests {
     #[test]
     fn padded_vocab_rows_are_ignored() {
         let logits = [0.0, 1.0, 50.0];
-        let s = sample(&logits, 2, &SamplingParams::default(), &[], &[], &mut Rng::new(1), 1);
+        let s = sample(
+            &logits,
+            2,
+            &SamplingParams::default(),
+            &[],
+            &[],
+            &mut Rng::new(1),
+            1,
+        );
         assert_eq!(s.token, 1);
     }
 
     #[test]
     fn same_seed_same_choices() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 7) % 13) as f32 / 3.0).collect();
-        let p = SamplingParams { temperature: 1.0, top_p: 0.9, seed: 42, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            seed: 42,
+            ..Default::default()
+        };
         let run = |seed| {
             let mut r = Rng::new(seed);
-            (0..20).map(|_| sample(&logits, 50, &p, &[], &[], &mut r, 0).token).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sample(&logits, 50, &p, &[], &[], &mut r, 0).token)
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -268,7 +310,12 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_top_k_limits_choices() {
         let logits = [0.0, 2.0, 1.9, 1.8, -5.0];
-        let p = SamplingParams { temperature: 5.0, top_k: 2, seed: 3, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 5.0,
+            top_k: 2,
+            seed: 3,
+            ..Default::default()
+        };
         let mut r = Rng::new(3);
         for _ in 0..200 {
             let t = sample(&logits, 5, &p, &[], &[], &mut r, 0).token;
@@ -279,12 +326,20 @@ mod tests {
     #[test]
     fn min_p_and_top_p_cut_the_tail() {
         let logits = [5.0, 4.9, 0.0, -1.0];
-        let p = SamplingParams { temperature: 1.0, min_p: 0.5, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            ..Default::default()
+        };
         let mut r = Rng::new(9);
         for _ in 0..200 {
             assert!(sample(&logits, 4, &p, &[], &[], &mut r, 0).token < 2);
         }
-        let p = SamplingParams { temperature: 1.0, top_p: 0.1, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.1,
+            ..Default::default()
+        };
         for _ in 0..50 {
             assert_eq!(sample(&logits, 4, &p, &[], &[], &mut r, 0).token, 0);
         }
@@ -293,19 +348,44 @@ mod tests {
     #[test]
     fn penalties_move_choice() {
         let logits = [2.0, 1.9];
-        let rep = SamplingParams { repetition_penalty: 2.0, ..Default::default() };
-        assert_eq!(sample(&logits, 2, &rep, &[0], &[], &mut Rng::new(1), 0).token, 1);
-        let freq = SamplingParams { frequency_penalty: 0.06, ..Default::default() };
-        assert_eq!(sample(&logits, 2, &freq, &[], &[0], &mut Rng::new(1), 0).token, 0);
-        assert_eq!(sample(&logits, 2, &freq, &[], &[0, 0], &mut Rng::new(1), 0).token, 1);
-        let pres = SamplingParams { presence_penalty: 0.2, ..Default::default() };
-        assert_eq!(sample(&logits, 2, &pres, &[], &[0], &mut Rng::new(1), 0).token, 1);
+        let rep = SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            sample(&logits, 2, &rep, &[0], &[], &mut Rng::new(1), 0).token,
+            1
+        );
+        let freq = SamplingParams {
+            frequency_penalty: 0.06,
+            ..Default::default()
+        };
+        assert_eq!(
+            sample(&logits, 2, &freq, &[], &[0], &mut Rng::new(1), 0).token,
+            0
+        );
+        assert_eq!(
+            sample(&logits, 2, &freq, &[], &[0, 0], &mut Rng::new(1), 0).token,
+            1
+        );
+        let pres = SamplingParams {
+            presence_penalty: 0.2,
+            ..Default::default()
+        };
+        assert_eq!(
+            sample(&logits, 2, &pres, &[], &[0], &mut Rng::new(1), 0).token,
+            1
+        );
     }
 
     #[test]
     fn typical_p_keeps_the_mass() {
         let logits = [3.0, 2.0, 1.0, 0.0];
-        let p = SamplingParams { temperature: 1.0, typical_p: 0.5, ..Default::default() };
+        let p = SamplingParams {
+            temperature: 1.0,
+            typical_p: 0.5,
+            ..Default::default()
+        };
         let c = candidates(&logits, &p);
         assert!(!c.is_empty() && c.len() < 4);
         assert!((c.iter().map(|x| x.1).sum::<f64>() - 1.0).abs() < 1e-9);

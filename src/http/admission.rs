@@ -99,7 +99,10 @@ pub async fn business_gate(State(adm): State<Admission>, req: Request, next: Nex
             .into_response();
     }
     let Ok(permit) = adm.permits.clone().try_acquire_owned() else {
-        tracing::warn!(max_link_num = adm.max_links, "request refused: too many concurrent requests");
+        tracing::warn!(
+            max_link_num = adm.max_links,
+            "request refused: too many concurrent requests"
+        );
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -126,14 +129,23 @@ pub async fn business_gate(State(adm): State<Admission>, req: Request, next: Nex
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return too_large(adm.body_limit, style),
         Err(e) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, format!("failed to read request body: {e}"))
-                .style(style)
-                .into_response()
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("failed to read request body: {e}"),
+            )
+            .style(style)
+            .into_response()
         }
     };
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let (parts, body) = resp.into_parts();
-    let held = HeldBody { inner: body, _permit: permit, _inflight: inflight };
+    let held = HeldBody {
+        inner: body,
+        _permit: permit,
+        _inflight: inflight,
+    };
     Response::from_parts(parts, Body::new(held))
 }
 

@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad temperature").param("temperature");
+        let e =
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad temperature").param("temperature");
         assert_eq!(
             e.body(),
             json!({"error": "bad temperature", "error_type": "Input Validation Error"})
@@ -129,7 +130,10 @@ mod tests {
         let o = e.style(ErrorStyle::OpenAi).body();
         assert_eq!(o["error"]["param"], "temperature");
         assert_eq!(o["error"]["type"], "invalid_request_error");
-        assert_eq!(ErrorStyle::for_path("/v1/chat/completions"), ErrorStyle::OpenAi);
+        assert_eq!(
+            ErrorStyle::for_path("/v1/chat/completions"),
+            ErrorStyle::OpenAi
+        );
         assert_eq!(ErrorStyle::for_path("/generate"), ErrorStyle::MindIe);
     }
 }

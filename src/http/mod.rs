@@ -3,8 +3,8 @@
 //! error shapes clients expect ([`error`]). Flavour folders (OpenAI, TGI, ...) hang off here.
 
 pub mod admission;
-pub mod openai;
 pub mod error;
+pub mod openai;
 pub mod server;
 
 /// Header MindIE puts on every reply.

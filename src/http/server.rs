@@ -85,7 +85,9 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                        .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::info!(plane = name, %peer, error = %e, "TLS handshake refused");

@@ -35,7 +35,10 @@ async fn scrape(State(metrics): State<Option<Arc<Metrics>>>) -> Response {
     };
     match m.render() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metrics encoding failed: {e}"))
-            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics encoding failed: {e}"),
+        )
+        .into_response(),
     }
 }

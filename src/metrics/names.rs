@@ -65,7 +65,10 @@ fn histogram(
     help: &str,
     buckets: &[f64],
 ) -> prometheus::Result<HistogramVec> {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), LABEL)?;
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        LABEL,
+    )?;
     r.register(Box::new(h.clone()))?;
     Ok(h)
 }
@@ -77,27 +80,112 @@ impl Metrics {
         let r = Registry::new();
         let m = Self {
             request_received: counter(&r, "request_received_total", "Count of received requests.")?,
-            request_success: counter(&r, "request_success_total", "Count of successfully processed requests.")?,
+            request_success: counter(
+                &r,
+                "request_success_total",
+                "Count of successfully processed requests.",
+            )?,
             request_failed: counter(&r, "request_failed_total", "Count of failed requests.")?,
-            prompt_tokens: counter(&r, "prompt_tokens_total", "Number of prefill tokens processed.")?,
-            generation_tokens: counter(&r, "generation_tokens_total", "Number of generation tokens processed.")?,
-            num_preemptions: counter(&r, "num_preemptions_total", "Cumulative number of preemption from the engine.")?,
-            num_requests_running: gauge(&r, "num_requests_running", "Number of requests currently running on NPU.")?,
-            num_requests_waiting: gauge(&r, "num_requests_waiting", "Number of requests waiting to be processed.")?,
-            num_requests_swapped: gauge(&r, "num_requests_swapped", "Number of requests swapped to CPU.")?,
-            avg_prompt_throughput: gauge(&r, "avg_prompt_throughput_toks_per_s", "Average prefill throughput in tokens/s.")?,
-            avg_generation_throughput: gauge(&r, "avg_generation_throughput_toks_per_s", "Average generation throughput in tokens/s.")?,
-            failed_request_perc: gauge(&r, "failed_request_perc", "Requests failure rate. 1 means 100 percent usage.")?,
-            npu_cache_usage_perc: gauge(&r, "npu_cache_usage_perc", "NPU KV-cache usage. 1 means 100 percent usage.")?,
-            cpu_cache_usage_perc: gauge(&r, "cpu_cache_usage_perc", "CPU KV-cache usage. 1 means 100 percent usage.")?,
-            npu_prefix_cache_hit_rate: gauge(&r, "npu_prefix_cache_hit_rate", "NPU prefix cache block hit rate.")?,
-            all_radix_match_num: gauge(&r, "all_radix_match_num", "Number of prefix cache matches attempted.")?,
-            npu_radix_match_hit_num: gauge(&r, "npu_radix_match_hit_num", "Number of prefix cache matches that hit.")?,
-            time_to_first_token: histogram(&r, "time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS)?,
-            time_per_output_token: histogram(&r, "time_per_output_token_seconds", "Histogram of time per output token in seconds.", TPOT_BUCKETS)?,
-            e2e_request_latency: histogram(&r, "e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", E2E_BUCKETS)?,
-            request_prompt_tokens: histogram(&r, "request_prompt_tokens", "Number of prefill tokens processed.", TOKEN_BUCKETS)?,
-            request_generation_tokens: histogram(&r, "request_generation_tokens", "Number of generation tokens processed.", TOKEN_BUCKETS)?,
+            prompt_tokens: counter(
+                &r,
+                "prompt_tokens_total",
+                "Number of prefill tokens processed.",
+            )?,
+            generation_tokens: counter(
+                &r,
+                "generation_tokens_total",
+                "Number of generation tokens processed.",
+            )?,
+            num_preemptions: counter(
+                &r,
+                "num_preemptions_total",
+                "Cumulative number of preemption from the engine.",
+            )?,
+            num_requests_running: gauge(
+                &r,
+                "num_requests_running",
+                "Number of requests currently running on NPU.",
+            )?,
+            num_requests_waiting: gauge(
+                &r,
+                "num_requests_waiting",
+                "Number of requests waiting to be processed.",
+            )?,
+            num_requests_swapped: gauge(
+                &r,
+                "num_requests_swapped",
+                "Number of requests swapped to CPU.",
+            )?,
+            avg_prompt_throughput: gauge(
+                &r,
+                "avg_prompt_throughput_toks_per_s",
+                "Average prefill throughput in tokens/s.",
+            )?,
+            avg_generation_throughput: gauge(
+                &r,
+                "avg_generation_throughput_toks_per_s",
+                "Average generation throughput in tokens/s.",
+            )?,
+            failed_request_perc: gauge(
+                &r,
+                "failed_request_perc",
+                "Requests failure rate. 1 means 100 percent usage.",
+            )?,
+            npu_cache_usage_perc: gauge(
+                &r,
+                "npu_cache_usage_perc",
+                "NPU KV-cache usage. 1 means 100 percent usage.",
+            )?,
+            cpu_cache_usage_perc: gauge(
+                &r,
+                "cpu_cache_usage_perc",
+                "CPU KV-cache usage. 1 means 100 percent usage.",
+            )?,
+            npu_prefix_cache_hit_rate: gauge(
+                &r,
+                "npu_prefix_cache_hit_rate",
+                "NPU prefix cache block hit rate.",
+            )?,
+            all_radix_match_num: gauge(
+                &r,
+                "all_radix_match_num",
+                "Number of prefix cache matches attempted.",
+            )?,
+            npu_radix_match_hit_num: gauge(
+                &r,
+                "npu_radix_match_hit_num",
+                "Number of prefix cache matches that hit.",
+            )?,
+            time_to_first_token: histogram(
+                &r,
+                "time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+                TTFT_BUCKETS,
+            )?,
+            time_per_output_token: histogram(
+                &r,
+                "time_per_output_token_seconds",
+                "Histogram of time per output token in seconds.",
+                TPOT_BUCKETS,
+            )?,
+            e2e_request_latency: histogram(
+                &r,
+                "e2e_request_latency_seconds",
+                "Histogram of end to end request latency in seconds.",
+                E2E_BUCKETS,
+            )?,
+            request_prompt_tokens: histogram(
+                &r,
+                "request_prompt_tokens",
+                "Number of prefill tokens processed.",
+                TOKEN_BUCKETS,
+            )?,
+            request_generation_tokens: histogram(
+                &r,
+                "request_generation_tokens",
+                "Number of generation tokens processed.",
+                TOKEN_BUCKETS,
+            )?,
             registry: r,
             model: model_names.join(" & "),
         };
@@ -171,10 +259,16 @@ mod tests {
         assert!(text.contains("# TYPE request_received_total counter"));
         assert!(text.contains("request_received_total{model_name=\"llama_65b\"} 1"));
         assert!(text.contains("# TYPE time_to_first_token_seconds histogram"));
-        assert!(text.contains("time_to_first_token_seconds_bucket{model_name=\"llama_65b\",le=\"0.04\"} 1"));
-        assert!(text.contains("time_to_first_token_seconds_bucket{model_name=\"llama_65b\",le=\"0.02\"} 0"));
+        assert!(text.contains(
+            "time_to_first_token_seconds_bucket{model_name=\"llama_65b\",le=\"0.04\"} 1"
+        ));
+        assert!(text.contains(
+            "time_to_first_token_seconds_bucket{model_name=\"llama_65b\",le=\"0.02\"} 0"
+        ));
         assert!(text.contains("num_requests_running{model_name=\"llama_65b\"} 0"));
-        assert!(text.contains("request_generation_tokens_bucket{model_name=\"llama_65b\",le=\"128000\"} 0"));
+        assert!(text.contains(
+            "request_generation_tokens_bucket{model_name=\"llama_65b\",le=\"128000\"} 0"
+        ));
     }
 
     #[test]

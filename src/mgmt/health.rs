@@ -9,7 +9,11 @@ use axum::Json;
 use serde_json::json;
 
 fn unavailable(message: String) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "message": message }))).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "message": message })),
+    )
+        .into_response()
 }
 
 /// Why this instance should not take traffic, if it should not.
@@ -39,13 +43,21 @@ pub async fn live(State(s): State<MgmtState>) -> Response {
     if s.life.is_stopping() {
         return unavailable("Service is stopping".into());
     }
-    (StatusCode::OK, Json(json!({ "message": "Service is alive" }))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({ "message": "Service is alive" })),
+    )
+        .into_response()
 }
 
 /// GET `/v2/health/ready`: 200 when requests will be served, else 503 with the reason.
 pub async fn ready(State(s): State<MgmtState>) -> Response {
     match not_ready_reason(&s) {
-        None => (StatusCode::OK, Json(json!({ "message": "Service is ready" }))).into_response(),
+        None => (
+            StatusCode::OK,
+            Json(json!({ "message": "Service is ready" })),
+        )
+            .into_response(),
         Some(m) => unavailable(m),
     }
 }

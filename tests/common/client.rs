@@ -37,7 +37,9 @@ pub async fn send(
     path: &str,
     body: Option<&str>,
 ) -> Result<Reply, String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -48,7 +50,8 @@ pub async fn send(
     match tls {
         None => exchange(TokioIo::new(tcp), req).await,
         Some(cfg) => {
-            let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let name =
+                rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, tcp)
                 .await
@@ -66,7 +69,10 @@ where
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
@@ -76,7 +82,11 @@ where
         .map_err(|e| format!("body: {e}"))?
         .to_bytes()
         .to_vec();
-    Ok(Reply { status, headers, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {

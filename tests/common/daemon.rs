@@ -51,7 +51,13 @@ impl Home {
         m["modelName"] = "mock-model".into();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("conf")).expect("mkdir conf");
-        Self { dir, config, port, mgmt_port, metrics_port }
+        Self {
+            dir,
+            config,
+            port,
+            mgmt_port,
+            metrics_port,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -64,7 +70,10 @@ impl Home {
 
     /// Sets a value by JSON pointer, e.g. `/ServerConfig/maxLinkNum`.
     pub fn set(&mut self, pointer: &str, v: impl Into<Value>) -> &mut Self {
-        *self.config.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = v.into();
+        *self
+            .config
+            .pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("no {pointer}")) = v.into();
         self
     }
 
@@ -141,7 +150,11 @@ impl Home {
             }
             if let Ok(Some(st)) = d.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}", d.stdout(), d.stderr());
+                panic!(
+                    "daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}",
+                    d.stdout(),
+                    d.stderr()
+                );
             }
             if t0.elapsed() > Duration::from_secs(60) {
                 let _ = d.child.kill();
@@ -152,10 +165,18 @@ impl Home {
     }
 
     /// Runs the daemon (or `check`) expecting it to exit by itself; returns status and output.
-    pub fn run_to_exit(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    pub fn run_to_exit(
+        &self,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> (ExitStatus, String, String) {
         let mut c = self.command(extra_env);
         c.args(args).stdin(Stdio::null());
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let t0 = Instant::now();
         loop {
             if let Ok(Some(_)) = child.try_wait() {

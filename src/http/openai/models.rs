@@ -46,9 +46,12 @@ async fn one(State(card): State<Arc<ModelCard>>, Path(id): Path<String>) -> Resp
     if id == card.name {
         Json(card.to_json()).into_response()
     } else {
-        ApiError::new(StatusCode::NOT_FOUND, format!("The model `{id}` does not exist."))
-            .style(ErrorStyle::OpenAi)
-            .param("model")
-            .into_response()
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("The model `{id}` does not exist."),
+        )
+        .style(ErrorStyle::OpenAi)
+        .param("model")
+        .into_response()
     }
 }
