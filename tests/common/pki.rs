@@ -217,6 +217,11 @@ impl Pki {
             .prefix("mindie-pki-")
             .tempdir()
             .expect("temp dir");
+        Pki::make_in(dir)
+    }
+
+    /// Makes the PKI in `dir` (an empty temporary folder, deleted when the `Pki` drops).
+    fn make_in(dir: TempDir) -> Pki {
         let d = dir.path().to_path_buf();
         let p = |name: &str| d.join(name);
         let write = |name: &str, text: &str| fs::write(p(name), text).expect("write pki file");
@@ -333,11 +338,20 @@ impl Pki {
         }
     }
 
-    /// One PKI per test binary, made on first use. Its folder is never deleted (statics are
-    /// not dropped); it is small and lives under the system temp folder.
+    /// One PKI per test binary, made on first use. Statics are never dropped, so it lives in
+    /// cargo's per-target temp folder (`CARGO_TARGET_TMPDIR`), and shared PKIs older than an
+    /// hour (left by earlier runs) are removed first.
     pub fn shared() -> &'static Pki {
         static PKI: OnceLock<Pki> = OnceLock::new();
-        PKI.get_or_init(Pki::make)
+        PKI.get_or_init(|| {
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            remove_stale(base, SHARED_PREFIX);
+            let dir = tempfile::Builder::new()
+                .prefix(SHARED_PREFIX)
+                .tempdir_in(base)
+                .expect("temp dir");
+            Pki::make_in(dir)
+        })
     }
 
     /// The server's files as the daemon gets them: encrypted PKCS#8 key with its password
@@ -357,6 +371,26 @@ impl Pki {
             } else {
                 Vec::new()
             },
+        }
+    }
+}
+
+const SHARED_PREFIX: &str = "mindie-pki-shared-";
+
+/// Removes `base/<prefix>*` folders last modified over an hour ago.
+fn remove_stale(base: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if stale && entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
