@@ -32,11 +32,14 @@ pub enum PemError {
     BadBase64 { label: String, line: usize },
 }
 
+/// A block being read: label, headers, base64 body, line number of its BEGIN marker.
+type Open = (String, Vec<(String, String)>, String, usize);
+
 /// All PEM blocks in `text`, in order. Text outside blocks is ignored.
 pub fn parse(text: &[u8]) -> Result<Vec<PemBlock>, PemError> {
     let text = String::from_utf8_lossy(text);
     let mut blocks = Vec::new();
-    let mut current: Option<(String, Vec<(String, String)>, String, usize)> = None;
+    let mut current: Option<Open> = None;
     for (idx, raw) in text.lines().enumerate() {
         let line = raw.trim();
         match current.as_mut() {

@@ -1,4 +1,7 @@
-//! Shared test support: the daemon launcher, an HTTP(S) client, and a test PKI.
+//! Shared test support: the daemon launcher, an HTTP(S) client, and a test PKI made with the
+//! openssl CLI.
+#![allow(dead_code)]
 
 pub mod client;
 pub mod daemon;
+pub mod pki;
