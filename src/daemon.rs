@@ -195,8 +195,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let business_addr = socket(&sc.ip_address, sc.port, "ipAddress")?;
     let mgmt_ip = sc.management_ip();
-    let mgmt_addr = socket(&mgmt_ip, sc.management_port(), "managementIpAddress")?;
-    let metrics_addr = socket(&mgmt_ip, sc.metrics_port, "managementIpAddress")?;
+    let mgmt_addr = socket(mgmt_ip, sc.management_port(), "managementIpAddress")?;
+    let metrics_addr = socket(sc.metrics_ip(), sc.metrics_port, "managementIpAddress")?;
 
     // Bind everything before serving anything: a conflict fails the start cleanly.
     let business_listener = server::bind(

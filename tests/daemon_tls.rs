@@ -36,12 +36,18 @@ fn tls_home(pki: &Pki) -> Home {
         .set("/ServerConfig/tlsPkPwd", pwd)
         .set("/ServerConfig/tlsCrlPath", crl_dir.as_str())
         .set("/ServerConfig/tlsCrlFiles", serde_json::json!([crl_name]))
-        .set("/ServerConfig/managementTlsCaFile", serde_json::json!([ca_name]))
+        .set(
+            "/ServerConfig/managementTlsCaFile",
+            serde_json::json!([ca_name]),
+        )
         .set("/ServerConfig/managementTlsCert", cert)
         .set("/ServerConfig/managementTlsPk", key)
         .set("/ServerConfig/managementTlsPkPwd", pwd)
         .set("/ServerConfig/managementTlsCrlPath", crl_dir.as_str())
-        .set("/ServerConfig/managementTlsCrlFiles", serde_json::json!([crl_name]));
+        .set(
+            "/ServerConfig/managementTlsCrlFiles",
+            serde_json::json!([crl_name]),
+        );
     home
 }
 
@@ -49,7 +55,17 @@ fn client(pki: &Pki, cert: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> 
     let pwd = pki.client_key_pwd_file.as_path();
     client_config(
         std::slice::from_ref(&pki.ca),
-        cert.map(|(c, k)| (c, k, if k == pki.client_key.as_path() { Some(pwd) } else { None })),
+        cert.map(|(c, k)| {
+            (
+                c,
+                k,
+                if k == pki.client_key.as_path() {
+                    Some(pwd)
+                } else {
+                    None
+                },
+            )
+        }),
     )
     .expect("client config")
 }
@@ -63,18 +79,38 @@ async fn mutual_tls_on_every_plane() {
     assert!(out.contains("https://"), "{out}");
 
     let good = client(pki, Some((&pki.client_cert, &pki.client_key)));
-    for (addr, path) in [(home.business(), "/v1/models"), (home.mgmt(), "/v1/config"), (home.metrics(), "/metrics")] {
-        let r = send(addr, Some(good.clone()), "GET", path, None).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    for (addr, path) in [
+        (home.business(), "/v1/models"),
+        (home.mgmt(), "/v1/config"),
+        (home.metrics(), "/metrics"),
+    ] {
+        let r = send(addr, Some(good.clone()), "GET", path, None)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(r.status, 200, "{path}");
     }
 
     let no_cert = client(pki, None);
-    let foreign = client(pki, Some((&pki.other_ca_client_cert, &pki.other_ca_client_key)));
-    let revoked = client(pki, Some((&pki.revoked_client_cert, &pki.revoked_client_key)));
-    for (what, cfg) in [("no client certificate", no_cert), ("another CA", foreign), ("revoked", revoked)] {
+    let foreign = client(
+        pki,
+        Some((&pki.other_ca_client_cert, &pki.other_ca_client_key)),
+    );
+    let revoked = client(
+        pki,
+        Some((&pki.revoked_client_cert, &pki.revoked_client_key)),
+    );
+    for (what, cfg) in [
+        ("no client certificate", no_cert),
+        ("another CA", foreign),
+        ("revoked", revoked),
+    ] {
         for addr in [home.business(), home.mgmt(), home.metrics()] {
             let r = send(addr, Some(cfg.clone()), "GET", "/v1/models", None).await;
-            assert!(r.is_err(), "{what} must be refused on {addr}: {:?}", r.map(|r| r.status));
+            assert!(
+                r.is_err(),
+                "{what} must be refused on {addr}: {:?}",
+                r.map(|r| r.status)
+            );
         }
     }
 
@@ -86,7 +122,15 @@ async fn mutual_tls_on_every_plane() {
     let s_client = |version: &str| {
         std::process::Command::new("openssl")
             // SECLEVEL=0 so OpenSSL 3 offers TLS 1.1 at all; the daemon must refuse it.
-            .args(["s_client", version, "-cipher", "DEFAULT@SECLEVEL=0", "-connect", &home.business().to_string(), "-CAfile"])
+            .args([
+                "s_client",
+                version,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-connect",
+                &home.business().to_string(),
+                "-CAfile",
+            ])
             .arg(&pki.ca)
             .args(["-cert"])
             .arg(&pki.client_cert)
@@ -99,11 +143,18 @@ async fn mutual_tls_on_every_plane() {
             .expect("openssl s_client")
     };
     let v11 = s_client("-tls1_1");
-    let text = String::from_utf8_lossy(&v11.stdout).to_string() + &String::from_utf8_lossy(&v11.stderr);
-    assert!(text.contains("Cipher is (NONE)") && !text.contains("New, TLSv1.1"), "TLS 1.1 accepted:\n{text}");
+    let text =
+        String::from_utf8_lossy(&v11.stdout).to_string() + &String::from_utf8_lossy(&v11.stderr);
+    assert!(
+        text.contains("Cipher is (NONE)") && !text.contains("New, TLSv1.1"),
+        "TLS 1.1 accepted:\n{text}"
+    );
     let v12 = s_client("-tls1_2");
     let text = String::from_utf8_lossy(&v12.stdout).to_string();
-    assert!(text.contains("New, TLSv1.2") && !text.contains("Cipher is (NONE)"), "TLS 1.2 refused:\n{text}");
+    assert!(
+        text.contains("New, TLSv1.2") && !text.contains("Cipher is (NONE)"),
+        "TLS 1.2 refused:\n{text}"
+    );
 }
 
 #[test]
@@ -118,7 +169,10 @@ fn too_open_password_file_stops_the_start() {
     let (st, out, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
     assert!(!out.contains("Daemon start success!"));
-    assert!(err.contains("key_pwd.txt") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("key_pwd.txt") && err.contains("chmod 600"),
+        "{err}"
+    );
 }
 
 #[test]

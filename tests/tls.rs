@@ -345,7 +345,7 @@ fn s_client(pki: &Pki, port: u16, version_args: &[&str]) -> (bool, String) {
         .arg(&pki.client_cert)
         .arg("-key")
         .arg(&pki.client_key)
-        .args(["-pass", &pass, "-verify_return_error"])
+        .args(["-pass", &pass, "-verify_return_error", "-ign_eof"])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run openssl s_client");
