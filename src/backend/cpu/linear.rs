@@ -77,7 +77,7 @@ fn panels<F: Fmt>(
     let n = out_t.len() / m;
     let threads = rayon::current_num_threads().max(1);
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
-        let mut scratch = Vec::new();
+        let (mut scratch, mut xpack) = (Vec::new(), Vec::new());
         let p = PanelArgs::<F> {
             x,
             m,
@@ -85,6 +85,7 @@ fn panels<F: Fmt>(
             w: &w[..n * k],
             out_t,
             scratch: &mut scratch,
+            xpack: &mut xpack,
         };
         ffi::matmul_panel::<F>(level, p);
     } else {
@@ -93,17 +94,21 @@ fn panels<F: Fmt>(
         out_t
             .par_chunks_mut(rows * m)
             .zip(w[..n * k].par_chunks(rows * k))
-            .for_each_init(Vec::new, |scratch, (o, wp)| {
-                let p = PanelArgs::<F> {
-                    x,
-                    m,
-                    k,
-                    w: wp,
-                    out_t: o,
-                    scratch,
-                };
-                ffi::matmul_panel::<F>(level, p);
-            });
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(scratch, xpack), (o, wp)| {
+                    let p = PanelArgs::<F> {
+                        x,
+                        m,
+                        k,
+                        w: wp,
+                        out_t: o,
+                        scratch,
+                        xpack,
+                    };
+                    ffi::matmul_panel::<F>(level, p);
+                },
+            );
     }
 }
 

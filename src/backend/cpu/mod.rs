@@ -12,7 +12,7 @@ pub mod config;
 mod ffi;
 mod kernels;
 pub mod kv_cache;
-mod linear;
+pub mod linear;
 mod model;
 mod rope;
 pub mod weights;
@@ -21,8 +21,8 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
+pub use ffi::{simd_level, SimdLevel};
 
-use self::ffi::SimdLevel;
 use self::kv_cache::KvCache;
 use self::model::Model;
 use self::weights::WeightStore;

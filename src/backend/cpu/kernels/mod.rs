@@ -100,7 +100,7 @@ pub fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
             acc[l] = fmadd::<FMA>(xa[l], xb[l], acc[l]);
         }
     }
-    let mut s = hsum(&acc);
+    let mut s = hsum(acc);
     for i in chunks * LANES..n {
         s = fmadd::<FMA>(a[i], b[i], s);
     }
@@ -116,10 +116,11 @@ pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Pairwise sum of one lane array (fixed order, so results are reproducible).
+/// Pairwise sum of one lane array (fixed order, so results are reproducible). Takes the array
+/// by value: a reference would let the accumulator escape and pin it to memory in hot loops.
 #[inline(always)]
-pub fn hsum(acc: &[f32; LANES]) -> f32 {
-    let mut v = *acc;
+pub fn hsum(acc: [f32; LANES]) -> f32 {
+    let mut v = acc;
     let mut w = LANES / 2;
     while w > 0 {
         for l in 0..w {
@@ -140,7 +141,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
             acc[l] += xs[l] * xs[l];
         }
     }
-    let mut ss = hsum(&acc);
+    let mut ss = hsum(acc);
     for v in &x[chunks * LANES..] {
         ss += v * v;
     }
