@@ -1,1 +1,151 @@
 //! Model execution behind one trait (DESIGN §5). The scheduler sees backends only through it.
+//!
+//! A step is *packed*: the new tokens of every scheduled sequence in one flat array
+//! ([`StepBatch`]), each sequence described by its token range, its context length after the
+//! step and its block table. The backend owns the paged KV storage; which block belongs to whom
+//! is the block manager's business. Token at position `p` of a sequence lives in block
+//! `block_table[p / block_size]`, slot `p % block_size`.
+//!
+//! - [`cpu`]: the host-CPU backend (Llama / Qwen2 from HF safetensors, own paged attention).
+
+pub mod cpu;
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+/// Index of a KV block in the backend's cache.
+pub type BlockId = u32;
+
+/// Storage format of the model weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    BF16,
+    F16,
+}
+
+impl DType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::BF16 => "bfloat16",
+            DType::F16 => "float16",
+        }
+    }
+}
+
+/// What a backend is and holds; fixed after load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendInfo {
+    /// HF architecture name, e.g. `LlamaForCausalLM`.
+    pub architecture: String,
+    /// Weight storage dtype (computation is f32 on the CPU backend).
+    pub dtype: DType,
+    /// Human-readable device, e.g. `cpu (2 threads, avx512)`.
+    pub device: String,
+    /// Rows of the logits (the model's vocabulary, possibly padded past the tokenizer's).
+    pub vocab_size: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// KV blocks in the cache (block ids are `0..num_blocks`).
+    pub num_blocks: usize,
+    /// Bytes one KV block occupies (all layers, keys and values).
+    pub bytes_per_block: usize,
+    /// `max_position_embeddings` of the model.
+    pub max_position: usize,
+    /// End-of-sequence ids (`generation_config.json`, else `config.json`).
+    pub eos_token_ids: Vec<u32>,
+    pub num_layers: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// One sequence's share of a packed step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqSlice {
+    /// Its new tokens: `tokens[token_range]` (positions `context_len - len .. context_len`).
+    pub token_range: Range<usize>,
+    /// Tokens in KV after this step, the new ones included.
+    pub context_len: usize,
+    /// KV blocks of the sequence in order; must cover `context_len` tokens.
+    pub block_table: Vec<BlockId>,
+    /// Return logits for the last new token of this sequence.
+    pub want_logits: bool,
+}
+
+/// All new tokens of all sequences of one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepBatch {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub seqs: Vec<SeqSlice>,
+}
+
+/// Logits of the sequences that asked for them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutput {
+    pub vocab_size: usize,
+    /// Indices into [`StepBatch::seqs`] of the sequences with logits, in batch order.
+    pub seq_indices: Vec<usize>,
+    /// `seq_indices.len() × vocab_size` raw f32 logits (full rows: padded vocabulary rows are
+    /// kept; masking them is the sampler's job).
+    pub logits: Vec<f32>,
+}
+
+impl StepOutput {
+    /// Logits row `i` (the `i`-th sequence that wanted logits).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.vocab_size..(i + 1) * self.vocab_size]
+    }
+
+    /// Logits of `batch.seqs[seq_index]`, if it asked for them.
+    pub fn for_seq(&self, seq_index: usize) -> Option<&[f32]> {
+        self.seq_indices
+            .iter()
+            .position(|&s| s == seq_index)
+            .map(|i| self.row(i))
+    }
+}
+
+/// KV blocks in transit (PD handoff): the raw contents of each block in the backend's layout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KvChunk {
+    /// Layout tag, so an importer can refuse data from an incompatible backend.
+    pub layout: String,
+    pub bytes_per_block: usize,
+    /// `ids.len() × bytes_per_block` bytes, block after block.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("model weights: {0}")]
+    Weights(String),
+    #[error("invalid step batch: {0}")]
+    InvalidBatch(String),
+    #[error("KV cache: {0}")]
+    KvCache(String),
+    #[error("backend: {0}")]
+    Other(String),
+}
+
+/// A model runner. Implementations: [`cpu::CpuBackend`] (Ascend and mock elsewhere).
+pub trait Backend: Send {
+    fn info(&self) -> &BackendInfo;
+    /// Runs one packed forward step: writes the new tokens' keys/values to their KV slots and
+    /// returns logits for the sequences that asked.
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError>;
+    /// Copies blocks out of the cache (PD send).
+    fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError>;
+    /// Writes blocks exported by a compatible backend into `ids`.
+    fn import_blocks(&mut self, ids: &[BlockId], kv: &KvChunk) -> Result<(), BackendError>;
+}

@@ -1,0 +1,316 @@
+//! Decode benchmarks for the CPU backend (plain `std::time`, `harness = false`):
+//! 1. memory read bandwidth of this machine (the bound for batch-1 decode),
+//! 2. the decode-shaped matmul kernel (bf16 weights, M = 1 and 16),
+//! 3. a Qwen2-0.5B-shaped bf16 model with random weights (written once to a temp folder):
+//!    batch-1 decode (effective weight bandwidth, % of the measured bound) and
+//!    concurrency-16 decode throughput.
+//!
+//! `cargo bench --bench decode` (add `-- quick` for the kernel parts only). Env: `BENCH_DIR`
+//! (where the synthetic model goes, default the system temp dir), `BENCH_THREADS`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mindie::backend::cpu::linear::matmul;
+use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
+use mindie::backend::cpu::{simd_level, CpuBackend, CpuOptions};
+use mindie::backend::{Backend, SeqSlice, StepBatch};
+use rayon::prelude::*;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A bf16 uniform in ±`scale`.
+    fn bf16(&mut self, scale: f32) -> u16 {
+        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
+        ((((u * 2.0 - 1.0) * scale).to_bits()) >> 16) as u16
+    }
+}
+
+fn threads() -> usize {
+    std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+/// Best-of-N read bandwidth over a buffer far larger than the caches, in GB/s.
+fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
+    let n = 1usize << 29; // 1 GiB of u16
+    let data: Vec<u16> = (0..n).map(|i| i as u16).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sum: u64 = pool.install(|| {
+            data.par_chunks(1 << 20)
+                .map(|c| {
+                    let mut acc = [0u32; 32];
+                    for ch in c.chunks_exact(32) {
+                        for l in 0..32 {
+                            acc[l] = acc[l].wrapping_add(ch[l] as u32);
+                        }
+                    }
+                    acc.iter().map(|&v| v as u64).sum::<u64>()
+                })
+                .sum()
+        });
+        std::hint::black_box(sum);
+        best = best.max((n * 2) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
+    let (n, k) = (4864, 896);
+    let mut rng = Rng(7);
+    let w: Vec<u16> = (0..n * k).map(|_| rng.bf16(0.05)).collect();
+    let mat = Matrix {
+        rows: n,
+        cols: k,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
+    };
+    // Several copies so the weights come from memory, not cache.
+    let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
+    for m in [1usize, 4, 16] {
+        let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+        let mut out = vec![0f32; m * n];
+        let iters = 3;
+        let t = Instant::now();
+        pool.install(|| {
+            for _ in 0..iters {
+                for c in &copies {
+                    matmul(simd_level(), &x, m, c, &mut out);
+                }
+            }
+        });
+        let secs = t.elapsed().as_secs_f64() / (iters * copies.len()) as f64;
+        let gbs = (n * k * 2) as f64 / secs / 1e9;
+        let gflops = (2 * m * n * k) as f64 / secs / 1e9;
+        println!(
+            "gemv bf16 {n}x{k}, M={m:2}: {:7.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s",
+            secs * 1e6,
+            gbs / bw * 100.0
+        );
+    }
+}
+
+fn clone_owned(m: &Matrix) -> Matrix {
+    let data = match &m.data {
+        WeightData::Bf16(b) => WeightData::Bf16(Buf::Owned(Arc::new(b.as_slice().to_vec()))),
+        other => other.clone(),
+    };
+    Matrix {
+        rows: m.rows,
+        cols: m.cols,
+        data,
+    }
+}
+
+/// Qwen2-0.5B shapes.
+const HIDDEN: usize = 896;
+const LAYERS: usize = 24;
+const HEADS: usize = 14;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 64;
+const INTER: usize = 4864;
+const VOCAB: usize = 151_936;
+
+fn synthetic_model(dir: &Path) -> std::io::Result<u64> {
+    let st = dir.join("model.safetensors");
+    let mut tensors: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN])];
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
+        tensors.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN]));
+        tensors.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN]));
+        for (name, rows, cols) in [
+            ("self_attn.q_proj", q, HIDDEN),
+            ("self_attn.k_proj", kv, HIDDEN),
+            ("self_attn.v_proj", kv, HIDDEN),
+            ("self_attn.o_proj", HIDDEN, q),
+            ("mlp.gate_proj", INTER, HIDDEN),
+            ("mlp.up_proj", INTER, HIDDEN),
+            ("mlp.down_proj", HIDDEN, INTER),
+        ] {
+            tensors.push((format!("{p}.{name}.weight"), vec![rows, cols]));
+            if name.ends_with("q_proj") || name.ends_with("k_proj") || name.ends_with("v_proj") {
+                tensors.push((format!("{p}.{name}.bias"), vec![rows]));
+            }
+        }
+    }
+    tensors.push(("model.norm.weight".into(), vec![HIDDEN]));
+    let config = format!(
+        r#"{{"architectures":["Qwen2ForCausalLM"],"hidden_size":{HIDDEN},"num_hidden_layers":{LAYERS},
+"num_attention_heads":{HEADS},"num_key_value_heads":{KV_HEADS},"intermediate_size":{INTER},
+"vocab_size":{VOCAB},"rms_norm_eps":1e-6,"rope_theta":1000000.0,"tie_word_embeddings":true,
+"max_position_embeddings":32768,"torch_dtype":"bfloat16","eos_token_id":151643}}"#
+    );
+    std::fs::write(dir.join("config.json"), config)?;
+    if let Ok(meta) = std::fs::metadata(&st) {
+        return Ok(meta.len());
+    }
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in &tensors {
+        let bytes = shape.iter().product::<usize>() * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let tmp = dir.join("model.safetensors.partial");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    f.write_all(&(h.len() as u64).to_le_bytes())?;
+    f.write_all(&h)?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (name, shape) in &tensors {
+        let n: usize = shape.iter().product();
+        let norm = name.ends_with("norm.weight");
+        let scale = if norm {
+            0.0
+        } else {
+            1.0 / (shape[shape.len() - 1] as f32).sqrt()
+        };
+        let mut buf = Vec::with_capacity(n * 2);
+        for _ in 0..n {
+            let v = if norm { 0x3f80 } else { rng.bf16(scale) };
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    drop(f);
+    std::fs::rename(&tmp, &st)?;
+    Ok(std::fs::metadata(&st)?.len())
+}
+
+fn model_bench(bw: f64) -> Result<(), Box<dyn std::error::Error>> {
+    let dir: PathBuf = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("mindie-bench-qwen2-0.5b-bf16");
+    std::fs::create_dir_all(&dir)?;
+    let t = Instant::now();
+    let bytes = synthetic_model(&dir)?;
+    println!(
+        "synthetic model: {:.0} MB at {} ({:.1} s)",
+        bytes as f64 / 1e6,
+        dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let opts = CpuOptions {
+        kv_cache_bytes: 1 << 30,
+        block_size: 16,
+        threads: threads(),
+        prefault_weights: true,
+    };
+    let t = Instant::now();
+    let mut b = CpuBackend::load(&dir, opts)?;
+    println!(
+        "load: {:.2} s, {}",
+        t.elapsed().as_secs_f64(),
+        b.info().device
+    );
+    let bs = b.info().block_size;
+    let prompt = 32usize;
+    let decode_steps = 16usize;
+    for conc in [1usize, 16] {
+        // Prefill `conc` sequences of `prompt` tokens in one step.
+        let tables: Vec<Vec<u32>> = (0..conc)
+            .map(|s| {
+                let per = (prompt + decode_steps + 1).div_ceil(bs);
+                (0..per).map(|i| (s * per + i) as u32).collect()
+            })
+            .collect();
+        let mut batch = StepBatch::default();
+        for (s, table) in tables.iter().enumerate() {
+            let start = batch.tokens.len();
+            batch
+                .tokens
+                .extend((0..prompt).map(|i| ((s * 131 + i * 17) % 150_000) as u32));
+            batch.positions.extend(0..prompt as u32);
+            batch.seqs.push(SeqSlice {
+                token_range: start..start + prompt,
+                context_len: prompt,
+                block_table: table.clone(),
+                want_logits: true,
+            });
+        }
+        let t = Instant::now();
+        b.step(&batch)?;
+        let pf = t.elapsed().as_secs_f64();
+        println!(
+            "prefill {conc}x{prompt} tokens: {:.3} s ({:.0} tok/s)",
+            pf,
+            (conc * prompt) as f64 / pf
+        );
+        let mut times = Vec::new();
+        for d in 0..decode_steps {
+            let ctx = prompt + d + 1;
+            let batch = StepBatch {
+                tokens: (0..conc)
+                    .map(|s| ((s * 7 + d * 13) % 150_000) as u32)
+                    .collect(),
+                positions: vec![(ctx - 1) as u32; conc],
+                seqs: tables
+                    .iter()
+                    .enumerate()
+                    .map(|(s, table)| SeqSlice {
+                        token_range: s..s + 1,
+                        context_len: ctx,
+                        block_table: table.clone(),
+                        want_logits: true,
+                    })
+                    .collect(),
+            };
+            let t = Instant::now();
+            b.step(&batch)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        let gbs = bytes as f64 / med / 1e9;
+        println!(
+            "decode concurrency {conc:2}: step {:.1} ms (median of {decode_steps}), {:.1} tok/s, weights {:.1} GB/s = {:.0}% of the {:.1} GB/s bound",
+            med * 1e3,
+            conc as f64 / med,
+            gbs,
+            gbs / bw * 100.0,
+            bw
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "quick");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads())
+        .build()?;
+    println!("threads {}, kernels {:?}", threads(), simd_level());
+    let bw = read_bandwidth(&pool);
+    println!("read bandwidth: {bw:.1} GB/s");
+    gemv_bench(&pool, bw);
+    if !quick {
+        model_bench(bw)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Numeric kernels of the CPU backend, in safe Rust written so LLVM vectorizes them
+//! (fixed-width lane arrays over exact chunks). Activations and accumulation are always f32;
+//! weights are read in their stored format ([`Fmt`]) and widened in registers.
+//!
+//! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight.
+//! - [`attend`]: one query head against a paged context (scores, softmax, weighted values).
+//! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
+
+mod attend;
+mod matmul;
+
+pub use attend::{attend_one, AttendArgs};
+pub use matmul::{matmul_panel, PanelArgs};
+
+use super::ffi::Pod;
+
+/// Lane count of the vector accumulators (one AVX-512 register of f32).
+pub const LANES: usize = 16;
+
+/// A stored weight element format, widened to f32 on use.
+pub trait Fmt: Send + Sync + 'static {
+    type Raw: Pod;
+    const IS_F32: bool;
+    fn to_f32(r: Self::Raw) -> f32;
+}
+
+/// IEEE f32 weights.
+pub struct F32;
+/// bfloat16 weights (the upper half of an f32).
+pub struct Bf16;
+/// IEEE binary16 weights.
+pub struct F16;
+
+impl Fmt for F32 {
+    type Raw = f32;
+    const IS_F32: bool = true;
+    #[inline(always)]
+    fn to_f32(r: f32) -> f32 {
+        r
+    }
+}
+
+impl Fmt for Bf16 {
+    type Raw = u16;
+    const IS_F32: bool = false;
+    #[inline(always)]
+    fn to_f32(r: u16) -> f32 {
+        bf16_to_f32(r)
+    }
+}
+
+impl Fmt for F16 {
+    type Raw = u16;
+    const IS_F32: bool = false;
+    #[inline(always)]
+    fn to_f32(r: u16) -> f32 {
+        f16_to_f32(r)
+    }
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// binary16 → f32, exact for every input (normals, subnormals, zeros, infinities, NaN), written
+/// with selects instead of branches so it vectorizes.
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let shifted = (h & 0x7fff) << 13;
+    let exp = shifted & (0x7c00 << 13);
+    let normal = shifted + ((127 - 15) << 23);
+    // Inf/NaN: push the exponent to all ones.
+    let inf_nan = normal + ((128 - 16) << 23);
+    // Zero/subnormal: renormalise through a float subtraction.
+    let sub = f32::from_bits(normal + (1 << 23)) - f32::from_bits(113 << 23);
+    let bits = if exp == (0x7c00 << 13) {
+        inf_nan
+    } else if exp == 0 {
+        sub.to_bits()
+    } else {
+        normal
+    };
+    f32::from_bits(bits | sign)
+}
+
+/// Sum of `a[i] * b[i]` with lane accumulators.
+#[inline(always)]
+pub fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let chunks = n / LANES;
+    for c in 0..chunks {
+        let xa = &a[c * LANES..(c + 1) * LANES];
+        let xb = &b[c * LANES..(c + 1) * LANES];
+        for l in 0..LANES {
+            acc[l] = fmadd::<FMA>(xa[l], xb[l], acc[l]);
+        }
+    }
+    let mut s = hsum(acc);
+    for i in chunks * LANES..n {
+        s = fmadd::<FMA>(a[i], b[i], s);
+    }
+    s
+}
+
+#[inline(always)]
+pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Pairwise sum of one lane array (fixed order, so results are reproducible). Takes the array
+/// by value: a reference would let the accumulator escape and pin it to memory in hot loops.
+#[inline(always)]
+pub fn hsum(acc: [f32; LANES]) -> f32 {
+    let mut v = acc;
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            v[l] += v[l + w];
+        }
+        w /= 2;
+    }
+    v[0]
+}
+
+/// `out = x / rms(x) * weight`, as HF's RMSNorm computes it in f32.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mut acc = [0f32; LANES];
+    let chunks = x.len() / LANES;
+    for c in 0..chunks {
+        let xs = &x[c * LANES..(c + 1) * LANES];
+        for l in 0..LANES {
+            acc[l] += xs[l] * xs[l];
+        }
+    }
+    let mut ss = hsum(acc);
+    for v in &x[chunks * LANES..] {
+        ss += v * v;
+    }
+    let mean = ss / x.len().max(1) as f32;
+    let inv = 1.0 / (mean + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * inv);
+    }
+}
+
+/// Rotates one head vector in place (HF "rotate_half" layout: pairs `i` and `i + d/2`).
+pub fn rope_rotate(v: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = v.len() / 2;
+    let (lo, hi) = v.split_at_mut(half);
+    for (((a, b), c), s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+        let (x0, x1) = (*a, *b);
+        *a = x0 * c - x1 * s;
+        *b = x1 * c + x0 * s;
+    }
+}
+
+/// `gate = silu(gate) * up`, element-wise.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + (-x).exp()) * u;
+    }
+}
+
+/// `acc += x`, element-wise.
+pub fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// Widens a row of stored weights into f32.
+pub fn widen_row<F: Fmt>(src: &[F::Raw], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = F::to_f32(*s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact() {
+        let cases: [(u16, f32); 8] = [
+            (0x0000, 0.0),
+            (0x3c00, 1.0),
+            (0xc000, -2.0),
+            (0x7bff, 65504.0),
+            (0x0001, 5.960_464_5e-8),
+            (0x03ff, 6.097_555e-5),
+            (0x3555, 0.333_251_95),
+            (0x7c00, f32::INFINITY),
+        ];
+        for (h, f) in cases {
+            assert_eq!(f16_to_f32(h), f, "{h:#06x}");
+        }
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn bf16_conversion_is_the_upper_half() {
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(bf16_to_f32(0xc040), -3.0);
+    }
+
+    #[test]
+    fn dot_matches_scalar() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot::<false>(&a, &b) - want).abs() < 1e-3);
+        assert!((dot::<true>(&a, &b) - want).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rms_norm_unit_weight() {
+        let x = [3.0f32, 4.0];
+        let mut out = [0f32; 2];
+        rms_norm(&x, &[1.0, 1.0], 0.0, &mut out);
+        let r = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / r).abs() < 1e-6 && (out[1] - 4.0 / r).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,232 @@
+//! The host-CPU backend: an HF model folder (Llama / Qwen2, safetensors f32/bf16/f16,
+//! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
+//!
+//! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors; `ffi`: the only
+//!   `unsafe` (mmap, aligned views, CPU-feature entry points).
+//! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
+//!   `model`: the layer sequence.
+//! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
+
+mod attention;
+pub mod config;
+mod ffi;
+mod kernels;
+pub mod kv_cache;
+pub mod linear;
+mod model;
+mod rope;
+pub mod weights;
+
+use std::path::Path;
+use std::time::Instant;
+
+pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
+pub use ffi::{simd_level, SimdLevel};
+
+use self::kv_cache::KvCache;
+use self::model::Model;
+use self::weights::WeightStore;
+use super::{Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput};
+
+/// How to build a [`CpuBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Bytes for the KV cache; the block count is as many blocks as fit.
+    pub kv_cache_bytes: usize,
+    /// Tokens per KV block (`cacheBlockSize`).
+    pub block_size: usize,
+    /// Worker threads; 0 = one per available core.
+    pub threads: usize,
+    /// Touch every weight page at load (predictable first steps, progress in the log).
+    pub prefault_weights: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self {
+            kv_cache_bytes: 256 << 20,
+            block_size: 128,
+            threads: 0,
+            prefault_weights: true,
+        }
+    }
+}
+
+/// A model loaded for the CPU, with its KV cache and thread pool.
+pub struct CpuBackend {
+    info: BackendInfo,
+    model: Model,
+    cache: KvCache,
+    pool: rayon::ThreadPool,
+    level: SimdLevel,
+}
+
+impl CpuBackend {
+    /// Loads `model_dir` (config.json, generation_config.json, safetensors).
+    pub fn load(model_dir: &Path, opts: CpuOptions) -> Result<Self, BackendError> {
+        let started = Instant::now();
+        let spec = ModelSpec::load(model_dir)?;
+        tracing::info!(
+            architecture = %spec.architecture,
+            layers = spec.layers,
+            hidden = spec.hidden,
+            vocab = spec.vocab,
+            "loading model from {}",
+            model_dir.display()
+        );
+        let store = WeightStore::open(model_dir)?;
+        let model = Model::load(spec, &store)?;
+        if opts.prefault_weights {
+            store.prefault();
+        }
+        let s = &model.spec;
+        let cache = KvCache::with_budget(
+            s.layers,
+            s.kv_heads,
+            s.head_dim,
+            opts.block_size,
+            opts.kv_cache_bytes,
+        )?;
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            opts.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cpu-backend-{i}"))
+            .build()
+            .map_err(|e| BackendError::Other(format!("thread pool: {e}")))?;
+        let level = ffi::simd_level();
+        let info = BackendInfo {
+            architecture: s.architecture.clone(),
+            dtype: model.dtype,
+            device: format!("cpu ({threads} threads, {level:?})"),
+            vocab_size: s.vocab,
+            block_size: cache.block_size,
+            num_blocks: cache.num_blocks,
+            bytes_per_block: cache.bytes_per_block_total(),
+            max_position: s.max_position,
+            eos_token_ids: s.eos_token_ids.clone(),
+            num_layers: s.layers,
+            num_kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+        };
+        tracing::info!(
+            dtype = model.dtype.as_str(),
+            weights_mib = store.mapped_bytes() >> 20,
+            kv_blocks = cache.num_blocks,
+            block_size = cache.block_size,
+            device = %info.device,
+            secs = started.elapsed().as_secs_f64(),
+            "model loaded"
+        );
+        Ok(Self {
+            info,
+            model,
+            cache,
+            pool,
+            level,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.model.spec
+    }
+
+    fn validate(&self, b: &StepBatch) -> Result<(), BackendError> {
+        let bad = |m: String| Err(BackendError::InvalidBatch(m));
+        if b.tokens.len() != b.positions.len() {
+            return bad(format!(
+                "{} tokens but {} positions",
+                b.tokens.len(),
+                b.positions.len()
+            ));
+        }
+        if let Some(t) = b
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= self.info.vocab_size)
+        {
+            return bad(format!(
+                "token id {t} outside the vocabulary ({})",
+                self.info.vocab_size
+            ));
+        }
+        let mut covered = vec![false; b.tokens.len()];
+        for (i, s) in b.seqs.iter().enumerate() {
+            let r = &s.token_range;
+            if r.start >= r.end || r.end > b.tokens.len() {
+                return bad(format!("seq {i}: token range {r:?} empty or out of bounds"));
+            }
+            if s.context_len < r.len() {
+                return bad(format!(
+                    "seq {i}: context_len {} < new tokens",
+                    s.context_len
+                ));
+            }
+            let first = s.context_len - r.len();
+            for (j, &p) in b.positions[r.clone()].iter().enumerate() {
+                if p as usize != first + j {
+                    return bad(format!(
+                        "seq {i}: position {p} where {} expected",
+                        first + j
+                    ));
+                }
+            }
+            let bs = self.info.block_size;
+            if s.block_table.len() < s.context_len.div_ceil(bs) {
+                return bad(format!(
+                    "seq {i}: {} blocks cannot hold {} tokens",
+                    s.block_table.len(),
+                    s.context_len
+                ));
+            }
+            if let Some(id) = s
+                .block_table
+                .iter()
+                .find(|&&id| id as usize >= self.info.num_blocks)
+            {
+                return bad(format!("seq {i}: block {id} out of range"));
+            }
+            for c in &mut covered[r.clone()] {
+                if *c {
+                    return bad(format!("seq {i}: token ranges overlap"));
+                }
+                *c = true;
+            }
+        }
+        if covered.iter().any(|c| !c) {
+            return bad("some tokens belong to no sequence".into());
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CpuBackend {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError> {
+        self.validate(batch)?;
+        if batch.tokens.is_empty() {
+            return Ok(StepOutput {
+                vocab_size: self.info.vocab_size,
+                ..StepOutput::default()
+            });
+        }
+        let (model, cache, level) = (&self.model, &mut self.cache, self.level);
+        Ok(self.pool.install(|| model.forward(level, batch, cache)))
+    }
+
+    fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {
+        self.cache.export(ids)
+    }
+
+    fn import_blocks(&mut self, ids: &[BlockId], kv: &KvChunk) -> Result<(), BackendError> {
+        self.cache.import(ids, kv)
+    }
+}

@@ -1,0 +1,233 @@
+//! The decoder stack (Llama / Qwen2) over one packed step:
+//! embed → [RMSNorm → q/k/v (+bias) → RoPE → KV write → paged attention → o_proj → residual →
+//! RMSNorm → gate/up → SiLU·up → down → residual] × L → final RMSNorm → lm_head, the last only
+//! for the rows that want logits.
+
+use super::attention::{paged_attention, Shape};
+use super::config::ModelSpec;
+use super::ffi::SimdLevel;
+use super::kernels::{self, Bf16, Fmt, F16, F32};
+use super::kv_cache::KvCache;
+use super::linear::{matmul, Linear};
+use super::rope::Rope;
+use super::weights::{Matrix, WeightData, WeightStore};
+use crate::backend::{BackendError, DType, StepBatch, StepOutput};
+
+struct Layer {
+    input_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Model {
+    pub spec: ModelSpec,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    lm_head: Matrix,
+    rope: Rope,
+    pub dtype: DType,
+}
+
+fn linear(
+    store: &WeightStore,
+    prefix: &str,
+    rows: usize,
+    cols: usize,
+    bias: bool,
+) -> Result<Linear, BackendError> {
+    let w = store.matrix(&format!("{prefix}.weight"), rows, cols)?;
+    let bias = if bias {
+        Some(store.vector(&format!("{prefix}.bias"), rows)?)
+    } else {
+        None
+    };
+    Ok(Linear { w, bias })
+}
+
+impl Model {
+    pub fn load(spec: ModelSpec, store: &WeightStore) -> Result<Self, BackendError> {
+        let (h, inter) = (spec.hidden, spec.intermediate);
+        let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
+        let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
+        let dtype = embed.data.dtype();
+        let mut layers = Vec::with_capacity(spec.layers);
+        for i in 0..spec.layers {
+            let p = format!("model.layers.{i}");
+            let layer = Layer {
+                input_norm: store.vector(&format!("{p}.input_layernorm.weight"), h)?,
+                q: linear(
+                    store,
+                    &format!("{p}.self_attn.q_proj"),
+                    qd,
+                    h,
+                    spec.qkv_bias,
+                )?,
+                k: linear(
+                    store,
+                    &format!("{p}.self_attn.k_proj"),
+                    kvd,
+                    h,
+                    spec.qkv_bias,
+                )?,
+                v: linear(
+                    store,
+                    &format!("{p}.self_attn.v_proj"),
+                    kvd,
+                    h,
+                    spec.qkv_bias,
+                )?,
+                o: linear(store, &format!("{p}.self_attn.o_proj"), h, qd, spec.o_bias)?,
+                post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                gate: linear(
+                    store,
+                    &format!("{p}.mlp.gate_proj"),
+                    inter,
+                    h,
+                    spec.mlp_bias,
+                )?,
+                up: linear(store, &format!("{p}.mlp.up_proj"), inter, h, spec.mlp_bias)?,
+                down: linear(
+                    store,
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    inter,
+                    spec.mlp_bias,
+                )?,
+            };
+            layers.push(layer);
+        }
+        let norm = store.vector("model.norm.weight", h)?;
+        let lm_head = if spec.tie_word_embeddings {
+            embed.clone()
+        } else if store.contains("lm_head.weight") {
+            store.matrix("lm_head.weight", spec.vocab, h)?
+        } else {
+            return Err(BackendError::Weights(
+                "missing `lm_head.weight` and tie_word_embeddings is false".into(),
+            ));
+        };
+        let rope = Rope::new(spec.head_dim, spec.rope_theta, spec.rope_llama3.as_ref());
+        Ok(Self {
+            spec,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype,
+        })
+    }
+
+    /// Runs one validated packed step; writes KV into `cache`.
+    pub fn forward(&self, level: SimdLevel, batch: &StepBatch, cache: &mut KvCache) -> StepOutput {
+        let s = &self.spec;
+        let t = batch.tokens.len();
+        let (h, hd) = (s.hidden, s.head_dim);
+        let mut x = vec![0f32; t * h];
+        for (row, &tok) in x.chunks_exact_mut(h).zip(&batch.tokens) {
+            embed_row(&self.embed, tok as usize, row);
+        }
+        let (cos, sin) = self.rope.tables(&batch.positions);
+        let half = hd / 2;
+        let shape = Shape {
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: hd,
+            block_size: cache.block_size,
+        };
+        let (mut hbuf, mut q, mut k, mut v) =
+            (vec![0f32; t * h], Vec::new(), Vec::new(), Vec::new());
+        let (mut attn, mut proj, mut gate, mut up) = (
+            vec![0f32; t * s.q_dim()],
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (li, layer) in self.layers.iter().enumerate() {
+            for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                kernels::rms_norm(xi, &layer.input_norm, s.rms_eps, o);
+            }
+            layer.q.forward(level, &hbuf, t, &mut q);
+            layer.k.forward(level, &hbuf, t, &mut k);
+            layer.v.forward(level, &hbuf, t, &mut v);
+            for r in 0..t {
+                let (c, sn) = (
+                    &cos[r * half..(r + 1) * half],
+                    &sin[r * half..(r + 1) * half],
+                );
+                for head in q[r * s.q_dim()..(r + 1) * s.q_dim()].chunks_exact_mut(hd) {
+                    kernels::rope_rotate(head, c, sn);
+                }
+                for head in k[r * s.kv_dim()..(r + 1) * s.kv_dim()].chunks_exact_mut(hd) {
+                    kernels::rope_rotate(head, c, sn);
+                }
+            }
+            let kvd = s.kv_dim();
+            for seq in &batch.seqs {
+                for r in seq.token_range.clone() {
+                    let p = batch.positions[r] as usize;
+                    let block = seq.block_table[p / cache.block_size];
+                    let slot = p % cache.block_size;
+                    let (kr, vr) = (&k[r * kvd..(r + 1) * kvd], &v[r * kvd..(r + 1) * kvd]);
+                    cache.write(li, block, slot, kr, vr);
+                }
+            }
+            let (kc, vc) = cache.layer(li);
+            paged_attention(level, &shape, &batch.seqs, &q, kc, vc, &mut attn);
+            layer.o.forward(level, &attn, t, &mut proj);
+            kernels::add_in_place(&mut x, &proj);
+            for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                kernels::rms_norm(xi, &layer.post_norm, s.rms_eps, o);
+            }
+            layer.gate.forward(level, &hbuf, t, &mut gate);
+            layer.up.forward(level, &hbuf, t, &mut up);
+            kernels::silu_mul(&mut gate, &up);
+            layer.down.forward(level, &gate, t, &mut proj);
+            kernels::add_in_place(&mut x, &proj);
+        }
+        let mut seq_indices = Vec::new();
+        let mut last_rows = Vec::new();
+        for (i, seq) in batch.seqs.iter().enumerate() {
+            if seq.want_logits {
+                let r = seq.token_range.end - 1;
+                let mut normed = vec![0f32; h];
+                kernels::rms_norm(&x[r * h..(r + 1) * h], &self.norm, s.rms_eps, &mut normed);
+                last_rows.extend_from_slice(&normed);
+                seq_indices.push(i);
+            }
+        }
+        let mut logits = vec![0f32; seq_indices.len() * s.vocab];
+        matmul(
+            level,
+            &last_rows,
+            seq_indices.len(),
+            &self.lm_head,
+            &mut logits,
+        );
+        StepOutput {
+            vocab_size: s.vocab,
+            seq_indices,
+            logits,
+        }
+    }
+}
+
+/// Widens embedding row `tok` into `out`.
+fn embed_row(embed: &Matrix, tok: usize, out: &mut [f32]) {
+    let h = embed.cols;
+    fn widen<F: Fmt>(src: &[F::Raw], tok: usize, h: usize, out: &mut [f32]) {
+        kernels::widen_row::<F>(&src[tok * h..(tok + 1) * h], out);
+    }
+    match &embed.data {
+        WeightData::F32(b) => widen::<F32>(b.as_slice(), tok, h, out),
+        WeightData::Bf16(b) => widen::<Bf16>(b.as_slice(), tok, h, out),
+        WeightData::F16(b) => widen::<F16>(b.as_slice(), tok, h, out),
+    }
+}

@@ -1,0 +1,361 @@
+//! Safetensors weights: one `model.safetensors` or shards listed by
+//! `model.safetensors.index.json`, memory-mapped and validated (header, dtype, shape, bounds).
+//! Tensors stay in their stored dtype (f32, bf16, f16) and are viewed in place when aligned.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use serde_json::Value;
+
+use super::ffi::{self, MappedSlice, Pod};
+use crate::backend::{BackendError, DType};
+
+/// A header larger than this is refused as corrupt (real headers are a few MB at most).
+const MAX_HEADER_BYTES: u64 = 256 << 20;
+
+/// Elements of one tensor: a view into a mapped file, or an owned copy when the file's data is
+/// not aligned for the element type.
+pub enum Buf<T: Pod> {
+    Mapped(MappedSlice<T>),
+    Owned(Arc<Vec<T>>),
+}
+
+impl<T: Pod> Buf<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            Buf::Mapped(m) => m.as_slice(),
+            Buf::Owned(v) => v,
+        }
+    }
+}
+
+impl<T: Pod> Clone for Buf<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Buf::Mapped(m) => Buf::Mapped(m.clone()),
+            Buf::Owned(v) => Buf::Owned(Arc::clone(v)),
+        }
+    }
+}
+
+/// Tensor data in its stored format.
+#[derive(Clone)]
+pub enum WeightData {
+    F32(Buf<f32>),
+    Bf16(Buf<u16>),
+    F16(Buf<u16>),
+}
+
+impl WeightData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            WeightData::F32(_) => DType::F32,
+            WeightData::Bf16(_) => DType::BF16,
+            WeightData::F16(_) => DType::F16,
+        }
+    }
+
+    /// The elements widened to f32 (for small tensors: norms, biases).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            WeightData::F32(b) => b.as_slice().to_vec(),
+            WeightData::Bf16(b) => b
+                .as_slice()
+                .iter()
+                .map(|&x| super::kernels::bf16_to_f32(x))
+                .collect(),
+            WeightData::F16(b) => b
+                .as_slice()
+                .iter()
+                .map(|&x| super::kernels::f16_to_f32(x))
+                .collect(),
+        }
+    }
+}
+
+/// A 2-D weight `[rows, cols]` (HF Linear: `[out_features, in_features]`).
+#[derive(Clone)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: WeightData,
+}
+
+/// Builds tensor data from (map, byte offset, element count).
+type MakeData = fn(Arc<Mmap>, usize, usize) -> WeightData;
+
+struct Entry {
+    file: usize,
+    dtype: String,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: usize,
+    end: usize,
+}
+
+/// All tensors of a model folder, indexed by name.
+pub struct WeightStore {
+    files: Vec<(PathBuf, Arc<Mmap>)>,
+    entries: HashMap<String, Entry>,
+}
+
+fn corrupt(path: &Path, msg: impl std::fmt::Display) -> BackendError {
+    BackendError::Weights(format!("{}: {msg}", path.display()))
+}
+
+impl WeightStore {
+    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+    pub fn open(model_dir: &Path) -> Result<Self, BackendError> {
+        let single = model_dir.join("model.safetensors");
+        let index = model_dir.join("model.safetensors.index.json");
+        let names: Vec<String> = if single.is_file() {
+            vec!["model.safetensors".to_string()]
+        } else if index.is_file() {
+            shard_names(&index)?
+        } else {
+            return Err(BackendError::Weights(format!(
+                "{}: neither model.safetensors nor model.safetensors.index.json found",
+                model_dir.display()
+            )));
+        };
+        let mut store = Self {
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
+        for (i, name) in names.iter().enumerate() {
+            let path = model_dir.join(name);
+            let file = File::open(&path).map_err(|e| BackendError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let map = ffi::map_file(&file).map_err(|e| BackendError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            tracing::info!(
+                shard = i + 1,
+                shards = names.len(),
+                file = %path.display(),
+                mib = map.len() >> 20,
+                "mapped weights"
+            );
+            store.index_file(i, &path, &map)?;
+            store.files.push((path, Arc::new(map)));
+        }
+        Ok(store)
+    }
+
+    fn index_file(&mut self, file: usize, path: &Path, map: &[u8]) -> Result<(), BackendError> {
+        let len_bytes: [u8; 8] = map
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt(path, "shorter than a safetensors header"))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES || header_len > (map.len() as u64).saturating_sub(8) {
+            return Err(corrupt(path, "header length out of range"));
+        }
+        let data_start = 8 + header_len as usize;
+        let header: Value = serde_json::from_slice(&map[8..data_start])
+            .map_err(|e| corrupt(path, format!("invalid header JSON: {e}")))?;
+        let obj = header
+            .as_object()
+            .ok_or_else(|| corrupt(path, "header is not an object"))?;
+        for (name, t) in obj {
+            if name == "__metadata__" {
+                continue;
+            }
+            let dtype = t
+                .get("dtype")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let shape: Option<Vec<usize>> =
+                t.get("shape").and_then(Value::as_array).and_then(|a| {
+                    a.iter()
+                        .map(|d| d.as_u64().and_then(|n| usize::try_from(n).ok()))
+                        .collect()
+                });
+            let offs: Option<Vec<usize>> = t
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|d| d.as_u64().and_then(|n| usize::try_from(n).ok()))
+                        .collect()
+                });
+            let (Some(shape), Some(offs)) = (shape, offs) else {
+                return Err(corrupt(
+                    path,
+                    format!("tensor `{name}`: bad shape or data_offsets"),
+                ));
+            };
+            let [begin, end] = offs[..] else {
+                return Err(corrupt(path, format!("tensor `{name}`: bad data_offsets")));
+            };
+            let start = data_start.checked_add(begin);
+            let stop = data_start.checked_add(end);
+            let (Some(start), Some(stop)) = (start, stop) else {
+                return Err(corrupt(path, format!("tensor `{name}`: offsets overflow")));
+            };
+            if begin > end || stop > map.len() {
+                return Err(corrupt(
+                    path,
+                    format!("tensor `{name}`: data outside the file"),
+                ));
+            }
+            let entry = Entry {
+                file,
+                dtype,
+                shape,
+                start,
+                end: stop,
+            };
+            self.entries.insert(name.clone(), entry);
+        }
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Total bytes of mapped weight files.
+    pub fn mapped_bytes(&self) -> usize {
+        self.files.iter().map(|(_, m)| m.len()).sum()
+    }
+
+    /// Reads one byte per page of every file so the first steps do not page-fault, logging
+    /// progress for large models.
+    pub fn prefault(&self) {
+        let total = self.mapped_bytes().max(1);
+        let mut done = 0usize;
+        let mut next_report = total / 10;
+        let mut sink = 0u8;
+        for (path, map) in &self.files {
+            for chunk in map.chunks(64 << 20) {
+                sink ^= chunk.iter().step_by(4096).fold(0u8, |a, &b| a ^ b);
+                done += chunk.len();
+                if total > (256 << 20) && done >= next_report {
+                    tracing::info!(
+                        file = %path.display(),
+                        percent = done * 100 / total,
+                        "loading weights"
+                    );
+                    next_report += total / 10;
+                }
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
+    /// A tensor with exactly `shape`, in its stored dtype.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<WeightData, BackendError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| BackendError::Weights(format!("missing tensor `{name}`")))?;
+        let (path, map) = &self.files[e.file];
+        if e.shape != shape {
+            return Err(corrupt(
+                path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    e.shape
+                ),
+            ));
+        }
+        let numel: usize = shape.iter().product();
+        let (elem, make): (usize, MakeData) = match e.dtype.as_str() {
+            "F32" => (4, |m, o, n| {
+                WeightData::F32(view(m, o, n, f32::from_le_bytes))
+            }),
+            "BF16" => (2, |m, o, n| {
+                WeightData::Bf16(view(m, o, n, u16::from_le_bytes))
+            }),
+            "F16" => (2, |m, o, n| {
+                WeightData::F16(view(m, o, n, u16::from_le_bytes))
+            }),
+            other => {
+                return Err(BackendError::Unsupported(format!(
+                    "tensor `{name}` has dtype {other} (supported: F32, BF16, F16)"
+                )))
+            }
+        };
+        if numel.checked_mul(elem) != Some(e.end - e.start) {
+            return Err(corrupt(
+                path,
+                format!("tensor `{name}`: byte size does not match shape"),
+            ));
+        }
+        Ok(make(Arc::clone(map), e.start, numel))
+    }
+
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, BackendError> {
+        Ok(Matrix {
+            rows,
+            cols,
+            data: self.tensor(name, &[rows, cols])?,
+        })
+    }
+
+    /// A 1-D tensor widened to f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, BackendError> {
+        Ok(self.tensor(name, &[len])?.to_f32_vec())
+    }
+}
+
+/// A mapped view, or an owned little-endian decode when the data is misaligned.
+fn view<T: Pod, const N: usize>(
+    map: Arc<Mmap>,
+    offset: usize,
+    len: usize,
+    decode: fn([u8; N]) -> T,
+) -> Buf<T> {
+    if let Some(v) = MappedSlice::new(Arc::clone(&map), offset, len) {
+        return Buf::Mapped(v);
+    }
+    let bytes = &map[offset..offset + len * N];
+    let owned = bytes
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            decode(a)
+        })
+        .collect();
+    Buf::Owned(Arc::new(owned))
+}
+
+/// Shard file names from an index, each a plain file name inside the model folder.
+fn shard_names(index: &Path) -> Result<Vec<String>, BackendError> {
+    let text = std::fs::read_to_string(index).map_err(|e| BackendError::Io {
+        path: index.to_path_buf(),
+        source: e,
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| corrupt(index, e))?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| corrupt(index, "missing `weight_map`"))?;
+    let mut names = BTreeSet::new();
+    for file in map.values() {
+        let f = file
+            .as_str()
+            .ok_or_else(|| corrupt(index, "weight_map values must be strings"))?;
+        let plain = Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f);
+        if !plain || f == ".." {
+            return Err(corrupt(
+                index,
+                format!("shard `{f}` is not a plain file name"),
+            ));
+        }
+        names.insert(f.to_string());
+    }
+    if names.is_empty() {
+        return Err(corrupt(index, "no shards listed"));
+    }
+    Ok(names.into_iter().collect())
+}
