@@ -9,6 +9,7 @@
 //! - [`metrics`]: MindIE's Prometheus metric names, registered in one place.
 //! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
 //! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
+//! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
 //! - [`daemon`]: start order, shutdown order, task supervision.
 
 pub mod backend;
@@ -21,3 +22,4 @@ pub mod logging;
 pub mod metrics;
 pub mod mgmt;
 pub mod security;
+pub mod tokenizer;
