@@ -7,6 +7,8 @@
 //!   for logprobs, special or not, EOS ids).
 //! - [`ChatMessage`] and [`Tokenizer::render_chat`] (`chat.rs`): chat templates with minijinja,
 //!   configured like `transformers` renders them; `tojson` as Python's `json.dumps` (`pyjson.rs`).
+//! - [`StopMatcher`] (`stop.rs`): stop strings over the streamed text, holding back what may
+//!   still become a stop string.
 //!
 //! Everything here treats request text as untrusted input: errors, never panics.
 
@@ -17,6 +19,7 @@ mod chat_tests;
 mod error;
 mod files;
 mod pyjson;
+mod stop;
 mod strftime;
 
 use std::collections::HashSet;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 
 pub use chat::{join_text_parts, ChatMessage};
 pub use error::TokenizerError;
+pub use stop::{StopMatcher, StopResult};
 
 use bytes::ByteDecoding;
 use files::SpecialTokenNames;
