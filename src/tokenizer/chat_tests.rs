@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use super::tests::load;
 use super::*;
 
 /// A template exercising namespace, slicing, `.strip()`, `.endswith()`, `.split()`, `.upper()`,
@@ -103,15 +104,6 @@ Thanks — 谢谢 🚀<|im_end|>
 </think>
 <s>|</s>|5|a+b|TITLE ME"##;
 
-fn load(model: &str) -> Tokenizer {
-    Tokenizer::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/models")
-            .join(model),
-    )
-    .unwrap()
-}
-
 /// A tokenizer with the tiny-qwen2 vocabulary and the given `tokenizer_config.json` (plus
 /// other files).
 fn with_files(files: &[(&str, &str)]) -> Tokenizer {
@@ -134,7 +126,7 @@ fn with_template(template: &str) -> Tokenizer {
     with_files(&[("tokenizer_config.json", &cfg.to_string())])
 }
 
-fn without_template() -> Tokenizer {
+pub(super) fn without_template() -> Tokenizer {
     with_files(&[])
 }
 

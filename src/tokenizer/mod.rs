@@ -7,8 +7,11 @@
 //!   for logprobs, special or not, EOS ids).
 //! - [`ChatMessage`] and [`Tokenizer::render_chat`] (`chat.rs`): chat templates with minijinja,
 //!   configured like `transformers` renders them; `tojson` as Python's `json.dumps` (`pyjson.rs`).
+//! - [`Detokenizer`] (`detok.rs`): incremental decoding that never splits a UTF-8 character.
 //! - [`StopMatcher`] (`stop.rs`): stop strings over the streamed text, holding back what may
 //!   still become a stop string.
+//! - [`TokenizerPool`] (`pool.rs`): async encode / chat rendering on tokio's blocking threads,
+//!   bounded by `tokenizerProcessNumber` permits and `TOKENIZER_ENCODE_TIMEOUT`.
 //!
 //! Everything here treats request text as untrusted input: errors, never panics.
 
@@ -16,11 +19,15 @@ mod bytes;
 mod chat;
 #[cfg(test)]
 mod chat_tests;
+mod detok;
 mod error;
 mod files;
+mod pool;
 mod pyjson;
 mod stop;
 mod strftime;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -28,7 +35,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use chat::{join_text_parts, ChatMessage};
+pub use detok::Detokenizer;
 pub use error::TokenizerError;
+pub use pool::{ChatPrompt, TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
 pub use stop::{StopMatcher, StopResult};
 
 use bytes::ByteDecoding;
@@ -204,7 +213,6 @@ impl Tokenizer {
     }
 
     /// See `Inner::lossy_utf8_decoder`.
-    #[allow(dead_code)] // used by the detokenizer
     pub(crate) fn lossy_utf8_decoder(&self) -> bool {
         self.inner.lossy_utf8_decoder
     }
