@@ -10,6 +10,7 @@
 //! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
 //! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
 //! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
+//! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
 //! - [`daemon`]: start order, shutdown order, task supervision.
 
 pub mod backend;
@@ -23,3 +24,4 @@ pub mod logging;
 pub mod metrics;
 pub mod mgmt;
 pub mod security;
+pub mod tokenizer;
