@@ -8,6 +8,7 @@
 //! - [`mgmt`]: the management plane (health, status, config view, stopService).
 //! - [`metrics`]: MindIE's Prometheus metric names, registered in one place.
 //! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
+//! - [`scheduler`]: continuous batching under `ScheduleConfig`, paged KV blocks, prefix cache.
 //! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
 //! - [`daemon`]: start order, shutdown order, task supervision.
 
@@ -20,4 +21,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod mgmt;
+pub mod scheduler;
 pub mod security;
