@@ -8,6 +8,7 @@
 //! - [`mgmt`]: the management plane (health, status, config view, stopService).
 //! - [`metrics`]: MindIE's Prometheus metric names, registered in one place.
 //! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
+//! - [`scheduler`]: continuous batching under `ScheduleConfig`, paged KV blocks, prefix cache.
 //! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
 //! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
 //! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
@@ -23,5 +24,6 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mgmt;
+pub mod scheduler;
 pub mod security;
 pub mod tokenizer;
