@@ -52,7 +52,20 @@ fn random_prompt(rng: &mut Rng) -> Vec<u32> {
     p
 }
 
-fn random_run(cfg: &SchedulerConfig, seed: u64, ops: usize) -> Harness {
+/// How often the random runs hit the paths worth testing (guards against a degenerate mix).
+#[derive(Debug, Default)]
+struct Coverage {
+    preemptions: u64,
+    aborts: u64,
+    prefix_hit_blocks: u64,
+    evictions: u64,
+    mixed_steps: u64,
+    split_prompts: u64,
+    cancels_in_flight: u64,
+    timed_waits: u64,
+}
+
+fn random_run(cfg: &SchedulerConfig, seed: u64, ops: usize, cov: &mut Coverage) -> Harness {
     let mut h = Harness::new(cfg.clone()).with_vocab(3);
     let mut rng = Rng(seed);
     let mut next_id: SeqId = 1;
@@ -76,12 +89,13 @@ fn random_run(cfg: &SchedulerConfig, seed: u64, ops: usize) -> Harness {
             25..=59 => {
                 if h.has_pending() {
                     h.complete();
-                } else {
-                    h.schedule();
+                } else if h.schedule().is_none() && h.s.num_waiting() > 0 {
+                    cov.timed_waits += u64::from(h.s.next_wakeup().is_some());
                 }
             }
             60..=69 => {
                 if let Some(id) = pick(&mut rng, &live) {
+                    cov.cancels_in_flight += u64::from(h.has_pending());
                     assert!(
                         h.cancel(id),
                         "seed {seed} op {op}: live {id} not cancellable"
@@ -118,12 +132,20 @@ fn random_run(cfg: &SchedulerConfig, seed: u64, ops: usize) -> Harness {
 
 #[test]
 fn random_interleavings_never_leak_or_double_own_blocks() {
-    let cfgs = configs();
-    for (ci, cfg) in cfgs.iter().enumerate() {
-        for seed in 0..120u64 {
+    let mut cov = Coverage::default();
+    for (ci, cfg) in configs().iter().enumerate() {
+        for seed in 0..150u64 {
             let seed = seed * 1000 + ci as u64;
-            let mut h = random_run(cfg, seed, 300);
+            let mut h = random_run(cfg, seed, 300, &mut cov);
             h.complete();
+            let st = h.s.stats();
+            cov.preemptions += st.preemptions_total;
+            cov.aborts += st.aborted_total;
+            cov.prefix_hit_blocks += st.prefix.hit_blocks;
+            cov.evictions += st.prefix.evictions;
+            cov.mixed_steps += st.mixed_steps;
+            let seqs = h.plans.iter().flat_map(|p| &p.seqs);
+            cov.split_prompts += seqs.filter(|p| p.is_prefill && !p.want_logits).count() as u64;
             let ids: Vec<SeqId> = h.tokens.keys().copied().collect();
             for id in ids {
                 h.s.cancel(id);
@@ -139,6 +161,22 @@ fn random_interleavings_never_leak_or_double_own_blocks() {
             assert!(h.s.is_idle());
         }
     }
+    let c = &cov;
+    let counts = [
+        c.preemptions,
+        c.aborts,
+        c.prefix_hit_blocks,
+        c.evictions,
+        c.mixed_steps,
+        c.split_prompts,
+        c.cancels_in_flight,
+        c.timed_waits,
+    ];
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "a path was never exercised: {cov:?}"
+    );
+    eprintln!("{cov:?}");
 }
 
 #[test]
