@@ -1,6 +1,6 @@
 //! The scheduler's own view of MindIE's `ScheduleConfig` (plus the few `ModelDeployConfig` and
-//! backend facts it needs): a plain struct the engine fills from `config.json`, validated once
-//! by [`SchedulerConfig::validate`].
+//! backend facts it needs): a plain struct the engine fills from `config.json`, validated
+//! once when the [`super::Scheduler`] is built.
 //!
 //! Knob by knob (MindIE name → field):
 //! - `templateType` → [`SchedulerConfig::template`] (`Standard`: prefill and decode steps apart;

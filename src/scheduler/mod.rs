@@ -22,6 +22,8 @@ mod sched;
 pub mod sequence;
 mod step;
 
+#[cfg(test)]
+mod tests;
 
 pub use blocks::{BlockId, BlockManager, BlockStats, BlockTable, OutOfBlocks};
 pub use config::{ConfigError, PolicyType, SchedulerConfig, Template};

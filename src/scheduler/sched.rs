@@ -63,6 +63,8 @@ pub struct Scheduler {
     pub(crate) running: Vec<SeqId>,
     pub(crate) in_flight: Option<u64>,
     pub(crate) next_plan_id: u64,
+    /// `now` of the last `schedule` call.
+    pub(crate) last_schedule: Option<Instant>,
     pub(crate) select: SelectBatch,
     pub(crate) events: Vec<SeqEvent>,
     pub(crate) counters: Counters,
@@ -80,6 +82,7 @@ impl Scheduler {
             running: Vec::new(),
             in_flight: None,
             next_plan_id: 1,
+            last_schedule: None,
             select: SelectBatch::default(),
             events: Vec::new(),
             counters: Counters::default(),
@@ -290,10 +293,13 @@ impl Scheduler {
         }
     }
 
-    /// When `schedule` next has something to do on its own (a queue delay or first-token wait
-    /// running out), if anything waits. The engine may sleep until then or until a submission.
+    /// When `schedule` may next have something to do on its own: the earliest queue-delay or
+    /// first-token-wait deadline of a waiting sequence after the last `schedule(now)`. After
+    /// `schedule` returned `None` the engine may sleep until then, or until a submission or
+    /// cancellation when this is `None` (time alone would change nothing).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let c = &self.cfg.raw;
+        let after = self.last_schedule;
         self.waiting
             .iter()
             .filter_map(|id| self.seqs.get(id))
@@ -304,6 +310,7 @@ impl Scheduler {
                     .flatten();
                 delay.into_iter().chain(first)
             })
+            .filter(|&t| after.is_none_or(|a| t > a))
             .min()
     }
 

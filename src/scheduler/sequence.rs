@@ -1,5 +1,5 @@
 //! One sequence's state: what the engine submits ([`SeqRequest`]), what the scheduler tracks
-//! ([`Sequence`]), how it ends ([`FinishReason`]) and what the engine is told ([`SeqEvent`]).
+//! (`Sequence`), how it ends ([`FinishReason`]) and what the engine is told ([`SeqEvent`]).
 //!
 //! Token accounting: `tokens` holds the prompt followed by every generated token. `computed`
 //! of them have KV in the cache; a step processes `tokens[computed..computed + n]` and wants

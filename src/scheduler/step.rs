@@ -33,6 +33,7 @@
 //! running sequences that still have preemptions left (MindIE: the first-token wait "allows
 //! preemption"); it never aborts anyone.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::blocks::blocks_for;
@@ -50,9 +51,9 @@ struct Draft {
     tokens: usize,
     prefill_seqs: usize,
     /// Admitted in this step: never victims.
-    admitted: Vec<SeqId>,
+    admitted: HashSet<SeqId>,
     /// Preempted in this step: not re-admitted in it.
-    preempted: Vec<SeqId>,
+    preempted: HashSet<SeqId>,
 }
 
 enum Admit {
@@ -72,6 +73,7 @@ impl Scheduler {
         if self.in_flight.is_some() {
             return None;
         }
+        self.last_schedule = Some(now);
         let draft = match self.cfg.raw.template {
             Template::Standard => self.draft_standard(now),
             Template::Mix => self.draft_mix(now),
@@ -82,12 +84,6 @@ impl Scheduler {
     fn running_where(&self, prefilled: bool) -> Vec<SeqId> {
         let is = |id: &&SeqId| self.seqs.get(id).is_some_and(|s| s.prefilled == prefilled);
         self.running.iter().filter(is).copied().collect()
-    }
-
-    fn is_running(&self, id: SeqId) -> bool {
-        self.seqs
-            .get(&id)
-            .is_some_and(|s| s.status == SeqStatus::Running)
     }
 
     fn draft_standard(&mut self, now: Instant) -> Draft {
@@ -165,7 +161,8 @@ impl Scheduler {
 
     /// Drafts up to `want` tokens of running sequence `id`, leasing their blocks.
     fn draft_chunk(&mut self, id: SeqId, want: usize, draft: &mut Draft, now: Instant) {
-        if want == 0 || !self.is_running(id) || draft.ids.contains(&id) {
+        let undrafted = |s: &&Sequence| s.status == SeqStatus::Running && s.in_flight == 0;
+        if want == 0 || self.seqs.get(&id).filter(undrafted).is_none() {
             return;
         }
         if let Some(n) = self.grant(id, want, draft, now) {
@@ -236,7 +233,7 @@ impl Scheduler {
         let max = self.cfg.raw.max_preempt_count;
         if count < max {
             self.preempt(victim, now);
-            draft.preempted.push(victim);
+            draft.preempted.insert(victim);
         } else if max == 0 {
             let total = self.cfg.raw.num_blocks;
             self.abort(victim, AbortReason::OutOfKvBlocks { needed, total });
@@ -403,7 +400,7 @@ impl Scheduler {
         self.waiting.retain(|&w| w != id);
         self.running.push(id);
         draft.ids.push(id);
-        draft.admitted.push(id);
+        draft.admitted.insert(id);
         draft.tokens += chunk;
         draft.prefill_seqs += 1;
         self.events.push(SeqEvent::Admitted {
