@@ -41,4 +41,11 @@ impl EngineMonitor for NoEngine {
         }
     }
 }
+pub mod core;
+pub mod handle;
+pub mod request;
 pub mod sampler;
+
+pub use handle::{EngineHandle, Submission, SubmitError};
+pub use request::{Finish, GenRequest, TokenEvent};
+pub mod build;

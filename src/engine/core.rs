@@ -1,0 +1,356 @@
+//! The engine thread: drains submissions and cancellations, asks the scheduler for a step,
+//! runs it on the backend, samples, and streams events back. Nothing here blocks the async
+//! runtime; the thread sleeps on its command channel when there is nothing to do.
+
+use super::handle::{Command, EngineHandle, RequestId};
+use super::request::{Finish, GenRequest, TokenEvent};
+use super::sampler::{self, Rng};
+use super::EngineStatus;
+use crate::backend::{Backend, SeqSlice, StepBatch};
+use crate::scheduler::{FinishReason, Plan, Scheduler, SeqEvent, SeqRequest};
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Longest the thread sleeps when idle before re-checking cancellations.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Commands that may queue before `submit` reports the engine busy.
+const QUEUE_DEPTH: usize = 4096;
+
+/// Per-request state the engine keeps beside the scheduler's.
+struct Live {
+    req: GenRequest,
+    events: UnboundedSender<TokenEvent>,
+    rng: Rng,
+    generated: Vec<u32>,
+    cached_tokens: usize,
+}
+
+/// Owns the scheduler and the backend; runs on its own thread.
+pub struct Engine {
+    scheduler: Scheduler,
+    backend: Box<dyn Backend>,
+    live: HashMap<RequestId, Live>,
+    eos: Vec<u32>,
+    /// Logits rows beyond this are padding (Qwen2 pads its vocabulary).
+    vocab: usize,
+    status: Arc<Mutex<EngineStatus>>,
+}
+
+impl Engine {
+    /// Starts the engine thread. `vocab` is the tokenizer's vocabulary size.
+    pub fn spawn(
+        scheduler: Scheduler,
+        backend: Box<dyn Backend>,
+        vocab: usize,
+    ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let status = Arc::new(Mutex::new(EngineStatus::default()));
+        let eos = backend.info().eos_token_ids.clone();
+        let vocab = vocab.min(backend.info().vocab_size).max(1);
+        let engine = Engine {
+            scheduler,
+            backend,
+            live: HashMap::new(),
+            eos,
+            vocab,
+            status: status.clone(),
+        };
+        engine.publish_status();
+        let join = std::thread::Builder::new()
+            .name("mindie-engine".into())
+            .spawn(move || engine.run(rx))?;
+        Ok((EngineHandle::new(tx, status), join))
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            // Take whatever arrived; sleep only when there is nothing to run.
+            while let Ok(cmd) = rx.try_recv() {
+                if !self.apply(cmd) {
+                    return self.stop_all();
+                }
+            }
+            self.reap_cancelled();
+            let now = Instant::now();
+            let plan = self.scheduler.schedule(now);
+            // schedule() may admit, preempt or end sequences: report that first.
+            self.forward_events();
+            match plan {
+                Some(plan) => self.run_step(plan),
+                None => {
+                    let wait = self
+                        .scheduler
+                        .next_wakeup()
+                        .map(|t| t.saturating_duration_since(now))
+                        .unwrap_or(IDLE_POLL)
+                        .min(IDLE_POLL);
+                    match rx.recv_timeout(wait) {
+                        Ok(cmd) => {
+                            if !self.apply(cmd) {
+                                return self.stop_all();
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return self.stop_all(),
+                    }
+                }
+            }
+            self.publish_status();
+        }
+    }
+
+    /// Applies one command; false means stop.
+    fn apply(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Submit { id, req, events } => {
+                let seq = SeqRequest {
+                    id,
+                    prompt: req.prompt.clone(),
+                    max_new_tokens: req.max_new_tokens,
+                    priority: req.priority,
+                    arrival: Instant::now(),
+                };
+                match self.scheduler.add(seq) {
+                    Ok(()) => {
+                        let rng = Rng::new(req.sampling.seed);
+                        self.live.insert(
+                            id,
+                            Live {
+                                req,
+                                events,
+                                rng,
+                                generated: Vec::new(),
+                                cached_tokens: 0,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        let _ = events.send(TokenEvent::Finished {
+                            finish: Finish::Error(e.to_string()),
+                            prompt_tokens: req.prompt.len(),
+                            generated_tokens: 0,
+                            cached_tokens: 0,
+                            at: Instant::now(),
+                        });
+                    }
+                }
+                true
+            }
+            Command::Cancel(id) => {
+                self.end(id, Finish::Cancelled);
+                true
+            }
+            Command::Shutdown => false,
+        }
+    }
+
+    /// Ends a request the engine decided to end (EOS, stop token, cancel, step error): the
+    /// scheduler frees its blocks without raising an event, so the engine reports it here.
+    fn end(&mut self, id: RequestId, finish: Finish) {
+        let reason = match &finish {
+            Finish::Stop => FinishReason::Stop,
+            Finish::Length => FinishReason::Length,
+            Finish::Cancelled => FinishReason::Cancelled,
+            Finish::Error(e) => {
+                FinishReason::Aborted(crate::scheduler::AbortReason::Engine(e.clone()))
+            }
+        };
+        let removed = if finish == Finish::Cancelled {
+            self.scheduler.cancel(id)
+        } else {
+            self.scheduler.finish(id, reason)
+        };
+        if let (true, Some(l)) = (removed, self.live.remove(&id)) {
+            let _ = l.events.send(TokenEvent::Finished {
+                finish,
+                prompt_tokens: l.req.prompt.len(),
+                generated_tokens: l.generated.len(),
+                cached_tokens: l.cached_tokens,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    /// Requests whose receiver is gone (client disconnected) are cancelled.
+    fn reap_cancelled(&mut self) {
+        let gone: Vec<RequestId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.events.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.end(id, Finish::Cancelled);
+        }
+        if !self.live.is_empty() {
+            self.forward_events();
+        }
+    }
+
+    fn run_step(&mut self, plan: Plan) {
+        let batch = to_batch(&plan);
+        let out = match self.backend.step(&batch) {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(error = %e, "backend step failed; ending the step's requests");
+                self.scheduler.abort_plan(&plan);
+                for s in &plan.seqs {
+                    self.end(s.id, Finish::Error(e.to_string()));
+                }
+                self.forward_events();
+                return;
+            }
+        };
+        let mut sampled = Vec::new();
+        let mut reports = HashMap::new();
+        let mut stops = Vec::new();
+        for (i, s) in plan.seqs.iter().enumerate() {
+            if !s.want_logits {
+                continue;
+            }
+            let (Some(row), Some(live)) = (out.for_seq(i), self.live.get_mut(&s.id)) else {
+                sampled.push((s.id, None));
+                continue;
+            };
+            let prompt = &live.req.prompt;
+            let n_top = live.req.top_logprobs.unwrap_or(0);
+            let pick = sampler::sample(
+                row,
+                self.vocab,
+                &live.req.sampling,
+                prompt,
+                &live.generated,
+                &mut live.rng,
+                n_top,
+            );
+            let stop = (!live.req.ignore_eos && self.eos.contains(&pick.token))
+                || live.req.stop_token_ids.contains(&pick.token);
+            if stop {
+                stops.push(s.id);
+            }
+            sampled.push((s.id, Some(pick.token)));
+            reports.insert(s.id, pick);
+        }
+        let events = self.scheduler.complete(&plan, &sampled);
+        self.dispatch(events, &mut reports);
+        for id in stops {
+            self.end(id, Finish::Stop);
+        }
+        self.forward_events();
+    }
+
+    fn forward_events(&mut self) {
+        let events = self.scheduler.drain_events();
+        self.dispatch(events, &mut HashMap::new());
+    }
+
+    fn dispatch(
+        &mut self,
+        events: Vec<SeqEvent>,
+        reports: &mut HashMap<RequestId, sampler::Sampled>,
+    ) {
+        let now = Instant::now();
+        for ev in events {
+            match ev {
+                SeqEvent::Admitted {
+                    id,
+                    cached_tokens,
+                    recompute,
+                } => {
+                    if let (Some(l), false) = (self.live.get_mut(&id), recompute) {
+                        l.cached_tokens = cached_tokens;
+                    }
+                }
+                SeqEvent::Token { id, token, .. } => {
+                    let Some(l) = self.live.get_mut(&id) else {
+                        continue;
+                    };
+                    l.generated.push(token);
+                    let (logprob, top) = match (reports.remove(&id), l.req.top_logprobs) {
+                        (Some(p), Some(_)) => (Some(p.logprob), p.top),
+                        _ => (None, Vec::new()),
+                    };
+                    let _ = l.events.send(TokenEvent::Token {
+                        id: token,
+                        logprob,
+                        top,
+                        at: now,
+                    });
+                }
+                SeqEvent::Preempted { id, count } => {
+                    tracing::debug!(id, count, "sequence preempted (recompute)");
+                }
+                SeqEvent::Finished { id, reason } => {
+                    let Some(l) = self.live.remove(&id) else {
+                        continue;
+                    };
+                    let finish = match reason {
+                        FinishReason::Stop => Finish::Stop,
+                        FinishReason::Length => Finish::Length,
+                        FinishReason::Cancelled => Finish::Cancelled,
+                        FinishReason::Aborted(e) => Finish::Error(e.to_string()),
+                    };
+                    let _ = l.events.send(TokenEvent::Finished {
+                        finish,
+                        prompt_tokens: l.req.prompt.len(),
+                        generated_tokens: l.generated.len(),
+                        cached_tokens: l.cached_tokens,
+                        at: now,
+                    });
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let st = self.scheduler.stats();
+        let max_batch = self.scheduler.config().max_batch_size;
+        let snapshot = EngineStatus {
+            ready: true,
+            reason: None,
+            waiting: st.waiting,
+            running: st.running,
+            swapped: 0,
+            free_npu_blocks: st.blocks.available(),
+            total_npu_blocks: st.blocks.total,
+            free_cpu_blocks: 0,
+            total_cpu_blocks: 0,
+            free_slots: max_batch.saturating_sub(st.running),
+        };
+        if let Ok(mut s) = self.status.lock() {
+            *s = snapshot;
+        }
+    }
+
+    fn stop_all(mut self) {
+        let ids: Vec<RequestId> = self.live.keys().copied().collect();
+        for id in ids {
+            self.end(id, Finish::Cancelled);
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.ready = false;
+            s.reason = Some("engine stopped".into());
+        }
+    }
+}
+
+/// The scheduler's plan as the backend's packed batch.
+fn to_batch(plan: &Plan) -> StepBatch {
+    let mut batch = StepBatch::default();
+    for s in &plan.seqs {
+        let start = batch.tokens.len();
+        batch.tokens.extend_from_slice(&s.tokens);
+        batch.positions.extend(s.positions());
+        batch.seqs.push(SeqSlice {
+            token_range: start..batch.tokens.len(),
+            context_len: s.context_len,
+            block_table: s.block_table.clone(),
+            want_logits: s.want_logits,
+        });
+    }
+    batch
+}

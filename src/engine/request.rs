@@ -1,0 +1,72 @@
+//! The protocol-neutral request the engine runs and the events it streams back. Wire formats
+//! (OpenAI, TGI, ...) are converted to and from these at the HTTP edge.
+
+use super::sampler::SamplingParams;
+use std::time::Instant;
+
+/// One generation request, already tokenized and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    /// The request's own output limit; the scheduler also applies `maxIterTimes` and
+    /// `maxSeqLen − prompt`.
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Extra token ids that end the generation (like EOS).
+    pub stop_token_ids: Vec<u32>,
+    /// Keep going past EOS.
+    pub ignore_eos: bool,
+    /// Report the chosen token's log-probability and this many alternatives (`None`: no
+    /// log-probabilities at all).
+    pub top_logprobs: Option<usize>,
+    /// 1 (most urgent) ..= 5.
+    pub priority: u8,
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// EOS or a stop token.
+    Stop,
+    /// Output limit reached.
+    Length,
+    /// Cancelled (client gone, stopInfer, timeout).
+    Cancelled,
+    /// The engine could not finish it; the message says why.
+    Error(String),
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` for this end.
+    pub fn openai_reason(&self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+            Finish::Error(_) => "error",
+        }
+    }
+}
+
+/// What the engine tells a request's handler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenEvent {
+    /// A new output token.
+    Token {
+        id: u32,
+        /// Log-probability of `id` (when asked for).
+        logprob: Option<f32>,
+        /// The most likely alternatives, best first (when asked for).
+        top: Vec<(u32, f32)>,
+        at: Instant,
+    },
+    /// The end; nothing follows.
+    Finished {
+        finish: Finish,
+        prompt_tokens: usize,
+        generated_tokens: usize,
+        /// Prompt tokens served by the prefix cache.
+        cached_tokens: usize,
+        at: Instant,
+    },
+}
