@@ -152,6 +152,31 @@ fn check_model_dir(
     Ok(Some(dir))
 }
 
+/// Loads the tokenizer and the model off the async runtime and starts the engine thread.
+async fn start_engine(
+    loaded: &Loaded,
+    dir: PathBuf,
+) -> Result<crate::engine::EngineHandle, StartError> {
+    let config = loaded.config.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let model = config
+            .backend_config
+            .model_deploy_config
+            .model_config
+            .first()
+            .cloned()
+            .ok_or_else(|| "ModelConfig is empty".to_string())?;
+        let tok = crate::tokenizer::Tokenizer::load(&dir).map_err(|e| e.to_string())?;
+        crate::engine::build::start(&config, &model, &dir, tok.vocab_size())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| StartError::Model(e.to_string()))?
+    .map_err(StartError::Model)?;
+    // The engine thread runs until the process ends; its handle is all the planes need.
+    Ok(started.0)
+}
+
 /// A started daemon: its serve tasks and life cycle.
 pub struct Running {
     life: Arc<Lifecycle>,
@@ -191,7 +216,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         tls_for(&loaded, Plane::Management, "management", &mut checker)?
     };
     let metrics_tls = tls_for(&loaded, Plane::Metrics, "metrics", &mut checker)?;
-    check_model_dir(&loaded, &mut checker)?;
+    let model_dir = check_model_dir(&loaded, &mut checker)?;
 
     let business_addr = socket(&sc.ip_address, sc.port, "ipAddress")?;
     let mgmt_ip = sc.management_ip();
@@ -232,9 +257,12 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
-    let engine: Arc<dyn EngineMonitor> = Arc::new(NoEngine {
-        reason: "no inference engine is built into this version yet".into(),
-    });
+    let engine: Arc<dyn EngineMonitor> = match &model_dir {
+        Some(dir) => Arc::new(start_engine(&loaded, dir.clone()).await?),
+        None => Arc::new(NoEngine {
+            reason: "the StandardMock engine is not built into this version yet".into(),
+        }),
+    };
     let loaded = Arc::new(loaded);
     let mgmt_router = mgmt::router(MgmtState {
         config: loaded.clone(),
