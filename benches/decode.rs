@@ -17,22 +17,12 @@ use mindie::backend::cpu::linear::matmul;
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
 use mindie::backend::cpu::{simd_level, CpuBackend, CpuOptions};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
+use mindie::engine::sampler::Rng;
 use rayon::prelude::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// A bf16 uniform in ±`scale`.
-    fn bf16(&mut self, scale: f32) -> u16 {
-        let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        ((((u * 2.0 - 1.0) * scale).to_bits()) >> 16) as u16
-    }
+/// A bf16 uniform in ±`scale` from the engine's seeded generator.
+fn bf16(rng: &mut Rng, scale: f32) -> u16 {
+    (((rng.next_f64() as f32 * 2.0 - 1.0) * scale).to_bits() >> 16) as u16
 }
 
 fn threads() -> usize {
@@ -74,8 +64,8 @@ fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
 
 fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     let (n, k) = (4864, 896);
-    let mut rng = Rng(7);
-    let w: Vec<u16> = (0..n * k).map(|_| rng.bf16(0.05)).collect();
+    let mut rng = Rng::new(7);
+    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
     let mat = Matrix {
         rows: n,
         cols: k,
@@ -180,7 +170,7 @@ fn synthetic_model(dir: &Path) -> std::io::Result<u64> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     f.write_all(&(h.len() as u64).to_le_bytes())?;
     f.write_all(&h)?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     for (name, shape) in &tensors {
         let n: usize = shape.iter().product();
         let norm = name.ends_with("norm.weight");
@@ -191,7 +181,7 @@ fn synthetic_model(dir: &Path) -> std::io::Result<u64> {
         };
         let mut buf = Vec::with_capacity(n * 2);
         for _ in 0..n {
-            let v = if norm { 0x3f80 } else { rng.bf16(scale) };
+            let v = if norm { 0x3f80 } else { bf16(&mut rng, scale) };
             buf.extend_from_slice(&v.to_le_bytes());
         }
         f.write_all(&buf)?;

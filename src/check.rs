@@ -2,7 +2,7 @@
 //! trusts, the certificates of every TLS plane (chain, validity, key match, key size) and the
 //! model folder, without starting anything. Prints every finding; exit status 1 on any error.
 
-use crate::config::{self, Env, Loaded, Plane};
+use crate::config::{Env, Loaded, Plane};
 use crate::daemon::{self, Options};
 use crate::security::certinfo::{self, Severity};
 use crate::security::perms::{FileRole, PermChecker};
@@ -76,13 +76,20 @@ fn perm(report: &mut Report, checker: &mut PermChecker, path: &Path, role: FileR
     }
 }
 
+/// The TLS sets in use: one per HTTP listener (its first plane's), plus the inter-process
+/// links when their modes are on.
 fn planes(loaded: &Loaded) -> Vec<(Plane, &'static str)> {
     let sc = &loaded.config.server_config;
-    let mut v = vec![(Plane::Business, "business")];
-    if !sc.business_and_management_shared() {
-        v.push((Plane::Management, "management"));
-    }
-    v.push((Plane::Metrics, "metrics"));
+    let mut v: Vec<(Plane, &'static str)> = sc
+        .http_sockets()
+        .iter()
+        .filter_map(|s| s.planes.first().copied())
+        .map(|p| match p {
+            Plane::Management => (p, "management"),
+            Plane::Metrics => (p, "metrics"),
+            _ => (p, "business"),
+        })
+        .collect();
     if sc.infer_mode == "dmi" {
         v.push((Plane::InterComm, "interComm"));
     }
@@ -93,24 +100,14 @@ fn planes(loaded: &Loaded) -> Vec<(Plane, &'static str)> {
 }
 
 fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) {
-    let Some(model) = loaded
-        .config
-        .backend_config
-        .model_deploy_config
-        .model_config
-        .first()
-    else {
-        return;
-    };
-    if model.model_instance_type == "StandardMock" {
+    let Some((_, dir)) = loaded.model_dir() else {
         report.push(
             Severity::Ok,
             "model",
             "StandardMock: no model folder needed",
         );
         return;
-    }
-    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
+    };
     let cfg = dir.join("config.json");
     if !cfg.is_file() {
         report.push(
@@ -175,9 +172,7 @@ fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) 
 /// Runs every check; never starts a listener.
 pub fn run(opts: &Options, env: &Env) -> Report {
     let mut report = Report::default();
-    let enforce =
-        PermChecker::enforce_from_env_value(env.get("MINDIE_CHECK_INPUTFILES_PERMISSION"));
-    let mut checker = PermChecker::new(enforce);
+    let mut checker = daemon::perm_checker(env);
     let loaded = match daemon::load_config(opts, env, &mut checker) {
         Ok(l) => l,
         Err(e) => {

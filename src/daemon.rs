@@ -16,7 +16,7 @@ use crate::lifecycle::{Lifecycle, StopMode};
 use crate::logging::{self, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
-use crate::security::perms::{FileRole, PermChecker, PermError};
+use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
 use crate::security::tls::{self, TlsError};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
@@ -40,10 +40,7 @@ pub enum StartError {
     #[error("{0}")]
     Permission(#[from] PermError),
     #[error("{plane} plane TLS: {source}")]
-    Tls {
-        plane: &'static str,
-        source: TlsError,
-    },
+    Tls { plane: String, source: TlsError },
     #[error("{0}")]
     Bind(#[from] BindError),
     #[error("logging: {0}")]
@@ -54,11 +51,20 @@ pub enum StartError {
     Model(String),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("listen address: {0}")]
+    Address(String),
 }
 
 /// The path of this executable, for locating the install home.
 fn current_exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("./bin/mindieservice_daemon"))
+}
+
+/// The permission checker the environment asks for (`MINDIE_CHECK_INPUTFILES_PERMISSION`).
+pub fn perm_checker(env: &Env) -> PermChecker {
+    PermChecker::new(PermChecker::enforce_from_env_value(
+        env.get(PERMISSION_CHECK_ENV),
+    ))
 }
 
 /// Finds, permission-checks and loads the configuration (shared with `check`).
@@ -89,24 +95,18 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     })
 }
 
-fn socket(ip: &str, port: u16, key: &str) -> Result<SocketAddr, StartError> {
-    let ip: IpAddr = ip.parse().map_err(|_| {
-        StartError::Config(ConfigError::Invalid {
-            path: PathBuf::new(),
-            problems: vec![config::Problem {
-                path: format!("ServerConfig.{key}"),
-                value: format!("{ip:?}"),
-                allowed: "an IPv4 or IPv6 address".into(),
-            }],
-        })
-    })?;
+fn socket(ip: &str, port: u16) -> Result<SocketAddr, StartError> {
+    // The config validated the literal; this only guards against a mismatch between the two.
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| StartError::Address(format!("{ip:?} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
 fn tls_for(
     loaded: &Loaded,
     plane: Plane,
-    name: &'static str,
+    name: &str,
     checker: &mut PermChecker,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
     match loaded.config.tls_files(plane, &loaded.home) {
@@ -114,7 +114,7 @@ fn tls_for(
         Some(files) => tls::server_config(&files, checker)
             .map(Some)
             .map_err(|source| StartError::Tls {
-                plane: name,
+                plane: name.to_string(),
                 source,
             }),
     }
@@ -125,21 +125,9 @@ fn check_model_dir(
     loaded: &Loaded,
     checker: &mut PermChecker,
 ) -> Result<Option<PathBuf>, StartError> {
-    let Some(model) = loaded
-        .config
-        .backend_config
-        .model_deploy_config
-        .model_config
-        .first()
-    else {
-        return Err(StartError::Model(
-            "BackendConfig.ModelDeployConfig.ModelConfig is empty".into(),
-        ));
-    };
-    if model.model_instance_type == "StandardMock" {
+    let Some((model, dir)) = loaded.model_dir() else {
         return Ok(None);
-    }
-    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
+    };
     let cfg = dir.join("config.json");
     if !cfg.is_file() {
         return Err(StartError::Model(format!(
@@ -159,13 +147,7 @@ async fn start_engine(
 ) -> Result<crate::engine::EngineHandle, StartError> {
     let config = loaded.config.clone();
     let started = tokio::task::spawn_blocking(move || {
-        let model = config
-            .backend_config
-            .model_deploy_config
-            .model_config
-            .first()
-            .cloned()
-            .ok_or_else(|| "ModelConfig is empty".to_string())?;
+        let model = config.model().cloned().ok_or("ModelConfig is empty")?;
         let tok = crate::tokenizer::Tokenizer::load(&dir).map_err(|e| e.to_string())?;
         crate::engine::build::start(&config, &model, &dir, tok.vocab_size())
             .map_err(|e| e.to_string())
@@ -175,6 +157,21 @@ async fn start_engine(
     .map_err(StartError::Model)?;
     // The engine thread runs until the process ends; its handle is all the planes need.
     Ok(started.0)
+}
+
+/// "business", "business+management", ... for messages about a listener.
+fn plane_names(planes: &[Plane]) -> String {
+    let names: Vec<&str> = planes
+        .iter()
+        .map(|p| match p {
+            Plane::Business => "business",
+            Plane::Management => "management",
+            Plane::Metrics => "metrics",
+            Plane::InterComm => "interComm",
+            Plane::InterNode => "interNode",
+        })
+        .collect();
+    names.join("+")
 }
 
 /// A started daemon: its serve tasks and life cycle.
@@ -192,10 +189,8 @@ async fn not_found(uri: Uri) -> axum::response::Response {
 
 /// Starts everything; returns once every listener is bound and serving.
 pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
-    let enforce =
-        PermChecker::enforce_from_env_value(env.get("MINDIE_CHECK_INPUTFILES_PERMISSION"));
-    let mut checker = PermChecker::new(enforce);
-    if !enforce {
+    let mut checker = perm_checker(env);
+    if !checker.enforce {
         tracing::warn!("MINDIE_CHECK_INPUTFILES_PERMISSION=0: file owner/mode/symlink refusals are only warnings");
     }
     let loaded = load_config(opts, env, &mut checker)?;
@@ -208,44 +203,28 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         tracing::warn!("ServerConfig.httpsEnabled is false: every plane serves PLAIN HTTP without authentication; do not expose these ports beyond this host");
     }
 
-    let shared = sc.business_and_management_shared();
-    let business_tls = tls_for(&loaded, Plane::Business, "business", &mut checker)?;
-    let management_tls = if shared {
-        None
-    } else {
-        tls_for(&loaded, Plane::Management, "management", &mut checker)?
-    };
-    let metrics_tls = tls_for(&loaded, Plane::Metrics, "metrics", &mut checker)?;
+    // One listener per distinct ip:port; planes that share one are served by one server
+    // under the TLS settings of its first plane (business, then management, then metrics).
+    let sockets = sc.http_sockets();
+    let mut prepared = Vec::new();
+    for s in &sockets {
+        let name = plane_names(&s.planes);
+        let lead = s.planes.first().copied().unwrap_or(Plane::Business);
+        let tls = tls_for(&loaded, lead, &name, &mut checker)?;
+        prepared.push((s, name, tls, socket(&s.ip, s.port)?));
+    }
     let model_dir = check_model_dir(&loaded, &mut checker)?;
 
-    let business_addr = socket(&sc.ip_address, sc.port, "ipAddress")?;
-    let mgmt_ip = sc.management_ip();
-    let mgmt_addr = socket(mgmt_ip, sc.management_port(), "managementIpAddress")?;
-    let metrics_addr = socket(sc.metrics_ip(), sc.metrics_port, "managementIpAddress")?;
-
     // Bind everything before serving anything: a conflict fails the start cleanly.
-    let business_listener = server::bind(
-        if shared {
-            "business+management"
-        } else {
-            "business"
-        },
-        business_addr,
-    )
-    .await?;
-    let mgmt_listener = if shared {
-        None
-    } else {
-        Some(server::bind("management", mgmt_addr).await?)
-    };
-    let metrics_listener = server::bind("metrics", metrics_addr).await?;
+    let mut bound = Vec::new();
+    for (s, name, tls, addr) in prepared {
+        let listener = server::bind(&name, addr).await?;
+        bound.push((s.planes.clone(), name, tls, listener));
+    }
 
     let model = loaded
         .config
-        .backend_config
-        .model_deploy_config
-        .model_config
-        .first()
+        .model()
         .map(|m| m.model_name.clone())
         .unwrap_or_default();
     let metrics = if env.get("MIES_SERVICE_MONITOR_MODE") == Some("0") {
@@ -293,35 +272,28 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
                 admission::business_gate,
             ));
 
-    let id_layer = || axum::middleware::from_fn(admission::tag_request_id);
+    let metrics_router = metrics::router(metrics);
     let mut planes = Vec::new();
-    let first_router: Router = if shared {
-        business_router.merge(mgmt_router.clone())
-    } else {
-        business_router
-    };
-    planes.push(server::Plane {
-        name: "business",
-        listener: business_listener,
-        tls: business_tls,
-        router: first_router.layer(id_layer()),
-    });
-    if let Some(listener) = mgmt_listener {
+    for (served, name, tls, listener) in bound {
+        let mut router = Router::new();
+        for plane in &served {
+            router = router.merge(match plane {
+                Plane::Business => business_router.clone(),
+                Plane::Management => mgmt_router.clone(),
+                _ => metrics_router.clone(),
+            });
+        }
+        // The business router brings its own fallback (through admission).
+        if !served.contains(&Plane::Business) {
+            router = router.fallback(not_found);
+        }
         planes.push(server::Plane {
-            name: "management",
+            name,
             listener,
-            tls: management_tls,
-            router: mgmt_router.fallback(not_found).layer(id_layer()),
+            tls,
+            router: router.layer(axum::middleware::from_fn(admission::tag_request_id)),
         });
     }
-    planes.push(server::Plane {
-        name: "metrics",
-        listener: metrics_listener,
-        tls: metrics_tls,
-        router: metrics::router(metrics)
-            .fallback(not_found)
-            .layer(id_layer()),
-    });
 
     let mut handles = Vec::new();
     for plane in planes {
@@ -331,7 +303,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(plane = plane.name, "listening on {scheme}://{addr}");
+        tracing::info!(plane = %plane.name, "listening on {scheme}://{addr}");
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
     // Signal handlers go in before the success line, so a stop right after it drains too.
@@ -385,11 +357,6 @@ async fn signal_stop(life: Arc<Lifecycle>, drain_deadline: Duration) {
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 impl Running {
-    /// The lifecycle of this daemon (tests and embedding).
-    pub fn lifecycle(&self) -> Arc<Lifecycle> {
-        self.life.clone()
-    }
-
     /// Waits for a stop (signals or `/stopService`: both drain before pulling the trigger),
     /// closes the listeners and lets open connections finish, then returns.
     pub async fn wait(self) {

@@ -3,27 +3,11 @@
 
 mod common;
 
-use common::client::get;
+use common::client::{finish_slow_request, get, slow_request};
 use common::daemon::Home;
 use nix::sys::signal::Signal;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-fn slow_request(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"POST /slow-test HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"a\":")
-        .unwrap();
-    s
-}
-
-fn finish(mut s: TcpStream) -> String {
-    s.write_all(b" 123}").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
@@ -44,7 +28,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let refused = get(home.business(), "/v1/models").await;
     assert_eq!(refused.status, 503, "new work refused while draining");
 
-    let reply = finish(inflight);
+    let reply = finish_slow_request(inflight);
     assert!(
         reply.starts_with("HTTP/1.1 404"),
         "in-flight request still answered: {reply}"

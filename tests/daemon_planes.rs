@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::client::{get, send};
+use common::client::{finish_slow_request, get, send, slow_request};
 use common::daemon::Home;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const MINDIE_METRICS: &[&str] = &[
@@ -211,22 +209,6 @@ async fn metrics_can_be_turned_off() {
     assert!(r.text().contains("MIES_SERVICE_MONITOR_MODE"));
 }
 
-/// Opens a request whose body is only half sent: it holds a business-plane slot.
-fn slow_request(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"POST /slow-test HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\":")
-        .unwrap();
-    s
-}
-
-fn finish_slow_request(mut s: TcpStream) -> String {
-    s.write_all(b" 123}").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 #[tokio::test]
 async fn overload_beyond_max_link_num_gets_503_at_once() {
     let mut home = Home::new();
@@ -317,4 +299,16 @@ async fn real_model_makes_the_instance_ready() {
         "idle: every block free"
     );
     assert_eq!(st["resource"]["availSlotsNum"], 200);
+}
+
+#[tokio::test]
+async fn one_server_hosts_all_three_planes_when_ip_port_equal() {
+    let mut home = Home::new();
+    let port = home.port;
+    home.set("/ServerConfig/managementPort", port)
+        .set("/ServerConfig/metricsPort", port);
+    let _d = home.start(&[]);
+    assert_eq!(get(home.business(), "/v1/models").await.status, 200);
+    assert_eq!(get(home.business(), "/v1/config").await.status, 200);
+    assert_eq!(get(home.business(), "/metrics").await.status, 200);
 }

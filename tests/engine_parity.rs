@@ -181,3 +181,32 @@ async fn dropping_the_stream_cancels_and_frees_blocks() {
         h.status()
     );
 }
+
+#[tokio::test]
+async fn cancel_by_id_ends_the_stream_and_frees_blocks() {
+    let (h, total) = engine("tiny-llama", Template::Standard, 4);
+    let req = GenRequest {
+        prompt: (1..100).collect(),
+        max_new_tokens: 2000,
+        sampling: SamplingParams::default(),
+        stop_token_ids: Vec::new(),
+        ignore_eos: true,
+        top_logprobs: None,
+        priority: 3,
+    };
+    let mut sub = h.submit(req).unwrap();
+    assert!(matches!(
+        sub.events.recv().await,
+        Some(TokenEvent::Token { .. })
+    ));
+    h.cancel(sub.id);
+    let mut finish = None;
+    while let Some(ev) = sub.events.recv().await {
+        if let TokenEvent::Finished { finish: f, .. } = ev {
+            finish = Some(f);
+        }
+    }
+    assert_eq!(finish, Some(Finish::Cancelled));
+    let st = h.status();
+    assert_eq!((st.running, st.free_npu_blocks), (0, total), "{st:?}");
+}

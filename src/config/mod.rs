@@ -46,6 +46,16 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+impl Loaded {
+    /// The model to load and its folder resolved against the home; `None` when no model
+    /// folder is used (`StandardMock`) or no model is configured.
+    pub fn model_dir(&self) -> Option<(&ModelConfig, PathBuf)> {
+        let model = self.config.model()?;
+        (model.model_instance_type != "StandardMock")
+            .then(|| (model, paths::resolve(&self.home, &model.model_weight_path)))
+    }
+}
+
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

@@ -70,9 +70,7 @@ impl Engine {
         loop {
             // Take whatever arrived; sleep only when there is nothing to run.
             while let Ok(cmd) = rx.try_recv() {
-                if !self.apply(cmd) {
-                    return self.stop_all();
-                }
+                self.apply(cmd);
             }
             self.reap_cancelled();
             let now = Instant::now();
@@ -89,11 +87,7 @@ impl Engine {
                         .unwrap_or(IDLE_POLL)
                         .min(IDLE_POLL);
                     match rx.recv_timeout(wait) {
-                        Ok(cmd) => {
-                            if !self.apply(cmd) {
-                                return self.stop_all();
-                            }
-                        }
+                        Ok(cmd) => self.apply(cmd),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return self.stop_all(),
                     }
@@ -103,8 +97,8 @@ impl Engine {
         }
     }
 
-    /// Applies one command; false means stop.
-    fn apply(&mut self, cmd: Command) -> bool {
+    /// Applies one command.
+    fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { id, req, events } => {
                 let seq = SeqRequest {
@@ -138,13 +132,8 @@ impl Engine {
                         });
                     }
                 }
-                true
             }
-            Command::Cancel(id) => {
-                self.end(id, Finish::Cancelled);
-                true
-            }
-            Command::Shutdown => false,
+            Command::Cancel(id) => self.end(id, Finish::Cancelled),
         }
     }
 
@@ -165,6 +154,8 @@ impl Engine {
             self.scheduler.finish(id, reason)
         };
         if let (true, Some(l)) = (removed, self.live.remove(&id)) {
+            // Status first: a client that sees its stream end then sees its blocks free.
+            self.publish_status();
             let _ = l.events.send(TokenEvent::Finished {
                 finish,
                 prompt_tokens: l.req.prompt.len(),
@@ -217,7 +208,6 @@ impl Engine {
                 continue;
             };
             let prompt = &live.req.prompt;
-            let n_top = live.req.top_logprobs.unwrap_or(0);
             let pick = sampler::sample(
                 row,
                 self.vocab,
@@ -225,7 +215,7 @@ impl Engine {
                 prompt,
                 &live.generated,
                 &mut live.rng,
-                n_top,
+                live.req.top_logprobs,
             );
             let stop = (!live.req.ignore_eos && self.eos.contains(&pick.token))
                 || live.req.stop_token_ids.contains(&pick.token);
@@ -270,10 +260,10 @@ impl Engine {
                         continue;
                     };
                     l.generated.push(token);
-                    let (logprob, top) = match (reports.remove(&id), l.req.top_logprobs) {
-                        (Some(p), Some(_)) => (Some(p.logprob), p.top),
-                        _ => (None, Vec::new()),
-                    };
+                    let (logprob, top) = reports
+                        .remove(&id)
+                        .map(|p| (p.logprob, p.top))
+                        .unwrap_or_default();
                     let _ = l.events.send(TokenEvent::Token {
                         id: token,
                         logprob,
@@ -288,6 +278,7 @@ impl Engine {
                     let Some(l) = self.live.remove(&id) else {
                         continue;
                     };
+                    self.publish_status();
                     let finish = match reason {
                         FinishReason::Stop => Finish::Stop,
                         FinishReason::Length => Finish::Length,

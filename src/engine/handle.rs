@@ -21,7 +21,6 @@ pub enum Command {
         events: tokio::sync::mpsc::UnboundedSender<TokenEvent>,
     },
     Cancel(RequestId),
-    Shutdown,
 }
 
 /// Why a request could not be handed to the engine.
@@ -75,11 +74,6 @@ impl EngineHandle {
     /// Cancels a request by id (e.g. Triton `stopInfer`); unknown ids are ignored.
     pub fn cancel(&self, id: RequestId) {
         let _ = self.tx.try_send(Command::Cancel(id));
-    }
-
-    /// Asks the engine thread to stop after its current step.
-    pub fn shutdown(&self) {
-        let _ = self.tx.try_send(Command::Shutdown);
     }
 }
 

@@ -3,6 +3,7 @@
 //! log-probabilities clients ask for. Log-probabilities are always those of the model's raw
 //! distribution (log-softmax over the whole row), as OpenAI reports them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// How to choose tokens. Ranges are checked at the edge (HTTP); here they are trusted.
@@ -47,6 +48,12 @@ impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 || self.top_k == 1
     }
+
+    fn has_penalties(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+    }
 }
 
 /// A small, fast, seedable generator (SplitMix64): the same seed gives the same stream, so
@@ -71,14 +78,19 @@ impl Rng {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Uniform in `0..n` (`n` > 0; 0 gives 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % (n.max(1) as u64)) as usize
+    }
 }
 
 /// The chosen token and what clients may ask about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
     pub token: u32,
-    /// Log-probability of `token` under the raw distribution.
-    pub logprob: f32,
+    /// Log-probability of `token` under the raw distribution (when asked for).
+    pub logprob: Option<f32>,
     /// The `n` most likely tokens under the raw distribution, best first.
     pub top: Vec<(u32, f32)>,
 }
@@ -206,7 +218,9 @@ fn normalize(c: &mut [(usize, f64)]) {
 }
 
 /// Chooses the next token from `logits` (only the first `vocab` entries are real tokens;
-/// padded rows beyond are ignored). `top_logprobs` = how many alternatives to report.
+/// padded rows beyond are ignored). `top_logprobs`: `None` computes no log-probabilities (the
+/// common case, which then costs one pass over the row for greedy); `Some(n)` reports the
+/// chosen token's and the `n` best alternatives'.
 pub fn sample(
     logits: &[f32],
     vocab: usize,
@@ -214,12 +228,16 @@ pub fn sample(
     prompt: &[u32],
     generated: &[u32],
     rng: &mut Rng,
-    top_logprobs: usize,
+    top_logprobs: Option<usize>,
 ) -> Sampled {
     let row = &logits[..vocab.min(logits.len())];
-    let raw = log_softmax(row);
-    let mut adjusted = row.to_vec();
-    apply_penalties(&mut adjusted, p, prompt, generated);
+    let adjusted: Cow<'_, [f32]> = if p.has_penalties() {
+        let mut a = row.to_vec();
+        apply_penalties(&mut a, p, prompt, generated);
+        Cow::Owned(a)
+    } else {
+        Cow::Borrowed(row)
+    };
     let token = if p.is_greedy() {
         top_n(&adjusted, 1).first().copied().unwrap_or(0)
     } else {
@@ -236,13 +254,23 @@ pub fn sample(
         }
         chosen
     };
-    let top = top_n(&raw, top_logprobs)
-        .into_iter()
-        .map(|i| (i as u32, raw[i]))
-        .collect();
+    let (logprob, top) = match top_logprobs {
+        None => (None, Vec::new()),
+        Some(n) => {
+            let raw = log_softmax(row);
+            let top = top_n(&raw, n)
+                .into_iter()
+                .map(|i| (i as u32, raw[i]))
+                .collect();
+            (
+                Some(raw.get(token).copied().unwrap_or(f32::NEG_INFINITY)),
+                top,
+            )
+        }
+    };
     Sampled {
         token: token as u32,
-        logprob: raw.get(token).copied().unwrap_or(f32::NEG_INFINITY),
+        logprob,
         top,
     }
 }
@@ -261,7 +289,7 @@ mod tests {
             &[],
             &[],
             &mut Rng::new(1),
-            2,
+            Some(2),
         );
         assert_eq!(s.token, 1);
         let lse = logits
@@ -269,7 +297,7 @@ mod tests {
             .map(|x: &f32| (*x as f64).exp())
             .sum::<f64>()
             .ln();
-        assert!((s.logprob as f64 - (3.0 - lse)).abs() < 1e-6);
+        assert!((s.logprob.unwrap() as f64 - (3.0 - lse)).abs() < 1e-6);
         assert_eq!(s.top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
     }
 
@@ -283,7 +311,7 @@ mod tests {
             &[],
             &[],
             &mut Rng::new(1),
-            1,
+            Some(1),
         );
         assert_eq!(s.token, 1);
     }
@@ -300,7 +328,7 @@ mod tests {
         let run = |seed| {
             let mut r = Rng::new(seed);
             (0..20)
-                .map(|_| sample(&logits, 50, &p, &[], &[], &mut r, 0).token)
+                .map(|_| sample(&logits, 50, &p, &[], &[], &mut r, None).token)
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
@@ -318,7 +346,7 @@ mod tests {
         };
         let mut r = Rng::new(3);
         for _ in 0..200 {
-            let t = sample(&logits, 5, &p, &[], &[], &mut r, 0).token;
+            let t = sample(&logits, 5, &p, &[], &[], &mut r, None).token;
             assert!(t == 1 || t == 2, "{t}");
         }
     }
@@ -333,7 +361,7 @@ mod tests {
         };
         let mut r = Rng::new(9);
         for _ in 0..200 {
-            assert!(sample(&logits, 4, &p, &[], &[], &mut r, 0).token < 2);
+            assert!(sample(&logits, 4, &p, &[], &[], &mut r, None).token < 2);
         }
         let p = SamplingParams {
             temperature: 1.0,
@@ -341,7 +369,7 @@ mod tests {
             ..Default::default()
         };
         for _ in 0..50 {
-            assert_eq!(sample(&logits, 4, &p, &[], &[], &mut r, 0).token, 0);
+            assert_eq!(sample(&logits, 4, &p, &[], &[], &mut r, None).token, 0);
         }
     }
 
@@ -353,7 +381,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            sample(&logits, 2, &rep, &[0], &[], &mut Rng::new(1), 0).token,
+            sample(&logits, 2, &rep, &[0], &[], &mut Rng::new(1), None).token,
             1
         );
         let freq = SamplingParams {
@@ -361,11 +389,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            sample(&logits, 2, &freq, &[], &[0], &mut Rng::new(1), 0).token,
+            sample(&logits, 2, &freq, &[], &[0], &mut Rng::new(1), None).token,
             0
         );
         assert_eq!(
-            sample(&logits, 2, &freq, &[], &[0, 0], &mut Rng::new(1), 0).token,
+            sample(&logits, 2, &freq, &[], &[0, 0], &mut Rng::new(1), None).token,
             1
         );
         let pres = SamplingParams {
@@ -373,7 +401,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            sample(&logits, 2, &pres, &[], &[0], &mut Rng::new(1), 0).token,
+            sample(&logits, 2, &pres, &[], &[0], &mut Rng::new(1), None).token,
             1
         );
     }

@@ -40,15 +40,6 @@ impl Admission {
             life,
         }
     }
-
-    /// Requests being served now.
-    pub fn in_use(&self) -> usize {
-        self.max_links - self.permits.available_permits()
-    }
-
-    pub fn max_links(&self) -> usize {
-        self.max_links
-    }
 }
 
 /// Outermost layer of every plane: gives the request an id and puts it on the reply.

@@ -21,14 +21,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} for the {plane} plane: {source}{hint}")]
 pub struct BindError {
-    pub plane: &'static str,
+    pub plane: String,
     pub addr: SocketAddr,
     pub source: std::io::Error,
     pub hint: &'static str,
 }
 
 /// Binds `addr` for `plane`, with a message that names ip:port and the likely fix.
-pub async fn bind(plane: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+pub async fn bind(plane: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|source| {
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => {
@@ -40,13 +40,14 @@ pub async fn bind(plane: &'static str, addr: SocketAddr) -> Result<TcpListener, 
             std::io::ErrorKind::PermissionDenied => " (permission denied for this address/port)",
             _ => "",
         };
-        BindError { plane, addr, source, hint }
+        BindError { plane: plane.to_string(), addr, source, hint }
     })
 }
 
 /// One plane ready to serve.
 pub struct Plane {
-    pub name: &'static str,
+    /// The planes this listener serves, e.g. `business+management`.
+    pub name: String,
     pub listener: TcpListener,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub router: Router,
@@ -63,6 +64,7 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .keep_alive(true);
     let acceptor = plane.tls.map(TlsAcceptor::from);
+    let name: Arc<str> = plane.name.into();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -70,7 +72,7 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
                 Ok(pair) => pair,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(plane = plane.name, error = %e, "accept failed");
+                    tracing::warn!(plane = %name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -81,7 +83,7 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
-        let name = plane.name;
+        let name = name.clone();
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
@@ -90,23 +92,23 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
                     {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::info!(plane = name, %peer, error = %e, "TLS handshake refused");
+                            tracing::info!(plane = %name, %peer, error = %e, "TLS handshake refused");
                             return;
                         }
                         Err(_) => {
-                            tracing::info!(plane = name, %peer, "TLS handshake timed out");
+                            tracing::info!(plane = %name, %peer, "TLS handshake timed out");
                             return;
                         }
                     };
                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
                     if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(plane = name, %peer, error = %e, "connection ended with error");
+                        tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), svc);
                     if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(plane = name, %peer, error = %e, "connection ended with error");
+                        tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }
                 }
             }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 pub async fn config_view(State(s): State<MgmtState>) -> Json<Value> {
     let c = &s.config.config;
     let deploy = &c.backend_config.model_deploy_config;
-    let model = deploy.model_config.first();
+    let model = c.model();
     Json(json!({
         "modelName": model.map(|m| m.model_name.as_str()).unwrap_or_default(),
         "maxSeqLen": deploy.max_seq_len,

@@ -2,6 +2,7 @@
 //! rendered chat prompt, decoded text and logprob token texts/bytes; the incremental
 //! detokenizer against full decodes (reference ids and a random-id fuzz); the pool's bounds.
 
+use crate::engine::sampler::Rng; // seeded, so fuzz failures reproduce
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -226,20 +227,6 @@ fn high_byte_ids(tok: &Tokenizer) -> Vec<u32> {
         .collect()
 }
 
-/// Small deterministic PRNG (xorshift), so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn detokenizer_fuzz_equals_full_decode() {
     let words = [
@@ -250,7 +237,7 @@ fn detokenizer_fuzz_equals_full_decode() {
         let high = high_byte_ids(&tok);
         assert!(high.len() > 100, "{model}: {}", high.len());
         let vocab = tok.vocab_size();
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for case in 0..300 {
             // Mix: random ids, runs of high bytes, and encoded multi-byte text.
             let mut seq = Vec::new();

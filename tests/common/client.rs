@@ -94,3 +94,24 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
+
+/// Opens a business request whose body is only half sent: it holds an admission slot (and
+/// counts as in flight) until [`finish_slow_request`] sends the rest.
+pub fn slow_request(addr: SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(b"POST /slow-test HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\":")
+        .expect("write head");
+    s
+}
+
+/// Sends the rest of a [`slow_request`] body and returns the raw reply (empty if none came).
+pub fn finish_slow_request(mut s: std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    s.write_all(b" 123}").expect("write body");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}

@@ -19,22 +19,35 @@ pub struct AttendArgs<'a> {
     pub scale: f32,
 }
 
+impl AttendArgs<'_> {
+    /// The context block by block: (first position, tokens in the block, offset of this
+    /// head's slots in the cache).
+    #[inline(always)]
+    fn spans(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (bs, hd) = (self.block_size, self.q.len());
+        self.block_table
+            .iter()
+            .enumerate()
+            .map(move |(b, &block)| {
+                (
+                    b * bs,
+                    (block as usize * self.kv_heads + self.kv_head) * bs * hd,
+                )
+            })
+            .take_while(|&(first, _)| first < self.ctx)
+            .map(move |(first, base)| (first, bs.min(self.ctx - first), base))
+    }
+}
+
 /// Writes the attention output for one head into `out` (`head_dim` long). `scratch` holds the
 /// scores; it is reused across calls.
 #[inline(always)]
 pub fn attend_one<const FMA: bool>(a: AttendArgs<'_>, out: &mut [f32], scratch: &mut Vec<f32>) {
     let hd = a.q.len();
-    let bs = a.block_size;
     scratch.clear();
     scratch.resize(a.ctx, 0.0);
     let mut max = f32::NEG_INFINITY;
-    for (b, &block) in a.block_table.iter().enumerate() {
-        let first = b * bs;
-        if first >= a.ctx {
-            break;
-        }
-        let n = bs.min(a.ctx - first);
-        let base = (block as usize * a.kv_heads + a.kv_head) * bs * hd;
+    for (first, n, base) in a.spans() {
         let keys = &a.k_cache[base..base + n * hd];
         for (s, key) in scratch[first..first + n]
             .iter_mut()
@@ -52,13 +65,7 @@ pub fn attend_one<const FMA: bool>(a: AttendArgs<'_>, out: &mut [f32], scratch: 
     }
     let inv = 1.0 / sum;
     out.iter_mut().for_each(|o| *o = 0.0);
-    for (b, &block) in a.block_table.iter().enumerate() {
-        let first = b * bs;
-        if first >= a.ctx {
-            break;
-        }
-        let n = bs.min(a.ctx - first);
-        let base = (block as usize * a.kv_heads + a.kv_head) * bs * hd;
+    for (first, n, base) in a.spans() {
         let values = &a.v_cache[base..base + n * hd];
         for (p, val) in scratch[first..first + n]
             .iter()
