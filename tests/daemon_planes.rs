@@ -264,28 +264,7 @@ async fn body_above_max_request_length_gets_413() {
 #[tokio::test]
 async fn real_model_makes_the_instance_ready() {
     let mut home = Home::new();
-    let model = home.path().join("tiny-llama");
-    std::fs::create_dir_all(&model).unwrap();
-    let src =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, model.join(f.file_name().unwrap())).unwrap();
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        model.join("config.json"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
-    home.set(
-        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelInstanceType",
-        "Standard",
-    )
-    .set(
-        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath",
-        model.to_str().unwrap(),
-    );
+    home.use_fixture_model("tiny-llama");
     let _d = home.start(&[]);
     assert_eq!(get(home.mgmt(), "/v2/health/ready").await.status, 200);
     assert_eq!(get(home.mgmt(), "/health").await.status, 200);

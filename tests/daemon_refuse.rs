@@ -146,3 +146,21 @@ fn check_subcommand_reports_without_starting() {
         "{out}"
     );
 }
+
+#[test]
+fn ascend_backend_without_its_runtime_is_refused_with_the_alternative() {
+    let mut home = Home::new();
+    home.use_fixture_model("tiny-llama");
+    home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/backendType",
+        "atb",
+    );
+    home.write();
+    let (st, out, err) = home.run_to_exit(&[], &[]);
+    assert!(!st.success());
+    assert!(!out.contains("Daemon start success!"));
+    assert!(
+        err.contains("libascendcl.so") && err.contains("\"backendType\": \"cpu\""),
+        "{err}"
+    );
+}

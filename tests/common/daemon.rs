@@ -60,6 +60,34 @@ impl Home {
         }
     }
 
+    /// Copies a fixture model (e.g. `tiny-llama`) into the home with a 0640 config.json and
+    /// points the config at it as a `Standard` model.
+    pub fn use_fixture_model(&mut self, name: &str) -> PathBuf {
+        let model = self.path().join(name);
+        std::fs::create_dir_all(&model).expect("mkdir model");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models")
+            .join(name);
+        for f in std::fs::read_dir(&src).expect("fixture model") {
+            let f = f.expect("entry").path();
+            std::fs::copy(&f, model.join(f.file_name().expect("name"))).expect("copy");
+        }
+        std::fs::set_permissions(
+            model.join("config.json"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .expect("chmod");
+        self.set(
+            "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelInstanceType",
+            "Standard",
+        )
+        .set(
+            "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelWeightPath",
+            model.to_str().expect("utf8"),
+        );
+        model
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
