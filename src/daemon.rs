@@ -7,9 +7,12 @@
 //! may legally live), exit 0. A second signal cuts the drain short.
 
 use crate::config::{self, ConfigError, Env, Loaded, Plane};
+use crate::engine::EngineHandle;
 use crate::engine::{EngineMonitor, NoEngine};
 use crate::http::admission::{self, Admission};
 use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::generation::{Inference, Limits};
+use crate::http::openai;
 use crate::http::openai::models::{self, ModelCard};
 use crate::http::server::{self, BindError};
 use crate::lifecycle::{Lifecycle, StopMode};
@@ -18,6 +21,7 @@ use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
 use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
 use crate::security::tls::{self, TlsError};
+use crate::tokenizer::{Tokenizer, TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
@@ -144,19 +148,20 @@ fn check_model_dir(
 async fn start_engine(
     loaded: &Loaded,
     dir: PathBuf,
-) -> Result<crate::engine::EngineHandle, StartError> {
+) -> Result<(EngineHandle, Tokenizer), StartError> {
     let config = loaded.config.clone();
     let started = tokio::task::spawn_blocking(move || {
         let model = config.model().cloned().ok_or("ModelConfig is empty")?;
-        let tok = crate::tokenizer::Tokenizer::load(&dir).map_err(|e| e.to_string())?;
+        let tok = Tokenizer::load(&dir).map_err(|e| e.to_string())?;
         crate::engine::build::start(&config, &model, &dir, tok.vocab_size())
+            .map(|(handle, _thread)| (handle, tok))
             .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| StartError::Model(e.to_string()))?
     .map_err(StartError::Model)?;
     // The engine thread runs until the process ends; its handle is all the planes need.
-    Ok(started.0)
+    Ok(started)
 }
 
 /// "business", "business+management", ... for messages about a listener.
@@ -236,11 +241,25 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
-    let engine: Arc<dyn EngineMonitor> = match &model_dir {
-        Some(dir) => Arc::new(start_engine(&loaded, dir.clone()).await?),
-        None => Arc::new(NoEngine {
-            reason: "the StandardMock engine is not built into this version yet".into(),
-        }),
+    let (engine, inference): (Arc<dyn EngineMonitor>, Option<Arc<Inference>>) = match &model_dir {
+        Some(dir) => {
+            let (handle, tok) = start_engine(&loaded, dir.clone()).await?;
+            let threads = loaded.config.backend_config.tokenizer_process_number as usize;
+            let inference = Inference {
+                engine: handle.clone(),
+                tokenizer: TokenizerPool::new(tok, threads, DEFAULT_ENCODE_TIMEOUT),
+                model_name: model.clone(),
+                limits: Limits::from_config(&loaded.config),
+                metrics: metrics.clone(),
+            };
+            (Arc::new(handle), Some(Arc::new(inference)))
+        }
+        None => (
+            Arc::new(NoEngine {
+                reason: "the StandardMock engine is not built into this version yet".into(),
+            }),
+            None,
+        ),
     };
     let loaded = Arc::new(loaded);
     let mgmt_router = mgmt::router(MgmtState {
@@ -264,8 +283,12 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_request_length as usize,
         life.clone(),
     );
+    let mut business_router = models::router(card);
+    if let Some(inf) = inference {
+        business_router = business_router.merge(openai::router(inf));
+    }
     let business_router =
-        models::router(card)
+        business_router
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 admission,

@@ -1,3 +1,66 @@
-//! OpenAI-compatible routes (SPEC §1). Model listing lives in [`models`].
+//! OpenAI-compatible routes (SPEC §1): `/v1/chat/completions`, `/v1/completions` and the model
+//! list. Wire types stay here; requests become engine [`crate::engine::GenRequest`]s through
+//! [`crate::http::generation`].
 
+pub mod chat;
+pub mod completions;
+pub mod logprobs;
 pub mod models;
+pub mod request;
+pub mod respond;
+
+use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::generation::Inference;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use std::sync::Arc;
+
+/// Which reply shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    fn object(self, chunk: bool) -> &'static str {
+        match (self, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Chat => "chatcmpl-",
+            Kind::Completion => "cmpl-",
+        }
+    }
+}
+
+/// The `model` field must name the served model.
+fn check_model(inf: &Inference, model: &str) -> Result<(), ApiError> {
+    if model == inf.model_name {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "The model `{model}` does not exist; this server serves `{}`.",
+                inf.model_name
+            ),
+        )
+        .style(ErrorStyle::OpenAi)
+        .param("model"))
+    }
+}
+
+/// The inference routes.
+pub fn router(inf: Arc<Inference>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat))
+        .route("/v1/completions", post(completions::completions))
+        .with_state(inf)
+}

@@ -1,0 +1,171 @@
+//! `POST /v1/completions`: a prompt as a string, a list of strings, a list of token ids or a
+//! list of such lists; `n` choices per prompt; `echo`; legacy integer `logprobs` (0..=20).
+
+use super::request::{Common, MAX_N, MAX_TOP_LOGPROBS};
+use super::respond::{respond, Job, ReplyMeta};
+use super::{check_model, Kind};
+use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::generation::{GenError, Inference};
+use crate::http::params::{parse_object, show, FieldError, Fields};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// One prompt as given.
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+fn prompts(body: &serde_json::Map<String, Value>, vocab: usize) -> Result<Vec<Prompt>, FieldError> {
+    let ids = |items: &[Value], field: &str| -> Result<Vec<u32>, FieldError> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v.as_u64() {
+                Some(id) if (id as usize) < vocab => Ok(id as u32),
+                _ => Err(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!(
+                        "{} is not a token id: allowed integers in [0, {vocab})",
+                        show(v)
+                    ),
+                )),
+            })
+            .collect()
+    };
+    let bad = || {
+        FieldError::new(
+            "prompt",
+            "must be a string, a list of strings, a list of token ids or a list of token-id lists",
+        )
+    };
+    let out = match body.get("prompt") {
+        None | Some(Value::Null) => return Err(FieldError::new("prompt", "is required")),
+        Some(Value::String(s)) => vec![Prompt::Text(s.clone())],
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(FieldError::new("prompt", "must not be empty"))
+        }
+        Some(Value::Array(items)) => match &items[0] {
+            Value::Number(_) => vec![Prompt::Ids(ids(items, "prompt")?)],
+            Value::String(_) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(Prompt::Text(s.clone())),
+                    _ => Err(FieldError::new(
+                        format!("prompt[{i}]"),
+                        "must be a string like the first item",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Value::Array(_) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::Array(inner) => ids(inner, &format!("prompt[{i}]")).map(Prompt::Ids),
+                    _ => Err(FieldError::new(
+                        format!("prompt[{i}]"),
+                        "must be a list of token ids like the first item",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(bad()),
+        },
+        Some(_) => return Err(bad()),
+    };
+    Ok(out)
+}
+
+/// The handler.
+pub async fn completions(State(inf): State<Arc<Inference>>, body: Bytes) -> Response {
+    match run(&inf, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
+    let style = ErrorStyle::OpenAi;
+    let field_err = |e: FieldError| e.into_api(style);
+    let map = parse_object(body).map_err(field_err)?;
+    let f = Fields::new(&map);
+    let vocab = inf.tokenizer.tokenizer().vocab_size();
+    let logprobs = f
+        .int("logprobs", 0, MAX_TOP_LOGPROBS)
+        .map_err(field_err)?
+        .map(|k| k as usize);
+    let common = Common::parse(&f, vocab, logprobs).map_err(field_err)?;
+    check_model(inf, &common.model)?;
+    let echo = f.bool("echo").map_err(field_err)?.unwrap_or(false);
+    if f.str("suffix")
+        .map_err(field_err)?
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(field_err(FieldError::new(
+            "suffix",
+            "is not supported by these models",
+        )));
+    }
+    let prompts = prompts(&map, vocab).map_err(field_err)?;
+    if (prompts.len() * common.n) as i64 > MAX_N {
+        return Err(field_err(FieldError::new(
+            "n",
+            format!(
+                "{} prompts x n = {} choices: allowed at most {MAX_N}",
+                prompts.len(),
+                prompts.len() * common.n
+            ),
+        )));
+    }
+    let many = prompts.len() > 1;
+    let mut jobs = Vec::new();
+    for (pi, p) in prompts.into_iter().enumerate() {
+        let field = if many {
+            format!("prompt[{pi}]")
+        } else {
+            "prompt".to_string()
+        };
+        let (text, ids) = match p {
+            Prompt::Text(t) => {
+                let ids = inf
+                    .tokenizer
+                    .encode(t.clone(), true)
+                    .await
+                    .map_err(|e| GenError::from(e).into_api(style))?;
+                (Some(t), ids)
+            }
+            Prompt::Ids(ids) => (None, ids),
+        };
+        let ids = inf.fit_prompt(ids, &field).map_err(|e| e.into_api(style))?;
+        let prefix = if echo {
+            Some(match text {
+                Some(t) => t,
+                None => inf
+                    .tokenizer
+                    .decode(ids.clone(), common.skip_special_tokens)
+                    .await
+                    .map_err(|e| GenError::from(e).into_api(style))?,
+            })
+        } else {
+            None
+        };
+        let max_new = inf.output_limit(common.max_tokens, ids.len());
+        for j in 0..common.n {
+            let req = common.gen_request(ids.clone(), max_new, j);
+            let generation = inf
+                .start(req, common.text_options())
+                .map_err(|e| e.into_api(style))?;
+            jobs.push(Job {
+                index: pi * common.n + j,
+                counts_prompt: j == 0,
+                prefix: prefix.clone(),
+                generation,
+            });
+        }
+    }
+    let meta = ReplyMeta::new(Kind::Completion, &common, inf.tokenizer.tokenizer().clone());
+    Ok(respond(meta, jobs).await)
+}
