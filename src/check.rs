@@ -101,11 +101,23 @@ fn planes(loaded: &Loaded) -> Vec<(Plane, &'static str)> {
 
 fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) {
     let Some((_, dir)) = loaded.model_dir() else {
-        report.push(
-            Severity::Ok,
-            "model",
-            "StandardMock: no model folder needed",
-        );
+        let Some(model) = loaded.config.model() else {
+            return;
+        };
+        let dir = crate::config::paths::resolve(&loaded.home, &model.model_weight_path);
+        if dir.join("tokenizer.json").is_file() {
+            report.push(
+                Severity::Ok,
+                dir.display().to_string(),
+                "StandardMock: no model is run; the folder's tokenizer is used",
+            );
+        } else {
+            report.push(
+                Severity::Error,
+                dir.display().to_string(),
+                "StandardMock needs the model's tokenizer.json in modelWeightPath",
+            );
+        }
         return;
     };
     let cfg = dir.join("config.json");

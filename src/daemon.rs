@@ -8,7 +8,7 @@
 
 use crate::config::{self, ConfigError, Env, Loaded, Plane};
 use crate::engine::EngineHandle;
-use crate::engine::{EngineMonitor, NoEngine};
+use crate::engine::{build, EngineMonitor};
 use crate::http::admission::{self, Admission};
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::http::generation::{Inference, Limits};
@@ -124,14 +124,33 @@ fn tls_for(
     }
 }
 
-/// Checks the model folder's config.json (≤ 750, owner, no symlink) for a real model.
-fn check_model_dir(
-    loaded: &Loaded,
-    checker: &mut PermChecker,
-) -> Result<Option<PathBuf>, StartError> {
-    let Some((model, dir)) = loaded.model_dir() else {
-        return Ok(None);
-    };
+/// Where the engine's model comes from.
+#[derive(Debug, Clone)]
+enum ModelSource {
+    /// A Hugging Face model folder (config.json checked).
+    Real(PathBuf),
+    /// `StandardMock`: only the folder's tokenizer is used.
+    Mock(PathBuf),
+}
+
+/// Checks the model folder: for a real model its config.json (≤ 750, owner, no symlink); for
+/// `StandardMock` that a tokenizer is there.
+fn check_model_dir(loaded: &Loaded, checker: &mut PermChecker) -> Result<ModelSource, StartError> {
+    let model = loaded
+        .config
+        .model()
+        .ok_or_else(|| StartError::Model("ModelConfig is empty".into()))?;
+    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
+    if model.model_instance_type == "StandardMock" {
+        if !dir.join("tokenizer.json").is_file() {
+            return Err(StartError::Model(format!(
+                "ModelConfig.modelWeightPath = {:?}: {} has no tokenizer.json; StandardMock runs no model but needs the model's tokenizer to turn tokens into text",
+                model.model_weight_path,
+                dir.display()
+            )));
+        }
+        return Ok(ModelSource::Mock(dir));
+    }
     let cfg = dir.join("config.json");
     if !cfg.is_file() {
         return Err(StartError::Model(format!(
@@ -141,19 +160,52 @@ fn check_model_dir(
         )));
     }
     checker.check(&cfg, FileRole::ModelConfig)?;
-    Ok(Some(dir))
+    Ok(ModelSource::Real(dir))
+}
+
+/// A duration from an integer env var (`unit` converts it), 0 when unset.
+fn env_duration(env: &Env, name: &str, unit: fn(u64) -> Duration) -> Result<Duration, StartError> {
+    match env.get(name) {
+        None | Some("") => Ok(Duration::ZERO),
+        Some(v) => v.trim().parse::<u64>().map(unit).map_err(|_| {
+            StartError::Model(format!("{name} = {v:?}: must be a non-negative integer"))
+        }),
+    }
 }
 
 /// Loads the tokenizer and the model off the async runtime and starts the engine thread.
 async fn start_engine(
     loaded: &Loaded,
-    dir: PathBuf,
+    source: ModelSource,
+    env: &Env,
 ) -> Result<(EngineHandle, Tokenizer), StartError> {
     let config = loaded.config.clone();
+    let step_time = env_duration(env, build::MOCK_STEP_TIME_ENV, Duration::from_millis)?;
+    let token_time = env_duration(env, build::MOCK_TOKEN_TIME_ENV, Duration::from_micros)?;
     let started = tokio::task::spawn_blocking(move || {
         let model = config.model().cloned().ok_or("ModelConfig is empty")?;
-        let tok = Tokenizer::load(&dir).map_err(|e| e.to_string())?;
-        crate::engine::build::start(&config, &model, &dir, tok.vocab_size())
+        let (dir, mock) = match &source {
+            ModelSource::Real(d) => (d, false),
+            ModelSource::Mock(d) => (d, true),
+        };
+        let tok = Tokenizer::load(dir).map_err(|e| e.to_string())?;
+        let started = if mock {
+            let mut avoid: Vec<u32> = (0..tok.vocab_size() as u32)
+                .filter(|&id| tok.is_special(id))
+                .collect();
+            avoid.extend_from_slice(tok.eos_token_ids());
+            build::start_mock(
+                &config,
+                &model,
+                tok.vocab_size(),
+                avoid,
+                step_time,
+                token_time,
+            )
+        } else {
+            build::start(&config, &model, dir, tok.vocab_size())
+        };
+        started
             .map(|(handle, _thread)| (handle, tok))
             .map_err(|e| e.to_string())
     })
@@ -218,7 +270,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         let tls = tls_for(&loaded, lead, &name, &mut checker)?;
         prepared.push((s, name, tls, socket(&s.ip, s.port)?));
     }
-    let model_dir = check_model_dir(&loaded, &mut checker)?;
+    let model_source = check_model_dir(&loaded, &mut checker)?;
 
     // Bind everything before serving anything: a conflict fails the start cleanly.
     let mut bound = Vec::new();
@@ -241,26 +293,16 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
-    let (engine, inference): (Arc<dyn EngineMonitor>, Option<Arc<Inference>>) = match &model_dir {
-        Some(dir) => {
-            let (handle, tok) = start_engine(&loaded, dir.clone()).await?;
-            let threads = loaded.config.backend_config.tokenizer_process_number as usize;
-            let inference = Inference {
-                engine: handle.clone(),
-                tokenizer: TokenizerPool::new(tok, threads, DEFAULT_ENCODE_TIMEOUT),
-                model_name: model.clone(),
-                limits: Limits::from_config(&loaded.config),
-                metrics: metrics.clone(),
-            };
-            (Arc::new(handle), Some(Arc::new(inference)))
-        }
-        None => (
-            Arc::new(NoEngine {
-                reason: "the StandardMock engine is not built into this version yet".into(),
-            }),
-            None,
-        ),
-    };
+    let (handle, tok) = start_engine(&loaded, model_source, env).await?;
+    let threads = loaded.config.backend_config.tokenizer_process_number as usize;
+    let inference = Arc::new(Inference {
+        engine: handle.clone(),
+        tokenizer: TokenizerPool::new(tok, threads, DEFAULT_ENCODE_TIMEOUT),
+        model_name: model.clone(),
+        limits: Limits::from_config(&loaded.config),
+        metrics: metrics.clone(),
+    });
+    let engine: Arc<dyn EngineMonitor> = Arc::new(handle);
     let loaded = Arc::new(loaded);
     let mgmt_router = mgmt::router(MgmtState {
         config: loaded.clone(),
@@ -283,17 +325,13 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_request_length as usize,
         life.clone(),
     );
-    let mut business_router = models::router(card);
-    if let Some(inf) = inference {
-        business_router = business_router.merge(openai::router(inf));
-    }
-    let business_router =
-        business_router
-            .fallback(not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                admission,
-                admission::business_gate,
-            ));
+    let business_router = models::router(card)
+        .merge(openai::router(inference))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::business_gate,
+        ));
 
     let metrics_router = metrics::router(metrics);
     let mut planes = Vec::new();

@@ -7,8 +7,10 @@
 //! `block_table[p / block_size]`, slot `p % block_size`.
 //!
 //! - [`cpu`]: the host-CPU backend (Llama / Qwen2 from HF safetensors, own paged attention).
+//! - [`mock`]: the model-free backend of `StandardMock` (deterministic tokens).
 
 pub mod cpu;
+pub mod mock;
 
 use std::ops::Range;
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 use super::core::Engine;
 use super::handle::EngineHandle;
 use crate::backend::cpu::{CpuBackend, CpuOptions};
+use crate::backend::mock::{MockBackend, MockOptions, BYTES_PER_TOKEN as MOCK_BYTES_PER_TOKEN};
 use crate::backend::Backend;
 use crate::config::{Config, ModelConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig, Template};
@@ -60,6 +61,48 @@ pub fn scheduler_config(c: &Config, num_blocks: usize, block_size: usize) -> Sch
         max_first_token_wait: Duration::from_millis(u64::from(s.max_first_token_wait_time)),
         ..SchedulerConfig::default()
     }
+}
+
+/// Env var: milliseconds the mock backend sleeps per step (default 0).
+pub const MOCK_STEP_TIME_ENV: &str = "MIES_MOCK_STEP_TIME_MS";
+/// Env var: microseconds the mock backend sleeps per token in a step (default 0).
+pub const MOCK_TOKEN_TIME_ENV: &str = "MIES_MOCK_TOKEN_TIME_US";
+
+/// Starts the engine on the model-free mock backend (`modelInstanceType: "StandardMock"`):
+/// the tokenizer's vocabulary, never a special token, the pace from `step_time`/`token_time`.
+pub fn start_mock(
+    c: &Config,
+    model: &ModelConfig,
+    vocab: usize,
+    avoid: Vec<u32>,
+    step_time: Duration,
+    token_time: Duration,
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), BuildError> {
+    let block_size = c.backend_config.schedule_config.cache_block_size as usize;
+    let num_blocks = (kv_budget_bytes(model) / (block_size * MOCK_BYTES_PER_TOKEN)).max(1);
+    let backend = MockBackend::new(MockOptions {
+        vocab_size: vocab,
+        avoid,
+        block_size,
+        num_blocks,
+        step_time,
+        token_time,
+        max_position: c.backend_config.model_deploy_config.max_seq_len as usize,
+    })
+    .map_err(|source| BuildError::Backend {
+        path: model.model_weight_path.clone(),
+        source,
+    })?;
+    tracing::info!(
+        kv_blocks = num_blocks,
+        block_size,
+        ?step_time,
+        ?token_time,
+        "StandardMock engine (no model)"
+    );
+    let sched = Scheduler::new(scheduler_config(c, num_blocks, block_size))
+        .map_err(|e| BuildError::Schedule(e.to_string()))?;
+    Engine::spawn(sched, Box::new(backend), vocab).map_err(BuildError::Thread)
 }
 
 /// Loads the model and starts the engine thread. `vocab` is the tokenizer's vocabulary size.

@@ -49,6 +49,12 @@ impl Home {
         let m = &mut config["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0];
         m["modelInstanceType"] = "StandardMock".into();
         m["modelName"] = "mock-model".into();
+        // The mock runs no model but uses the fixture's tokenizer.
+        m["modelWeightPath"] = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/tiny-llama")
+            .to_str()
+            .expect("utf8 path")
+            .into();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("conf")).expect("mkdir conf");
         Self {
