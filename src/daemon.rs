@@ -303,6 +303,9 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         metrics: metrics.clone(),
     });
     let engine: Arc<dyn EngineMonitor> = Arc::new(handle);
+    if let Some(m) = &metrics {
+        metrics::collector::spawn(m.clone(), engine.clone(), life.token());
+    }
     let loaded = Arc::new(loaded);
     let mgmt_router = mgmt::router(MgmtState {
         config: loaded.clone(),

@@ -311,6 +311,10 @@ impl Engine {
             free_cpu_blocks: 0,
             total_cpu_blocks: 0,
             free_slots: max_batch.saturating_sub(st.running),
+            preemptions_total: st.preemptions_total,
+            prefix_query_tokens: st.prefix.query_tokens,
+            prefix_hit_tokens: st.prefix.hit_tokens,
+            steps_total: st.prefill_steps + st.decode_steps + st.mixed_steps,
         };
         if let Ok(mut s) = self.status.lock() {
             *s = snapshot;

@@ -19,6 +19,34 @@ pub struct EngineStatus {
     pub total_cpu_blocks: usize,
     /// Sequences that may still join the running batch.
     pub free_slots: usize,
+    /// Preemptions since start (`num_preemptions_total`).
+    pub preemptions_total: u64,
+    /// Prompt tokens looked up in the prefix cache (`all_radix_match_num`).
+    pub prefix_query_tokens: u64,
+    /// Prompt tokens found there (`npu_radix_match_hit_num`).
+    pub prefix_hit_tokens: u64,
+    /// Steps run since start (health: the engine makes progress).
+    pub steps_total: u64,
+}
+
+impl EngineStatus {
+    /// Fraction of KV blocks in use (0 when there are none).
+    pub fn cache_usage(&self) -> f64 {
+        if self.total_npu_blocks == 0 {
+            0.0
+        } else {
+            1.0 - self.free_npu_blocks as f64 / self.total_npu_blocks as f64
+        }
+    }
+
+    /// Prefix-cache hit rate over prompt tokens (0 before any lookup).
+    pub fn prefix_hit_rate(&self) -> f64 {
+        if self.prefix_query_tokens == 0 {
+            0.0
+        } else {
+            self.prefix_hit_tokens as f64 / self.prefix_query_tokens as f64
+        }
+    }
 }
 
 /// Read access to the engine's state, shared by every plane.

@@ -1,7 +1,9 @@
 //! Prometheus metrics with MindIE's exact names, types, buckets and `model_name` label
 //! (SPEC §3): registered once in [`names`], rendered as classic Prometheus text for `/metrics`.
-//! The engine feeds them; the planes only read.
+//! Requests feed the counters and histograms (`http::generation`); [`collector`] refreshes the
+//! gauges from the engine once a second.
 
+pub mod collector;
 pub mod names;
 
 pub use names::Metrics;

@@ -5,3 +5,4 @@
 pub mod client;
 pub mod daemon;
 pub mod pki;
+pub mod sse;
