@@ -90,10 +90,7 @@ async fn chat_stream_framing_and_usage_placement() {
         .await;
     let usage_chunk = &events[events.len() - 2];
     assert_eq!(usage_chunk["choices"], json!([]));
-    assert_eq!(
-        usage_chunk["usage"]["total_tokens"].as_u64().is_some(),
-        true
-    );
+    assert!(usage_chunk["usage"]["total_tokens"].as_u64().is_some());
     with["stream_options"] = json!({"include_usage": false});
     let events = SseStream::open(addr, "/v1/chat/completions", &with)
         .await
