@@ -125,9 +125,30 @@ async fn disconnect_cancels_and_frees_blocks() {
     drop(s);
     // Within a few steps (20 ms each), not after the 4000 tokens (80 s).
     wait_all_free(&home, Duration::from_secs(5)).await;
+
+    // A non-streaming client that hangs up is noticed too.
+    {
+        use std::io::Write;
+        let mut raw = std::net::TcpStream::connect(addr).expect("connect");
+        let mut plain = body.clone();
+        plain["stream"] = json!(false);
+        let b = plain.to_string();
+        write!(
+            raw,
+            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+        .expect("write");
+        let t0 = Instant::now();
+        while blocks(&home).await.2 == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    wait_all_free(&home, Duration::from_secs(5)).await;
     let metrics = get(home.metrics(), "/metrics").await.text();
     assert!(
-        metrics.contains("request_failed_total{model_name=\"mock-model\"} 1"),
+        metrics.contains("request_failed_total{model_name=\"mock-model\"} 2"),
         "a cut request is not a success:\n{metrics}"
     );
 }
