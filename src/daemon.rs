@@ -293,6 +293,9 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
+    let sampling_defaults = crate::engine::defaults::sampling_defaults(match &model_source {
+        ModelSource::Real(d) | ModelSource::Mock(d) => d,
+    });
     let (handle, tok) = start_engine(&loaded, model_source, env).await?;
     let threads = loaded.config.backend_config.tokenizer_process_number as usize;
     let inference = Arc::new(Inference {
@@ -301,6 +304,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         model_name: model.clone(),
         limits: Limits::from_config(&loaded.config),
         metrics: metrics.clone(),
+        sampling_defaults,
     });
     let engine: Arc<dyn EngineMonitor> = Arc::new(handle);
     if let Some(m) = &metrics {

@@ -41,7 +41,8 @@ pub struct MockBackend {
     token_time: Duration,
 }
 
-const LOGIT_HIGH: f32 = 16.0;
+/// The chosen token's logit (all others 0): sampling at any sane temperature still picks it.
+const LOGIT_HIGH: f32 = 1000.0;
 
 impl MockBackend {
     pub fn new(o: MockOptions) -> Result<Self, BackendError> {

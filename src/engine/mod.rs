@@ -70,6 +70,7 @@ impl EngineMonitor for NoEngine {
     }
 }
 pub mod core;
+pub mod defaults;
 pub mod handle;
 pub mod request;
 pub mod sampler;

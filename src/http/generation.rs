@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Truncation};
 use crate::engine::handle::RequestId;
+use crate::engine::sampler::SamplingParams;
 use crate::engine::{EngineHandle, Finish, GenRequest, SubmitError, TokenEvent};
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::metrics::Metrics;
@@ -53,6 +54,8 @@ pub struct Inference {
     pub model_name: String,
     pub limits: Limits,
     pub metrics: Option<Arc<Metrics>>,
+    /// What requests that leave sampling fields out get (see [`crate::engine::defaults`]).
+    pub sampling_defaults: SamplingParams,
 }
 
 /// Why a generation could not start or finish.

@@ -115,7 +115,7 @@ async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
         )));
     }
     let logprobs = want_logprobs.then(|| top.unwrap_or(0) as usize);
-    let common = Common::parse(&f, vocab, logprobs).map_err(field_err)?;
+    let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults).map_err(field_err)?;
     check_model(inf, &common.model)?;
     let msgs = messages(&f).map_err(field_err)?;
     if let Some(rf) = f.object("response_format").map_err(field_err)? {

@@ -97,7 +97,7 @@ async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
         .int("logprobs", 0, MAX_TOP_LOGPROBS)
         .map_err(field_err)?
         .map(|k| k as usize);
-    let common = Common::parse(&f, vocab, logprobs).map_err(field_err)?;
+    let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults).map_err(field_err)?;
     check_model(inf, &common.model)?;
     let echo = f.bool("echo").map_err(field_err)?.unwrap_or(false);
     if f.str("suffix")

@@ -42,11 +42,12 @@ pub struct Common {
 
 impl Common {
     /// Reads the shared fields. `logprobs` is read by the caller (its type differs between
-    /// chat and completions) and passed in.
+    /// chat and completions) and passed in; `defaults` fill the sampling fields left out.
     pub fn parse(
         f: &Fields<'_>,
         vocab: usize,
         logprobs: Option<usize>,
+        defaults: &SamplingParams,
     ) -> Result<Self, FieldError> {
         let model = f
             .str("model")?
@@ -85,7 +86,7 @@ impl Common {
                 "beam search is not supported; use sampling or greedy decoding",
             ));
         }
-        let sampling = sampling(f)?;
+        let sampling = sampling(f, defaults)?;
         let seeded = f.has("seed");
         let stop = stop_strings(f)?;
         let stop_token_ids = f
@@ -157,8 +158,7 @@ fn choice_seed(seed: u64, choice: usize) -> u64 {
     }
 }
 
-fn sampling(f: &Fields<'_>) -> Result<SamplingParams, FieldError> {
-    let d = SamplingParams::default();
+fn sampling(f: &Fields<'_>, d: &SamplingParams) -> Result<SamplingParams, FieldError> {
     let top_k = match f.int("top_k", -1, i64::from(i32::MAX))? {
         None | Some(-1) | Some(0) => 0,
         Some(k) => k as usize,
@@ -225,7 +225,7 @@ mod tests {
         let Value::Object(m) = v else {
             return Err(FieldError::new("body", "not an object"));
         };
-        Common::parse(&Fields::new(&m), 100, None)
+        Common::parse(&Fields::new(&m), 100, None, &SamplingParams::default())
     }
 
     #[test]
