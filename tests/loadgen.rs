@@ -6,6 +6,8 @@
 //! `--serve`'s config driving the real daemon binary to readiness and back down.
 //! No timing assertions.
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../benches/loadgen/client.rs"]
 mod client;
@@ -61,6 +63,10 @@ use workload::{Workload, FALLBACK_IDS};
 struct Fake {
     arrivals: AtomicU64,
     prompts: Mutex<Vec<Value>>,
+    /// Serve every request well (the manual server); default: the fault pattern below.
+    no_faults: bool,
+    /// Pause after every fourth piece of a reply (default 1 ms).
+    pause: Option<Duration>,
 }
 
 /// The SSE body of one reply: `n` text chunks (chat: deltas), then optionally usage, [DONE].
@@ -100,7 +106,7 @@ fn sse_body(chat: bool, n: u64, usage: bool, done: bool) -> String {
 
 /// Cuts `s` into pieces of 7, 1, 33, 150 and 3 bytes (cycling): events split mid-line and
 /// several events in one write; a short pause after some pieces.
-fn oddly_split(s: String) -> Body {
+fn oddly_split(s: String, pause: Duration) -> Body {
     let bytes = s.into_bytes();
     let mut pieces = Vec::new();
     let (mut at, mut k) = (0, 0);
@@ -112,9 +118,9 @@ fn oddly_split(s: String) -> Body {
         k += 1;
     }
     let stream =
-        futures_util::stream::iter(pieces.into_iter().enumerate()).then(|(i, p)| async move {
+        futures_util::stream::iter(pieces.into_iter().enumerate()).then(move |(i, p)| async move {
             if i % 4 == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(pause).await;
             }
             Ok::<_, std::io::Error>(p)
         });
@@ -131,7 +137,7 @@ async fn complete(fake: Arc<Fake>, body: Value, chat: bool) -> Response {
     } else {
         body["prompt"].clone()
     });
-    let sse = match n % 10 {
+    let sse = match if fake.no_faults { 0 } else { n % 10 } {
         1 => sse_body(chat, 3, false, false),
         3 => {
             return (
@@ -150,13 +156,15 @@ async fn complete(fake: Arc<Fake>, body: Value, chat: bool) -> Response {
     };
     Response::builder()
         .header("content-type", "text/event-stream")
-        .body(oddly_split(sse))
+        .body(oddly_split(
+            sse,
+            fake.pause.unwrap_or(Duration::from_millis(1)),
+        ))
         .unwrap()
 }
 
-async fn start_fake() -> (SocketAddr, Arc<Fake>) {
-    let fake = Arc::new(Fake::default());
-    let app = Router::new()
+fn fake_app(fake: Arc<Fake>) -> Router {
+    Router::new()
         .route(
             "/v1/models",
             get(|| async { Json(json!({"object": "list", "data": [{"id": "fake-model"}]})) }),
@@ -169,10 +177,47 @@ async fn start_fake() -> (SocketAddr, Arc<Fake>) {
             "/v1/chat/completions",
             post(|State(f): State<Arc<Fake>>, Json(b): Json<Value>| complete(f, b, true)),
         )
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        .with_state(fake)
+}
+
+async fn start_fake() -> (SocketAddr, Arc<Fake>) {
+    start_fake_with(Fake::default(), 0).await
+}
+
+async fn start_fake_with(fake: Fake, port: u16) -> (SocketAddr, Arc<Fake>) {
+    let fake = Arc::new(fake);
+    let app = fake_app(fake.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, fake)
+}
+
+/// The fake behind rustls (`tls`), one hyper connection per accepted TLS stream.
+async fn start_fake_tls(tls: Arc<rustls::ServerConfig>) -> (SocketAddr, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = fake_app(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
     (addr, fake)
 }
 
@@ -307,6 +352,42 @@ async fn refused_connections_are_transport_errors() {
     assert!(report::level_text(&s).contains("transport=9"));
 }
 
+#[tokio::test]
+async fn https_with_mutual_tls() {
+    let pki = common::pki::Pki::shared();
+    let server = mindie::security::tls::server_config(
+        &pki.server_files(true),
+        &mut mindie::security::perms::PermChecker::new(true),
+    )
+    .unwrap();
+    let (addr, _fake) = start_fake_tls(server).await;
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let identity = (
+        pki.client_cert.as_path(),
+        pki.client_key.as_path(),
+        Some(pki.client_key_pwd_file.as_path()),
+    );
+    let with_cert =
+        mindie::security::tls::client_config(std::slice::from_ref(&pki.ca), Some(identity))
+            .unwrap();
+    let ep = Endpoint::parse(&url, Some(with_cert.clone()), None).unwrap();
+    let (recs, wall) = run_level(&ep, &workload(false), level(2, 10)).await;
+    let s = LevelSummary::new(2, &recs, wall);
+    assert_eq!((s.ok, s.short, s.errors), (5, 1, 4), "{s:#?}");
+
+    // Checked against the name given instead of the URL's host.
+    let ep = Endpoint::parse(&url, Some(with_cert), Some("localhost")).unwrap();
+    assert_eq!(ep.get_json("/v1/models").await.unwrap().0, 200);
+
+    // No client certificate: the handshake fails, every request is a transport error.
+    let no_cert =
+        mindie::security::tls::client_config(std::slice::from_ref(&pki.ca), None).unwrap();
+    let ep = Endpoint::parse(&url, Some(no_cert), None).unwrap();
+    let (recs, wall) = run_level(&ep, &workload(false), level(2, 4)).await;
+    let s = LevelSummary::new(2, &recs, wall);
+    assert_eq!(s.errors_by_kind.get("transport"), Some(&4), "{s:#?}");
+}
+
 #[test]
 fn urls_are_checked() {
     assert!(Endpoint::parse("ftp://x:1", None, None).is_err());
@@ -316,6 +397,30 @@ fn urls_are_checked() {
         "https needs a TLS config"
     );
     assert!(Endpoint::parse("http://[::1]:8080", None, None).is_ok());
+}
+
+/// Not a check: serves the fake for trying the generator by hand, e.g.
+/// `LOADGEN_FAKE_PORT=18080 cargo test --release --test loadgen -- --ignored --nocapture fake_server`
+/// then `cargo bench --bench loadgen -- --url http://127.0.0.1:18080`. Env: `LOADGEN_FAKE_SECS`
+/// (how long, default 120), `LOADGEN_FAKE_FAULTS=1` (the failure pattern of the checks),
+/// `LOADGEN_FAKE_PAUSE_MS` (pause every fourth piece, default 5).
+#[tokio::test]
+#[ignore]
+async fn fake_server() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let fake = Fake {
+        no_faults: env("LOADGEN_FAKE_FAULTS", 0) == 0,
+        pause: Some(Duration::from_millis(env("LOADGEN_FAKE_PAUSE_MS", 5))),
+        ..Fake::default()
+    };
+    let (addr, _) = start_fake_with(fake, env("LOADGEN_FAKE_PORT", 0) as u16).await;
+    println!("fake OpenAI server on http://{addr}");
+    tokio::time::sleep(Duration::from_secs(env("LOADGEN_FAKE_SECS", 120))).await;
 }
 
 // ---------------------------------------------------------------- pure parts
@@ -530,7 +635,7 @@ async fn serve_starts_the_daemon_and_stops_it() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"][0]["id"], "bench");
     let log = d.log.clone();
-    let st = d.finish().expect("exit status");
+    let st = d.finish(false).expect("exit status");
     assert!(
         st.contains("exit status: 0") || st.contains("exit code: 0"),
         "{st}"

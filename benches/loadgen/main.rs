@@ -204,8 +204,15 @@ async fn run(args: Args) -> Result<bool, String> {
     };
     match result {
         Ok(ok) => {
-            if let Some(st) = d.finish() {
+            let log = d.log.clone();
+            if let Some(st) = d.finish(!ok) {
                 eprintln!("loadgen: daemon stopped: {st}");
+            }
+            if !ok {
+                eprintln!(
+                    "loadgen: some requests failed; daemon log: {}",
+                    log.display()
+                );
             }
             Ok(ok)
         }

@@ -82,7 +82,7 @@ pub fn summary_table(levels: &[LevelSummary]) -> String {
     for s in levels {
         let _ = writeln!(
             out,
-            "{:>5} {:>6} {:>5} {:>6} {:>5} {:>8.2} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:>5} {:>6} {:>5} {:>6} {:>5} {:>8.2} {:>10.1} {} {} {}",
             s.concurrency,
             s.requests,
             s.ok,
@@ -90,16 +90,21 @@ pub fn summary_table(levels: &[LevelSummary]) -> String {
             s.errors,
             s.req_per_s,
             s.output_tok_per_s,
-            s.ttft.p50,
-            s.ttft.p99,
-            s.tpot.p50,
-            s.tpot.p99,
-            s.e2e.p50,
-            s.e2e.p99
+            p50_p99(&s.ttft),
+            p50_p99(&s.tpot),
+            p50_p99(&s.e2e),
         );
     }
     out.push_str("(latencies in ms)\n");
     out
+}
+
+fn p50_p99(d: &Dist) -> String {
+    if d.n == 0 {
+        format!("{:>9} {:>9}", "-", "-")
+    } else {
+        format!("{:>9.1} {:>9.1}", d.p50, d.p99)
+    }
 }
 
 /// The JSON document: the run's parameters and every level.

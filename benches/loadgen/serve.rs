@@ -3,7 +3,7 @@
 //! schedule limits the sweep needs) with mode 0640 into a fresh temp folder, starts the
 //! daemon with its output in a log file there, waits for `/v2/health/ready`, and stops it with
 //! SIGTERM afterwards (also when dropped). The folder is removed after a clean run and kept
-//! (its path printed) after a failure.
+//! (its path printed) when anything failed.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -252,10 +252,12 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon and removes its folder (config and log).
-    pub fn finish(mut self) -> Option<String> {
+    /// Stops the daemon; removes its folder (config and log) unless `keep`.
+    pub fn finish(mut self, keep: bool) -> Option<String> {
         let st = self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         st
     }
 }
