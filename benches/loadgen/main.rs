@@ -78,8 +78,10 @@ struct Args {
     /// Seconds after which a level starts no new request.
     #[arg(long)]
     duration: Option<f64>,
+    /// Prompt length in tokens (exact with token-id prompts).
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
+    /// max_tokens of every request (exact output length with ignore_eos).
     #[arg(long, default_value_t = 64)]
     output_tokens: u64,
     /// Seed of the prompt generator.
@@ -118,7 +120,7 @@ struct Args {
     /// --serve: the daemon binary.
     #[arg(long, default_value = env!("CARGO_BIN_EXE_mindieservice_daemon"))]
     daemon_bin: PathBuf,
-    /// --serve: config the daemon's is derived from.
+    /// --serve: the config file the daemon's config is derived from.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/config.json"))]
     base_config: PathBuf,
     /// --serve: ModelConfig cpuMemSize (GB of KV cache).
