@@ -305,6 +305,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         limits: Limits::from_config(&loaded.config),
         metrics: metrics.clone(),
         sampling_defaults,
+        registry: Default::default(),
     });
     let engine: Arc<dyn EngineMonitor> = Arc::new(handle);
     if let Some(m) = &metrics {
@@ -332,8 +333,16 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_request_length as usize,
         life.clone(),
     );
+    let triton_state = crate::http::triton::Triton {
+        inf: inference.clone(),
+        config: loaded.clone(),
+    };
     let business_router = models::router(card)
-        .merge(openai::router(inference))
+        .merge(openai::router(inference.clone()))
+        .merge(crate::http::tgi::router(inference.clone()))
+        .merge(crate::http::native::router(inference.clone()))
+        .merge(crate::http::tokenize::router(inference))
+        .merge(crate::http::triton::router(triton_state))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             admission,

@@ -12,7 +12,8 @@ use crate::http::error::{ApiError, ErrorStyle};
 use crate::metrics::Metrics;
 use crate::tokenizer::{Detokenizer, StopMatcher, TokenizerError, TokenizerPool};
 use axum::http::StatusCode;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -56,6 +57,8 @@ pub struct Inference {
     pub metrics: Option<Arc<Metrics>>,
     /// What requests that leave sampling fields out get (see [`crate::engine::defaults`]).
     pub sampling_defaults: SamplingParams,
+    /// Running requests by client-visible id, for `stopInfer`.
+    pub registry: Registry,
 }
 
 /// Why a generation could not start or finish.
@@ -176,6 +179,28 @@ impl Inference {
         Ok(ids)
     }
 
+    /// Encodes a text prompt (special tokens added as the model wants), keeps its last
+    /// `keep_last` tokens when asked (TGI `truncate`), then applies [`Self::fit_prompt`].
+    pub async fn encode_prompt(
+        &self,
+        text: &str,
+        field: &str,
+        keep_last: Option<usize>,
+    ) -> Result<Vec<u32>, GenError> {
+        if text.is_empty() {
+            return Err(GenError::EmptyPrompt {
+                field: field.into(),
+            });
+        }
+        let mut ids = self.tokenizer.encode(text.to_string(), true).await?;
+        if let Some(n) = keep_last {
+            if ids.len() > n {
+                ids.drain(..ids.len() - n);
+            }
+        }
+        self.fit_prompt(ids, field)
+    }
+
     /// The output limit of a request asking for `requested` tokens (`None`: as many as
     /// allowed): `min(maxIterTimes, requested, maxSeqLen − prompt)`.
     pub fn output_limit(&self, requested: Option<usize>, prompt_len: usize) -> usize {
@@ -188,7 +213,7 @@ impl Inference {
     }
 
     /// Submits `req` and returns its generation.
-    pub fn start(&self, req: GenRequest, text: TextOptions) -> Result<Generation, GenError> {
+    pub fn start(&self, req: GenRequest, text: GenOptions) -> Result<Generation, GenError> {
         if let Some(m) = &self.metrics {
             m.request_received.with_label_values(&[m.model()]).inc();
         }
@@ -215,7 +240,13 @@ impl Inference {
             }
         };
         let now = Instant::now();
+        let e2e = text
+            .timeout
+            .map_or(self.limits.e2e_timeout, |t| t.min(self.limits.e2e_timeout));
+        self.registry.insert(&text.keys, sub.id);
         Ok(Generation {
+            registry: self.registry.clone(),
+            keys: text.keys,
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
             id: sub.id,
@@ -223,8 +254,8 @@ impl Inference {
             detok,
             stop: StopMatcher::new(text.stop, text.include_stop_str_in_output),
             started: now,
-            deadline: now + self.limits.e2e_timeout,
-            e2e_timeout: self.limits.e2e_timeout,
+            deadline: now + e2e,
+            e2e_timeout: e2e,
             token_timeout: self.limits.token_timeout,
             first_at: None,
             last_at: now,
@@ -235,9 +266,15 @@ impl Inference {
     }
 }
 
-/// How generated ids become text.
+/// Per-request options of a generation: how generated ids become text, its own time limit,
+/// and the ids it can be cancelled by.
 #[derive(Debug, Clone, Default)]
-pub struct TextOptions {
+pub struct GenOptions {
+    /// The request's own time limit (MindIE's `timeout` parameter); the shorter of it and
+    /// `e2eTimeout` applies.
+    pub timeout: Option<Duration>,
+    /// Names under which `stopInfer` finds this request (its `RequestUUID`, a client `id`).
+    pub keys: Vec<String>,
     pub skip_special_tokens: bool,
     pub stop: Vec<String>,
     pub include_stop_str_in_output: bool,
@@ -285,6 +322,8 @@ pub struct TokenPiece {
     pub text: String,
     pub logprob: Option<f32>,
     pub top: Vec<(u32, f32)>,
+    /// When the engine produced it.
+    pub at: Instant,
 }
 
 /// What [`Generation::next`] yields.
@@ -305,8 +344,45 @@ enum State {
     Done,
 }
 
+/// Running requests by the names clients may cancel them with (`stopInfer`).
+#[derive(Debug, Clone, Default)]
+pub struct Registry(Arc<Mutex<HashMap<String, RequestId>>>);
+
+impl Registry {
+    fn insert(&self, keys: &[String], id: RequestId) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.0.lock() {
+            for k in keys {
+                m.insert(k.clone(), id);
+            }
+        }
+    }
+
+    fn remove(&self, keys: &[String], id: RequestId) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.0.lock() {
+            for k in keys {
+                if m.get(k) == Some(&id) {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The engine id of the running request known as `key`.
+    pub fn find(&self, key: &str) -> Option<RequestId> {
+        self.0.lock().ok().and_then(|m| m.get(key).copied())
+    }
+}
+
 /// A running generation. Yields pieces until [`Piece::End`] or an error.
 pub struct Generation {
+    registry: Registry,
+    keys: Vec<String>,
     engine: EngineHandle,
     metrics: Option<Arc<Metrics>>,
     id: RequestId,
@@ -332,6 +408,11 @@ impl Generation {
 
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_tokens
+    }
+
+    /// When the request was submitted.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The next piece; `None` after the end or an error.
@@ -407,6 +488,7 @@ impl Generation {
                         text: res.emit,
                         logprob,
                         top,
+                        at,
                     })));
                 }
                 TokenEvent::Finished {
@@ -439,6 +521,7 @@ impl Generation {
     }
 
     fn record_end(&self, success: bool) {
+        self.registry.remove(&self.keys, self.id);
         let Some(m) = &self.metrics else {
             return;
         };

@@ -1,4 +1,4 @@
-//! Server-sent events: a streaming reply body fed through a bounded channel by the task that
+//! Streaming replies (server-sent events and other framings): a reply body fed through a bounded channel by the task that
 //! produces the events. When the client goes away the body is dropped, the channel closes, and
 //! the producer sees it ([`SseSender::send`] fails, [`SseSender::closed`] resolves) and stops,
 //! which drops its generations and so cancels their engine requests.
@@ -41,6 +41,11 @@ impl SseSender {
 
 /// A `text/event-stream` reply and the sender that feeds it.
 pub fn channel() -> (SseSender, Response) {
+    channel_with("text/event-stream")
+}
+
+/// A streaming reply of any content type (e.g. vLLM's NUL-separated JSON) and its sender.
+pub fn channel_with(content_type: &'static str) -> (SseSender, Response) {
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFER);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -48,10 +53,7 @@ pub fn channel() -> (SseSender, Response) {
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     (SseSender { tx }, resp)
 }

@@ -4,7 +4,7 @@
 
 use crate::engine::sampler::SamplingParams;
 use crate::engine::GenRequest;
-use crate::http::generation::TextOptions;
+use crate::http::generation::GenOptions;
 use crate::http::params::{FieldError, Fields, Range};
 
 /// Most characters in one stop string, and in all of them together (MindIE's limits).
@@ -53,6 +53,26 @@ impl Common {
             .str("model")?
             .ok_or_else(|| FieldError::new("model", "is required"))?
             .to_string();
+        Self::parse_fields(f, vocab, logprobs, defaults, model)
+    }
+
+    /// Like [`Common::parse`] for APIs without a `model` field (vLLM's legacy `/generate`).
+    pub fn parse_unnamed(
+        f: &Fields<'_>,
+        vocab: usize,
+        logprobs: Option<usize>,
+        defaults: &SamplingParams,
+    ) -> Result<Self, FieldError> {
+        Self::parse_fields(f, vocab, logprobs, defaults, String::new())
+    }
+
+    fn parse_fields(
+        f: &Fields<'_>,
+        vocab: usize,
+        logprobs: Option<usize>,
+        defaults: &SamplingParams,
+        model: String,
+    ) -> Result<Self, FieldError> {
         let stream = f.bool("stream")?.unwrap_or(false);
         let include_usage = match f.object("stream_options")? {
             Some(o) => {
@@ -137,12 +157,13 @@ impl Common {
         }
     }
 
-    pub fn text_options(&self) -> TextOptions {
-        TextOptions {
+    pub fn text_options(&self) -> GenOptions {
+        GenOptions {
             skip_special_tokens: self.skip_special_tokens,
             stop: self.stop.clone(),
             include_stop_str_in_output: self.include_stop_str_in_output,
             decode_in_prompt_context: true,
+            ..GenOptions::default()
         }
     }
 }

@@ -1,0 +1,204 @@
+//! MindIE-native routes (SPEC §1): `POST /infer` (text `inputs`: a string or a list of
+//! `{type: "text", text}` parts) and `POST /infer_token` (`input_id`: token ids), both with
+//! `stream` and `parameters{}` (sampling, `max_new_tokens`, `priority` 1..5, `timeout`
+//! seconds). Reply `{generated_text, details{finish_reason, generated_tokens,
+//! generated_token_ids, seed}}`; stream events `{prefill_time, decode_time, token{id: [id],
+//! text}}` in milliseconds, the last one also carrying `generated_text` and `details`.
+
+use crate::http::drive::{self, Step};
+use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::generation::{GenError, Inference, Outcome, Piece, TokenPiece};
+use crate::http::parameters::Parameters;
+use crate::http::params::{parse_object, show, FieldError, Fields};
+use crate::http::tgi::reply::finish_reason;
+use crate::http::{request_keys, sse};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+const STYLE: ErrorStyle = ErrorStyle::MindIe;
+
+pub fn router(inf: Arc<Inference>) -> Router {
+    Router::new()
+        .route("/infer", post(infer))
+        .route("/infer_token", post(infer_token))
+        .with_state(inf)
+}
+
+fn field_err(e: FieldError) -> ApiError {
+    e.into_api(STYLE)
+}
+
+fn gen_err(e: GenError) -> ApiError {
+    e.into_api(STYLE)
+}
+
+/// The text of `inputs`: a string, or a list of text parts.
+fn input_text(map: &Map<String, Value>) -> Result<String, FieldError> {
+    match map.get("inputs") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v @ Value::Array(_)) => crate::tokenizer::join_text_parts(v)
+            .map_err(|e| FieldError::new("inputs", e.to_string()))?
+            .ok_or_else(|| FieldError::new("inputs", "is empty")),
+        Some(v) => Err(FieldError::new(
+            "inputs",
+            format!("must be a string or a list of text parts, got {}", show(v)),
+        )),
+        None => Err(FieldError::new("inputs", "is required")),
+    }
+}
+
+async fn infer(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let keys = request_keys(&parts);
+    let result = async {
+        let map = parse_object(&body).map_err(field_err)?;
+        let text = input_text(&map).map_err(field_err)?;
+        let params =
+            Parameters::parse(&map, &inf.sampling_defaults, vocab(&inf)).map_err(field_err)?;
+        let ids = inf
+            .encode_prompt(&text, "inputs", params.truncate)
+            .await
+            .map_err(gen_err)?;
+        run(&inf, &map, params, ids, keys).await
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn infer_token(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let keys = request_keys(&parts);
+    let result = async {
+        let map = parse_object(&body).map_err(field_err)?;
+        let f = Fields::new(&map);
+        let ids = f
+            .int_list("input_id", 0, vocab(&inf) as i64 - 1)
+            .map_err(field_err)?
+            .ok_or_else(|| {
+                field_err(FieldError::new(
+                    "input_id",
+                    "is required: a list of token ids",
+                ))
+            })?;
+        let params =
+            Parameters::parse(&map, &inf.sampling_defaults, vocab(&inf)).map_err(field_err)?;
+        let ids = params.truncate_prompt(ids.into_iter().map(|i| i as u32).collect());
+        let ids = inf.fit_prompt(ids, "input_id").map_err(gen_err)?;
+        run(&inf, &map, params, ids, keys).await
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn vocab(inf: &Inference) -> usize {
+    inf.tokenizer.tokenizer().vocab_size()
+}
+
+fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
+    json!({
+        "finish_reason": finish_reason(o.reason),
+        "generated_tokens": o.completion_tokens,
+        "generated_token_ids": ids,
+        "prompt_tokens": o.prompt_tokens,
+        "seed": seed,
+    })
+}
+
+async fn run(
+    inf: &Inference,
+    map: &Map<String, Value>,
+    params: Parameters,
+    ids: Vec<u32>,
+    keys: Vec<String>,
+) -> Result<Response, ApiError> {
+    let stream = Fields::new(map)
+        .bool("stream")
+        .map_err(field_err)?
+        .unwrap_or(false);
+    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
+    let g = inf
+        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .map_err(gen_err)?;
+    let seed = params.sampling.seed;
+    if !stream {
+        let folded = drive::fold(g).await.map_err(gen_err)?;
+        let ids = folded.tokens.iter().map(|t| t.id).collect();
+        return Ok(Json(json!({
+            "generated_text": folded.text,
+            "details": details(&folded.outcome, ids, seed),
+        }))
+        .into_response());
+    }
+    let (tx, resp) = sse::channel();
+    let mut last_at: Instant = g.started();
+    let mut first = true;
+    let mut held: Option<(TokenPiece, f64)> = None;
+    let mut text = String::new();
+    let mut ids: Vec<u32> = Vec::new();
+    let frame = move |step: Step<'_>| -> Vec<String> {
+        let event = |(t, ms): &(TokenPiece, f64), is_first: bool, end: Option<Value>| {
+            let (prefill, decode) = if is_first {
+                (json!(ms), Value::Null)
+            } else {
+                (Value::Null, json!(ms))
+            };
+            let mut e = json!({ "prefill_time": prefill, "decode_time": decode,
+                                "token": { "id": [t.id], "text": t.text } });
+            if let Some(end) = end {
+                e["generated_text"] = end["generated_text"].clone();
+                e["details"] = end["details"].clone();
+            }
+            format!("data: {e}\n\n")
+        };
+        match step {
+            Step::Piece(Piece::Token(t)) => {
+                let ms = t.at.duration_since(last_at).as_secs_f64() * 1000.0;
+                last_at = t.at;
+                text.push_str(&t.text);
+                ids.push(t.id);
+                let out = held.replace((t.clone(), ms)).map(|h| {
+                    let e = event(&h, first, None);
+                    first = false;
+                    e
+                });
+                out.into_iter().collect()
+            }
+            Step::Piece(Piece::Text(x)) => {
+                text.push_str(x);
+                if let Some((h, _)) = &mut held {
+                    h.text.push_str(x);
+                }
+                Vec::new()
+            }
+            Step::Piece(Piece::End(o)) => {
+                let end =
+                    json!({ "generated_text": text, "details": details(o, ids.clone(), seed) });
+                match held.take() {
+                    Some(h) => vec![event(&h, first, Some(end))],
+                    None => vec![format!("data: {end}\n\n")],
+                }
+            }
+            Step::Failed(e) => {
+                let mut out: Vec<String> = held
+                    .take()
+                    .map(|h| event(&h, first, None))
+                    .into_iter()
+                    .collect();
+                out.push(format!("data: {}\n\n", gen_err(e).body()));
+                out
+            }
+        }
+    };
+    drive::stream(g, tx, frame, Vec::new());
+    Ok(resp)
+}

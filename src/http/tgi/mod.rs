@@ -1,0 +1,220 @@
+//! TGI routes (SPEC §1): `POST /generate` (a body with `inputs` is TGI; with `prompt` it is
+//! vLLM's legacy API, see [`crate::http::vllm`]), `POST /generate_stream` (SSE token events)
+//! and `POST /` (TGI "general": `stream` picks the mode; the non-stream reply is an array).
+
+pub mod reply;
+
+use crate::http::drive::{self, Step};
+use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::generation::{GenError, Inference, Piece, TokenPiece};
+use crate::http::parameters::Parameters;
+use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::{sse, vllm};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+const STYLE: ErrorStyle = ErrorStyle::MindIe;
+
+pub fn router(inf: Arc<Inference>) -> Router {
+    Router::new()
+        .route("/generate", post(generate))
+        .route("/generate_stream", post(generate_stream))
+        .route("/", post(general))
+        .with_state(inf)
+}
+
+fn field_err(e: FieldError) -> ApiError {
+    e.into_api(STYLE)
+}
+
+fn gen_err(e: GenError) -> ApiError {
+    e.into_api(STYLE)
+}
+
+/// `POST /generate`: TGI when the body has `inputs`, vLLM legacy when it has `prompt`.
+async fn generate(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let keys = crate::http::request_keys(&parts);
+    let map = match parse_object(&body) {
+        Ok(m) => m,
+        Err(e) => return field_err(e).into_response(),
+    };
+    match (map.get("inputs"), map.get("prompt")) {
+        (Some(Value::String(_)), _) => run(&inf, map, Mode::Object, keys).await,
+        (None, Some(Value::String(_))) => vllm::run(&inf, map, keys).await,
+        _ => field_err(FieldError::new(
+            "inputs",
+            "is required: a string (TGI), or send \"prompt\" for the vLLM API",
+        ))
+        .into_response(),
+    }
+}
+
+async fn generate_stream(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let keys = crate::http::request_keys(&parts);
+    match parse_object(&body) {
+        Ok(map) => run(&inf, map, Mode::Stream, keys).await,
+        Err(e) => field_err(e).into_response(),
+    }
+}
+
+async fn general(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let keys = crate::http::request_keys(&parts);
+    let map = match parse_object(&body) {
+        Ok(m) => m,
+        Err(e) => return field_err(e).into_response(),
+    };
+    match Fields::new(&map).bool("stream") {
+        Ok(Some(true)) => run(&inf, map, Mode::Stream, keys).await,
+        Ok(_) => run(&inf, map, Mode::Array, keys).await,
+        Err(e) => field_err(e).into_response(),
+    }
+}
+
+/// How the reply is shaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `{generated_text, details}`.
+    Object,
+    /// `[{generated_text, details}]` (`POST /`).
+    Array,
+    /// SSE token events.
+    Stream,
+}
+
+async fn run(inf: &Inference, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
+    match try_run(inf, map, mode, keys).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn try_run(
+    inf: &Inference,
+    map: Map<String, Value>,
+    mode: Mode,
+    keys: Vec<String>,
+) -> Result<Response, ApiError> {
+    let f = Fields::new(&map);
+    let inputs = f
+        .str("inputs")
+        .map_err(field_err)?
+        .ok_or_else(|| field_err(FieldError::new("inputs", "is required")))?
+        .to_string();
+    let vocab = inf.tokenizer.tokenizer().vocab_size();
+    let params = Parameters::parse(&map, &inf.sampling_defaults, vocab).map_err(field_err)?;
+    if let Some(a) = f
+        .object("parameters")
+        .map_err(field_err)?
+        .and_then(|p| p.get("adapter_id"))
+        .and_then(Value::as_str)
+    {
+        if a != inf.model_name {
+            return Err(field_err(FieldError::new(
+                "parameters.adapter_id",
+                format!("{a:?}: no such adapter (LoRA adapters are not loaded)"),
+            )));
+        }
+    }
+    let ids = inf
+        .encode_prompt(&inputs, "inputs", params.truncate)
+        .await
+        .map_err(gen_err)?;
+    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
+    let prefill = params.decoder_input_details.then(|| ids.clone());
+    let g = inf
+        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .map_err(gen_err)?;
+    let tok = inf.tokenizer.tokenizer().clone();
+    let seed = (!params.sampling.is_greedy()).then_some(params.sampling.seed);
+    let full_prefix = if params.return_full_text {
+        inputs
+    } else {
+        String::new()
+    };
+    if mode != Mode::Stream {
+        let folded = drive::fold(g).await.map_err(gen_err)?;
+        let mut reply = json!({ "generated_text": format!("{full_prefix}{}", folded.text) });
+        if params.details {
+            reply["details"] = reply::details(
+                &tok,
+                &folded.outcome,
+                seed,
+                Some(&folded.tokens),
+                prefill.as_deref(),
+            );
+        }
+        let body = if mode == Mode::Array {
+            json!([reply])
+        } else {
+            reply
+        };
+        return Ok(Json(body).into_response());
+    }
+    let (tx, resp) = sse::channel();
+    let mut held: Option<TokenPiece> = None;
+    let mut text = full_prefix;
+    let frame = move |step: Step<'_>| -> Vec<String> {
+        let event = |t: &TokenPiece, extra: Option<Value>| {
+            let mut e =
+                json!({ "token": reply::token(&tok, t), "generated_text": null, "details": null });
+            e["token"]["text"] = json!(t.text);
+            if let Some(x) = extra {
+                e["generated_text"] = x["generated_text"].clone();
+                e["details"] = x["details"].clone();
+            }
+            format!("data: {e}\n\n")
+        };
+        match step {
+            Step::Piece(Piece::Token(t)) => {
+                text.push_str(&t.text);
+                // One event behind, so the last token's event can carry the final text.
+                held.replace(t.clone())
+                    .map(|prev| vec![event(&prev, None)])
+                    .unwrap_or_default()
+            }
+            Step::Piece(Piece::Text(extra)) => {
+                text.push_str(extra);
+                if let Some(h) = &mut held {
+                    h.text.push_str(extra);
+                }
+                Vec::new()
+            }
+            Step::Piece(Piece::End(o)) => {
+                let d = reply::details(&tok, o, seed, None, None);
+                let last = json!({ "generated_text": text, "details": d });
+                match held.take() {
+                    Some(h) => vec![event(&h, Some(last))],
+                    None => vec![format!(
+                        "data: {}\n\n",
+                        json!({"token": null, "generated_text": last["generated_text"], "details": last["details"]})
+                    )],
+                }
+            }
+            Step::Failed(e) => {
+                let mut out: Vec<String> =
+                    held.take().map(|h| event(&h, None)).into_iter().collect();
+                out.push(format!("data: {}\n\n", gen_err(e).body()));
+                out
+            }
+        }
+    };
+    drive::stream(g, tx, frame, Vec::new());
+    Ok(resp)
+}

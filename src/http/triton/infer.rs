@@ -1,0 +1,130 @@
+//! `POST /v2/models/{m}/infer`: token ids in a UINT32 tensor (`inputs: [{name: "input0",
+//! shape, datatype: "UINT32", data}]`, `outputs: [{name}]`, `parameters`) → the generated ids
+//! as `outputs: [{name, shape: [1, n], datatype: "UINT32", data}]`.
+
+use super::{check_model, field_err, request_id, Triton, STYLE};
+use crate::http::drive;
+use crate::http::error::ApiError;
+use crate::http::parameters::Parameters;
+use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::request_keys;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// The single input tensor's token ids.
+fn input_ids(map: &Map<String, Value>, vocab: usize) -> Result<Vec<u32>, FieldError> {
+    let inputs = match map.get("inputs") {
+        Some(Value::Array(a)) if a.len() == 1 => a,
+        Some(Value::Array(a)) => {
+            return Err(FieldError::new(
+                "inputs",
+                format!("must hold exactly one tensor, got {}", a.len()),
+            ))
+        }
+        _ => {
+            return Err(FieldError::new(
+                "inputs",
+                "is required: a list with one tensor",
+            ))
+        }
+    };
+    let Some(t) = inputs[0].as_object() else {
+        return Err(FieldError::new("inputs[0]", "must be an object"));
+    };
+    let f = Fields::with_prefix(t, "inputs[0].");
+    f.str("name")?
+        .ok_or_else(|| FieldError::new("inputs[0].name", "is required"))?;
+    match f.str("datatype")? {
+        Some("UINT32") => {}
+        other => {
+            return Err(FieldError::new(
+                "inputs[0].datatype",
+                format!("{other:?} is not supported: only \"UINT32\" token ids"),
+            ))
+        }
+    }
+    let shape = f
+        .int_list("shape", 1, i64::from(i32::MAX))?
+        .ok_or_else(|| FieldError::new("inputs[0].shape", "is required"))?;
+    let data = f
+        .int_list("data", 0, vocab as i64 - 1)?
+        .ok_or_else(|| FieldError::new("inputs[0].data", "is required"))?;
+    let ok_shape = match shape.as_slice() {
+        [n] => *n as usize == data.len(),
+        [1, n] => *n as usize == data.len(),
+        _ => false,
+    };
+    if !ok_shape {
+        return Err(FieldError::new(
+            "inputs[0].shape",
+            format!(
+                "{shape:?} does not match {} data items: use [n] or [1, n]",
+                data.len()
+            ),
+        ));
+    }
+    Ok(data.into_iter().map(|i| i as u32).collect())
+}
+
+/// The requested output tensor's name (one output per input).
+fn output_name(map: &Map<String, Value>) -> Result<String, FieldError> {
+    match map.get("outputs") {
+        Some(Value::Array(a)) if a.len() == 1 => Ok(a[0]
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FieldError::new("outputs[0].name", "is required"))?
+            .to_string()),
+        _ => Err(FieldError::new(
+            "outputs",
+            "is required: a list with one {\"name\": ...} (as many as inputs)",
+        )),
+    }
+}
+
+pub async fn infer(
+    State(t): State<Triton>,
+    Path(m): Path<String>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        check_model(&t.inf, &m)?;
+        let map = parse_object(&body).map_err(field_err)?;
+        let f = Fields::new(&map);
+        let id = request_id(&f)?;
+        let inf = &t.inf;
+        let vocab = inf.tokenizer.tokenizer().vocab_size();
+        let ids = input_ids(&map, vocab).map_err(field_err)?;
+        let out_name = output_name(&map).map_err(field_err)?;
+        let params = Parameters::parse(&map, &inf.sampling_defaults, vocab).map_err(field_err)?;
+        let ids = inf
+            .fit_prompt(params.truncate_prompt(ids), "inputs[0].data")
+            .map_err(|e| e.into_api(STYLE))?;
+        let max_new = inf.output_limit(params.max_new_tokens, ids.len());
+        let mut keys = request_keys(&parts);
+        keys.extend(id.clone());
+        let g = inf
+            .start(params.gen_request(ids, max_new), params.gen_options(keys))
+            .map_err(|e| e.into_api(STYLE))?;
+        let folded = drive::fold(g).await.map_err(|e| e.into_api(STYLE))?;
+        let data: Vec<u32> = folded.tokens.iter().map(|t| t.id).collect();
+        Ok::<_, ApiError>(
+            Json(json!({
+                "id": id.unwrap_or_default(),
+                "model_name": m,
+                "model_version": null,
+                "outputs": [{
+                    "name": out_name,
+                    "shape": [1, data.len()],
+                    "datatype": "UINT32",
+                    "data": data,
+                }],
+            }))
+            .into_response(),
+        )
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
