@@ -225,3 +225,43 @@ async fn e2e_timeout_ends_requests_with_an_error() {
     );
     wait_all_free(&home, Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn full_text_enabled_and_cancel_by_request_uuid() {
+    let mut home = Home::new();
+    home.set("/ServerConfig/fullTextEnabled", true)
+        .set("/BackendConfig/ScheduleConfig/maxIterTimes", 2000);
+    let _d = home.start(&[("MIES_MOCK_STEP_TIME_MS", "10")]);
+    let addr = home.business();
+    let body = json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 5, "stream": true});
+    let events = SseStream::open(addr, "/v1/chat/completions", &body)
+        .await
+        .collect()
+        .await;
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let last = &events[events.len() - 2];
+    assert_eq!(last["full_text"], text.as_str(), "{last}");
+
+    // An OpenAI request is known to stopInfer by its RequestUUID (all its choices).
+    let body = json!({"model": "mock-model", "prompt": "go on", "max_tokens": 1500, "n": 2,
+                      "stream": true});
+    let mut s = SseStream::open(addr, "/v1/completions", &body).await;
+    let uuid = s.request_uuid.clone();
+    s.next_data().await.expect("first event");
+    let r = post(
+        addr,
+        "/v2/models/mock-model/stopInfer",
+        &json!({ "id": uuid }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = Instant::now();
+    while s.next_data().await.is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "still streaming");
+    }
+    wait_all_free(&home, Duration::from_secs(5)).await;
+}

@@ -30,6 +30,8 @@ pub struct Limits {
     pub token_timeout: Duration,
     /// Longest a request may live.
     pub e2e_timeout: Duration,
+    /// `fullTextEnabled`: the last streamed chunk also carries the whole text.
+    pub full_text: bool,
 }
 
 impl Limits {
@@ -42,6 +44,7 @@ impl Limits {
             truncation: d.truncation,
             token_timeout: Duration::from_secs(u64::from(c.token_timeout_secs())),
             e2e_timeout: Duration::from_secs(u64::from(c.e2e_timeout_secs())),
+            full_text: c.server_config.full_text_enabled,
         }
     }
 }
@@ -346,7 +349,7 @@ enum State {
 
 /// Running requests by the names clients may cancel them with (`stopInfer`).
 #[derive(Debug, Clone, Default)]
-pub struct Registry(Arc<Mutex<HashMap<String, RequestId>>>);
+pub struct Registry(Arc<Mutex<HashMap<String, Vec<RequestId>>>>);
 
 impl Registry {
     fn insert(&self, keys: &[String], id: RequestId) {
@@ -355,7 +358,7 @@ impl Registry {
         }
         if let Ok(mut m) = self.0.lock() {
             for k in keys {
-                m.insert(k.clone(), id);
+                m.entry(k.clone()).or_default().push(id);
             }
         }
     }
@@ -366,16 +369,24 @@ impl Registry {
         }
         if let Ok(mut m) = self.0.lock() {
             for k in keys {
-                if m.get(k) == Some(&id) {
-                    m.remove(k);
+                if let Some(ids) = m.get_mut(k) {
+                    ids.retain(|&i| i != id);
+                    if ids.is_empty() {
+                        m.remove(k);
+                    }
                 }
             }
         }
     }
 
-    /// The engine id of the running request known as `key`.
-    pub fn find(&self, key: &str) -> Option<RequestId> {
-        self.0.lock().ok().and_then(|m| m.get(key).copied())
+    /// The engine ids of the running requests known as `key` (the `n` choices of one
+    /// request share its keys).
+    pub fn find(&self, key: &str) -> Vec<RequestId> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
     }
 }
 

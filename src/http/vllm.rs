@@ -53,8 +53,7 @@ async fn try_run(
     let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut gens = Vec::with_capacity(common.n);
     for j in 0..common.n {
-        let mut opts = common.text_options();
-        opts.keys = if j == 0 { keys.clone() } else { Vec::new() };
+        let opts = common.gen_options(keys.clone());
         gens.push(
             inf.start(common.gen_request(ids.clone(), max_new, j), opts)
                 .map_err(gen_err)?,

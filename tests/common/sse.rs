@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 pub struct SseStream {
     pub status: u16,
     pub content_type: String,
+    /// The reply's `RequestUUID` header.
+    pub request_uuid: String,
     body: Incoming,
     buf: Vec<u8>,
     conn: tokio::task::JoinHandle<()>,
@@ -42,9 +44,16 @@ impl SseStream {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let request_uuid = resp
+            .headers()
+            .get("RequestUUID")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         SseStream {
             status,
             content_type,
+            request_uuid,
             body: resp.into_body(),
             buf: Vec::new(),
             conn,

@@ -91,14 +91,18 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, FieldError> {
 }
 
 /// The handler.
-pub async fn chat(State(inf): State<Arc<Inference>>, body: Bytes) -> Response {
-    match run(&inf, &body).await {
+pub async fn chat(
+    State(inf): State<Arc<Inference>>,
+    parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    match run(&inf, &body, crate::http::request_keys(&parts)).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
+async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
     let style = ErrorStyle::OpenAi;
     let field_err = |e: FieldError| e.into_api(style);
     let map = parse_object(body).map_err(field_err)?;
@@ -158,7 +162,7 @@ async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
     for j in 0..common.n {
         let req = common.gen_request(ids.clone(), max_new, j);
         let generation = inf
-            .start(req, common.text_options())
+            .start(req, common.gen_options(keys.clone()))
             .map_err(|e| e.into_api(style))?;
         jobs.push(Job {
             index: j,
@@ -167,6 +171,7 @@ async fn run(inf: &Inference, body: &[u8]) -> Result<Response, ApiError> {
             generation,
         });
     }
-    let meta = ReplyMeta::new(Kind::Chat, &common, inf.tokenizer.tokenizer().clone());
+    let mut meta = ReplyMeta::new(Kind::Chat, &common, inf.tokenizer.tokenizer().clone());
+    meta.full_text = inf.limits.full_text;
     Ok(respond(meta, jobs).await)
 }

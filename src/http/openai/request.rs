@@ -157,8 +157,10 @@ impl Common {
         }
     }
 
-    pub fn text_options(&self) -> GenOptions {
+    /// The generation options; `keys` name the request for `stopInfer`.
+    pub fn gen_options(&self, keys: Vec<String>) -> GenOptions {
         GenOptions {
+            keys,
             skip_special_tokens: self.skip_special_tokens,
             stop: self.stop.clone(),
             include_stop_str_in_output: self.include_stop_str_in_output,

@@ -61,6 +61,8 @@ pub struct ReplyMeta {
     pub stream: bool,
     pub include_usage: Option<bool>,
     pub logprobs: bool,
+    /// `fullTextEnabled`: each choice's last streamed chunk carries `full_text`.
+    pub full_text: bool,
 }
 
 impl ReplyMeta {
@@ -72,6 +74,7 @@ impl ReplyMeta {
             stream: common.stream,
             include_usage: common.include_usage,
             logprobs: common.logprobs.is_some(),
+            full_text: false,
         }
     }
 }
@@ -278,6 +281,9 @@ fn stream_reply(
                     c.outcome = Some(o);
                     open -= 1;
                     let mut v = chunk(&meta, &id, created, c.index, None, None, Some(finish));
+                    if meta.full_text {
+                        v["full_text"] = json!(c.text);
+                    }
                     if open == 0 && meta.include_usage.is_none() {
                         v["usage"] = usage(&choices);
                     }

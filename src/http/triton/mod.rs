@@ -134,12 +134,15 @@ async fn stop_infer(State(t): State<Triton>, Path(m): Path<String>, body: Bytes)
             .str("id")
             .map_err(field_err)?
             .ok_or_else(|| field_err(FieldError::new("id", "is required")))?;
-        match t.inf.registry.find(id) {
-            Some(engine_id) => {
-                t.inf.engine.cancel(engine_id);
+        let running = t.inf.registry.find(id);
+        match running.is_empty() {
+            false => {
+                for engine_id in running {
+                    t.inf.engine.cancel(engine_id);
+                }
                 Ok(Json(json!({ "id": id, "result": "stopped" })).into_response())
             }
-            None => Err(ApiError::new(
+            true => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no running request with id {id:?}"),
             )
