@@ -26,7 +26,7 @@ pub fn stall_after_from_env(env: &Env) -> Result<Option<Duration>, String> {
         return Ok(Some(DEFAULT_STALL));
     };
     match raw.parse::<f64>() {
-        Ok(v) if v == 0.0 => Ok(None),
+        Ok(0.0) => Ok(None),
         Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Some(Duration::from_secs_f64(v))),
         _ => Err(format!(
             "{STALL_ENV} = {raw:?}: must be a number of seconds in (0, 86400], or 0 to turn stuck-engine detection off"
