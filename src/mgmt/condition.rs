@@ -12,6 +12,7 @@
 
 use super::MgmtState;
 use crate::config::Env;
+use crate::engine::EngineStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Env var: seconds without engine progress, while work waits, before health says stuck.
@@ -70,10 +71,24 @@ fn unix_ms(t: SystemTime) -> u64 {
 impl Condition {
     /// Judges the engine now.
     pub fn of(s: &MgmtState) -> Self {
-        if s.life.is_stopping() {
+        Self::judge(
+            s.life.is_stopping(),
+            s.engine.status(),
+            s.stall_after,
+            Instant::now(),
+        )
+    }
+
+    /// Judges an engine snapshot at `now` (see the module docs).
+    pub fn judge(
+        stopping: bool,
+        st: EngineStatus,
+        stall_after: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        if stopping {
             return Condition::Stopping;
         }
-        let st = s.engine.status();
         if !st.ready {
             let reason = st.reason.unwrap_or_else(|| "engine not ready".into());
             // An engine that ran and stopped is a fault; one that never ran is starting.
@@ -87,7 +102,7 @@ impl Condition {
                 Condition::Init(reason)
             };
         }
-        if let (Some(limit), Some(stalled)) = (s.stall_after, st.stalled_for(Instant::now())) {
+        if let (Some(limit), Some(stalled)) = (stall_after, st.stalled_for(now)) {
             if stalled >= limit {
                 let since = SystemTime::now().checked_sub(stalled).unwrap_or(UNIX_EPOCH);
                 return Condition::Abnormal(Fault {
@@ -186,5 +201,55 @@ mod tests {
         assert_eq!(e("1.5"), Ok(Some(Duration::from_millis(1500))));
         assert!(e("-1").is_err());
         assert!(e("soon").unwrap_err().contains(STALL_ENV));
+    }
+
+    fn ready(running: usize, waiting: usize, free_slots: usize, idle_for: u64) -> EngineStatus {
+        EngineStatus {
+            ready: true,
+            running,
+            waiting,
+            free_slots,
+            progress_at: Some(Instant::now() - Duration::from_secs(idle_for)),
+            ..EngineStatus::default()
+        }
+    }
+
+    #[test]
+    fn conditions() {
+        let limit = Some(Duration::from_secs(5));
+        let now = Instant::now();
+        let judge = |st: EngineStatus| Condition::judge(false, st, limit, now);
+        assert_eq!(judge(ready(0, 0, 8, 0)), Condition::Idle);
+        assert_eq!(judge(ready(2, 0, 6, 0)), Condition::Serving);
+        assert_eq!(judge(ready(8, 3, 0, 0)), Condition::Busy);
+        // No progress for 10 s with work: stuck. Without work the stamp does not matter.
+        let stuck = judge(ready(1, 0, 7, 10));
+        assert!(
+            matches!(&stuck, Condition::Abnormal(f) if f.code == "ENGINE_STALLED"),
+            "{stuck:?}"
+        );
+        assert_eq!(stuck.code(), 2);
+        assert!(!stuck.serving());
+        assert_eq!(judge(ready(0, 0, 8, 10)), Condition::Idle);
+        // Detection off.
+        assert_eq!(
+            Condition::judge(false, ready(1, 0, 7, 10), None, now),
+            Condition::Serving
+        );
+        assert_eq!(
+            Condition::judge(true, ready(0, 0, 8, 0), limit, now),
+            Condition::Stopping
+        );
+        let never_ran = EngineStatus {
+            reason: Some("loading".into()),
+            ..EngineStatus::default()
+        };
+        assert_eq!(judge(never_ran), Condition::Init("loading".into()));
+        let gone = EngineStatus {
+            progress_at: Some(now),
+            reason: Some("engine stopped".into()),
+            ..EngineStatus::default()
+        };
+        assert!(matches!(judge(gone), Condition::Abnormal(f) if f.code == "ENGINE_STOPPED"));
     }
 }
