@@ -57,6 +57,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("listen address: {0}")]
     Address(String),
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// The path of this executable, for locating the install home.
@@ -307,17 +309,29 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sampling_defaults,
         registry: Default::default(),
     });
-    let engine: Arc<dyn EngineMonitor> = Arc::new(handle);
+    let engine: Arc<dyn EngineMonitor> = Arc::new(handle.clone());
     if let Some(m) = &metrics {
         metrics::collector::spawn(m.clone(), engine.clone(), life.token());
     }
     let loaded = Arc::new(loaded);
-    let mgmt_router = mgmt::router(MgmtState {
+    let stall_after = mgmt::condition::stall_after_from_env(env).map_err(StartError::Setting)?;
+    let log_control = logging::handle().map(|h| {
+        let c = mgmt::log_level::LogControl::new(h, &loaded.config.log_config);
+        c.spawn(loaded.path.clone(), life.token());
+        c
+    });
+    let mgmt_state = MgmtState {
         config: loaded.clone(),
         engine,
         life: life.clone(),
         drain_deadline,
-    });
+        probe: Some(handle.clone()),
+        metrics: metrics.clone(),
+        stall_after,
+        log: log_control,
+    };
+    mgmt::condition::spawn_watch(mgmt_state.clone(), life.token());
+    let mgmt_router = mgmt::router(mgmt_state);
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -1,13 +1,14 @@
 //! Logging set-up from MindIE's environment variables (SPEC §0.9): `MINDIE_LOG_LEVEL`,
 //! `MINDIE_LOG_TO_STDOUT`, `MINDIE_LOG_TO_FILE`, `MINDIE_LOG_PATH`, `MINDIE_LOG_ROTATE`.
 //! By default logs go to stdout so `nohup ... > output.log` captures them. The level can be
-//! changed at run time through [`LogHandle`].
+//! changed at run time through [`LogHandle`]; [`handle`] gives the one [`init`] installed
+//! (the management plane's log-level control uses it).
 
 use crate::config::Env;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
@@ -212,6 +213,11 @@ impl LogHandle {
         self.apply(level)
     }
 
+    /// The start-up level (a tracing level name).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn reset(&self) -> Result<(), String> {
         let base = self.base.clone();
         self.apply(&base)
@@ -227,6 +233,15 @@ impl LogHandle {
 fn filter(level: &str) -> EnvFilter {
     // Our crates at the chosen level; noisy dependencies one notch quieter.
     EnvFilter::new(format!("warn,mindie={level},mindieservice_daemon={level}"))
+}
+
+/// The handle of the subscriber [`init`] installed (`None` before, or in tests that log
+/// elsewhere).
+static HANDLE: OnceLock<LogHandle> = OnceLock::new();
+
+/// The level handle of the installed subscriber, if [`init`] ran.
+pub fn handle() -> Option<LogHandle> {
+    HANDLE.get().cloned()
 }
 
 /// Installs the global subscriber. Call once, first thing.
@@ -264,10 +279,12 @@ pub fn init(settings: &LogSettings) -> io::Result<LogHandle> {
         .with(file_layer)
         .try_init()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(LogHandle {
+    let h = LogHandle {
         handle,
         base: settings.level.clone(),
-    })
+    };
+    let _ = HANDLE.set(h.clone());
+    Ok(h)
 }
 
 #[cfg(test)]

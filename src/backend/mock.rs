@@ -7,9 +7,18 @@
 //! scheduler that hands out wrong blocks (a bad prefix-cache hit, a lost block after
 //! preemption) changes the output, as it would with a real model. Ids that are special tokens
 //! or EOS are never produced, so every request runs to its length limit.
+//!
+//! Test support: with [`MockOptions::stall_file`] set (env `MIES_MOCK_STALL_FILE`, see
+//! `engine::build`), every step blocks while that file exists, checking every few
+//! milliseconds. That is a stuck step as the health checks must see one; removing the file
+//! lets the step finish.
 
 use super::{Backend, BackendError, BackendInfo, BlockId, DType, KvChunk, StepBatch, StepOutput};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// How often a stalled step checks whether its stall file is gone.
+const STALL_POLL: Duration = Duration::from_millis(20);
 
 /// Bytes the mock pretends one token of KV takes (sizes the block pool from a memory budget
 /// like a ~0.5B-parameter model would).
@@ -28,6 +37,8 @@ pub struct MockOptions {
     /// Extra sleep per token in the step (prefill costs more than decode).
     pub token_time: Duration,
     pub max_position: usize,
+    /// Test support: steps block while this file exists.
+    pub stall_file: Option<PathBuf>,
 }
 
 /// See the module docs.
@@ -39,6 +50,7 @@ pub struct MockBackend {
     slots: Vec<u32>,
     step_time: Duration,
     token_time: Duration,
+    stall_file: Option<PathBuf>,
 }
 
 /// The chosen token's logit (all others 0): sampling at any sane temperature still picks it.
@@ -75,6 +87,7 @@ impl MockBackend {
             slots,
             step_time: o.step_time,
             token_time: o.token_time,
+            stall_file: o.stall_file,
         })
     }
 
@@ -112,6 +125,11 @@ impl Backend for MockBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError> {
+        if let Some(f) = &self.stall_file {
+            while f.exists() {
+                std::thread::sleep(STALL_POLL);
+            }
+        }
         let pace = self.step_time + self.token_time * batch.tokens.len() as u32;
         if !pace.is_zero() {
             std::thread::sleep(pace);
@@ -208,6 +226,7 @@ mod tests {
             step_time: Duration::ZERO,
             token_time: Duration::ZERO,
             max_position: 1024,
+            stall_file: None,
         })
         .unwrap()
     }

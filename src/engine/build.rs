@@ -68,6 +68,10 @@ pub const MOCK_STEP_TIME_ENV: &str = "MIES_MOCK_STEP_TIME_MS";
 /// Env var: microseconds the mock backend sleeps per token in a step (default 0).
 pub const MOCK_TOKEN_TIME_ENV: &str = "MIES_MOCK_TOKEN_TIME_US";
 
+/// Env var (test support): while the file it names exists, every mock step blocks: a stuck
+/// engine step for the health checks to detect (SPEC §0.12).
+pub const MOCK_STALL_FILE_ENV: &str = "MIES_MOCK_STALL_FILE";
+
 /// Starts the engine on the model-free mock backend (`modelInstanceType: "StandardMock"`):
 /// the tokenizer's vocabulary, never a special token, the pace from `step_time`/`token_time`.
 pub fn start_mock(
@@ -88,6 +92,9 @@ pub fn start_mock(
         step_time,
         token_time,
         max_position: c.backend_config.model_deploy_config.max_seq_len as usize,
+        stall_file: std::env::var_os(MOCK_STALL_FILE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
     })
     .map_err(|source| BuildError::Backend {
         path: model.model_weight_path.clone(),

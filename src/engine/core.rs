@@ -5,7 +5,7 @@
 use super::handle::{Command, EngineHandle, RequestId};
 use super::request::{Finish, GenRequest, TokenEvent};
 use super::sampler::{self, Rng};
-use super::EngineStatus;
+use super::{EngineInfo, EngineStatus};
 use crate::backend::{Backend, SeqSlice, StepBatch};
 use crate::scheduler::{FinishReason, Plan, Scheduler, SeqEvent, SeqRequest};
 use std::collections::HashMap;
@@ -50,6 +50,18 @@ impl Engine {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let status = Arc::new(Mutex::new(EngineStatus::default()));
         let eos = backend.info().eos_token_ids.clone();
+        let info = EngineInfo {
+            dtype: backend.info().dtype.as_str().to_string(),
+            // "cpu (2 threads, avx512)" → "cpu"; "mock (no model)" → "mock".
+            device: backend
+                .info()
+                .device
+                .split_whitespace()
+                .next()
+                .unwrap_or("unknown")
+                .to_string(),
+            block_size: backend.info().block_size,
+        };
         let vocab = vocab.min(backend.info().vocab_size).max(1);
         let engine = Engine {
             scheduler,
@@ -63,7 +75,7 @@ impl Engine {
         let join = std::thread::Builder::new()
             .name("mindie-engine".into())
             .spawn(move || engine.run(rx))?;
-        Ok((EngineHandle::new(tx, status), join))
+        Ok((EngineHandle::new(tx, status, info), join))
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -78,7 +90,11 @@ impl Engine {
             // schedule() may admit, preempt or end sequences: report that first.
             self.forward_events();
             match plan {
-                Some(plan) => self.run_step(plan),
+                Some(plan) => {
+                    // The status shows the work of a step while it runs (a stuck one included).
+                    self.publish_status();
+                    self.run_step(plan)
+                }
                 None => {
                     let wait = self
                         .scheduler
@@ -300,7 +316,20 @@ impl Engine {
     fn publish_status(&self) {
         let st = self.scheduler.stats();
         let max_batch = self.scheduler.config().max_batch_size;
-        let snapshot = EngineStatus {
+        let steps_total = st.prefill_steps + st.decode_steps + st.mixed_steps;
+        let Ok(mut s) = self.status.lock() else {
+            return;
+        };
+        // Progress: a step finished since the last snapshot, or there is nothing to do.
+        let progress_at = if s.progress_at.is_none()
+            || steps_total != s.steps_total
+            || st.waiting + st.running == 0
+        {
+            Some(Instant::now())
+        } else {
+            s.progress_at
+        };
+        *s = EngineStatus {
             ready: true,
             reason: None,
             waiting: st.waiting,
@@ -314,11 +343,9 @@ impl Engine {
             preemptions_total: st.preemptions_total,
             prefix_query_tokens: st.prefix.query_tokens,
             prefix_hit_tokens: st.prefix.hit_tokens,
-            steps_total: st.prefill_steps + st.decode_steps + st.mixed_steps,
+            steps_total,
+            progress_at,
         };
-        if let Ok(mut s) = self.status.lock() {
-            *s = snapshot;
-        }
     }
 
     fn stop_all(mut self) {

@@ -3,7 +3,7 @@
 //! snapshot for management and metrics.
 
 use super::request::{GenRequest, TokenEvent};
-use super::{EngineMonitor, EngineStatus};
+use super::{EngineInfo, EngineMonitor, EngineStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -45,14 +45,20 @@ pub struct EngineHandle {
     tx: SyncSender<Command>,
     next_id: Arc<AtomicU64>,
     status: Arc<Mutex<EngineStatus>>,
+    info: Arc<EngineInfo>,
 }
 
 impl EngineHandle {
-    pub(crate) fn new(tx: SyncSender<Command>, status: Arc<Mutex<EngineStatus>>) -> Self {
+    pub(crate) fn new(
+        tx: SyncSender<Command>,
+        status: Arc<Mutex<EngineStatus>>,
+        info: EngineInfo,
+    ) -> Self {
         Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
             status,
+            info: Arc::new(info),
         }
     }
 
@@ -80,5 +86,9 @@ impl EngineHandle {
 impl EngineMonitor for EngineHandle {
     fn status(&self) -> EngineStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn info(&self) -> EngineInfo {
+        (*self.info).clone()
     }
 }

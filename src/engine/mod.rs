@@ -1,7 +1,9 @@
 //! The protocol-neutral engine as the planes see it. [`EngineMonitor`] is what management and
-//! metrics read: readiness and the resource picture (queues, KV blocks).
+//! metrics read: readiness, the resource picture (queues, KV blocks), what runs the model
+//! ([`EngineInfo`]) and when the engine last made progress (stuck-step detection).
 
 use serde::Serialize;
+use std::time::{Duration, Instant};
 
 /// A snapshot of the engine's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -27,6 +29,11 @@ pub struct EngineStatus {
     pub prefix_hit_tokens: u64,
     /// Steps run since start (health: the engine makes progress).
     pub steps_total: u64,
+    /// When the engine last made progress: a step finished, or it had nothing to do. `None`
+    /// before the engine thread ran. It stops moving while a step hangs, because the engine
+    /// publishes nothing then (see [`EngineStatus::stalled_for`]).
+    #[serde(skip)]
+    pub progress_at: Option<Instant>,
 }
 
 impl EngineStatus {
@@ -39,6 +46,15 @@ impl EngineStatus {
         }
     }
 
+    /// How long the engine has gone without progress while it has work (`None`: it has no
+    /// work, or it never ran). A value that keeps growing means a stuck step.
+    pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        if self.running + self.waiting == 0 {
+            return None;
+        }
+        self.progress_at.map(|t| now.saturating_duration_since(t))
+    }
+
     /// Prefix-cache hit rate over prompt tokens (0 before any lookup).
     pub fn prefix_hit_rate(&self) -> f64 {
         if self.prefix_query_tokens == 0 {
@@ -49,9 +65,35 @@ impl EngineStatus {
     }
 }
 
+/// What runs the model; fixed once the engine started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineInfo {
+    /// Weight storage dtype, e.g. `float32`, `bfloat16`.
+    pub dtype: String,
+    /// Device kind, e.g. `cpu`, `npu`, or `mock` for the model-free engine.
+    pub device: String,
+    /// Tokens per KV block.
+    pub block_size: usize,
+}
+
+impl Default for EngineInfo {
+    fn default() -> Self {
+        Self {
+            dtype: "unknown".into(),
+            device: "unknown".into(),
+            block_size: 0,
+        }
+    }
+}
+
 /// Read access to the engine's state, shared by every plane.
 pub trait EngineMonitor: Send + Sync {
     fn status(&self) -> EngineStatus;
+
+    /// What runs the model (defaults where no engine runs).
+    fn info(&self) -> EngineInfo {
+        EngineInfo::default()
+    }
 }
 
 /// Stands in where no engine runs (the model is not loaded): never ready, nothing queued.

@@ -541,12 +541,17 @@ impl Generation {
             m.request_success.with_label_values(&label).inc();
             let e2e = self.last_at.duration_since(self.started).as_secs_f64();
             m.e2e_request_latency.with_label_values(&label).observe(e2e);
+            let mut tbt = None;
             if let (Some(first), true) = (self.first_at, self.tokens > 1) {
                 let tpot =
                     self.last_at.duration_since(first).as_secs_f64() / (self.tokens - 1) as f64;
                 m.time_per_output_token
                     .with_label_values(&label)
                     .observe(tpot);
+                tbt = Some(Duration::from_secs_f64(tpot));
+            }
+            if let Some(first) = self.first_at {
+                m.recent.record(first.duration_since(self.started), tbt);
             }
         } else {
             m.request_failed.with_label_values(&label).inc();

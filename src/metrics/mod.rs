@@ -1,10 +1,12 @@
 //! Prometheus metrics with MindIE's exact names, types, buckets and `model_name` label
 //! (SPEC §3): registered once in [`names`], rendered as classic Prometheus text for `/metrics`.
 //! Requests feed the counters and histograms (`http::generation`); [`collector`] refreshes the
-//! gauges from the engine once a second.
+//! gauges from the engine once a second; [`recent`] keeps the rolling TTFT/TBT averages of
+//! the management plane's `/metrics-json`.
 
 pub mod collector;
 pub mod names;
+pub mod recent;
 
 pub use names::Metrics;
 

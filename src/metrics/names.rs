@@ -43,6 +43,8 @@ pub struct Metrics {
     pub e2e_request_latency: HistogramVec,
     pub request_prompt_tokens: HistogramVec,
     pub request_generation_tokens: HistogramVec,
+    /// TTFT/TBT of the latest requests (`/metrics-json`; not a Prometheus series).
+    pub recent: super::recent::RecentLatency,
 }
 
 const LABEL: &[&str] = &["model_name"];
@@ -186,6 +188,7 @@ impl Metrics {
                 "Number of generation tokens processed.",
                 TOKEN_BUCKETS,
             )?,
+            recent: super::recent::RecentLatency::default(),
             registry: r,
             model: model_names.join(" & "),
         };

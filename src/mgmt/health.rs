@@ -1,6 +1,17 @@
 //! `/health`, `/v2/health/live`, `/v2/health/ready`: the truth about whether this instance
-//! should get traffic. Stopping or an engine that is not ready makes them fail.
+//! should get traffic, from the engine's [`Condition`] (stuck engines included).
+//!
+//! | condition | `/health` | `/v2/health/live` | `/v2/health/ready` |
+//! |-----------|-----------|-------------------|--------------------|
+//! | idle, serving | 200 (empty) | 200 | 200 |
+//! | busy | 200 (empty) | 200 "alive but busy" | 503 |
+//! | initialising | 503 | 200 | 503 |
+//! | stopping | 503 | 503 | 503 |
+//! | abnormal (stuck, gone) | 500 | 500 | 500 |
+//!
+//! Every non-200 reply is `{"message": ...}` saying why.
 
+use super::condition::Condition;
 use super::MgmtState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,56 +19,44 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-fn unavailable(message: String) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "message": message })),
-    )
-        .into_response()
+fn message(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "message": message }))).into_response()
 }
 
-/// Why this instance should not take traffic, if it should not.
-fn not_ready_reason(s: &MgmtState) -> Option<String> {
-    if s.life.is_stopping() {
-        return Some("Service is stopping".into());
-    }
-    let st = s.engine.status();
-    (!st.ready).then(|| {
-        format!(
-            "Service is not ready: {}",
-            st.reason.unwrap_or_else(|| "engine not ready".into())
-        )
-    })
-}
-
-/// GET `/health`: 200 with an empty body when serving; 503 otherwise.
+/// GET `/health`: 200 with an empty body when serving; 503 when starting or stopping; 500
+/// when the engine is stuck or gone.
 pub async fn health(State(s): State<MgmtState>) -> Response {
-    match not_ready_reason(&s) {
-        None => StatusCode::OK.into_response(),
-        Some(m) => unavailable(m),
+    let c = Condition::of(&s);
+    match &c {
+        Condition::Idle | Condition::Serving | Condition::Busy => StatusCode::OK.into_response(),
+        Condition::Abnormal(_) => message(StatusCode::INTERNAL_SERVER_ERROR, c.describe()),
+        Condition::Init(_) | Condition::Stopping => {
+            message(StatusCode::SERVICE_UNAVAILABLE, c.describe())
+        }
     }
 }
 
-/// GET `/v2/health/live`: the process answers; 503 only while stopping.
+/// GET `/v2/health/live`: the process and its engine are alive (busy included).
 pub async fn live(State(s): State<MgmtState>) -> Response {
-    if s.life.is_stopping() {
-        return unavailable("Service is stopping".into());
+    let c = Condition::of(&s);
+    match &c {
+        Condition::Idle | Condition::Serving | Condition::Init(_) => {
+            message(StatusCode::OK, "Service is alive".into())
+        }
+        Condition::Busy => message(StatusCode::OK, c.describe()),
+        Condition::Abnormal(_) => message(StatusCode::INTERNAL_SERVER_ERROR, c.describe()),
+        Condition::Stopping => message(StatusCode::SERVICE_UNAVAILABLE, c.describe()),
     }
-    (
-        StatusCode::OK,
-        Json(json!({ "message": "Service is alive" })),
-    )
-        .into_response()
 }
 
-/// GET `/v2/health/ready`: 200 when requests will be served, else 503 with the reason.
+/// GET `/v2/health/ready`: 200 when requests will be served at once, else why not.
 pub async fn ready(State(s): State<MgmtState>) -> Response {
-    match not_ready_reason(&s) {
-        None => (
-            StatusCode::OK,
-            Json(json!({ "message": "Service is ready" })),
-        )
-            .into_response(),
-        Some(m) => unavailable(m),
+    let c = Condition::of(&s);
+    match &c {
+        Condition::Idle | Condition::Serving => message(StatusCode::OK, c.describe()),
+        Condition::Abnormal(_) => message(StatusCode::INTERNAL_SERVER_ERROR, c.describe()),
+        Condition::Busy | Condition::Init(_) | Condition::Stopping => {
+            message(StatusCode::SERVICE_UNAVAILABLE, c.describe())
+        }
     }
 }

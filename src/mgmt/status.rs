@@ -1,6 +1,8 @@
 //! `/v1/config` (what MindIE's Controller reads) and `/v1/status`, `/v2/status` (role and
-//! resources), with the shapes of SPEC §2.
+//! resources), with the shapes of SPEC §2. The role is `RoleReady` only while the engine's
+//! [`Condition`] serves requests (a stuck engine is `RoleUnknown`).
 
+use super::condition::Condition;
 use super::MgmtState;
 use axum::extract::State;
 use axum::Json;
@@ -23,7 +25,7 @@ pub async fn config_view(State(s): State<MgmtState>) -> Json<Value> {
 }
 
 fn role(s: &MgmtState) -> (&'static str, &'static str) {
-    let ready = s.engine.status().ready && !s.life.is_stopping();
+    let ready = Condition::of(s).serving();
     // Standard (non-PD) instances have no PD role.
     (if ready { "RoleReady" } else { "RoleUnknown" }, "none")
 }
@@ -42,10 +44,12 @@ fn resource(s: &MgmtState, v2: bool) -> Value {
         "totalCpuBlockNums": st.total_cpu_blocks,
     });
     if v2 {
+        // One data-parallel instance (this one, dp rank 0): totals and maximum are its own.
+        // MindIE serialises its `map<dp rank, remaining blocks>` as `[[rank, blocks], ...]`.
         r["totalAvailNpuSlotsNum"] = json!(st.free_slots);
         r["totalAvailNpuBlockNum"] = json!(st.free_npu_blocks);
         r["maxAvailNpuBlockNum"] = json!(st.free_npu_blocks);
-        r["dpInstMap"] = json!({});
+        r["dpInstMap"] = json!([[0, st.free_npu_blocks]]);
     }
     r
 }
