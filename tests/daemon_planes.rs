@@ -198,6 +198,17 @@ async fn one_server_hosts_both_when_ip_port_equal() {
     assert_eq!(get(home.business(), "/v1/config").await.status, 200);
     assert_eq!(get(home.business(), "/v2/health/live").await.status, 200);
     assert_eq!(get(home.business(), "/v1/models").await.status, 200);
+    // Business and management routes under the same /v2/models/{model} prefix coexist.
+    for path in [
+        "/v2/models/mock-model/ready",
+        "/v2/models/mock-model/getSlotCount",
+        "/v2/models/mock-model/config",
+        "/v2/models/mock-model",
+        "/v2",
+        "/info",
+    ] {
+        assert_eq!(get(home.business(), path).await.status, 200, "{path}");
+    }
 }
 
 #[tokio::test]

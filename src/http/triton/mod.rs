@@ -1,7 +1,7 @@
 //! Triton-style routes (SPEC §1): server and model metadata (`GET /v2`,
-//! `/v2/models/{m}`, `/v2/models/{m}/config`), text generation (`POST
-//! /v2/models/{m}/generate` and `/generate_stream`), token inference on UINT32 tensors
-//! (`POST /v2/models/{m}/infer`) and cancel by id (`POST /v2/models/{m}/stopInfer`). `{m}`
+//! `/v2/models/{model}`, `/v2/models/{model}/config`), text generation (`POST
+//! /v2/models/{model}/generate` and `/generate_stream`), token inference on UINT32 tensors
+//! (`POST /v2/models/{model}/infer`) and cancel by id (`POST /v2/models/{model}/stopInfer`). `{m}`
 //! must be the served model (else 404 `Model {m} not found.`).
 
 mod generate;
@@ -32,15 +32,15 @@ pub struct Triton {
 pub fn router(state: Triton) -> Router {
     Router::new()
         .route("/v2", get(server_meta))
-        .route("/v2/models/{m}", get(model_meta))
-        .route("/v2/models/{m}/config", get(model_config))
-        .route("/v2/models/{m}/generate", post(generate::generate))
+        .route("/v2/models/{model}", get(model_meta))
+        .route("/v2/models/{model}/config", get(model_config))
+        .route("/v2/models/{model}/generate", post(generate::generate))
         .route(
-            "/v2/models/{m}/generate_stream",
+            "/v2/models/{model}/generate_stream",
             post(generate::generate_stream),
         )
-        .route("/v2/models/{m}/infer", post(infer::infer))
-        .route("/v2/models/{m}/stopInfer", post(stop_infer))
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route("/v2/models/{model}/stopInfer", post(stop_infer))
         .with_state(state)
 }
 
