@@ -155,3 +155,294 @@ pub fn attend_one(
         _ => kernels::attend_one::<false>(a, out, scratch),
     }
 }
+
+/// Weight rows × activation rows of one GEMM panel for the AVX-512 kernels (see
+/// [`kernels::gemm`] for the packed activation layout and the driver).
+pub struct GemmPanel<'a, W> {
+    /// Activations packed by [`kernels::gemm::pack`] (`m` rows, `k` columns).
+    pub xp: &'a [f32],
+    pub m: usize,
+    pub k: usize,
+    /// Consecutive weight rows, `rows × k`, bf16 bits (`u16`) or f32.
+    pub w: &'a [W],
+    /// Output, transposed: `rows × m`.
+    pub out_t: &'a mut [f32],
+}
+
+/// Runs one panel with the AVX-512 bf16-weight kernel; `false` (nothing done) when `level` has
+/// no such kernel.
+pub fn gemm_panel_bf16(level: SimdLevel, p: GemmPanel<'_, u16>) -> bool {
+    gemm_panel::<u16, true>(level, p)
+}
+
+/// Runs one panel with the AVX-512 f32-weight kernel; `false` when `level` has none.
+pub fn gemm_panel_f32(level: SimdLevel, p: GemmPanel<'_, f32>) -> bool {
+    gemm_panel::<f32, false>(level, p)
+}
+
+fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {
+    debug_assert_eq!(std::mem::size_of::<W>(), if BF16 { 2 } else { 4 });
+    if level != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let rows = p.w.len() / p.k;
+    assert_eq!(p.w.len(), rows * p.k, "weight panel is not whole rows");
+    assert_eq!(p.out_t.len(), rows * p.m, "output is not rows × m");
+    assert!(
+        p.xp.len() >= kernels::gemm::packed_len(p.m, p.k),
+        "packed x too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `level` is Avx512 only when `simd_level` detected avx512f/bw/vl and fma. The
+        // asserts above establish the bounds `x86::panel` relies on: `w` holds `rows × k`
+        // elements of `size_of::<W>()` bytes, `out_t` holds `rows × m` floats, and `xp` holds
+        // the whole packed layout of `m × k`.
+        unsafe {
+            x86::panel::<BF16>(
+                p.xp.as_ptr(),
+                p.m,
+                p.k,
+                p.w.as_ptr().cast::<u8>(),
+                rows,
+                p.out_t.as_mut_ptr(),
+            );
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The AVX-512 GEMM micro-kernels. Weights are read in their stored format and widened in
+/// registers: a 64-byte load of 32 bf16 holds, per 32-bit lane, an even element in the low
+/// half and an odd one in the high half, so `lane << 16` and `lane & 0xffff0000` are exact
+/// f32 values of the even and odd elements. Activations are packed to match (even/odd split for
+/// bf16, plain for f32), and each (weight row, activation row) pair accumulates in one zmm.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::kernels::gemm::{CHUNK, TILE_M};
+
+    /// Activation rows blocked together so their packed chunk stays in L2 across weight rows.
+    const BLOCK_M: usize = 64;
+
+    /// Loads the weights `[at, at + min(n, 32))` of one row as (even, odd) or (first 16, next
+    /// 16) f32 vectors, zero beyond `n`.
+    ///
+    /// # Safety
+    /// `p` points at element `at` of a row with at least `min(n, 32)` readable elements.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn load_w<const BF16: bool>(p: *const u8, n: usize) -> (__m512, __m512) {
+        if BF16 {
+            // SAFETY: the caller guarantees `min(n, 32)` readable u16 at `p`; masked lanes are
+            // not accessed (AVX-512 masked loads suppress faults).
+            let v = unsafe {
+                if n >= CHUNK {
+                    _mm512_loadu_si512(p.cast())
+                } else {
+                    _mm512_maskz_loadu_epi16((1u32 << n) - 1, p.cast())
+                }
+            };
+            let hi = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+            (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+                _mm512_castsi512_ps(_mm512_and_si512(v, hi)),
+            )
+        } else {
+            let p = p.cast::<f32>();
+            // SAFETY: as above, for f32 elements; masked lanes are not accessed.
+            unsafe {
+                if n >= CHUNK {
+                    (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+                } else {
+                    let lo = (1u32 << n.min(16)) - 1;
+                    let hi = (1u32 << n.saturating_sub(16)) - 1;
+                    (
+                        _mm512_maskz_loadu_ps(lo as u16, p),
+                        _mm512_maskz_loadu_ps(hi as u16, p.add(16)),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Accumulates chunk `c` (`n` elements, at most `CHUNK`) of `R` weight rows against `MT`
+    /// packed activation rows.
+    ///
+    /// # Safety
+    /// As for [`tile`]; chunk `c` starts inside the rows and has `n` elements in them.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn step<const BF16: bool, const R: usize, const MT: usize>(
+        acc: &mut [[__m512; MT]; R],
+        xp: *const f32,
+        w: *const u8,
+        ldw: usize,
+        c: usize,
+        n: usize,
+    ) {
+        let es = if BF16 { 2 } else { 4 };
+        let mut we = [_mm512_setzero_ps(); R];
+        let mut wo = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            // SAFETY: row `r` has `c * CHUNK + n` elements or more, `ldw` bytes after row 0.
+            (we[r], wo[r]) = unsafe { load_w::<BF16>(w.add(r * ldw + c * CHUNK * es), n) };
+        }
+        // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` floats inside it.
+        let xc = unsafe { xp.add(c * MT * CHUNK) };
+        for i in 0..MT {
+            // SAFETY: row `i` of the chunk is `CHUNK` floats at `i * CHUNK`.
+            let (xe, xo) = unsafe {
+                (
+                    _mm512_loadu_ps(xc.add(i * CHUNK)),
+                    _mm512_loadu_ps(xc.add(i * CHUNK + 16)),
+                )
+            };
+            for r in 0..R {
+                acc[r][i] = _mm512_fmadd_ps(we[r], xe, acc[r][i]);
+                acc[r][i] = _mm512_fmadd_ps(wo[r], xo, acc[r][i]);
+            }
+        }
+    }
+
+    /// `out[r * ldo + i] = Σ_t w_r[t] · x_i[t]` for `R` weight rows and one packed tile of `MT`
+    /// activation rows.
+    ///
+    /// # Safety
+    /// `xp` points at a packed tile of `MT` rows (`k.div_ceil(CHUNK)` chunks of
+    /// `MT × CHUNK` floats); `w` at `R` rows of `k` elements `ldw` bytes apart; `out` at `R`
+    /// rows of `MT` writable floats `ldo` floats apart.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn tile<const BF16: bool, const R: usize, const MT: usize>(
+        xp: *const f32,
+        k: usize,
+        w: *const u8,
+        ldw: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let full = k / CHUNK;
+        let mut acc = [[_mm512_setzero_ps(); MT]; R];
+        for c in 0..full {
+            // SAFETY: forwarded contract; chunk `c` is whole.
+            unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, c, CHUNK) };
+        }
+        if full * CHUNK < k {
+            // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
+            unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, full, k - full * CHUNK) };
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (i, a) in row.iter().enumerate() {
+                // SAFETY: the caller guarantees `R` output rows of `MT` floats, `ldo` apart.
+                unsafe { *out.add(r * ldo + i) = _mm512_reduce_add_ps(*a) };
+            }
+        }
+    }
+
+    /// All activation rows against `rows` weight rows: blocks of `BLOCK_M` activation rows,
+    /// within a block groups of 4 weight rows (1 at the end) against each packed tile.
+    ///
+    /// # Safety
+    /// `xp` holds the packed layout of `m × k`, `w` `rows × k` weights (bf16 when
+    /// `BF16`, else f32), `out_t` `rows × m` writable floats.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    pub unsafe fn panel<const BF16: bool>(
+        xp: *const f32,
+        m: usize,
+        k: usize,
+        w: *const u8,
+        rows: usize,
+        out_t: *mut f32,
+    ) {
+        let ldw = k * if BF16 { 2 } else { 4 };
+        let tile_len = k.div_ceil(CHUNK) * TILE_M * CHUNK;
+        for mb in (0..m).step_by(BLOCK_M) {
+            let mend = (mb + BLOCK_M).min(m);
+            let mut j = 0;
+            while j < rows {
+                let r = if rows - j >= 4 { 4 } else { 1 };
+                for t0 in (mb..mend).step_by(TILE_M) {
+                    let mt = (m - t0).min(TILE_M);
+                    // SAFETY (all calls below): tile `t0 / TILE_M` starts at
+                    // `(t0 / TILE_M) * tile_len` inside `xp` and holds `mt` packed rows; weight
+                    // rows `j .. j + r` and output rows `j .. j + r` (columns `t0 .. t0 + mt`)
+                    // lie inside `w` and `out_t` by the function's contract.
+                    unsafe {
+                        let x = xp.add(t0 / TILE_M * tile_len);
+                        let wj = w.add(j * ldw);
+                        let o = out_t.add(j * m + t0);
+                        dispatch::<BF16>(r, mt, x, k, wj, ldw, o, m);
+                    }
+                }
+                j += r;
+            }
+        }
+    }
+
+    /// Picks the register tile for `r` (4 or 1) weight rows × `mt` (1..=8) activation rows:
+    /// 4 × mt up to 4 rows, two 2 × mt halves above (at most 16 accumulators + 4–8 widened
+    /// weight vectors live, within the 32 zmm registers).
+    ///
+    /// # Safety
+    /// As for [`tile`] with `R = r`, `MT = mt`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn dispatch<const BF16: bool>(
+        r: usize,
+        mt: usize,
+        x: *const f32,
+        k: usize,
+        w: *const u8,
+        ldw: usize,
+        o: *mut f32,
+        ldo: usize,
+    ) {
+        macro_rules! four {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract.
+                unsafe { tile::<BF16, 4, $mt>(x, k, w, ldw, o, ldo) }
+            };
+        }
+        macro_rules! two_twos {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract; the second half starts 2 rows further.
+                unsafe {
+                    tile::<BF16, 2, $mt>(x, k, w, ldw, o, ldo);
+                    tile::<BF16, 2, $mt>(x, k, w.add(2 * ldw), ldw, o.add(2 * ldo), ldo);
+                }
+            };
+        }
+        macro_rules! one {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract.
+                unsafe { tile::<BF16, 1, $mt>(x, k, w, ldw, o, ldo) }
+            };
+        }
+        match (r, mt) {
+            (4, 1) => four!(1),
+            (4, 2) => four!(2),
+            (4, 3) => four!(3),
+            (4, 4) => four!(4),
+            (4, 5) => two_twos!(5),
+            (4, 6) => two_twos!(6),
+            (4, 7) => two_twos!(7),
+            (4, 8) => two_twos!(8),
+            (_, 1) => one!(1),
+            (_, 2) => one!(2),
+            (_, 3) => one!(3),
+            (_, 4) => one!(4),
+            (_, 5) => one!(5),
+            (_, 6) => one!(6),
+            (_, 7) => one!(7),
+            _ => one!(8),
+        }
+    }
+}

@@ -1,10 +1,12 @@
 //! Linear layers over all packed tokens: `y = x · Wᵀ (+ b)` with one pass over the weight,
-//! split into row panels across the thread pool.
+//! split into row panels across the thread pool. With AVX-512, bf16 and f32 weights go through
+//! the intrinsic kernels in `ffi` over activations packed once per matmul (`kernels::gemm`);
+//! otherwise (and for f16) through the portable kernels in `kernels::matmul`.
 
 use rayon::prelude::*;
 
-use super::ffi::{self, SimdLevel};
-use super::kernels::{Bf16, Fmt, PanelArgs, F16, F32};
+use super::ffi::{self, GemmPanel, Pod, SimdLevel};
+use super::kernels::{gemm, Bf16, Fmt, PanelArgs, F16, F32};
 use super::weights::{Matrix, WeightData};
 
 /// Below this many multiply-adds a matmul runs on the calling thread.
@@ -33,7 +35,28 @@ impl Linear {
 /// `out[m × w.rows] = x[m × w.cols] · wᵀ`.
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
+    let fast = level == SimdLevel::Avx512 && m > 0 && n > 0 && k > 0;
     match &w.data {
+        WeightData::F32(b) if fast => run_packed(
+            level,
+            x,
+            m,
+            k,
+            b.as_slice(),
+            out,
+            false,
+            ffi::gemm_panel_f32,
+        ),
+        WeightData::Bf16(b) if fast => run_packed(
+            level,
+            x,
+            m,
+            k,
+            b.as_slice(),
+            out,
+            true,
+            ffi::gemm_panel_bf16,
+        ),
         WeightData::F32(b) => run::<F32>(level, x, m, k, n, b.as_slice(), out),
         WeightData::Bf16(b) => run::<Bf16>(level, x, m, k, n, b.as_slice(), out),
         WeightData::F16(b) => run::<F16>(level, x, m, k, n, b.as_slice(), out),
@@ -61,6 +84,60 @@ fn run<F: Fmt>(
     for (j, col) in out_t.chunks_exact(m).enumerate() {
         for (i, v) in col.iter().enumerate() {
             out[i * n + j] = *v;
+        }
+    }
+}
+
+type PanelFn<W> = fn(SimdLevel, GemmPanel<'_, W>) -> bool;
+
+/// The intrinsic-kernel path: pack `x` once, then weight-row panels in parallel.
+#[allow(clippy::too_many_arguments)]
+fn run_packed<W: Pod>(
+    level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    out: &mut [f32],
+    bf16: bool,
+    kernel: PanelFn<W>,
+) {
+    let n = out.len() / m;
+    let mut xp = Vec::new();
+    gemm::pack(x, m, k, bf16, &mut xp);
+    let mut transposed = Vec::new();
+    let out_t: &mut [f32] = if m == 1 {
+        out
+    } else {
+        transposed.resize(n * m, 0.0);
+        &mut transposed
+    };
+    let panel = |w: &[W], o: &mut [f32]| {
+        let p = GemmPanel {
+            xp: &xp,
+            m,
+            k,
+            w,
+            out_t: o,
+        };
+        assert!(kernel(level, p), "no {level:?} kernel");
+    };
+    let threads = rayon::current_num_threads().max(1);
+    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
+        panel(&w[..n * k], out_t);
+    } else {
+        // A few panels per thread for balance, each a multiple of the 4-row register tile.
+        let rows = n.div_ceil(threads * 4).next_multiple_of(4).max(4);
+        out_t
+            .par_chunks_mut(rows * m)
+            .zip(w[..n * k].par_chunks(rows * k))
+            .for_each(|(o, wp)| panel(wp, o));
+    }
+    if m > 1 {
+        for (j, col) in transposed.chunks_exact(m).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                out[i * n + j] = *v;
+            }
         }
     }
 }
@@ -136,6 +213,7 @@ mod tests {
             (3, 9, 16),
             (5, 13, 40),
             (17, 70, 130),
+            (70, 9, 64),
         ] {
             let x: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)

@@ -3,10 +3,12 @@
 //! weights are read in their stored format ([`Fmt`]) and widened in registers.
 //!
 //! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight.
+//! - [`gemm`]: the activation layout of the AVX-512 GEMM kernels in `ffi`.
 //! - [`attend`]: one query head against a paged context (scores, softmax, weighted values).
 //! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
 
 mod attend;
+pub mod gemm;
 mod matmul;
 
 pub use attend::{attend_one, AttendArgs};
