@@ -9,7 +9,8 @@
 //! at `target/bench-models/qwen2-0.5b-bf16/` so the daemon can serve it; it is generated from a
 //! fixed seed, so reruns reuse (or recreate) the same bytes.
 //!
-//! `cargo bench --bench decode` (add `-- quick` for the kernel parts only). Env: `BENCH_DIR`
+//! `cargo bench --bench decode` (add `-- quick` for the kernel parts only, `-- model` to skip
+//! the kernel part). Env: `BENCH_DIR`
 //! (the model folder), `BENCH_THREADS`, `BENCH_JSON` (also write the summary there as JSON).
 
 use std::io::Write;
@@ -78,23 +79,33 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     };
     // Several copies so the weights come from memory, not cache.
     let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
-    for m in [1usize, 4, 16] {
+    // Cold: weights stream from DRAM (64 copies cycle). Hot: one copy, cache-resident panels,
+    // so the kernel's arithmetic rate shows.
+    for (m, hot) in [
+        (1usize, false),
+        (4, false),
+        (16, false),
+        (16, true),
+        (128, true),
+    ] {
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
         let mut out = vec![0f32; m * n];
-        let iters = 3;
+        let set = if hot { &copies[..1] } else { &copies[..] };
+        let iters = if hot { 64 * 3 / m.max(16) * 4 } else { 3 };
         let t = Instant::now();
         pool.install(|| {
             for _ in 0..iters {
-                for c in &copies {
+                for c in set {
                     matmul(simd_level(), &x, m, c, &mut out);
                 }
             }
         });
-        let secs = t.elapsed().as_secs_f64() / (iters * copies.len()) as f64;
+        let secs = t.elapsed().as_secs_f64() / (iters * set.len()) as f64;
         let gbs = (n * k * 2) as f64 / secs / 1e9;
         let gflops = (2 * m * n * k) as f64 / secs / 1e9;
         println!(
-            "gemv bf16 {n}x{k}, M={m:2}: {:7.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s",
+            "gemm bf16 {n}x{k}, M={m:3} {}: {:8.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s",
+            if hot { "hot " } else { "cold" },
             secs * 1e6,
             gbs / bw * 100.0
         );
@@ -374,7 +385,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("threads {}, kernels {:?}", threads(), simd_level());
     let bw = read_bandwidth(&pool);
     println!("read bandwidth: {bw:.1} GB/s");
-    gemv_bench(&pool, bw);
+    if !std::env::args().any(|a| a == "model") {
+        gemv_bench(&pool, bw);
+    }
     if quick {
         return Ok(());
     }

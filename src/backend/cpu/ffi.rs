@@ -228,8 +228,8 @@ mod x86 {
 
     use super::kernels::gemm::{CHUNK, TILE_M};
 
-    /// Activation rows blocked together so their packed chunk stays in L2 across weight rows.
-    const BLOCK_M: usize = 64;
+    /// How many weight rows ahead of the current ones to prefetch (two 4-row groups).
+    const PREFETCH_ROWS: usize = 8;
 
     /// Loads the weights `[at, at + min(n, 32))` of one row as (even, odd) or (first 16, next
     /// 16) f32 vectors, zero beyond `n`.
@@ -293,6 +293,15 @@ mod x86 {
         for r in 0..R {
             // SAFETY: row `r` has `c * CHUNK + n` elements or more, `ldw` bytes after row 0.
             (we[r], wo[r]) = unsafe { load_w::<BF16>(w.add(r * ldw + c * CHUNK * es), n) };
+            // The same chunk `PREFETCH_ROWS` rows on, so it is in cache when its turn comes
+            // (the hardware prefetcher does not follow a dozen short row streams well). The
+            // address may lie past the panel: it is computed with wrapping arithmetic and a
+            // prefetch never faults or reads anything architecturally.
+            let ahead = w.wrapping_add((r + PREFETCH_ROWS) * ldw + c * CHUNK * es);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            if !BF16 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            }
         }
         // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` floats inside it.
         let xc = unsafe { xp.add(c * MT * CHUNK) };
@@ -346,8 +355,9 @@ mod x86 {
         }
     }
 
-    /// All activation rows against `rows` weight rows: blocks of `BLOCK_M` activation rows,
-    /// within a block groups of 4 weight rows (1 at the end) against each packed tile.
+    /// All activation rows against `rows` weight rows: tile by tile of packed activations (the
+    /// tile stays in L1), groups of 4 weight rows (1 at the end) streamed against it. The
+    /// driver keeps panels small enough that the weights stay in L2 from one tile to the next.
     ///
     /// # Safety
     /// `xp` holds the packed layout of `m × k`, `w` `rows × k` weights (bf16 when
@@ -363,23 +373,20 @@ mod x86 {
     ) {
         let ldw = k * if BF16 { 2 } else { 4 };
         let tile_len = k.div_ceil(CHUNK) * TILE_M * CHUNK;
-        for mb in (0..m).step_by(BLOCK_M) {
-            let mend = (mb + BLOCK_M).min(m);
+        for t0 in (0..m).step_by(TILE_M) {
+            let mt = (m - t0).min(TILE_M);
             let mut j = 0;
             while j < rows {
                 let r = if rows - j >= 4 { 4 } else { 1 };
-                for t0 in (mb..mend).step_by(TILE_M) {
-                    let mt = (m - t0).min(TILE_M);
-                    // SAFETY (all calls below): tile `t0 / TILE_M` starts at
-                    // `(t0 / TILE_M) * tile_len` inside `xp` and holds `mt` packed rows; weight
-                    // rows `j .. j + r` and output rows `j .. j + r` (columns `t0 .. t0 + mt`)
-                    // lie inside `w` and `out_t` by the function's contract.
-                    unsafe {
-                        let x = xp.add(t0 / TILE_M * tile_len);
-                        let wj = w.add(j * ldw);
-                        let o = out_t.add(j * m + t0);
-                        dispatch::<BF16>(r, mt, x, k, wj, ldw, o, m);
-                    }
+                // SAFETY: tile `t0 / TILE_M` starts at `(t0 / TILE_M) * tile_len` inside `xp`
+                // and holds `mt` packed rows; weight rows `j .. j + r` and output rows
+                // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside `w` and `out_t` by the
+                // function's contract.
+                unsafe {
+                    let x = xp.add(t0 / TILE_M * tile_len);
+                    let wj = w.add(j * ldw);
+                    let o = out_t.add(j * m + t0);
+                    dispatch::<BF16>(r, mt, x, k, wj, ldw, o, m);
                 }
                 j += r;
             }

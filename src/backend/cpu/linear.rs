@@ -12,6 +12,9 @@ use super::weights::{Matrix, WeightData};
 /// Below this many multiply-adds a matmul runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 15;
 
+/// Weight bytes of one panel when activation tiles re-read it (half a 2 MiB L2).
+const PANEL_L2_BYTES: usize = 1 << 20;
+
 /// A projection: weight `[out, in]` in its stored dtype, optional f32 bias.
 pub struct Linear {
     pub w: Matrix,
@@ -126,8 +129,13 @@ fn run_packed<W: Pod>(
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
         panel(&w[..n * k], out_t);
     } else {
-        // A few panels per thread for balance, each a multiple of the 4-row register tile.
-        let rows = n.div_ceil(threads * 4).next_multiple_of(4).max(4);
+        // A few panels per thread for balance, each a multiple of the 4-row register tile and,
+        // with several activation tiles, small enough to stay in L2 between them.
+        let mut rows = n.div_ceil(threads * 4).next_multiple_of(4).max(4);
+        if m > gemm::TILE_M {
+            let cap = (PANEL_L2_BYTES / (k * std::mem::size_of::<W>())).max(4) / 4 * 4;
+            rows = rows.min(cap);
+        }
         out_t
             .par_chunks_mut(rows * m)
             .zip(w[..n * k].par_chunks(rows * k))
