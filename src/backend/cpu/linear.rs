@@ -24,42 +24,77 @@ pub struct Linear {
 impl Linear {
     /// `out[m × out_features] = x[m × in_features] · Wᵀ + b`.
     pub fn forward(&self, level: SimdLevel, x: &[f32], m: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(m * self.w.rows, 0.0);
-        matmul(level, x, m, &self.w, out);
-        if let Some(b) = &self.bias {
-            for row in out.chunks_exact_mut(self.w.rows) {
-                super::kernels::add_in_place(row, b);
+        Self::forward_many(level, x, m, &[self], &mut [out]);
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up) in one parallel pass: the
+    /// activations are packed once and the panels of all weights share the pool.
+    pub fn forward_many(
+        level: SimdLevel,
+        x: &[f32],
+        m: usize,
+        layers: &[&Linear],
+        outs: &mut [&mut Vec<f32>],
+    ) {
+        for (l, out) in layers.iter().zip(outs.iter_mut()) {
+            out.clear();
+            out.resize(m * l.w.rows, 0.0);
+        }
+        let mats: Vec<&Matrix> = layers.iter().map(|l| &l.w).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        matmul_many(level, x, m, &mats, &mut slices);
+        for (l, out) in layers.iter().zip(outs.iter_mut()) {
+            if let Some(b) = &l.bias {
+                for row in out.chunks_exact_mut(l.w.rows) {
+                    super::kernels::add_in_place(row, b);
+                }
             }
         }
+    }
+}
+
+/// `outs[i][m × ws[i].rows] = x[m × k] · ws[i]ᵀ` for weights sharing `k` columns.
+pub fn matmul_many(level: SimdLevel, x: &[f32], m: usize, ws: &[&Matrix], outs: &mut [&mut [f32]]) {
+    let k = ws.first().map_or(0, |w| w.cols);
+    let fast = level == SimdLevel::Avx512
+        && m > 0
+        && k > 0
+        && ws.iter().all(|w| w.cols == k && w.rows > 0);
+    if fast {
+        let bf16: Option<Vec<&[u16]>> = ws
+            .iter()
+            .map(|w| match &w.data {
+                WeightData::Bf16(b) => Some(b.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if let Some(b) = bf16 {
+            return run_packed(level, x, m, k, &b, outs, true, ffi::gemm_panel_bf16);
+        }
+        let f32s: Option<Vec<&[f32]>> = ws
+            .iter()
+            .map(|w| match &w.data {
+                WeightData::F32(b) => Some(b.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if let Some(f) = f32s {
+            return run_packed(level, x, m, k, &f, outs, false, ffi::gemm_panel_f32);
+        }
+    }
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        matmul(level, x, m, w, out);
     }
 }
 
 /// `out[m × w.rows] = x[m × w.cols] · wᵀ`.
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
-    let fast = level == SimdLevel::Avx512 && m > 0 && n > 0 && k > 0;
+    let kernel_dtype = matches!(w.data, WeightData::F32(_) | WeightData::Bf16(_));
+    if level == SimdLevel::Avx512 && kernel_dtype && m > 0 && n > 0 && k > 0 {
+        return matmul_many(level, x, m, &[w], &mut [out]);
+    }
     match &w.data {
-        WeightData::F32(b) if fast => run_packed(
-            level,
-            x,
-            m,
-            k,
-            b.as_slice(),
-            out,
-            false,
-            ffi::gemm_panel_f32,
-        ),
-        WeightData::Bf16(b) if fast => run_packed(
-            level,
-            x,
-            m,
-            k,
-            b.as_slice(),
-            out,
-            true,
-            ffi::gemm_panel_bf16,
-        ),
         WeightData::F32(b) => run::<F32>(level, x, m, k, n, b.as_slice(), out),
         WeightData::Bf16(b) => run::<Bf16>(level, x, m, k, n, b.as_slice(), out),
         WeightData::F16(b) => run::<F16>(level, x, m, k, n, b.as_slice(), out),
@@ -93,29 +128,50 @@ fn run<F: Fmt>(
 
 type PanelFn<W> = fn(SimdLevel, GemmPanel<'_, W>) -> bool;
 
-/// The intrinsic-kernel path: pack `x` once, then weight-row panels in parallel.
+/// The intrinsic-kernel path: pack `x` once, then the weight-row panels of all `ws` in
+/// parallel; `outs[i]` is `m × ws[i].len() / k`.
 #[allow(clippy::too_many_arguments)]
 fn run_packed<W: Pod>(
     level: SimdLevel,
     x: &[f32],
     m: usize,
     k: usize,
-    w: &[W],
-    out: &mut [f32],
+    ws: &[&[W]],
+    outs: &mut [&mut [f32]],
     bf16: bool,
     kernel: PanelFn<W>,
 ) {
-    let n = out.len() / m;
     let mut xp = Vec::new();
     gemm::pack(x, m, k, bf16, &mut xp);
-    let mut transposed = Vec::new();
-    let out_t: &mut [f32] = if m == 1 {
-        out
+    let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = m * total_n * k >= PARALLEL_MIN_MACS && threads > 1;
+    // A few panels per thread for balance, each a multiple of the 4-row register tile and,
+    // with several activation tiles, small enough to stay in L2 between them.
+    let mut rows = total_n.div_ceil(threads * 4).next_multiple_of(4).max(4);
+    if m > gemm::TILE_M {
+        let cap = (PANEL_L2_BYTES / (k * std::mem::size_of::<W>())).max(4) / 4 * 4;
+        rows = rows.min(cap);
+    }
+    if !parallel {
+        rows = total_n;
+    }
+    // Outputs transposed (`n × m`); with one row that is the output itself.
+    let mut transposed: Vec<Vec<f32>> = Vec::new();
+    if m > 1 {
+        transposed = ws.iter().map(|w| vec![0f32; w.len() / k * m]).collect();
+    }
+    let mut tasks: Vec<(&[W], &mut [f32])> = Vec::new();
+    if m > 1 {
+        for (w, o) in ws.iter().zip(transposed.iter_mut()) {
+            tasks.extend(w.chunks(rows * k).zip(o.chunks_mut(rows * m)));
+        }
     } else {
-        transposed.resize(n * m, 0.0);
-        &mut transposed
-    };
-    let panel = |w: &[W], o: &mut [f32]| {
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            tasks.extend(w.chunks(rows * k).zip(o.chunks_mut(rows)));
+        }
+    }
+    let panel = |(w, o): (&[W], &mut [f32])| {
         let p = GemmPanel {
             xp: &xp,
             m,
@@ -125,24 +181,14 @@ fn run_packed<W: Pod>(
         };
         assert!(kernel(level, p), "no {level:?} kernel");
     };
-    let threads = rayon::current_num_threads().max(1);
-    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
-        panel(&w[..n * k], out_t);
+    if parallel {
+        tasks.into_par_iter().for_each(panel);
     } else {
-        // A few panels per thread for balance, each a multiple of the 4-row register tile and,
-        // with several activation tiles, small enough to stay in L2 between them.
-        let mut rows = n.div_ceil(threads * 4).next_multiple_of(4).max(4);
-        if m > gemm::TILE_M {
-            let cap = (PANEL_L2_BYTES / (k * std::mem::size_of::<W>())).max(4) / 4 * 4;
-            rows = rows.min(cap);
-        }
-        out_t
-            .par_chunks_mut(rows * m)
-            .zip(w[..n * k].par_chunks(rows * k))
-            .for_each(|(o, wp)| panel(wp, o));
+        tasks.into_iter().for_each(panel);
     }
-    if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
+    for (t, out) in transposed.iter().zip(outs.iter_mut()) {
+        let n = t.len() / m;
+        for (j, col) in t.chunks_exact(m).enumerate() {
             for (i, v) in col.iter().enumerate() {
                 out[i * n + j] = *v;
             }
