@@ -141,7 +141,8 @@ fn run_packed<W: Pod>(
     bf16: bool,
     kernel: PanelFn<W>,
 ) {
-    let mut xp = Vec::new();
+    // Buffers reused across calls on this thread (fresh large allocations page-fault).
+    let (mut xp, mut tr) = SCRATCH.with(|s| s.take());
     gemm::pack(x, m, k, bf16, &mut xp);
     let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
     let threads = rayon::current_num_threads().max(1);
@@ -156,14 +157,15 @@ fn run_packed<W: Pod>(
     if !parallel {
         rows = total_n;
     }
-    // Outputs transposed (`n × m`); with one row that is the output itself.
-    let mut transposed: Vec<Vec<f32>> = Vec::new();
-    if m > 1 {
-        transposed = ws.iter().map(|w| vec![0f32; w.len() / k * m]).collect();
-    }
+    // Outputs transposed (`n × m`, one after another in `tr`); with one row, the outputs.
     let mut tasks: Vec<(&[W], &mut [f32])> = Vec::new();
     if m > 1 {
-        for (w, o) in ws.iter().zip(transposed.iter_mut()) {
+        tr.clear();
+        tr.resize(total_n * m, 0.0);
+        let mut rest = tr.as_mut_slice();
+        for w in ws {
+            let (o, r) = rest.split_at_mut(w.len() / k * m);
+            rest = r;
             tasks.extend(w.chunks(rows * k).zip(o.chunks_mut(rows * m)));
         }
     } else {
@@ -186,11 +188,31 @@ fn run_packed<W: Pod>(
     } else {
         tasks.into_iter().for_each(panel);
     }
-    for (t, out) in transposed.iter().zip(outs.iter_mut()) {
-        let n = t.len() / m;
-        for (j, col) in t.chunks_exact(m).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                out[i * n + j] = *v;
+    if m > 1 {
+        let mut rest = tr.as_slice();
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            let (t, r) = rest.split_at(w.len() / k * m);
+            rest = r;
+            transpose_into(t, m, out);
+        }
+    }
+    SCRATCH.with(|s| s.replace((xp, tr)));
+}
+
+thread_local! {
+    /// Packed activations and transposed outputs of the last matmul on this thread.
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// `out[i][j] = t[j][i]` for `t` of `n × m`, in blocks of 16 columns so both sides stay in
+/// few cache lines.
+fn transpose_into(t: &[f32], m: usize, out: &mut [f32]) {
+    let n = t.len() / m;
+    for j0 in (0..n).step_by(16) {
+        let j1 = (j0 + 16).min(n);
+        for i in 0..m {
+            for (j, o) in (j0..j1).zip(&mut out[i * n + j0..i * n + j1]) {
+                *o = t[j * m + i];
             }
         }
     }
