@@ -232,7 +232,7 @@ fn synthetic_model(dir: &Path, vocab: usize) -> Result<u64, Box<dyn std::error::
         offset += bytes;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let total = (8 + h.len() + offset) as u64;

@@ -154,7 +154,7 @@ fn run_packed<W: Pod>(
         let cap = (PANEL_L2_BYTES / (k * std::mem::size_of::<W>())).max(4) / 4 * 4;
         rows = rows.min(cap);
     }
-    if !parallel {
+    if !parallel && m <= gemm::TILE_M {
         rows = total_n;
     }
     // Outputs transposed (`n × m`, one after another in `tr`); with one row, the outputs.
