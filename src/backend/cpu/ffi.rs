@@ -83,7 +83,18 @@ pub enum SimdLevel {
     Portable,
 }
 
+/// The best level this CPU supports, capped by `MINDIE_CPU_KERNELS` (`portable`, `avx2`) when
+/// set, so the fallback kernels can be exercised (parity tests, comparisons) on any machine.
 pub fn simd_level() -> SimdLevel {
+    let detected = detected_level();
+    match std::env::var("MINDIE_CPU_KERNELS").as_deref() {
+        Ok("portable") => SimdLevel::Portable,
+        Ok("avx2") if detected != SimdLevel::Portable => SimdLevel::Avx2,
+        _ => detected,
+    }
+}
+
+fn detected_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
