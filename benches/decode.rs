@@ -121,6 +121,38 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     }
 }
 
+/// The kernel's arithmetic rate on an L2-resident weight (512 × 896 bf16), one thread.
+fn kernel_peak_bench(bw: f64) {
+    let (n, k, m) = (512, 896, 16);
+    let mut rng = Rng::new(11);
+    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
+    let mat = Matrix {
+        rows: n,
+        cols: k,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
+    };
+    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+    let mut out = vec![0f32; m * n];
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let iters = 2000;
+    let t = Instant::now();
+    one.install(|| {
+        for _ in 0..iters {
+            matmul(simd_level(), &x, m, &mat, &mut out);
+        }
+    });
+    let secs = t.elapsed().as_secs_f64() / iters as f64;
+    let _ = bw;
+    println!(
+        "gemm bf16 {n}x{k}, M={m:3} L2-resident, 1 thread: {:8.1} us  {:6.1} GFLOP/s",
+        secs * 1e6,
+        (2 * m * n * k) as f64 / secs / 1e9
+    );
+}
+
 fn clone_owned(m: &Matrix) -> Matrix {
     let data = match &m.data {
         WeightData::Bf16(b) => WeightData::Bf16(Buf::Owned(Arc::new(b.as_slice().to_vec()))),
@@ -396,6 +428,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("read bandwidth: {bw:.1} GB/s");
     if !std::env::args().any(|a| a == "model") {
         gemv_bench(&pool, bw);
+        kernel_peak_bench(bw);
     }
     if quick {
         return Ok(());

@@ -31,17 +31,43 @@ pub fn pack(x: &[f32], m: usize, k: usize, bf16: bool, out: &mut Vec<f32>) {
                 let dst = &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK];
                 if bf16 {
                     let (even, odd) = dst.split_at_mut(CHUNK / 2);
-                    for (j, v) in src.iter().enumerate() {
-                        if j % 2 == 0 {
-                            even[j / 2] = *v;
-                        } else {
-                            odd[j / 2] = *v;
-                        }
+                    let pairs = src.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        even[src.len() / 2] = *last;
+                    }
+                    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = p[0];
+                        *o = p[1];
                     }
                 } else {
                     dst[..src.len()].copy_from_slice(src);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_pack_splits_even_and_odd_columns_and_zero_pads() {
+        let (m, k) = (9, 35);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+        let mut p = Vec::new();
+        pack(&x, m, k, true, &mut p);
+        assert_eq!(p.len(), packed_len(m, k));
+        let tile_len = 2 * TILE_M * CHUNK;
+        // Row 0, chunk 0: even then odd columns.
+        assert_eq!(p[0..3], [0.0, 2.0, 4.0]);
+        assert_eq!(p[16..19], [1.0, 3.0, 5.0]);
+        // Row 0, chunk 1 (columns 32..35): 32, 34 even; 33 odd; zeros after.
+        let c1 = TILE_M * CHUNK;
+        assert_eq!(p[c1..c1 + 3], [32.0, 34.0, 0.0]);
+        assert_eq!(p[c1 + 16..c1 + 18], [33.0, 0.0]);
+        // Row 8 is alone in the second tile.
+        assert_eq!(p[tile_len], (8 * k) as f32);
+        assert_eq!(p[tile_len + CHUNK], (8 * k + 32) as f32);
     }
 }
