@@ -143,7 +143,7 @@ fn run_packed<W: Pod>(
 ) {
     // Buffers reused across calls on this thread (fresh large allocations page-fault).
     let (mut xp, mut tr) = SCRATCH.with(|s| s.take());
-    gemm::pack(x, m, k, bf16, &mut xp);
+    let packed = gemm::pack(x, m, k, bf16, &mut xp);
     let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
     let threads = rayon::current_num_threads().max(1);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && threads > 1;
@@ -175,7 +175,7 @@ fn run_packed<W: Pod>(
     }
     let panel = |(w, o): (&[W], &mut [f32])| {
         let p = GemmPanel {
-            xp: &xp,
+            xp: packed,
             m,
             k,
             w,

@@ -15,13 +15,18 @@ pub fn packed_len(m: usize, k: usize) -> usize {
     m.div_ceil(TILE_M) * k.div_ceil(CHUNK) * TILE_M * CHUNK
 }
 
-/// Packs `x` (`m × k`, row-major) for the kernel; `bf16` selects the even/odd split.
-pub fn pack(x: &[f32], m: usize, k: usize, bf16: bool, out: &mut Vec<f32>) {
+/// Packs `x` (`m × k`, row-major) for the kernel; `bf16` selects the even/odd split. Returns
+/// the packed layout, which starts on a 64-byte boundary inside `out` (a 64-byte vector load
+/// that straddles two cache lines costs two).
+pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>) -> &'a [f32] {
     let chunks = k.div_ceil(CHUNK);
+    let len = packed_len(m, k);
     out.clear();
-    out.resize(packed_len(m, k), 0.0);
+    out.resize(len + 16, 0.0);
+    let skip = out.as_ptr().align_offset(64).min(16);
+    let packed = &mut out[skip..skip + len];
     let tile_len = chunks * TILE_M * CHUNK;
-    for (t, tile) in out.chunks_exact_mut(tile_len).enumerate() {
+    for (t, tile) in packed.chunks_exact_mut(tile_len).enumerate() {
         let r0 = t * TILE_M;
         let mt = (m - r0).min(TILE_M);
         for c in 0..chunks {
@@ -45,6 +50,7 @@ pub fn pack(x: &[f32], m: usize, k: usize, bf16: bool, out: &mut Vec<f32>) {
             }
         }
     }
+    &out[skip..skip + len]
 }
 
 #[cfg(test)]
@@ -55,9 +61,10 @@ mod tests {
     fn bf16_pack_splits_even_and_odd_columns_and_zero_pads() {
         let (m, k) = (9, 35);
         let x: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
-        let mut p = Vec::new();
-        pack(&x, m, k, true, &mut p);
+        let mut buf = Vec::new();
+        let p = pack(&x, m, k, true, &mut buf);
         assert_eq!(p.len(), packed_len(m, k));
+        assert_eq!(p.as_ptr() as usize % 64, 0);
         let tile_len = 2 * TILE_M * CHUNK;
         // Row 0, chunk 0: even then odd columns.
         assert_eq!(p[0..3], [0.0, 2.0, 4.0]);
