@@ -45,9 +45,11 @@ fn threads() -> usize {
 /// of u64 lanes (one add per 8 bytes, so arithmetic is not the limit), each task reading
 /// `STREAMS` far-apart sub-ranges in lockstep so enough cache misses are in flight (one plain
 /// stream per core is latency-bound on this VM and understates what the memory delivers).
+/// `STREAMS × LANES` accumulators fit the baseline's 16 SSE registers (more spill, and the
+/// probe then measures its own stores instead of memory).
 fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
     const STREAMS: usize = 8;
-    const LANES: usize = 8;
+    const LANES: usize = 2;
     let n = 1usize << 27; // 1 GiB of u64
     let data: Vec<u64> = (0..n as u64).collect();
     let mut best = 0f64;
