@@ -1,8 +1,11 @@
 //! The only place in the crate with `unsafe`: memory-mapping weight files, viewing mapped bytes
-//! as typed slices, and entering kernels compiled for CPU features detected at run time.
+//! as typed slices, entering kernels compiled for CPU features detected at run time, and the
+//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`).
 //!
-//! Everything here is a thin shim with a `// SAFETY:` argument; the logic lives in safe code
-//! (`weights.rs`, `kernels/`).
+//! Every `unsafe` carries a `// SAFETY:` argument. The GEMM kernels are entered only through
+//! [`gemm_panel_bf16`] / [`gemm_panel_f32`], which check the slice bounds the kernels rely on;
+//! the rest of the logic (packing, panels, threads) lives in safe code (`linear.rs`,
+//! `kernels/`).
 
 use std::fs::File;
 use std::marker::PhantomData;

@@ -2,8 +2,10 @@
 //! (fixed-width lane arrays over exact chunks). Activations and accumulation are always f32;
 //! weights are read in their stored format ([`Fmt`]) and widened in registers.
 //!
-//! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight.
-//! - [`gemm`]: the activation layout of the AVX-512 GEMM kernels in `ffi`.
+//! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight (the portable and
+//!   AVX2 path, and f16 weights; with AVX-512, f32/bf16 weights use the intrinsic kernels in
+//!   `ffi` instead).
+//! - [`gemm`]: the packed activation layout those AVX-512 kernels read.
 //! - [`attend`]: one query head against a paged context (scores, softmax, weighted values).
 //! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
 
