@@ -143,17 +143,18 @@ pub fn matmul_panel<F: Fmt>(level: SimdLevel, p: kernels::PanelArgs<'_, F>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn attend_avx512(a: kernels::AttendArgs<'_>, out: &mut [f32], scratch: &mut Vec<f32>) {
-    kernels::attend_one::<true>(a, out, scratch)
+    kernels::attend_group::<true>(a, out, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(a: kernels::AttendArgs<'_>, out: &mut [f32], scratch: &mut Vec<f32>) {
-    kernels::attend_one::<true>(a, out, scratch)
+    kernels::attend_group::<true>(a, out, scratch)
 }
 
-/// Attention of one query head over its context, with the best instruction set available.
-pub fn attend_one(
+/// Attention of one GQA group of query heads over its context, with the best instruction set
+/// available.
+pub fn attend_group(
     level: SimdLevel,
     a: kernels::AttendArgs<'_>,
     out: &mut [f32],
@@ -166,7 +167,7 @@ pub fn attend_one(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `level` is Avx2 only when `simd_level` detected avx2 and fma.
         SimdLevel::Avx2 => unsafe { attend_avx2(a, out, scratch) },
-        _ => kernels::attend_one::<false>(a, out, scratch),
+        _ => kernels::attend_group::<false>(a, out, scratch),
     }
 }
 

@@ -6,14 +6,15 @@
 //!   AVX2 path, and f16 weights; with AVX-512, f32/bf16 weights use the intrinsic kernels in
 //!   `ffi` instead).
 //! - [`gemm`]: the packed activation layout those AVX-512 kernels read.
-//! - [`attend`]: one query head against a paged context (scores, softmax, weighted values).
+//! - [`attend`]: the query heads of one KV head against a paged context (scores, softmax,
+//!   weighted values), each key and value read once for the group.
 //! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
 
 mod attend;
 pub mod gemm;
 mod matmul;
 
-pub use attend::{attend_one, AttendArgs};
+pub use attend::{attend_group, AttendArgs};
 pub use matmul::{matmul_panel, PanelArgs};
 
 use super::ffi::Pod;
