@@ -11,7 +11,8 @@
 //!
 //! `cargo bench --bench decode` (add `-- quick` for the kernel parts only, `-- model` to skip
 //! the kernel part). Env: `BENCH_DIR`
-//! (the model folder), `BENCH_THREADS`, `BENCH_JSON` (also write the summary there as JSON).
+//! (the model folder), `BENCH_THREADS`, `BENCH_PROMPT` (prompt tokens
+//! per sequence, default 32), `BENCH_JSON` (also write the summary there as JSON).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -308,6 +309,7 @@ struct ModelResults {
     b1_tok_s: f64,
     c16_tok_s: f64,
     prefill_tok_s: f64,
+    prompt: usize,
 }
 
 fn model_bench(bw: f64) -> Result<ModelResults, Box<dyn std::error::Error>> {
@@ -337,12 +339,16 @@ fn model_bench(bw: f64) -> Result<ModelResults, Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64(),
         b.info().device
     );
+    let prompt: usize = std::env::var("BENCH_PROMPT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(32);
     let mut res = ModelResults {
         weight_bytes: bytes,
+        prompt,
         ..ModelResults::default()
     };
     let bs = b.info().block_size;
-    let prompt = 32usize;
     let decode_steps = 16usize;
     for conc in [1usize, 16] {
         // Prefill `conc` sequences of `prompt` tokens in one step.
@@ -449,7 +455,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.b1_tok_s / bound * 100.0
     );
     println!("concurrency-16 decode: {:.1} tok/s", r.c16_tok_s);
-    println!("prefill 16x32: {:.0} tok/s", r.prefill_tok_s);
+    println!("prefill 16x{}: {:.0} tok/s", r.prompt, r.prefill_tok_s);
     if let Some(path) = std::env::var_os("BENCH_JSON") {
         let json = serde_json::json!({
             "threads": threads(),
@@ -460,7 +466,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch1_tok_s": r.b1_tok_s,
             "batch1_pct_of_bound": r.b1_tok_s / bound * 100.0,
             "c16_tok_s": r.c16_tok_s,
-            "prefill_16x32_tok_s": r.prefill_tok_s,
+            "prompt_tokens": r.prompt,
+            "prefill_c16_tok_s": r.prefill_tok_s,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }
