@@ -115,6 +115,17 @@ fn detected_level() -> SimdLevel {
     SimdLevel::Portable
 }
 
+/// `level`, lowered to what this CPU actually has: `SimdLevel` is a public enum, so the entry
+/// points below never trust a caller's value to prove a CPU feature (detection is cached, so
+/// this costs an atomic load or two).
+fn verified(level: SimdLevel) -> SimdLevel {
+    match (level, detected_level()) {
+        (SimdLevel::Portable, _) | (_, SimdLevel::Portable) => SimdLevel::Portable,
+        (SimdLevel::Avx512, SimdLevel::Avx512) => SimdLevel::Avx512,
+        _ => SimdLevel::Avx2,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn panel_avx512<F: Fmt>(p: kernels::PanelArgs<'_, F>) {
@@ -129,12 +140,12 @@ unsafe fn panel_avx2<F: Fmt>(p: kernels::PanelArgs<'_, F>) {
 
 /// Runs one weight panel of a matmul with the best instruction set this CPU has.
 pub fn matmul_panel<F: Fmt>(level: SimdLevel, p: kernels::PanelArgs<'_, F>) {
-    match level {
+    match verified(level) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` is Avx512 only when `simd_level` detected avx512f/bw/vl and fma.
+        // SAFETY: `verified` returns Avx512 only when avx512f/bw/vl and fma were detected.
         SimdLevel::Avx512 => unsafe { panel_avx512::<F>(p) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` is Avx2 only when `simd_level` detected avx2 and fma.
+        // SAFETY: `verified` returns Avx2 only when avx2 and fma were detected.
         SimdLevel::Avx2 => unsafe { panel_avx2::<F>(p) },
         _ => kernels::matmul_panel::<F, false>(p),
     }
@@ -160,12 +171,12 @@ pub fn attend_group(
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    match level {
+    match verified(level) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` is Avx512 only when `simd_level` detected avx512f/bw/vl and fma.
+        // SAFETY: `verified` returns Avx512 only when avx512f/bw/vl and fma were detected.
         SimdLevel::Avx512 => unsafe { attend_avx512(a, out, scratch) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` is Avx2 only when `simd_level` detected avx2 and fma.
+        // SAFETY: `verified` returns Avx2 only when avx2 and fma were detected.
         SimdLevel::Avx2 => unsafe { attend_avx2(a, out, scratch) },
         _ => kernels::attend_group::<false>(a, out, scratch),
     }
@@ -197,7 +208,7 @@ pub fn gemm_panel_f32(level: SimdLevel, p: GemmPanel<'_, f32>) -> bool {
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {
     debug_assert_eq!(std::mem::size_of::<W>(), if BF16 { 2 } else { 4 });
-    if level != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
+    if verified(level) != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
         return false;
     }
     let rows = p.w.len() / p.k;
@@ -209,7 +220,7 @@ fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -
     );
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: `level` is Avx512 only when `simd_level` detected avx512f/bw/vl and fma. The
+        // SAFETY: `verified` returned Avx512, so avx512f/bw/vl and fma were detected. The
         // asserts above establish the bounds `x86::panel` relies on: `w` holds `rows × k`
         // elements of `size_of::<W>()` bytes, `out_t` holds `rows × m` floats, and `xp` holds
         // the whole packed layout of `m × k`.
