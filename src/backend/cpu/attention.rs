@@ -73,22 +73,21 @@ pub fn paged_attention(
             let mut buf = vec![0f32; (t.last - t.first) * group * hd];
             for (i, qi) in (t.first..t.last).enumerate() {
                 let row = seq.token_range.start + qi;
-                for g in 0..group {
-                    let h = t.kv_head * group + g;
-                    let args = AttendArgs {
-                        q: &q[row * q_stride + h * hd..row * q_stride + (h + 1) * hd],
-                        k_cache,
-                        v_cache,
-                        block_table: &seq.block_table,
-                        ctx: start_pos + qi + 1,
-                        block_size,
-                        kv_head: t.kv_head,
-                        kv_heads,
-                        scale,
-                    };
-                    let o = &mut buf[(i * group + g) * hd..(i * group + g + 1) * hd];
-                    ffi::attend_one(level, args, o, scratch);
-                }
+                let h0 = t.kv_head * group;
+                let args = AttendArgs {
+                    q: &q[row * q_stride + h0 * hd..row * q_stride + (h0 + group) * hd],
+                    head_dim: hd,
+                    k_cache,
+                    v_cache,
+                    block_table: &seq.block_table,
+                    ctx: start_pos + qi + 1,
+                    block_size,
+                    kv_head: t.kv_head,
+                    kv_heads,
+                    scale,
+                };
+                let o = &mut buf[i * group * hd..(i + 1) * group * hd];
+                ffi::attend_group(level, args, o, scratch);
             }
             buf
         })

@@ -2,7 +2,7 @@
 //! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
 //!
 //! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors; `ffi`: the only
-//!   `unsafe` (mmap, aligned views, CPU-feature entry points).
+//!   `unsafe` (mmap, aligned views, CPU-feature entry points, the AVX-512 GEMM kernels).
 //! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
 //!   `model`: the layer sequence.
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.

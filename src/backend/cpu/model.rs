@@ -154,9 +154,13 @@ impl Model {
             for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                 kernels::rms_norm(xi, &layer.input_norm, s.rms_eps, o);
             }
-            layer.q.forward(level, &hbuf, t, &mut q);
-            layer.k.forward(level, &hbuf, t, &mut k);
-            layer.v.forward(level, &hbuf, t, &mut v);
+            Linear::forward_many(
+                level,
+                &hbuf,
+                t,
+                &[&layer.q, &layer.k, &layer.v],
+                &mut [&mut q, &mut k, &mut v],
+            );
             for r in 0..t {
                 let (c, sn) = (
                     &cos[r * half..(r + 1) * half],
@@ -186,8 +190,13 @@ impl Model {
             for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                 kernels::rms_norm(xi, &layer.post_norm, s.rms_eps, o);
             }
-            layer.gate.forward(level, &hbuf, t, &mut gate);
-            layer.up.forward(level, &hbuf, t, &mut up);
+            Linear::forward_many(
+                level,
+                &hbuf,
+                t,
+                &[&layer.gate, &layer.up],
+                &mut [&mut gate, &mut up],
+            );
             kernels::silu_mul(&mut gate, &up);
             layer.down.forward(level, &gate, t, &mut proj);
             kernels::add_in_place(&mut x, &proj);

@@ -2,14 +2,19 @@
 //! (fixed-width lane arrays over exact chunks). Activations and accumulation are always f32;
 //! weights are read in their stored format ([`Fmt`]) and widened in registers.
 //!
-//! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight.
-//! - [`attend`]: one query head against a paged context (scores, softmax, weighted values).
+//! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight (the portable and
+//!   AVX2 path, and f16 weights; with AVX-512, f32/bf16 weights use the intrinsic kernels in
+//!   `ffi` instead).
+//! - [`gemm`]: the packed activation layout those AVX-512 kernels read.
+//! - [`attend`]: the query heads of one KV head against a paged context (scores, softmax,
+//!   weighted values), each key and value read once for the group.
 //! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
 
 mod attend;
+pub mod gemm;
 mod matmul;
 
-pub use attend::{attend_one, AttendArgs};
+pub use attend::{attend_group, AttendArgs};
 pub use matmul::{matmul_panel, PanelArgs};
 
 use super::ffi::Pod;

@@ -1,0 +1,80 @@
+//! The activation layout of the AVX-512 GEMM kernels (`ffi::gemm_panel_*`): rows in tiles of
+//! [`TILE_M`], each tile chunk by chunk ([`CHUNK`] columns), each row's chunk as two 16-float
+//! vectors — its even and odd columns for bf16 weights (matching how the kernel widens a
+//! 64-byte load of 32 bf16), or its first and last 16 columns for f32 weights. Columns past `k`
+//! are zero. Packing costs one pass over the (small) activations per matmul and lets the
+//! kernel read every weight byte exactly once per tile of activation rows.
+
+/// Weight elements per kernel step (one 64-byte bf16 load).
+pub const CHUNK: usize = 32;
+/// Activation rows per packed tile (the kernel's widest register tile).
+pub const TILE_M: usize = 8;
+
+/// Floats in the packed layout of `m × k` activations (the last tile is allocated whole).
+pub fn packed_len(m: usize, k: usize) -> usize {
+    m.div_ceil(TILE_M) * k.div_ceil(CHUNK) * TILE_M * CHUNK
+}
+
+/// Packs `x` (`m × k`, row-major) for the kernel; `bf16` selects the even/odd split. Returns
+/// the packed layout, which starts on a 64-byte boundary inside `out` (a 64-byte vector load
+/// that straddles two cache lines costs two).
+pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>) -> &'a [f32] {
+    let chunks = k.div_ceil(CHUNK);
+    let len = packed_len(m, k);
+    out.clear();
+    out.resize(len + 16, 0.0);
+    let skip = out.as_ptr().align_offset(64).min(16);
+    let packed = &mut out[skip..skip + len];
+    let tile_len = chunks * TILE_M * CHUNK;
+    for (t, tile) in packed.chunks_exact_mut(tile_len).enumerate() {
+        let r0 = t * TILE_M;
+        let mt = (m - r0).min(TILE_M);
+        for c in 0..chunks {
+            let (c0, c1) = (c * CHUNK, ((c + 1) * CHUNK).min(k));
+            for i in 0..mt {
+                let src = &x[(r0 + i) * k + c0..(r0 + i) * k + c1];
+                let dst = &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK];
+                if bf16 {
+                    let (even, odd) = dst.split_at_mut(CHUNK / 2);
+                    let pairs = src.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        even[src.len() / 2] = *last;
+                    }
+                    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = p[0];
+                        *o = p[1];
+                    }
+                } else {
+                    dst[..src.len()].copy_from_slice(src);
+                }
+            }
+        }
+    }
+    &out[skip..skip + len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_pack_splits_even_and_odd_columns_and_zero_pads() {
+        let (m, k) = (9, 35);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+        let mut buf = Vec::new();
+        let p = pack(&x, m, k, true, &mut buf);
+        assert_eq!(p.len(), packed_len(m, k));
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+        let tile_len = 2 * TILE_M * CHUNK;
+        // Row 0, chunk 0: even then odd columns.
+        assert_eq!(p[0..3], [0.0, 2.0, 4.0]);
+        assert_eq!(p[16..19], [1.0, 3.0, 5.0]);
+        // Row 0, chunk 1 (columns 32..35): 32, 34 even; 33 odd; zeros after.
+        let c1 = TILE_M * CHUNK;
+        assert_eq!(p[c1..c1 + 3], [32.0, 34.0, 0.0]);
+        assert_eq!(p[c1 + 16..c1 + 18], [33.0, 0.0]);
+        // Row 8 is alone in the second tile.
+        assert_eq!(p[tile_len], (8 * k) as f32);
+        assert_eq!(p[tile_len + CHUNK], (8 * k + 32) as f32);
+    }
+}
