@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use mindie::engine::sampler::Rng;
+
 use serde_json::{json, Value};
 
 /// Ids used when no tokenizer is given.
@@ -63,33 +65,11 @@ pub fn vocab_from_tokenizer(
     Ok((ids, pieces))
 }
 
-/// splitmix64: a small, well-mixed, seedable generator.
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform-enough index below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 impl Workload {
     /// Positions into `vocab` of request `index`'s prompt: the same for the same seed and
     /// index, different across indexes.
     fn prompt_positions(&self, index: u64) -> Vec<usize> {
-        let mut rng = SplitMix::new(self.seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng = Rng::new(self.seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let n = self.vocab.len().max(1);
         (0..self.prompt_tokens).map(|_| rng.below(n)).collect()
     }
