@@ -1,10 +1,12 @@
 //! The only place in the crate with `unsafe`: memory-mapping weight files, viewing mapped bytes
-//! as typed slices, entering kernels compiled for CPU features detected at run time, and the
-//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`).
+//! as typed slices, entering kernels compiled for CPU features detected at run time, the
+//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`), and the opt-in
+//! AMX BF16 tile kernel (inline `asm!`, after asking Linux for the tile state with
+//! `arch_prctl`; [`has_amx`], [`gemm_panel_amx`]).
 //!
 //! Every `unsafe` carries a `// SAFETY:` argument. The GEMM kernels are entered only through
-//! [`gemm_panel_bf16`] / [`gemm_panel_f32`] / [`gemm_panel_bf16_dot`], which check the slice
-//! bounds (and, for the last, the `avx512bf16` CPU feature) the kernels rely on;
+//! [`gemm_panel_bf16`] / [`gemm_panel_f32`] / [`gemm_panel_bf16_dot`] / [`gemm_panel_amx`],
+//! which check the slice bounds (and, for the last two, the CPU features) the kernels rely on;
 //! the rest of the logic (packing, panels, threads) lives in safe code (`linear.rs`,
 //! `kernels/`).
 
@@ -127,6 +129,45 @@ pub fn has_avx512_bf16() -> bool {
     {
         false
     }
+}
+
+/// Whether the AMX BF16 tile kernel ([`gemm_panel_amx`]) can run: the CPU reports AMX-TILE and
+/// AMX-BF16 and the kernel grants this process the tile data state (`arch_prctl
+/// ARCH_REQ_XCOMP_PERM`, once; Linux only). Cached.
+pub fn has_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            use std::arch::x86_64::__cpuid_count;
+            let max_leaf = __cpuid_count(0, 0).eax;
+            if max_leaf < 7 {
+                return false;
+            }
+            let edx = __cpuid_count(7, 0).edx;
+            let (tile, bf16) = (edx & (1 << 24) != 0, edx & (1 << 22) != 0);
+            if !(tile && bf16) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: nix::libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: nix::libc::c_long = 18;
+            // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` only asks the kernel
+            // to allow the AMX tile state for this process; it takes two integers, touches no
+            // memory of ours, and fails cleanly (non-zero) where unsupported.
+            let r = unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            r == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
 }
 
 /// `level`, lowered to what this CPU actually has: `SimdLevel` is a public enum, so the entry
@@ -257,6 +298,85 @@ pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool
     {
         false
     }
+}
+
+/// Rows and columns of one AMX tile block (16 rows of 64 bytes).
+const AMX_T: usize = 16;
+
+/// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`): bf16 weights times activations
+/// packed (rounded to bf16) by [`kernels::gemm::pack_amx`], f32 accumulation. Blocks of 32
+/// weight rows × 32 activation rows accumulate in four 16 × 16 tiles; weight rows are read in
+/// place when `k` is a multiple of 32 and the block whole, else through a zero-padded copy.
+/// `false` (nothing done) when AMX is unavailable.
+pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
+    if !has_amx() || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let (m, k) = (p.m, p.k);
+    let rows = p.w.len() / k;
+    assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
+    assert_eq!(p.out_t.len(), rows * m, "output is not rows × m");
+    let kb = k.div_ceil(2 * AMX_T);
+    let mbs = m.div_ceil(AMX_T);
+    assert!(
+        p.xp.len() >= kernels::gemm::amx_packed_len(m, k),
+        "packed x too short"
+    );
+    let kp = kb * 2 * AMX_T;
+    let mut pad: Vec<u16> = Vec::new();
+    let mut c = [0f32; 4 * AMX_T * AMX_T];
+    for n0 in (0..rows).step_by(2 * AMX_T) {
+        let nr = (rows - n0).min(2 * AMX_T);
+        let nb = nr.div_ceil(AMX_T);
+        let (wb, ldw): (&[u16], usize) = if k == kp && nr.is_multiple_of(AMX_T) {
+            (&p.w[n0 * k..(n0 + nr) * k], k)
+        } else {
+            pad.clear();
+            pad.resize(nb * AMX_T * kp, 0);
+            for (dst, src) in pad
+                .chunks_exact_mut(kp)
+                .zip(p.w[n0 * k..(n0 + nr) * k].chunks_exact(k))
+            {
+                dst[..k].copy_from_slice(src);
+            }
+            (&pad[..], kp)
+        };
+        assert!(wb.len() >= nb * AMX_T * ldw - (ldw - kp));
+        for mb0 in (0..mbs).step_by(2) {
+            let mb = (mbs - mb0).min(2);
+            let xb = &p.xp[mb0 * kb * AMX_T * 2 * AMX_T..];
+            assert!(xb.len() >= mb * kb * AMX_T * 2 * AMX_T);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission. Bounds: `wb` holds
+            // `nb` blocks of 16 rows, `ldw` u16 apart, each with `kb * 32` readable u16 (the
+            // assert above); `xb` holds `mb` packed blocks of `kb` 16 × 32 tiles; `c` holds the
+            // four 16 × 16 f32 tiles the kernel stores.
+            unsafe {
+                x86::amx_block(
+                    nb,
+                    mb,
+                    wb.as_ptr(),
+                    ldw * 2,
+                    xb.as_ptr(),
+                    kb,
+                    c.as_mut_ptr(),
+                );
+            }
+            for bi in 0..nb {
+                for bj in 0..mb {
+                    let tile = &c[(bi * 2 + bj) * AMX_T * AMX_T..][..AMX_T * AMX_T];
+                    let m0 = (mb0 + bj) * AMX_T;
+                    let mt = (m - m0).min(AMX_T);
+                    for i in 0..AMX_T.min(nr - bi * AMX_T) {
+                        let n = n0 + bi * AMX_T + i;
+                        p.out_t[n * m + m0..n * m + m0 + mt]
+                            .copy_from_slice(&tile[i * AMX_T..i * AMX_T + mt]);
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {
@@ -452,6 +572,109 @@ mod x86 {
                 // SAFETY: the caller guarantees `R` output rows of `MT` floats, `ldo` apart.
                 unsafe { *out.add(r * ldo + i) = _mm512_reduce_add_ps(*a) };
             }
+        }
+    }
+
+    /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
+    /// 16 packed activation rows, over `kb` steps of 32 columns; stores the `nb × mb` C tiles
+    /// (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`. Configures the tiles
+    /// itself and releases them before returning.
+    ///
+    /// # Safety
+    /// AMX-TILE/BF16 are present and permitted; `w` points at `nb` blocks of 16 rows,
+    /// `ldw_bytes` apart, each row with `kb * 32` readable bf16; `xb` at `mb` consecutive
+    /// packed blocks of `kb` tiles of 16 × 32 bf16 (1 KiB each); `c` at 1024 writable floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn amx_block(
+        nb: usize,
+        mb: usize,
+        w: *const u16,
+        ldw_bytes: usize,
+        xb: *const u16,
+        kb: usize,
+        c: *mut f32,
+    ) {
+        use std::arch::asm;
+        // Palette 1; tiles 0–7 all 16 rows × 64 bytes.
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64;
+            cfg[48 + t] = 16;
+        }
+        let w1 = w.wrapping_byte_add(16 * ldw_bytes);
+        let xstride = kb * 1024; // bytes between activation blocks
+        let xb1 = xb.wrapping_byte_add(xstride);
+        // SAFETY: the config is a valid palette-1 layout; tile loads read 16 rows of 64 bytes
+        // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + t * 1024` with stride 64,
+        // inside the buffers by the contract (only the blocks `nb`/`mb` name are touched);
+        // stores write 1 KiB tiles into `c`.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for t in 0..kb {
+                let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
+                let (b0, b1) = (xb.byte_add(t * 1024), xb1.wrapping_byte_add(t * 1024));
+                match (nb, mb) {
+                    (2, 2) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (2, _) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (_, 2) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0, b0 = in(reg) b0, b1 = in(reg) b1,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    _ => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        a0 = in(reg) a0, b0 = in(reg) b0,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                }
+            }
+            asm!(
+                "tilestored [{c0} + {x}*1], tmm0",
+                "tilestored [{c1} + {x}*1], tmm1",
+                "tilestored [{c2} + {x}*1], tmm2",
+                "tilestored [{c3} + {x}*1], tmm3",
+                "tilerelease",
+                c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+                c3 = in(reg) c.add(768), x = in(reg) 64usize,
+                options(nostack)
+            );
         }
     }
 

@@ -8,13 +8,14 @@
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
 //!
 //! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`) in the
-//! environment when the options are built ([`CpuOptions::bf16_dot`]), bf16 models on a CPU
-//! with AVX-512 BF16 run their bf16 matmuls with `vdpbf16ps`, activations rounded to bf16
-//! (round-to-nearest-even) and accumulated in f32: about twice the multiply-adds per
-//! instruction of the default kernel, at bf16 activation precision (logprobs no longer match
-//! HF to 1e-4; see `linear` for which matmuls). The device string then ends in `bf16-dot`.
-//! Other dtypes or CPUs keep the exact path, with a warning. The default is the exact
-//! f32-activation path.
+//! environment when the options are built ([`CpuOptions::bf16_dot`]; the daemon inherits it),
+//! bf16 models on a CPU with AVX-512 BF16 run their bf16 matmuls of at least
+//! `linear::BF16_DOT_MIN_M` rows (prefill, batched decode) with activations rounded to bf16
+//! (round-to-nearest-even), bf16 × bf16 products and f32 accumulation: on AMX tiles
+//! (`tdpbf16ps`) where the CPU and kernel allow, else with `vdpbf16ps`. Logprobs then no longer
+//! match HF to 1e-4 (greedy tokens mostly do). The device string gains `bf16-dot (amx)` or
+//! `bf16-dot (avx512-bf16)`. Other dtypes or CPUs keep the exact path, with a warning. The
+//! default is the exact f32-activation path.
 
 mod attention;
 pub mod config;
@@ -30,7 +31,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use ffi::{has_avx512_bf16, simd_level, SimdLevel};
+pub use ffi::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
 
 use self::kv_cache::KvCache;
 use self::model::Model;
@@ -48,8 +49,8 @@ pub struct CpuOptions {
     pub threads: usize,
     /// Touch every weight page at load (predictable first steps, progress in the log).
     pub prefault_weights: bool,
-    /// Run bf16 matmuls with AVX-512 BF16 dot products over bf16-rounded activations (faster,
-    /// not exact; see the module doc). Defaults to whether `MINDIE_CPU_BF16_DOT` is set to
+    /// Run bf16 matmuls as bf16 × bf16 products (AMX tiles, else AVX-512 BF16) over
+    /// bf16-rounded activations (faster, not exact; see the module doc). Defaults to whether `MINDIE_CPU_BF16_DOT` is set to
     /// `1`/`true`/`yes`/`on`. Ignored (with a warning) unless the weights are bf16 and the CPU
     /// has `avx512_bf16`.
     pub bf16_dot: bool,
@@ -140,13 +141,21 @@ impl CpuBackend {
             }
             why.is_none()
         };
+        let dot_tag = match (bf16_dot, ffi::has_amx()) {
+            (false, _) => "",
+            (true, true) => ", bf16-dot (amx)",
+            (true, false) => {
+                tracing::warn!(
+                    "MINDIE_CPU_BF16_DOT: no AMX here; the vdpbf16ps fallback may be slower than \
+                     the exact path"
+                );
+                ", bf16-dot (avx512-bf16)"
+            }
+        };
         let info = BackendInfo {
             architecture: s.architecture.clone(),
             dtype: model.dtype,
-            device: format!(
-                "cpu ({threads} threads, {level:?}{})",
-                if bf16_dot { ", bf16-dot" } else { "" }
-            ),
+            device: format!("cpu ({threads} threads, {level:?}{dot_tag})"),
             vocab_size: s.vocab,
             block_size: cache.block_size,
             num_blocks: cache.num_blocks,

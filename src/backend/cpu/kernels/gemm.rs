@@ -88,6 +88,32 @@ pub fn pack_bf16<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'
     &out[skip..skip + len]
 }
 
+/// Elements of the AMX packed layout of `m × k` (see [`pack_amx`]).
+pub fn amx_packed_len(m: usize, k: usize) -> usize {
+    m.div_ceil(16) * k.div_ceil(32) * 512
+}
+
+/// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`), rounded to bf16: blocks of
+/// 16 rows, each as `k / 32` tiles (zero-padded) of 16 column pairs × 16 rows × 2, i.e. tile
+/// row `p` holds, for each of the 16 rows, its columns `2p` and `2p + 1` (the "VNNI" B layout
+/// of `tdpbf16ps`).
+pub fn pack_amx<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'a [u16] {
+    let kb = k.div_ceil(32);
+    let len = amx_packed_len(m, k);
+    out.clear();
+    out.resize(len + 32, 0);
+    let skip = out.as_ptr().align_offset(64).min(32);
+    let packed = &mut out[skip..skip + len];
+    for (i, row) in x.chunks_exact(k).take(m).enumerate() {
+        let (blk, r) = (i / 16, i % 16);
+        for (c, v) in row.iter().enumerate() {
+            let (t, pc) = (c / 32, c % 32);
+            packed[(blk * kb + t) * 512 + (pc / 2) * 32 + r * 2 + (pc % 2)] = f32_to_bf16(*v);
+        }
+    }
+    &out[skip..skip + len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
