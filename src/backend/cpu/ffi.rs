@@ -325,6 +325,11 @@ pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
     let kp = kb * 2 * AMX_T;
     let mut pad: Vec<u16> = Vec::new();
     let mut c = [0f32; 4 * AMX_T * AMX_T];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
+    unsafe {
+        x86::amx_config()
+    };
     for n0 in (0..rows).step_by(2 * AMX_T) {
         let nr = (rows - n0).min(2 * AMX_T);
         let nb = nr.div_ceil(AMX_T);
@@ -347,7 +352,8 @@ pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
             let xb = &p.xp[mb0 * kb * AMX_T * 2 * AMX_T..];
             assert!(xb.len() >= mb * kb * AMX_T * 2 * AMX_T);
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission. Bounds: `wb` holds
+            // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and `amx_config`
+            // ran on this thread above (nothing between releases the tiles). Bounds: `wb` holds
             // `nb` blocks of 16 rows, `ldw` u16 apart, each with `kb * 32` readable u16 (the
             // assert above); `xb` holds `mb` packed blocks of `kb` 16 × 32 tiles; `c` holds the
             // four 16 × 16 f32 tiles the kernel stores.
@@ -376,6 +382,11 @@ pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
             }
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `amx_config` above.
+    unsafe {
+        x86::amx_release()
+    };
     true
 }
 
@@ -575,13 +586,43 @@ mod x86 {
         }
     }
 
-    /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
-    /// 16 packed activation rows, over `kb` steps of 32 columns; stores the `nb × mb` C tiles
-    /// (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`. Configures the tiles
-    /// itself and releases them before returning.
+    /// Loads the AMX tile configuration of [`amx_block`] (palette 1, tiles 0–7 all 16 rows ×
+    /// 64 bytes) on this thread.
     ///
     /// # Safety
-    /// AMX-TILE/BF16 are present and permitted; `w` points at `nb` blocks of 16 rows,
+    /// AMX-TILE is present and permitted for this process.
+    pub unsafe fn amx_config() {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64;
+            cfg[48 + t] = 16;
+        }
+        // SAFETY: `cfg` is a valid 64-byte palette-1 configuration; the instruction only reads it.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+        }
+    }
+
+    /// Returns this thread's tile state to init (frees it for context switches).
+    ///
+    /// # Safety
+    /// AMX-TILE is present and permitted for this process.
+    pub unsafe fn amx_release() {
+        // SAFETY: `tilerelease` touches no memory; the caller guarantees AMX is usable.
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// How many 64-byte column steps ahead the AMX kernel prefetches its weight rows.
+    const AMX_PREFETCH: usize = 4;
+
+    /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
+    /// 16 packed activation rows, over `kb` steps of 32 columns; stores the `nb × mb` C tiles
+    /// (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`.
+    ///
+    /// # Safety
+    /// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
+    /// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows,
     /// `ldw_bytes` apart, each row with `kb * 32` readable bf16; `xb` at `mb` consecutive
     /// packed blocks of `kb` tiles of 16 × 32 bf16 (1 KiB each); `c` at 1024 writable floats.
     #[allow(clippy::too_many_arguments)]
@@ -595,22 +636,14 @@ mod x86 {
         c: *mut f32,
     ) {
         use std::arch::asm;
-        // Palette 1; tiles 0–7 all 16 rows × 64 bytes.
-        let mut cfg = [0u8; 64];
-        cfg[0] = 1;
-        for t in 0..8 {
-            cfg[16 + 2 * t] = 64;
-            cfg[48 + t] = 16;
-        }
         let w1 = w.wrapping_byte_add(16 * ldw_bytes);
         let xstride = kb * 1024; // bytes between activation blocks
         let xb1 = xb.wrapping_byte_add(xstride);
-        // SAFETY: the config is a valid palette-1 layout; tile loads read 16 rows of 64 bytes
+        // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
         // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + t * 1024` with stride 64,
         // inside the buffers by the contract (only the blocks `nb`/`mb` name are touched);
         // stores write 1 KiB tiles into `c`.
         unsafe {
-            asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
             asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
@@ -620,6 +653,12 @@ mod x86 {
             );
             for t in 0..kb {
                 let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
+                // The weight rows' chunk `AMX_PREFETCH` steps on (32 short row streams defeat
+                // the hardware prefetcher); wrapping arithmetic, and a prefetch never faults.
+                for r in 0..16 * nb {
+                    let ahead = w.wrapping_byte_add(r * ldw_bytes + (t + AMX_PREFETCH) * 64);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                }
                 let (b0, b1) = (xb.byte_add(t * 1024), xb1.wrapping_byte_add(t * 1024));
                 match (nb, mb) {
                     (2, 2) => asm!(
@@ -670,7 +709,6 @@ mod x86 {
                 "tilestored [{c1} + {x}*1], tmm1",
                 "tilestored [{c2} + {x}*1], tmm2",
                 "tilestored [{c3} + {x}*1], tmm3",
-                "tilerelease",
                 c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
                 c3 = in(reg) c.add(768), x = in(reg) 64usize,
                 options(nostack)
