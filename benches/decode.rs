@@ -13,18 +13,41 @@
 //! the kernel part). Env: `BENCH_DIR`
 //! (the model folder), `BENCH_THREADS`, `BENCH_PROMPT` (prompt tokens
 //! per sequence, default 32), `BENCH_JSON` (also write the summary there as JSON).
+//!
+//! Both matmul paths are measured: the exact f32-activation kernel (the default) and the opt-in
+//! AVX-512 BF16 dot-product kernel (`MINDIE_CPU_BF16_DOT`; lines marked `bf16-dot`) where the
+//! CPU has it. `MINDIE_CPU_BF16_DOT=1` limits the model part to the dot path,
+//! `MINDIE_CPU_BF16_DOT=0` to the exact one; unset runs both (`BENCH_JSON` gets the exact
+//! path's summary, `BENCH_JSON` + `-bf16-dot` the other's).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mindie::backend::cpu::linear::matmul;
+use mindie::backend::cpu::linear::matmul_with;
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
-use mindie::backend::cpu::{simd_level, CpuBackend, CpuOptions};
+use mindie::backend::cpu::{has_avx512_bf16, simd_level, CpuBackend, CpuOptions};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
 use mindie::engine::sampler::Rng;
 use rayon::prelude::*;
+
+/// The matmul paths to measure: exact, and bf16-dot where the CPU has it.
+fn dot_modes() -> Vec<bool> {
+    if has_avx512_bf16() && simd_level() == mindie::backend::cpu::SimdLevel::Avx512 {
+        vec![false, true]
+    } else {
+        vec![false]
+    }
+}
+
+fn tag(dot: bool) -> &'static str {
+    if dot {
+        " bf16-dot"
+    } else {
+        ""
+    }
+}
 
 /// A bf16 uniform in ±`scale` from the engine's seeded generator.
 fn bf16(rng: &mut Rng, scale: f32) -> u16 {
@@ -93,13 +116,20 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
     // Cold: weights stream from DRAM (64 copies cycle). Hot: one copy, cache-resident panels,
     // so the kernel's arithmetic rate shows.
-    for (m, hot) in [
-        (1usize, false),
-        (4, false),
-        (16, false),
-        (16, true),
-        (128, true),
+    for (m, hot, dot) in [
+        (1usize, false, false),
+        (4, false, false),
+        (16, false, false),
+        (16, true, false),
+        (128, true, false),
+        (1, false, true),
+        (16, false, true),
+        (16, true, true),
+        (128, true, true),
     ] {
+        if dot && !dot_modes().contains(&true) {
+            continue;
+        }
         let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
         let mut out = vec![0f32; m * n];
         let set = if hot { &copies[..1] } else { &copies[..] };
@@ -108,7 +138,7 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         pool.install(|| {
             for _ in 0..iters {
                 for c in set {
-                    matmul(simd_level(), &x, m, c, &mut out);
+                    matmul_with(simd_level(), dot, &x, m, c, &mut out);
                 }
             }
         });
@@ -116,10 +146,11 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         let gbs = (n * k * 2) as f64 / secs / 1e9;
         let gflops = (2 * m * n * k) as f64 / secs / 1e9;
         println!(
-            "gemm bf16 {n}x{k}, M={m:3} {}: {:8.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s",
+            "gemm bf16 {n}x{k}, M={m:3} {}: {:8.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s{}",
             if hot { "hot " } else { "cold" },
             secs * 1e6,
-            gbs / bw * 100.0
+            gbs / bw * 100.0,
+            tag(dot)
         );
     }
 }
@@ -141,19 +172,22 @@ fn kernel_peak_bench(bw: f64) {
         .build()
         .expect("pool");
     let iters = 2000;
-    let t = Instant::now();
-    one.install(|| {
-        for _ in 0..iters {
-            matmul(simd_level(), &x, m, &mat, &mut out);
-        }
-    });
-    let secs = t.elapsed().as_secs_f64() / iters as f64;
     let _ = bw;
-    println!(
-        "gemm bf16 {n}x{k}, M={m:3} L2-resident, 1 thread: {:8.1} us  {:6.1} GFLOP/s",
-        secs * 1e6,
-        (2 * m * n * k) as f64 / secs / 1e9
-    );
+    for dot in dot_modes() {
+        let t = Instant::now();
+        one.install(|| {
+            for _ in 0..iters {
+                matmul_with(simd_level(), dot, &x, m, &mat, &mut out);
+            }
+        });
+        let secs = t.elapsed().as_secs_f64() / iters as f64;
+        println!(
+            "gemm bf16 {n}x{k}, M={m:3} L2-resident, 1 thread: {:8.1} us  {:6.1} GFLOP/s{}",
+            secs * 1e6,
+            (2 * m * n * k) as f64 / secs / 1e9,
+            tag(dot)
+        );
+    }
 }
 
 fn clone_owned(m: &Matrix) -> Matrix {
@@ -312,7 +346,7 @@ struct ModelResults {
     prompt: usize,
 }
 
-fn model_bench(bw: f64) -> Result<ModelResults, Box<dyn std::error::Error>> {
+fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::error::Error>> {
     let dir: PathBuf = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest().join("target/bench-models/qwen2-0.5b-bf16"));
@@ -331,6 +365,7 @@ fn model_bench(bw: f64) -> Result<ModelResults, Box<dyn std::error::Error>> {
         block_size: 16,
         threads: threads(),
         prefault_weights: true,
+        bf16_dot,
     };
     let t = Instant::now();
     let mut b = CpuBackend::load(&dir, opts)?;
@@ -441,9 +476,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if quick {
         return Ok(());
     }
-    let r = model_bench(bw)?;
+    let modes: Vec<bool> = match std::env::var("MINDIE_CPU_BF16_DOT").ok() {
+        Some(_) => vec![mindie::backend::cpu::bf16_dot_from_env()],
+        None => dot_modes(),
+    };
+    for dot in modes {
+        println!("== model, {} ==", if dot { "bf16-dot" } else { "exact" });
+        let r = model_bench(bw, dot)?;
+        summary(bw, &r, dot)?;
+    }
+    Ok(())
+}
+
+fn summary(bw: f64, r: &ModelResults, dot: bool) -> Result<(), Box<dyn std::error::Error>> {
     let bound = bw * 1e9 / r.weight_bytes as f64;
-    println!("== summary ==");
+    println!("== summary{} ==", tag(dot));
     println!("DRAM read bandwidth: {bw:.1} GB/s");
     println!(
         "bound (bandwidth / {:.3} GB of bf16 weights per token): {bound:.1} tok/s",
@@ -456,10 +503,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("concurrency-16 decode: {:.1} tok/s", r.c16_tok_s);
     println!("prefill 16x{}: {:.0} tok/s", r.prompt, r.prefill_tok_s);
-    if let Some(path) = std::env::var_os("BENCH_JSON") {
+    // The exact path's summary at `BENCH_JSON`, the dot path's next to it (`…-bf16-dot`).
+    if let Some(mut path) = std::env::var_os("BENCH_JSON") {
+        if dot {
+            path.push("-bf16-dot");
+        }
         let json = serde_json::json!({
             "threads": threads(),
-            "kernels": format!("{:?}", simd_level()),
+            "kernels": format!("{:?}{}", simd_level(), tag(dot)),
             "dram_read_gb_s": bw,
             "weight_bytes_per_token": r.weight_bytes,
             "bound_tok_s": bound,

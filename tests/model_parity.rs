@@ -91,6 +91,7 @@ fn load(model_dir: &str, block_size: usize) -> CpuBackend {
         block_size,
         threads: 2,
         prefault_weights: true,
+        bf16_dot: false,
     };
     CpuBackend::load(&fixtures().join("models").join(model_dir), opts).expect("model loads")
 }

@@ -1,9 +1,12 @@
 //! The only place in the crate with `unsafe`: memory-mapping weight files, viewing mapped bytes
-//! as typed slices, entering kernels compiled for CPU features detected at run time, and the
-//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`).
+//! as typed slices, entering kernels compiled for CPU features detected at run time, the
+//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`), and the opt-in
+//! AMX BF16 tile kernel (inline `asm!`, after asking Linux for the tile state with
+//! `arch_prctl`; [`has_amx`], [`gemm_panel_amx`]).
 //!
 //! Every `unsafe` carries a `// SAFETY:` argument. The GEMM kernels are entered only through
-//! [`gemm_panel_bf16`] / [`gemm_panel_f32`], which check the slice bounds the kernels rely on;
+//! [`gemm_panel_bf16`] / [`gemm_panel_f32`] / [`gemm_panel_bf16_dot`] / [`gemm_panel_amx`],
+//! which check the slice bounds (and, for the last two, the CPU features) the kernels rely on;
 //! the rest of the logic (packing, panels, threads) lives in safe code (`linear.rs`,
 //! `kernels/`).
 
@@ -115,6 +118,58 @@ fn detected_level() -> SimdLevel {
     SimdLevel::Portable
 }
 
+/// Whether this CPU has the AVX-512 base of the GEMM kernels and the AVX-512 BF16 dot products
+/// (`vdpbf16ps`) of the opt-in bf16-activation path ([`gemm_panel_bf16_dot`]).
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        detected_level() == SimdLevel::Avx512 && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AMX BF16 tile kernel ([`gemm_panel_amx`]) can run: the CPU reports AMX-TILE and
+/// AMX-BF16 and the kernel grants this process the tile data state (`arch_prctl
+/// ARCH_REQ_XCOMP_PERM`, once; Linux only). Cached.
+pub fn has_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            use std::arch::x86_64::__cpuid_count;
+            let max_leaf = __cpuid_count(0, 0).eax;
+            if max_leaf < 7 {
+                return false;
+            }
+            let edx = __cpuid_count(7, 0).edx;
+            let (tile, bf16) = (edx & (1 << 24) != 0, edx & (1 << 22) != 0);
+            if !(tile && bf16) {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: nix::libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: nix::libc::c_long = 18;
+            // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` only asks the kernel
+            // to allow the AMX tile state for this process; it takes two integers, touches no
+            // memory of ours, and fails cleanly (non-zero) where unsupported.
+            let r = unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                )
+            };
+            r == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
 /// `level`, lowered to what this CPU actually has: `SimdLevel` is a public enum, so the entry
 /// points below never trust a caller's value to prove a CPU feature (detection is cached, so
 /// this costs an atomic load or two).
@@ -183,10 +238,11 @@ pub fn attend_group(
 }
 
 /// Weight rows × activation rows of one GEMM panel for the AVX-512 kernels (see
-/// [`kernels::gemm`] for the packed activation layout and the driver).
-pub struct GemmPanel<'a, W> {
-    /// Activations packed by [`kernels::gemm::pack`] (`m` rows, `k` columns).
-    pub xp: &'a [f32],
+/// [`kernels::gemm`] for the packed activation layouts and the driver).
+pub struct GemmPanel<'a, W, X = f32> {
+    /// Activations packed by [`kernels::gemm::pack`] (f32) or [`kernels::gemm::pack_bf16`]
+    /// (bf16 bits, for [`gemm_panel_bf16_dot`]); `m` rows, `k` columns.
+    pub xp: &'a [X],
     pub m: usize,
     pub k: usize,
     /// Consecutive weight rows, `rows × k`, bf16 bits (`u16`) or f32.
@@ -204,6 +260,134 @@ pub fn gemm_panel_bf16(level: SimdLevel, p: GemmPanel<'_, u16>) -> bool {
 /// Runs one panel with the AVX-512 f32-weight kernel; `false` when `level` has none.
 pub fn gemm_panel_f32(level: SimdLevel, p: GemmPanel<'_, f32>) -> bool {
     gemm_panel::<f32, false>(level, p)
+}
+
+/// Runs one panel with the AVX-512 BF16 dot-product kernel (`vdpbf16ps`: bf16 weights times
+/// activations rounded to bf16, f32 accumulation); `false` (nothing done) when `level` is not
+/// AVX-512 or the CPU lacks `avx512bf16`.
+pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool {
+    if verified(level) != SimdLevel::Avx512 || !has_avx512_bf16() || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let rows = p.w.len() / p.k;
+    assert_eq!(p.w.len(), rows * p.k, "weight panel is not whole rows");
+    assert_eq!(p.out_t.len(), rows * p.m, "output is not rows × m");
+    assert!(
+        p.xp.len() >= kernels::gemm::packed_len(p.m, p.k),
+        "packed x too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held, so avx512f/bw/vl, fma
+        // and avx512bf16 were detected. The asserts above establish the bounds
+        // `x86::panel_dot` relies on: `w` holds `rows × k` u16, `out_t` `rows × m` floats, and
+        // `xp` the whole packed bf16 layout of `m × k`.
+        unsafe {
+            x86::panel_dot(
+                p.xp.as_ptr(),
+                p.m,
+                p.k,
+                p.w.as_ptr(),
+                rows,
+                p.out_t.as_mut_ptr(),
+            );
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Rows and columns of one AMX tile block (16 rows of 64 bytes).
+const AMX_T: usize = 16;
+
+/// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`): bf16 weights times activations
+/// packed (rounded to bf16) by [`kernels::gemm::pack_amx`], f32 accumulation. Blocks of 32
+/// weight rows × 32 activation rows accumulate in four 16 × 16 tiles; weight rows are read in
+/// place when `k` is a multiple of 32 and the block whole, else through a zero-padded copy.
+/// `false` (nothing done) when AMX is unavailable.
+pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
+    if !has_amx() || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let (m, k) = (p.m, p.k);
+    let rows = p.w.len() / k;
+    assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
+    assert_eq!(p.out_t.len(), rows * m, "output is not rows × m");
+    let kb = k.div_ceil(2 * AMX_T);
+    let mbs = m.div_ceil(AMX_T);
+    assert!(
+        p.xp.len() >= kernels::gemm::amx_packed_len(m, k),
+        "packed x too short"
+    );
+    let kp = kb * 2 * AMX_T;
+    let mut pad: Vec<u16> = Vec::new();
+    let mut c = [0f32; 4 * AMX_T * AMX_T];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
+    unsafe {
+        x86::amx_config()
+    };
+    for n0 in (0..rows).step_by(2 * AMX_T) {
+        let nr = (rows - n0).min(2 * AMX_T);
+        let nb = nr.div_ceil(AMX_T);
+        let (wb, ldw): (&[u16], usize) = if k == kp && nr.is_multiple_of(AMX_T) {
+            (&p.w[n0 * k..(n0 + nr) * k], k)
+        } else {
+            pad.clear();
+            pad.resize(nb * AMX_T * kp, 0);
+            for (dst, src) in pad
+                .chunks_exact_mut(kp)
+                .zip(p.w[n0 * k..(n0 + nr) * k].chunks_exact(k))
+            {
+                dst[..k].copy_from_slice(src);
+            }
+            (&pad[..], kp)
+        };
+        assert!(wb.len() >= nb * AMX_T * ldw - (ldw - kp));
+        for mb0 in (0..mbs).step_by(2) {
+            let mb = (mbs - mb0).min(2);
+            let xb = &p.xp[mb0 * kb * AMX_T * 2 * AMX_T..];
+            assert!(xb.len() >= mb * kb * AMX_T * 2 * AMX_T);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and `amx_config`
+            // ran on this thread above (nothing between releases the tiles). Bounds: `wb` holds
+            // `nb` blocks of 16 rows, `ldw` u16 apart, each with `kb * 32` readable u16 (the
+            // assert above); `xb` holds `mb` packed blocks of `kb` 16 × 32 tiles; `c` holds the
+            // four 16 × 16 f32 tiles the kernel stores.
+            unsafe {
+                x86::amx_block(
+                    nb,
+                    mb,
+                    wb.as_ptr(),
+                    ldw * 2,
+                    xb.as_ptr(),
+                    kb,
+                    c.as_mut_ptr(),
+                );
+            }
+            for bi in 0..nb {
+                for bj in 0..mb {
+                    let tile = &c[(bi * 2 + bj) * AMX_T * AMX_T..][..AMX_T * AMX_T];
+                    let m0 = (mb0 + bj) * AMX_T;
+                    let mt = (m - m0).min(AMX_T);
+                    for i in 0..AMX_T.min(nr - bi * AMX_T) {
+                        let n = n0 + bi * AMX_T + i;
+                        p.out_t[n * m + m0..n * m + m0 + mt]
+                            .copy_from_slice(&tile[i * AMX_T..i * AMX_T + mt]);
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `amx_config` above.
+    unsafe {
+        x86::amx_release()
+    };
+    true
 }
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {
@@ -373,6 +557,21 @@ mod x86 {
             // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
             unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, full, k - full * CHUNK) };
         }
+        // SAFETY: forwarded contract (`R` output rows of `MT` floats, `ldo` apart).
+        unsafe { store_acc(&acc, out, ldo) };
+    }
+
+    /// `out[r * ldo + i] = ` the lane sum of `acc[r][i]`.
+    ///
+    /// # Safety
+    /// `out` points at `R` rows of `MT` writable floats, `ldo` floats apart.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    unsafe fn store_acc<const R: usize, const MT: usize>(
+        acc: &[[__m512; MT]; R],
+        out: *mut f32,
+        ldo: usize,
+    ) {
         for (r, row) in acc.iter().enumerate() {
             if MT == 8 {
                 let sums = hsum8(std::array::from_fn(|i| row[i]));
@@ -384,6 +583,315 @@ mod x86 {
                 // SAFETY: the caller guarantees `R` output rows of `MT` floats, `ldo` apart.
                 unsafe { *out.add(r * ldo + i) = _mm512_reduce_add_ps(*a) };
             }
+        }
+    }
+
+    /// Loads the AMX tile configuration of [`amx_block`] (palette 1, tiles 0–7 all 16 rows ×
+    /// 64 bytes) on this thread.
+    ///
+    /// # Safety
+    /// AMX-TILE is present and permitted for this process.
+    pub unsafe fn amx_config() {
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..8 {
+            cfg[16 + 2 * t] = 64;
+            cfg[48 + t] = 16;
+        }
+        // SAFETY: `cfg` is a valid 64-byte palette-1 configuration; the instruction only reads it.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+        }
+    }
+
+    /// Returns this thread's tile state to init (frees it for context switches).
+    ///
+    /// # Safety
+    /// AMX-TILE is present and permitted for this process.
+    pub unsafe fn amx_release() {
+        // SAFETY: `tilerelease` touches no memory; the caller guarantees AMX is usable.
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// How many 64-byte column steps ahead the AMX kernel prefetches its weight rows.
+    const AMX_PREFETCH: usize = 4;
+
+    /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
+    /// 16 packed activation rows, over `kb` steps of 32 columns; stores the `nb × mb` C tiles
+    /// (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`.
+    ///
+    /// # Safety
+    /// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
+    /// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows,
+    /// `ldw_bytes` apart, each row with `kb * 32` readable bf16; `xb` at `mb` consecutive
+    /// packed blocks of `kb` tiles of 16 × 32 bf16 (1 KiB each); `c` at 1024 writable floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn amx_block(
+        nb: usize,
+        mb: usize,
+        w: *const u16,
+        ldw_bytes: usize,
+        xb: *const u16,
+        kb: usize,
+        c: *mut f32,
+    ) {
+        use std::arch::asm;
+        let w1 = w.wrapping_byte_add(16 * ldw_bytes);
+        let xstride = kb * 1024; // bytes between activation blocks
+        let xb1 = xb.wrapping_byte_add(xstride);
+        // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
+        // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + t * 1024` with stride 64,
+        // inside the buffers by the contract (only the blocks `nb`/`mb` name are touched);
+        // stores write 1 KiB tiles into `c`.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for t in 0..kb {
+                let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
+                // The weight rows' chunk `AMX_PREFETCH` steps on (32 short row streams defeat
+                // the hardware prefetcher); wrapping arithmetic, and a prefetch never faults.
+                for r in 0..16 * nb {
+                    let ahead = w.wrapping_byte_add(r * ldw_bytes + (t + AMX_PREFETCH) * 64);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                }
+                let (b0, b1) = (xb.byte_add(t * 1024), xb1.wrapping_byte_add(t * 1024));
+                match (nb, mb) {
+                    (2, 2) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (2, _) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (_, 2) => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0, b0 = in(reg) b0, b1 = in(reg) b1,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    _ => asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        a0 = in(reg) a0, b0 = in(reg) b0,
+                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                }
+            }
+            asm!(
+                "tilestored [{c0} + {x}*1], tmm0",
+                "tilestored [{c1} + {x}*1], tmm1",
+                "tilestored [{c2} + {x}*1], tmm2",
+                "tilestored [{c3} + {x}*1], tmm3",
+                c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+                c3 = in(reg) c.add(768), x = in(reg) 64usize,
+                options(nostack)
+            );
+        }
+    }
+
+    /// 32 bf16 (64 bytes) at `p`, zero past `n`, as a `vdpbf16ps` operand.
+    ///
+    /// # Safety
+    /// `p` points at `min(n, 32)` readable u16.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    unsafe fn load_bh(p: *const u16, n: usize) -> __m512bh {
+        // SAFETY: the caller guarantees `min(n, 32)` readable u16 at `p`; masked lanes are not
+        // accessed (AVX-512 masked loads suppress faults).
+        let v = unsafe {
+            if n >= CHUNK {
+                _mm512_loadu_si512(p.cast())
+            } else {
+                _mm512_maskz_loadu_epi16((1u32 << n) - 1, p.cast())
+            }
+        };
+        // SAFETY: `__m512i` and `__m512bh` are both 64-byte vectors of plain bits; every bit
+        // pattern is a valid value of either.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+
+    /// The dot-product kernel's step: chunk `c` (`n` elements, at most `CHUNK`) of `R` bf16
+    /// weight rows against `MT` packed bf16 activation rows. Lane `l` of `acc[r][i]`
+    /// accumulates the products of elements `2l` and `2l + 1` of every chunk, so one 64-byte
+    /// load of each side feeds one `vdpbf16ps` (32 multiply-adds) per (row, row) pair.
+    ///
+    /// # Safety
+    /// As for [`tile_dot`]; chunk `c` starts inside the rows and has `n` elements in them.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    unsafe fn step_dot<const R: usize, const MT: usize>(
+        acc: &mut [[__m512; MT]; R],
+        xp: *const u16,
+        w: *const u16,
+        k: usize,
+        c: usize,
+        n: usize,
+    ) {
+        // SAFETY: a zeroed vector is a valid (all +0.0) bf16 vector; see `load_bh`.
+        let mut wv: [__m512bh; R] =
+            unsafe { [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); R] };
+        for r in 0..R {
+            // SAFETY: row `r` (`k` elements, `k` after row 0) has `c * CHUNK + n` or more.
+            wv[r] = unsafe { load_bh(w.add(r * k + c * CHUNK), n) };
+            // As in `step`: the same chunk `PREFETCH_ROWS` rows on; wrapping arithmetic, and
+            // a prefetch never faults.
+            let ahead = w.wrapping_add((r + PREFETCH_ROWS) * k + c * CHUNK);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        }
+        // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` u16 inside it.
+        let xc = unsafe { xp.add(c * MT * CHUNK) };
+        for i in 0..MT {
+            // SAFETY: row `i` of the chunk is `CHUNK` u16 at `i * CHUNK` (zero past `k`).
+            let xv = unsafe { load_bh(xc.add(i * CHUNK), CHUNK) };
+            for r in 0..R {
+                acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xv);
+            }
+        }
+    }
+
+    /// [`tile`] for the dot-product kernel: `out[r * ldo + i] = Σ_t w_r[t] · bf16(x_i[t])`.
+    ///
+    /// # Safety
+    /// `xp` points at a packed bf16 tile of `MT` rows (`k.div_ceil(CHUNK)` chunks of
+    /// `MT × CHUNK` u16); `w` at `R` rows of `k` bf16, consecutive; `out` at `R` rows of `MT`
+    /// writable floats `ldo` floats apart.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    unsafe fn tile_dot<const R: usize, const MT: usize>(
+        xp: *const u16,
+        k: usize,
+        w: *const u16,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let full = k / CHUNK;
+        let mut acc = [[_mm512_setzero_ps(); MT]; R];
+        for c in 0..full {
+            // SAFETY: forwarded contract; chunk `c` is whole.
+            unsafe { step_dot::<R, MT>(&mut acc, xp, w, k, c, CHUNK) };
+        }
+        if full * CHUNK < k {
+            // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
+            unsafe { step_dot::<R, MT>(&mut acc, xp, w, k, full, k - full * CHUNK) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { store_acc(&acc, out, ldo) };
+    }
+
+    /// [`panel`] for the dot-product kernel (bf16 weights, bf16-packed activations), with the
+    /// same tiling: one `vdpbf16ps` per (weight row, activation row) and chunk, where the
+    /// widening kernel spends two FMAs and the widening itself.
+    ///
+    /// # Safety
+    /// `xp` holds the packed bf16 layout of `m × k`, `w` `rows × k` bf16, `out_t` `rows × m`
+    /// writable floats.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    pub unsafe fn panel_dot(
+        xp: *const u16,
+        m: usize,
+        k: usize,
+        w: *const u16,
+        rows: usize,
+        out_t: *mut f32,
+    ) {
+        let tile_len = k.div_ceil(CHUNK) * TILE_M * CHUNK;
+        for t0 in (0..m).step_by(TILE_M) {
+            let mt = (m - t0).min(TILE_M);
+            let mut j = 0;
+            while j < rows {
+                let r = if rows - j >= 4 { 4 } else { 1 };
+                // SAFETY: as in `panel`: the tile, weight rows `j .. j + r` and output rows
+                // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside the buffers.
+                unsafe {
+                    let x = xp.add(t0 / TILE_M * tile_len);
+                    dispatch_dot(r, mt, x, k, w.add(j * k), out_t.add(j * m + t0), m);
+                }
+                j += r;
+            }
+        }
+    }
+
+    /// [`dispatch`] for the dot-product kernel. One weight vector per row (not two), so
+    /// 4 × mt runs up to mt = 4 and 2 × mt halves above, as there.
+    ///
+    /// # Safety
+    /// As for [`tile_dot`] with `R = r`, `MT = mt`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+    unsafe fn dispatch_dot(
+        r: usize,
+        mt: usize,
+        x: *const u16,
+        k: usize,
+        w: *const u16,
+        o: *mut f32,
+        ldo: usize,
+    ) {
+        macro_rules! four {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract.
+                unsafe { tile_dot::<4, $mt>(x, k, w, o, ldo) }
+            };
+        }
+        macro_rules! two_twos {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract; the second half starts 2 rows further.
+                unsafe {
+                    tile_dot::<2, $mt>(x, k, w, o, ldo);
+                    tile_dot::<2, $mt>(x, k, w.add(2 * k), o.add(2 * ldo), ldo);
+                }
+            };
+        }
+        macro_rules! one {
+            ($mt:literal) => {
+                // SAFETY: forwarded contract.
+                unsafe { tile_dot::<1, $mt>(x, k, w, o, ldo) }
+            };
+        }
+        match (r, mt) {
+            (4, 1) => four!(1),
+            (4, 2) => four!(2),
+            (4, 3) => four!(3),
+            (4, 4) => four!(4),
+            (4, 5) => two_twos!(5),
+            (4, 6) => two_twos!(6),
+            (4, 7) => two_twos!(7),
+            (4, 8) => two_twos!(8),
+            (_, 1) => one!(1),
+            (_, 2) => one!(2),
+            (_, 3) => one!(3),
+            (_, 4) => one!(4),
+            (_, 5) => one!(5),
+            (_, 6) => one!(6),
+            (_, 7) => one!(7),
+            _ => one!(8),
         }
     }
 

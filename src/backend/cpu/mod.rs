@@ -6,6 +6,16 @@
 //! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
 //!   `model`: the layer sequence.
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
+//!
+//! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`) in the
+//! environment when the options are built ([`CpuOptions::bf16_dot`]; the daemon inherits it),
+//! bf16 models on a CPU with AVX-512 BF16 run their bf16 matmuls of at least
+//! `linear::BF16_DOT_MIN_M` rows (prefill, batched decode) with activations rounded to bf16
+//! (round-to-nearest-even), bf16 × bf16 products and f32 accumulation: on AMX tiles
+//! (`tdpbf16ps`) where the CPU and kernel allow, else with `vdpbf16ps`. Logprobs then no longer
+//! match HF to 1e-4 (greedy tokens mostly do). The device string gains `bf16-dot (amx)` or
+//! `bf16-dot (avx512-bf16)`. Other dtypes or CPUs keep the exact path, with a warning. The
+//! default is the exact f32-activation path.
 
 mod attention;
 pub mod config;
@@ -21,12 +31,12 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use ffi::{simd_level, SimdLevel};
+pub use ffi::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
 
 use self::kv_cache::KvCache;
 use self::model::Model;
 use self::weights::WeightStore;
-use super::{Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput};
+use super::{Backend, BackendError, BackendInfo, BlockId, DType, KvChunk, StepBatch, StepOutput};
 
 /// How to build a [`CpuBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +49,21 @@ pub struct CpuOptions {
     pub threads: usize,
     /// Touch every weight page at load (predictable first steps, progress in the log).
     pub prefault_weights: bool,
+    /// Run bf16 matmuls as bf16 × bf16 products (AMX tiles, else AVX-512 BF16) over
+    /// bf16-rounded activations (faster, not exact; see the module doc). Defaults to whether `MINDIE_CPU_BF16_DOT` is set to
+    /// `1`/`true`/`yes`/`on`. Ignored (with a warning) unless the weights are bf16 and the CPU
+    /// has `avx512_bf16`.
+    pub bf16_dot: bool,
+}
+
+/// Whether `MINDIE_CPU_BF16_DOT` asks for the bf16 dot-product matmuls.
+pub fn bf16_dot_from_env() -> bool {
+    std::env::var("MINDIE_CPU_BF16_DOT").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 impl Default for CpuOptions {
@@ -48,6 +73,7 @@ impl Default for CpuOptions {
             block_size: 128,
             threads: 0,
             prefault_weights: true,
+            bf16_dot: bf16_dot_from_env(),
         }
     }
 }
@@ -59,6 +85,8 @@ pub struct CpuBackend {
     cache: KvCache,
     pool: rayon::ThreadPool,
     level: SimdLevel,
+    /// The bf16 dot-product matmuls are on (asked for, bf16 weights, CPU support).
+    bf16_dot: bool,
 }
 
 impl CpuBackend {
@@ -100,10 +128,34 @@ impl CpuBackend {
             .build()
             .map_err(|e| BackendError::Other(format!("thread pool: {e}")))?;
         let level = ffi::simd_level();
+        let bf16_dot = opts.bf16_dot && {
+            let why = if model.dtype != DType::BF16 {
+                Some("the weights are not bf16")
+            } else if level != SimdLevel::Avx512 || !ffi::has_avx512_bf16() {
+                Some("this CPU (or MINDIE_CPU_KERNELS) has no AVX-512 BF16")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                tracing::warn!("MINDIE_CPU_BF16_DOT ignored: {why}; using the exact f32 path");
+            }
+            why.is_none()
+        };
+        let dot_tag = match (bf16_dot, ffi::has_amx()) {
+            (false, _) => "",
+            (true, true) => ", bf16-dot (amx)",
+            (true, false) => {
+                tracing::warn!(
+                    "MINDIE_CPU_BF16_DOT: no AMX here; the vdpbf16ps fallback may be slower than \
+                     the exact path"
+                );
+                ", bf16-dot (avx512-bf16)"
+            }
+        };
         let info = BackendInfo {
             architecture: s.architecture.clone(),
             dtype: model.dtype,
-            device: format!("cpu ({threads} threads, {level:?})"),
+            device: format!("cpu ({threads} threads, {level:?}{dot_tag})"),
             vocab_size: s.vocab,
             block_size: cache.block_size,
             num_blocks: cache.num_blocks,
@@ -129,6 +181,7 @@ impl CpuBackend {
             cache,
             pool,
             level,
+            bf16_dot,
         })
     }
 
@@ -218,8 +271,10 @@ impl Backend for CpuBackend {
                 ..StepOutput::default()
             });
         }
-        let (model, cache, level) = (&self.model, &mut self.cache, self.level);
-        Ok(self.pool.install(|| model.forward(level, batch, cache)))
+        let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
+        Ok(self
+            .pool
+            .install(|| model.forward(level, dot, batch, cache)))
     }
 
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {

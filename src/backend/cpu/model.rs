@@ -8,7 +8,7 @@ use super::config::ModelSpec;
 use super::ffi::SimdLevel;
 use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
-use super::linear::{matmul, Linear};
+use super::linear::{matmul_with, Linear};
 use super::rope::Rope;
 use super::weights::{Matrix, WeightData, WeightStore};
 use crate::backend::{BackendError, DType, StepBatch, StepOutput};
@@ -125,8 +125,15 @@ impl Model {
         })
     }
 
-    /// Runs one validated packed step; writes KV into `cache`.
-    pub fn forward(&self, level: SimdLevel, batch: &StepBatch, cache: &mut KvCache) -> StepOutput {
+    /// Runs one validated packed step; writes KV into `cache`. `bf16_dot` allows the bf16
+    /// dot-product matmuls (`linear` module doc).
+    pub fn forward(
+        &self,
+        level: SimdLevel,
+        bf16_dot: bool,
+        batch: &StepBatch,
+        cache: &mut KvCache,
+    ) -> StepOutput {
         let s = &self.spec;
         let t = batch.tokens.len();
         let (h, hd) = (s.hidden, s.head_dim);
@@ -156,6 +163,7 @@ impl Model {
             }
             Linear::forward_many(
                 level,
+                bf16_dot,
                 &hbuf,
                 t,
                 &[&layer.q, &layer.k, &layer.v],
@@ -185,20 +193,21 @@ impl Model {
             }
             let (kc, vc) = cache.layer(li);
             paged_attention(level, &shape, &batch.seqs, &q, kc, vc, &mut attn);
-            layer.o.forward(level, &attn, t, &mut proj);
+            layer.o.forward(level, bf16_dot, &attn, t, &mut proj);
             kernels::add_in_place(&mut x, &proj);
             for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
                 kernels::rms_norm(xi, &layer.post_norm, s.rms_eps, o);
             }
             Linear::forward_many(
                 level,
+                bf16_dot,
                 &hbuf,
                 t,
                 &[&layer.gate, &layer.up],
                 &mut [&mut gate, &mut up],
             );
             kernels::silu_mul(&mut gate, &up);
-            layer.down.forward(level, &gate, t, &mut proj);
+            layer.down.forward(level, bf16_dot, &gate, t, &mut proj);
             kernels::add_in_place(&mut x, &proj);
         }
         let mut seq_indices = Vec::new();
@@ -213,8 +222,9 @@ impl Model {
             }
         }
         let mut logits = vec![0f32; seq_indices.len() * s.vocab];
-        matmul(
+        matmul_with(
             level,
+            bf16_dot,
             &last_rows,
             seq_indices.len(),
             &self.lm_head,

@@ -4,6 +4,13 @@
 //! 64-byte load of 32 bf16), or its first and last 16 columns for f32 weights. Columns past `k`
 //! are zero. Packing costs one pass over the (small) activations per matmul and lets the
 //! kernel read every weight byte exactly once per tile of activation rows.
+//!
+//! The opt-in dot-product kernel (`ffi::gemm_panel_bf16_dot`, `MINDIE_CPU_BF16_DOT`) reads the
+//! same tile / chunk / row order, but each row's chunk is its 32 columns rounded to bf16
+//! ([`pack_bf16`]), in natural order: `vdpbf16ps` multiplies adjacent pairs, exactly as a
+//! 64-byte load of the weight row holds them.
+
+use super::f32_to_bf16;
 
 /// Weight elements per kernel step (one 64-byte bf16 load).
 pub const CHUNK: usize = 32;
@@ -53,9 +60,82 @@ pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>
     &out[skip..skip + len]
 }
 
+/// Packs `x` (`m × k`, row-major) for the dot-product kernel: the layout of [`pack`] (same
+/// tiles, chunks and row order, `packed_len` elements) with each column rounded to bf16
+/// (round-to-nearest-even) in natural order. Starts on a 64-byte boundary inside `out`.
+pub fn pack_bf16<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'a [u16] {
+    let chunks = k.div_ceil(CHUNK);
+    let len = packed_len(m, k);
+    out.clear();
+    out.resize(len + CHUNK, 0);
+    let skip = out.as_ptr().align_offset(64).min(CHUNK);
+    let packed = &mut out[skip..skip + len];
+    let tile_len = chunks * TILE_M * CHUNK;
+    for (t, tile) in packed.chunks_exact_mut(tile_len).enumerate() {
+        let r0 = t * TILE_M;
+        let mt = (m - r0).min(TILE_M);
+        for c in 0..chunks {
+            let (c0, c1) = (c * CHUNK, ((c + 1) * CHUNK).min(k));
+            for i in 0..mt {
+                let src = &x[(r0 + i) * k + c0..(r0 + i) * k + c1];
+                let dst = &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK];
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = f32_to_bf16(*v);
+                }
+            }
+        }
+    }
+    &out[skip..skip + len]
+}
+
+/// Elements of the AMX packed layout of `m × k` (see [`pack_amx`]).
+pub fn amx_packed_len(m: usize, k: usize) -> usize {
+    m.div_ceil(16) * k.div_ceil(32) * 512
+}
+
+/// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`), rounded to bf16: blocks of
+/// 16 rows, each as `k / 32` tiles (zero-padded) of 16 column pairs × 16 rows × 2, i.e. tile
+/// row `p` holds, for each of the 16 rows, its columns `2p` and `2p + 1` (the "VNNI" B layout
+/// of `tdpbf16ps`).
+pub fn pack_amx<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'a [u16] {
+    let kb = k.div_ceil(32);
+    let len = amx_packed_len(m, k);
+    out.clear();
+    out.resize(len + 32, 0);
+    let skip = out.as_ptr().align_offset(64).min(32);
+    let packed = &mut out[skip..skip + len];
+    for (i, row) in x.chunks_exact(k).take(m).enumerate() {
+        let (blk, r) = (i / 16, i % 16);
+        for (c, v) in row.iter().enumerate() {
+            let (t, pc) = (c / 32, c % 32);
+            packed[(blk * kb + t) * 512 + (pc / 2) * 32 + r * 2 + (pc % 2)] = f32_to_bf16(*v);
+        }
+    }
+    &out[skip..skip + len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_dot_pack_rounds_in_natural_order_and_zero_pads() {
+        let (m, k) = (9, 35);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32).collect();
+        let mut buf = Vec::new();
+        let p = pack_bf16(&x, m, k, &mut buf);
+        assert_eq!(p.len(), packed_len(m, k));
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+        let b = |v: f32| f32_to_bf16(v);
+        // Row 0, chunk 0: columns in order; row 1 follows.
+        assert_eq!(p[0..3], [b(0.0), b(1.0), b(2.0)]);
+        assert_eq!(p[CHUNK], b(k as f32));
+        // Row 0, chunk 1 (columns 32..35), zeros after.
+        let c1 = TILE_M * CHUNK;
+        assert_eq!(p[c1..c1 + 4], [b(32.0), b(33.0), b(34.0), 0]);
+        // Row 8 is alone in the second tile.
+        assert_eq!(p[2 * TILE_M * CHUNK], b((8 * k) as f32));
+    }
 
     #[test]
     fn bf16_pack_splits_even_and_odd_columns_and_zero_pads() {

@@ -68,6 +68,16 @@ pub fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
+/// f32 → bf16 bits, rounding to nearest, ties to even (NaN stays a quiet NaN of its sign).
+#[inline(always)]
+pub fn f32_to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
 /// binary16 → f32, exact for every input (normals, subnormals, zeros, infinities, NaN), written
 /// with selects instead of branches so it vectorizes.
 #[inline(always)]
@@ -217,6 +227,19 @@ mod tests {
     fn bf16_conversion_is_the_upper_half() {
         assert_eq!(bf16_to_f32(0x3f80), 1.0);
         assert_eq!(bf16_to_f32(0xc040), -3.0);
+    }
+
+    #[test]
+    fn f32_to_bf16_rounds_to_nearest_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(f32_to_bf16(-3.0), 0xc040);
+        // Halfway cases go to the even neighbour; above halfway rounds up.
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(f32_to_bf16(f32::MAX), 0x7f80);
+        assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
     }
 
     #[test]
