@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mindie::backend::cpu::linear::matmul_with;
+use mindie::backend::cpu::linear::{matmul_with, set_amx_exact};
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
 use mindie::backend::cpu::{has_avx512_bf16, simd_level, CpuBackend, CpuOptions};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
@@ -151,6 +151,43 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
             secs * 1e6,
             gbs / bw * 100.0,
             tag(dot)
+        );
+    }
+}
+
+/// `BENCH_GEMM_M=m`: only the 4864 × 896 bf16 matmul with `m` rows, for about two seconds per
+/// path (a steady loop to profile).
+fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
+    let (n, k) = (4864, 896);
+    let mut rng = Rng::new(7);
+    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
+    let mat = Matrix {
+        rows: n,
+        cols: k,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
+    };
+    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+    let mut out = vec![0f32; m * n];
+    for (dot, amx) in [(false, false), (false, true), (true, true)] {
+        if dot && !dot_modes().contains(&true) {
+            continue;
+        }
+        set_amx_exact(amx);
+        let t = Instant::now();
+        let mut iters = 0usize;
+        pool.install(|| {
+            while t.elapsed().as_secs_f64() < 2.0 {
+                matmul_with(simd_level(), dot, &x, m, &mat, &mut out);
+                iters += 1;
+            }
+        });
+        let secs = t.elapsed().as_secs_f64() / iters as f64;
+        println!(
+            "gemm bf16 {n}x{k}, M={m}: {:8.1} us  {:6.1} GFLOP/s{}{}",
+            secs * 1e6,
+            (2 * m * n * k) as f64 / secs / 1e9,
+            tag(dot),
+            if amx && !dot { " exact-amx" } else { "" }
         );
     }
 }
@@ -467,6 +504,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .num_threads(threads())
         .build()?;
     println!("threads {}, kernels {:?}", threads(), simd_level());
+    if let Some(m) = std::env::var("BENCH_GEMM_M")
+        .ok()
+        .and_then(|m| m.parse().ok())
+    {
+        gemm_loop(&pool, m);
+        return Ok(());
+    }
     let bw = read_bandwidth(&pool);
     println!("read bandwidth: {bw:.1} GB/s");
     if !std::env::args().any(|a| a == "model") {

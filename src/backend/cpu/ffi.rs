@@ -303,80 +303,122 @@ pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool
 /// Rows and columns of one AMX tile block (16 rows of 64 bytes).
 const AMX_T: usize = 16;
 
-/// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`): bf16 weights times activations
-/// packed (rounded to bf16) by [`kernels::gemm::pack_amx`], f32 accumulation. Blocks of 32
-/// weight rows × 32 activation rows accumulate in four 16 × 16 tiles; weight rows are read in
+/// Packed activation bytes one AMX pass keeps in L2 while the panel's weight blocks stream by.
+const AMX_X_L2_BYTES: usize = 512 << 10;
+
+/// Weight rows × activation rows of one AMX panel (see [`gemm_panel_amx`]).
+pub struct AmxPanel<'a> {
+    /// Activations packed by [`kernels::gemm::pack_amx`] with `pieces` bf16 terms per value;
+    /// `m` rows, `k` columns.
+    pub xp: &'a [u16],
+    pub m: usize,
+    pub k: usize,
+    /// 1 (activations rounded to bf16) or 3 (bf16 terms summing to the f32 value).
+    pub pieces: usize,
+    /// Consecutive weight rows, `rows × k`, bf16 bits.
+    pub w: &'a [u16],
+    /// Output, row-major `m × rows`.
+    pub out: &'a mut [f32],
+}
+
+/// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
+/// accumulation) over activations packed by [`kernels::gemm::pack_amx`]; every piece of a
+/// value multiplies the same weight tile into the same accumulator, so with 3 pieces the sum
+/// is the f32 activation's product, and with 1 the bf16-rounded one's. Blocks of 32 weight
+/// rows × 32 activation rows accumulate in four 16 × 16 tiles; activation rows are taken in
+/// L2-sized chunks, each chunk meeting every weight block of the panel; weight rows are read in
 /// place when `k` is a multiple of 32 and the block whole, else through a zero-padded copy.
 /// `false` (nothing done) when AMX is unavailable.
-pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
+pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     if !has_amx() || p.k == 0 || p.m == 0 {
         return false;
     }
-    let (m, k) = (p.m, p.k);
+    let (m, k, pieces) = (p.m, p.k, p.pieces);
+    assert!(pieces == 1 || pieces == 3, "pieces must be 1 or 3");
     let rows = p.w.len() / k;
     assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
-    assert_eq!(p.out_t.len(), rows * m, "output is not rows × m");
+    assert_eq!(p.out.len(), rows * m, "output is not m × rows");
     let kb = k.div_ceil(2 * AMX_T);
     let mbs = m.div_ceil(AMX_T);
     assert!(
-        p.xp.len() >= kernels::gemm::amx_packed_len(m, k),
+        p.xp.len() >= kernels::gemm::amx_packed_len(m, k, pieces),
         "packed x too short"
     );
     let kp = kb * 2 * AMX_T;
+    let block_u16 = pieces * kb * AMX_T * 2 * AMX_T;
+    // Activation blocks per L2 chunk (an even number, so pairs never straddle chunks).
+    let chunk_blocks = (AMX_X_L2_BYTES / (block_u16 * 2)).max(2) / 2 * 2;
     let mut pad: Vec<u16> = Vec::new();
     let mut c = [0f32; 4 * AMX_T * AMX_T];
+    let mut t = [[0f32; AMX_T]; AMX_T];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
     unsafe {
         x86::amx_config()
     };
-    for n0 in (0..rows).step_by(2 * AMX_T) {
-        let nr = (rows - n0).min(2 * AMX_T);
-        let nb = nr.div_ceil(AMX_T);
-        let (wb, ldw): (&[u16], usize) = if k == kp && nr.is_multiple_of(AMX_T) {
-            (&p.w[n0 * k..(n0 + nr) * k], k)
-        } else {
-            pad.clear();
-            pad.resize(nb * AMX_T * kp, 0);
-            for (dst, src) in pad
-                .chunks_exact_mut(kp)
-                .zip(p.w[n0 * k..(n0 + nr) * k].chunks_exact(k))
-            {
-                dst[..k].copy_from_slice(src);
-            }
-            (&pad[..], kp)
-        };
-        assert!(wb.len() >= nb * AMX_T * ldw - (ldw - kp));
-        for mb0 in (0..mbs).step_by(2) {
-            let mb = (mbs - mb0).min(2);
-            let xb = &p.xp[mb0 * kb * AMX_T * 2 * AMX_T..];
-            assert!(xb.len() >= mb * kb * AMX_T * 2 * AMX_T);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and `amx_config`
-            // ran on this thread above (nothing between releases the tiles). Bounds: `wb` holds
-            // `nb` blocks of 16 rows, `ldw` u16 apart, each with `kb * 32` readable u16 (the
-            // assert above); `xb` holds `mb` packed blocks of `kb` 16 × 32 tiles; `c` holds the
-            // four 16 × 16 f32 tiles the kernel stores.
-            unsafe {
-                x86::amx_block(
-                    nb,
-                    mb,
-                    wb.as_ptr(),
-                    ldw * 2,
-                    xb.as_ptr(),
-                    kb,
-                    c.as_mut_ptr(),
-                );
-            }
-            for bi in 0..nb {
-                for bj in 0..mb {
-                    let tile = &c[(bi * 2 + bj) * AMX_T * AMX_T..][..AMX_T * AMX_T];
-                    let m0 = (mb0 + bj) * AMX_T;
-                    let mt = (m - m0).min(AMX_T);
-                    for i in 0..AMX_T.min(nr - bi * AMX_T) {
-                        let n = n0 + bi * AMX_T + i;
-                        p.out_t[n * m + m0..n * m + m0 + mt]
-                            .copy_from_slice(&tile[i * AMX_T..i * AMX_T + mt]);
+    for cb0 in (0..mbs).step_by(chunk_blocks) {
+        let cb1 = (cb0 + chunk_blocks).min(mbs);
+        for n0 in (0..rows).step_by(2 * AMX_T) {
+            let nr = (rows - n0).min(2 * AMX_T);
+            let nb = nr.div_ceil(AMX_T);
+            let (wb, ldw): (&[u16], usize) = if k == kp && nr.is_multiple_of(AMX_T) {
+                (&p.w[n0 * k..(n0 + nr) * k], k)
+            } else {
+                pad.clear();
+                pad.resize(nb * AMX_T * kp, 0);
+                for (dst, src) in pad
+                    .chunks_exact_mut(kp)
+                    .zip(p.w[n0 * k..(n0 + nr) * k].chunks_exact(k))
+                {
+                    dst[..k].copy_from_slice(src);
+                }
+                (&pad[..], kp)
+            };
+            assert!(wb.len() >= nb * AMX_T * ldw - (ldw - kp));
+            for mb0 in (cb0..cb1).step_by(2) {
+                let mb = (cb1 - mb0).min(2);
+                let xb = &p.xp[mb0 * block_u16..];
+                assert!(xb.len() >= mb * block_u16);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
+                // `amx_config` ran on this thread above (nothing between releases the tiles).
+                // Bounds: `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each with
+                // `kb * 32` readable u16 (the assert above); `xb` holds `mb` packed blocks of
+                // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds the four 16 × 16
+                // f32 tiles the kernel stores.
+                unsafe {
+                    x86::amx_block(
+                        nb,
+                        mb,
+                        wb.as_ptr(),
+                        ldw * 2,
+                        xb.as_ptr(),
+                        kb,
+                        pieces,
+                        c.as_mut_ptr(),
+                    );
+                }
+                for bi in 0..nb {
+                    let ni = AMX_T.min(nr - bi * AMX_T);
+                    let n = n0 + bi * AMX_T;
+                    for bj in 0..mb {
+                        let tile: &[f32; AMX_T * AMX_T] = c[(bi * 2 + bj) * AMX_T * AMX_T..]
+                            [..AMX_T * AMX_T]
+                            .try_into()
+                            .expect("tile is 256 floats");
+                        transpose16(tile, &mut t);
+                        let m0 = (mb0 + bj) * AMX_T;
+                        for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
+                            let at = (m0 + j) * rows + n;
+                            if ni == AMX_T {
+                                // Fixed length: inline vector moves, not a `memmove` call.
+                                let dst: &mut [f32; AMX_T] =
+                                    (&mut p.out[at..at + AMX_T]).try_into().expect("16 floats");
+                                *dst = *col;
+                            } else {
+                                p.out[at..at + ni].copy_from_slice(&col[..ni]);
+                            }
+                        }
                     }
                 }
             }
@@ -388,6 +430,23 @@ pub fn gemm_panel_amx(p: GemmPanel<'_, u16, u16>) -> bool {
         x86::amx_release()
     };
     true
+}
+
+/// `dst[j][i] = src[i * 16 + j]`: one 16 × 16 f32 tile transposed (AVX-512 shuffles where
+/// available, else scalar).
+pub fn transpose16(src: &[f32; 256], dst: &mut [[f32; 16]; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: avx512f was just detected; the function reads 256 floats from `src` and
+        // writes 256 into `dst`, both whole arrays.
+        unsafe { x86::transpose16(src.as_ptr(), dst.as_mut_ptr().cast()) };
+        return;
+    }
+    for (j, row) in dst.iter_mut().enumerate() {
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = src[i * 16 + j];
+        }
+    }
 }
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {
@@ -617,14 +676,16 @@ mod x86 {
     const AMX_PREFETCH: usize = 4;
 
     /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
-    /// 16 packed activation rows, over `kb` steps of 32 columns; stores the `nb × mb` C tiles
-    /// (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`.
+    /// 16 packed activation rows, over `kb` steps of 32 columns, each step multiplying the
+    /// weight tiles by the `pieces` activation tiles of that step into the same accumulators;
+    /// stores the `nb × mb` C tiles (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`.
     ///
     /// # Safety
     /// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
     /// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows,
     /// `ldw_bytes` apart, each row with `kb * 32` readable bf16; `xb` at `mb` consecutive
-    /// packed blocks of `kb` tiles of 16 × 32 bf16 (1 KiB each); `c` at 1024 writable floats.
+    /// packed blocks of `pieces * kb` tiles of 16 × 32 bf16 (1 KiB each, piece-major); `c` at
+    /// 1024 writable floats.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn amx_block(
         nb: usize,
@@ -633,16 +694,18 @@ mod x86 {
         ldw_bytes: usize,
         xb: *const u16,
         kb: usize,
+        pieces: usize,
         c: *mut f32,
     ) {
         use std::arch::asm;
         let w1 = w.wrapping_byte_add(16 * ldw_bytes);
-        let xstride = kb * 1024; // bytes between activation blocks
+        let xstride = pieces * kb * 1024; // bytes between activation blocks
         let xb1 = xb.wrapping_byte_add(xstride);
         // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
-        // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + t * 1024` with stride 64,
-        // inside the buffers by the contract (only the blocks `nb`/`mb` name are touched);
-        // stores write 1 KiB tiles into `c`.
+        // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + (piece * kb + t) * 1024`
+        // with stride 64, inside the buffers by the contract (only the blocks `nb`/`mb` name
+        // are touched); stores write 1 KiB tiles into `c`. Tile registers are not used by
+        // compiler-generated code, so they keep their values between the `asm!` blocks.
         unsafe {
             asm!(
                 "tilezero tmm0",
@@ -659,49 +722,56 @@ mod x86 {
                     let ahead = w.wrapping_byte_add(r * ldw_bytes + (t + AMX_PREFETCH) * 64);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
-                let (b0, b1) = (xb.byte_add(t * 1024), xb1.wrapping_byte_add(t * 1024));
-                match (nb, mb) {
-                    (2, 2) => asm!(
+                if nb == 2 {
+                    asm!(
                         "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {x}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
                         "tileloadd tmm5, [{a1} + {s}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tileloadd tmm7, [{b1} + {x}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) ldw_bytes,
                         options(nostack, readonly)
-                    ),
-                    (2, _) => asm!(
+                    );
+                } else {
+                    asm!(
                         "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {x}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm5, [{a1} + {s}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0,
-                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
+                        a0 = in(reg) a0, s = in(reg) ldw_bytes,
                         options(nostack, readonly)
-                    ),
-                    (_, 2) => asm!(
-                        "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {x}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {x}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0, b0 = in(reg) b0, b1 = in(reg) b1,
-                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
-                        options(nostack, readonly)
-                    ),
-                    _ => asm!(
-                        "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {x}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        a0 = in(reg) a0, b0 = in(reg) b0,
-                        s = in(reg) ldw_bytes, x = in(reg) 64usize,
-                        options(nostack, readonly)
-                    ),
+                    );
+                }
+                for piece in 0..pieces {
+                    let off = (piece * kb + t) * 1024;
+                    let (b0, b1) = (xb.byte_add(off), xb1.wrapping_byte_add(off));
+                    match (nb, mb) {
+                        (2, 2) => asm!(
+                            "tileloadd tmm6, [{b0} + {x}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            "tileloadd tmm7, [{b1} + {x}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            "tdpbf16ps tmm3, tmm5, tmm7",
+                            b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
+                            options(nostack, readonly)
+                        ),
+                        (2, _) => asm!(
+                            "tileloadd tmm6, [{b0} + {x}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm2, tmm5, tmm6",
+                            b0 = in(reg) b0, x = in(reg) 64usize,
+                            options(nostack, readonly)
+                        ),
+                        (_, 2) => asm!(
+                            "tileloadd tmm6, [{b0} + {x}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{b1} + {x}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
+                            options(nostack, readonly)
+                        ),
+                        _ => asm!(
+                            "tileloadd tmm6, [{b0} + {x}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            b0 = in(reg) b0, x = in(reg) 64usize,
+                            options(nostack, readonly)
+                        ),
+                    }
                 }
             }
             asm!(
@@ -713,6 +783,56 @@ mod x86 {
                 c3 = in(reg) c.add(768), x = in(reg) 64usize,
                 options(nostack)
             );
+        }
+    }
+
+    /// `dst[j * 16 + i] = src[i * 16 + j]` for a 16 × 16 f32 tile: 32-bit then 64-bit
+    /// unpacks give each 128-bit lane a 4 × 4 sub-block transposed, then two rounds of
+    /// 128-bit lane shuffles put the sub-blocks in place.
+    ///
+    /// # Safety
+    /// avx512f is present; `src` has 256 readable floats and `dst` 256 writable ones.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose16(src: *const f32, dst: *mut f32) {
+        // SAFETY: 16 loads and 16 stores of 16 floats, inside the 256 the contract grants.
+        unsafe {
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * 16)));
+            // t[2g], t[2g+1]: rows 2g, 2g+1 interleaved per lane (columns 4L, 4L+1 / 4L+2, 4L+3).
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // u[4g + c], lane L: column 4L + c of rows 4g..4g+4.
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let (g, c) = (i / 4, i % 4);
+                let a = _mm512_castps_pd(t[4 * g + c / 2]);
+                let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+                _mm512_castpd_ps(if c % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                })
+            });
+            for c in 0..4 {
+                let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+                let p0 = _mm512_shuffle_f32x4::<0x44>(a, b);
+                let p1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
+                let p2 = _mm512_shuffle_f32x4::<0x44>(cc, d);
+                let p3 = _mm512_shuffle_f32x4::<0xEE>(cc, d);
+                let rows = [
+                    _mm512_shuffle_f32x4::<0x88>(p0, p2),
+                    _mm512_shuffle_f32x4::<0xDD>(p0, p2),
+                    _mm512_shuffle_f32x4::<0x88>(p1, p3),
+                    _mm512_shuffle_f32x4::<0xDD>(p1, p3),
+                ];
+                for (l, v) in rows.into_iter().enumerate() {
+                    _mm512_storeu_ps(dst.add((4 * l + c) * 16), v);
+                }
+            }
         }
     }
 

@@ -16,6 +16,12 @@
 //! match HF to 1e-4 (greedy tokens mostly do). The device string gains `bf16-dot (amx)` or
 //! `bf16-dot (avx512-bf16)`. Other dtypes or CPUs keep the exact path, with a warning. The
 //! default is the exact f32-activation path.
+//!
+//! The exact path itself uses AMX where the CPU and kernel allow (the device string says
+//! `amx-exact`): bf16 matmuls of at least `linear::AMX_EXACT_MIN_M` rows split each f32
+//! activation into three bf16 terms whose sum is the f32 value, so the tile products add up to
+//! the f32 activation's (same tolerance as the AVX-512 f32 kernel; the HF parity tests run
+//! through it). `MINDIE_CPU_AMX=0` turns it off.
 
 mod attention;
 pub mod config;
@@ -142,6 +148,7 @@ impl CpuBackend {
             why.is_none()
         };
         let dot_tag = match (bf16_dot, ffi::has_amx()) {
+            (false, true) if model.dtype == DType::BF16 && linear::amx_exact() => ", amx-exact",
             (false, _) => "",
             (true, true) => ", bf16-dot (amx)",
             (true, false) => {

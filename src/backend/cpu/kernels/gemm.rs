@@ -10,7 +10,7 @@
 //! ([`pack_bf16`]), in natural order: `vdpbf16ps` multiplies adjacent pairs, exactly as a
 //! 64-byte load of the weight row holds them.
 
-use super::f32_to_bf16;
+use super::{bf16_to_f32, f32_to_bf16};
 
 /// Weight elements per kernel step (one 64-byte bf16 load).
 pub const CHUNK: usize = 32;
@@ -88,27 +88,56 @@ pub fn pack_bf16<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'
     &out[skip..skip + len]
 }
 
-/// Elements of the AMX packed layout of `m × k` (see [`pack_amx`]).
-pub fn amx_packed_len(m: usize, k: usize) -> usize {
-    m.div_ceil(16) * k.div_ceil(32) * 512
+/// Elements of the AMX packed layout of `m × k` with `pieces` terms per value (see
+/// [`pack_amx`]).
+pub fn amx_packed_len(m: usize, k: usize, pieces: usize) -> usize {
+    m.div_ceil(16) * pieces * k.div_ceil(32) * 512
 }
 
-/// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`), rounded to bf16: blocks of
-/// 16 rows, each as `k / 32` tiles (zero-padded) of 16 column pairs × 16 rows × 2, i.e. tile
-/// row `p` holds, for each of the 16 rows, its columns `2p` and `2p + 1` (the "VNNI" B layout
-/// of `tdpbf16ps`).
-pub fn pack_amx<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'a [u16] {
+/// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`) as `pieces` bf16 terms per
+/// value: 1 is the value rounded to bf16; 3 are `hi = bf16(v)`, `mid = bf16(v - hi)`,
+/// `lo = bf16(v - hi - mid)`, whose sum carries all 24 significant bits of the f32 (each
+/// difference is exact in f32), so the kernel's products sum to the f32 activation's.
+///
+/// Layout: blocks of 16 rows; each block holds, piece by piece, `k / 32` tiles (zero-padded)
+/// of 16 column pairs × 16 rows × 2, i.e. tile row `p` holds, for each of the 16 rows, its
+/// columns `2p` and `2p + 1` (the "VNNI" B layout of `tdpbf16ps`). Starts on a 64-byte
+/// boundary inside `out`.
+pub fn pack_amx<'a>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    pieces: usize,
+    out: &'a mut Vec<u16>,
+) -> &'a [u16] {
+    assert!((1..=3).contains(&pieces), "1 to 3 pieces");
     let kb = k.div_ceil(32);
-    let len = amx_packed_len(m, k);
+    let len = amx_packed_len(m, k, pieces);
     out.clear();
     out.resize(len + 32, 0);
     let skip = out.as_ptr().align_offset(64).min(32);
     let packed = &mut out[skip..skip + len];
-    for (i, row) in x.chunks_exact(k).take(m).enumerate() {
-        let (blk, r) = (i / 16, i % 16);
-        for (c, v) in row.iter().enumerate() {
-            let (t, pc) = (c / 32, c % 32);
-            packed[(blk * kb + t) * 512 + (pc / 2) * 32 + r * 2 + (pc % 2)] = f32_to_bf16(*v);
+    let mut split = [[0u16; 32]; 3];
+    for (blk, block) in packed.chunks_exact_mut(pieces * kb * 512).enumerate() {
+        for r in 0..16.min(m - blk * 16) {
+            let row = &x[(blk * 16 + r) * k..][..k];
+            for (t, src) in row.chunks(32).enumerate() {
+                let mut rest = [0f32; 32];
+                rest[..src.len()].copy_from_slice(src);
+                for part in split.iter_mut().take(pieces) {
+                    for (d, v) in part.iter_mut().zip(rest.iter_mut()) {
+                        *d = f32_to_bf16(*v);
+                        *v -= bf16_to_f32(*d);
+                    }
+                }
+                for (piece, part) in split.iter().take(pieces).enumerate() {
+                    let tile = &mut block[(piece * kb + t) * 512..][..512];
+                    for (pair, v) in part.chunks_exact(2).enumerate() {
+                        tile[pair * 32 + r * 2] = v[0];
+                        tile[pair * 32 + r * 2 + 1] = v[1];
+                    }
+                }
+            }
         }
     }
     &out[skip..skip + len]
