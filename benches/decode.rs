@@ -155,10 +155,17 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     }
 }
 
-/// `BENCH_GEMM_M=m`: only the 4864 × 896 bf16 matmul with `m` rows, for about two seconds per
+/// `BENCH_GEMM_M=m`: only the bf16 matmul of `m` rows by an `n × k` weight
+/// (`BENCH_GEMM_NK=n,k`, default 4864,896), for about two seconds per
 /// path (a steady loop to profile).
 fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
-    let (n, k) = (4864, 896);
+    let (n, k) = std::env::var("BENCH_GEMM_NK")
+        .ok()
+        .and_then(|v| {
+            let (n, k) = v.split_once(',')?;
+            Some((n.parse().ok()?, k.parse().ok()?))
+        })
+        .unwrap_or((4864, 896));
     let mut rng = Rng::new(7);
     let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
     let mat = Matrix {

@@ -303,8 +303,8 @@ pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool
 /// Rows and columns of one AMX tile block (16 rows of 64 bytes).
 const AMX_T: usize = 16;
 
-/// Packed activation bytes one AMX pass keeps in L2 while the panel's weight blocks stream by.
-const AMX_X_L2_BYTES: usize = 512 << 10;
+/// Fewest 16-row activation blocks for which the AMX kernel copies misaligned weights.
+const AMX_ALIGN_MIN_BLOCKS: usize = 4;
 
 /// Weight rows × activation rows of one AMX panel (see [`gemm_panel_amx`]).
 pub struct AmxPanel<'a> {
@@ -324,10 +324,13 @@ pub struct AmxPanel<'a> {
 /// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
 /// accumulation) over activations packed by [`kernels::gemm::pack_amx`]; every piece of a
 /// value multiplies the same weight tile into the same accumulator, so with 3 pieces the sum
-/// is the f32 activation's product, and with 1 the bf16-rounded one's. Blocks of 32 weight
-/// rows × 32 activation rows accumulate in four 16 × 16 tiles; activation rows are taken in
-/// L2-sized chunks, each chunk meeting every weight block of the panel; weight rows are read in
-/// place when `k` is a multiple of 32 and the block whole, else through a zero-padded copy.
+/// is the f32 activation's product, and with 1 the bf16-rounded one's.
+///
+/// Blocking: blocks of 32 weight rows × 32 activation rows accumulate in four 16 × 16 tiles.
+/// For each pair of activation blocks, the columns go in passes of a few 32-column steps whose
+/// activation tiles stay in L1 while every weight block of the panel streams past from L2; the
+/// C tiles wait in an aligned buffer between passes. Weight rows are read in place when they
+/// are 64-byte aligned whole blocks, else from an aligned, zero-padded copy of the panel.
 /// `false` (nothing done) when AMX is unavailable.
 pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     if !has_amx() || p.k == 0 || p.m == 0 {
@@ -345,79 +348,97 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
         "packed x too short"
     );
     let kp = kb * 2 * AMX_T;
+    let nblocks = rows.div_ceil(2 * AMX_T);
+    // Tile rows must start on 64-byte boundaries: a row that straddles two cache lines makes
+    // every tile load several times slower (measured ~6× here). Weights used in place only when
+    // they are aligned whole 16-row blocks of `kp` columns; else an aligned, zero-padded copy
+    // of the panel (safetensors data is only 8-byte aligned).
+    let mut scratch = AMX_SCRATCH.with(|s| s.take());
+    // (With few activation blocks the copy costs more than it saves: each weight tile is
+    // loaded only `mbs` times.)
+    let aligned = (p.w.as_ptr() as usize).is_multiple_of(64) || mbs < AMX_ALIGN_MIN_BLOCKS;
+    let in_place = k == kp && rows.is_multiple_of(AMX_T) && aligned;
+    let (w, ldw): (&[u16], usize) = if in_place {
+        (p.w, k)
+    } else {
+        let len = rows.div_ceil(AMX_T) * AMX_T * kp;
+        let buf = aligned_u16(&mut scratch.0, len);
+        for (dst, src) in buf.chunks_exact_mut(kp).zip(p.w.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+            dst[k..].fill(0);
+        }
+        buf[rows * kp..].fill(0);
+        (&*buf, kp)
+    };
     let block_u16 = pieces * kb * AMX_T * 2 * AMX_T;
-    // Activation blocks per L2 chunk (an even number, so pairs never straddle chunks).
-    let chunk_blocks = (AMX_X_L2_BYTES / (block_u16 * 2)).max(2) / 2 * 2;
-    let mut pad: Vec<u16> = Vec::new();
-    let mut c = [0f32; 4 * AMX_T * AMX_T];
+    // Column steps per pass: an activation pair's tiles of one pass (2 × pieces × steps KiB)
+    // stay in L1 while every weight block of the panel streams past them from L2.
+    let steps = if mbs == 1 { kb } else { (12 / pieces).max(1) };
+    // The four C tiles of every weight block, kept between passes (64-byte aligned too).
+    let acc = aligned_f32(&mut scratch.1, nblocks * 4 * AMX_T * AMX_T);
     let mut t = [[0f32; AMX_T]; AMX_T];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
     unsafe {
         x86::amx_config()
     };
-    for cb0 in (0..mbs).step_by(chunk_blocks) {
-        let cb1 = (cb0 + chunk_blocks).min(mbs);
-        for n0 in (0..rows).step_by(2 * AMX_T) {
-            let nr = (rows - n0).min(2 * AMX_T);
-            let nb = nr.div_ceil(AMX_T);
-            let (wb, ldw): (&[u16], usize) = if k == kp && nr.is_multiple_of(AMX_T) {
-                (&p.w[n0 * k..(n0 + nr) * k], k)
-            } else {
-                pad.clear();
-                pad.resize(nb * AMX_T * kp, 0);
-                for (dst, src) in pad
-                    .chunks_exact_mut(kp)
-                    .zip(p.w[n0 * k..(n0 + nr) * k].chunks_exact(k))
-                {
-                    dst[..k].copy_from_slice(src);
-                }
-                (&pad[..], kp)
-            };
-            assert!(wb.len() >= nb * AMX_T * ldw - (ldw - kp));
-            for mb0 in (cb0..cb1).step_by(2) {
-                let mb = (cb1 - mb0).min(2);
-                let xb = &p.xp[mb0 * block_u16..];
-                assert!(xb.len() >= mb * block_u16);
+    for mb0 in (0..mbs).step_by(2) {
+        let mb = (mbs - mb0).min(2);
+        let xb = &p.xp[mb0 * block_u16..];
+        assert!(xb.len() >= mb * block_u16);
+        for t0 in (0..kb).step_by(steps) {
+            let t1 = (t0 + steps).min(kb);
+            for (bi, c) in acc.chunks_exact_mut(4 * AMX_T * AMX_T).enumerate() {
+                let n0 = bi * 2 * AMX_T;
+                let nb = (rows - n0).div_ceil(AMX_T).min(2);
+                let wb = &w[n0 * ldw..];
+                assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
                 // `amx_config` ran on this thread above (nothing between releases the tiles).
                 // Bounds: `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each with
                 // `kb * 32` readable u16 (the assert above); `xb` holds `mb` packed blocks of
-                // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds the four 16 × 16
-                // f32 tiles the kernel stores.
+                // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds four 16 × 16 f32
+                // tiles (1024 floats).
                 unsafe {
                     x86::amx_block(
-                        nb,
-                        mb,
-                        wb.as_ptr(),
-                        ldw * 2,
-                        xb.as_ptr(),
-                        kb,
-                        pieces,
+                        x86::AmxBlock {
+                            nb,
+                            mb,
+                            w: wb.as_ptr(),
+                            ldw_bytes: ldw * 2,
+                            xb: xb.as_ptr(),
+                            kb,
+                            pieces,
+                            steps: t0..t1,
+                        },
                         c.as_mut_ptr(),
                     );
                 }
-                for bi in 0..nb {
-                    let ni = AMX_T.min(nr - bi * AMX_T);
-                    let n = n0 + bi * AMX_T;
-                    for bj in 0..mb {
-                        let tile: &[f32; AMX_T * AMX_T] = c[(bi * 2 + bj) * AMX_T * AMX_T..]
-                            [..AMX_T * AMX_T]
-                            .try_into()
-                            .expect("tile is 256 floats");
-                        transpose16(tile, &mut t);
-                        let m0 = (mb0 + bj) * AMX_T;
-                        for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
-                            let at = (m0 + j) * rows + n;
-                            if ni == AMX_T {
-                                // Fixed length: inline vector moves, not a `memmove` call.
-                                let dst: &mut [f32; AMX_T] =
-                                    (&mut p.out[at..at + AMX_T]).try_into().expect("16 floats");
-                                *dst = *col;
-                            } else {
-                                p.out[at..at + ni].copy_from_slice(&col[..ni]);
-                            }
+            }
+        }
+        for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {
+            let n0 = bi * 2 * AMX_T;
+            let nr = (rows - n0).min(2 * AMX_T);
+            for bj in 0..mb {
+                let m0 = (mb0 + bj) * AMX_T;
+                for bi2 in 0..nr.div_ceil(AMX_T) {
+                    let ni = AMX_T.min(nr - bi2 * AMX_T);
+                    let n = n0 + bi2 * AMX_T;
+                    let tile: &[f32; AMX_T * AMX_T] = c[(bi2 * 2 + bj) * AMX_T * AMX_T..]
+                        [..AMX_T * AMX_T]
+                        .try_into()
+                        .expect("tile is 256 floats");
+                    transpose16(tile, &mut t);
+                    for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
+                        let at = (m0 + j) * rows + n;
+                        if ni == AMX_T {
+                            // Fixed length: inline vector moves, not a `memmove` call.
+                            let dst: &mut [f32; AMX_T] =
+                                (&mut p.out[at..at + AMX_T]).try_into().expect("16 floats");
+                            *dst = *col;
+                        } else {
+                            p.out[at..at + ni].copy_from_slice(&col[..ni]);
                         }
                     }
                 }
@@ -429,7 +450,33 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     unsafe {
         x86::amx_release()
     };
+    AMX_SCRATCH.with(|s| s.replace(scratch));
     true
+}
+
+thread_local! {
+    /// The AMX kernel's aligned weight copy and C tiles, reused across calls on this thread
+    /// (fresh large allocations page-fault).
+    static AMX_SCRATCH: std::cell::Cell<(Vec<u16>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// `len` elements of `v` starting on a 64-byte boundary (grown as needed; contents stale).
+fn aligned_u16(v: &mut Vec<u16>, len: usize) -> &mut [u16] {
+    if v.len() < len + 32 {
+        v.resize(len + 32, 0);
+    }
+    let skip = v.as_ptr().align_offset(64).min(32);
+    &mut v[skip..skip + len]
+}
+
+/// `len` floats of `v` starting on a 64-byte boundary (grown as needed; contents stale).
+fn aligned_f32(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len + 16 {
+        v.resize(len + 16, 0.0);
+    }
+    let skip = v.as_ptr().align_offset(64).min(16);
+    &mut v[skip..skip + len]
 }
 
 /// `dst[j][i] = src[i * 16 + j]`: one 16 × 16 f32 tile transposed (AVX-512 shuffles where
@@ -675,46 +722,75 @@ mod x86 {
     /// How many 64-byte column steps ahead the AMX kernel prefetches its weight rows.
     const AMX_PREFETCH: usize = 4;
 
-    /// One block of the AMX kernel: `nb` (1–2) blocks of 16 weight rows × `mb` (1–2) blocks of
-    /// 16 packed activation rows, over `kb` steps of 32 columns, each step multiplying the
-    /// weight tiles by the `pieces` activation tiles of that step into the same accumulators;
-    /// stores the `nb × mb` C tiles (16 × 16 f32, row = weight row) at `c + (bi * 2 + bj) * 256`.
+    /// Operands of one [`amx_block`] call.
+    pub struct AmxBlock {
+        /// Blocks of 16 weight rows (1–2) and of 16 activation rows (1–2).
+        pub nb: usize,
+        pub mb: usize,
+        /// The first weight row; rows `ldw_bytes` apart.
+        pub w: *const u16,
+        pub ldw_bytes: usize,
+        /// The first packed activation block (`pieces * kb` tiles of 1 KiB, piece-major).
+        pub xb: *const u16,
+        pub kb: usize,
+        pub pieces: usize,
+        /// The 32-column steps of this pass.
+        pub steps: std::ops::Range<usize>,
+    }
+
+    /// One pass of the AMX kernel: C tiles `(bi, bj)` (16 × 16 f32, row = weight row, at
+    /// `c + (bi * 2 + bj) * 256`) accumulate weight block `bi` × activation block `bj` over
+    /// the pass's column steps, each step multiplying the weight tiles by the `pieces`
+    /// activation tiles of that step; the first pass (`steps.start == 0`) starts from zero,
+    /// later ones from the tiles in `c`. Stores all four tiles back.
     ///
     /// # Safety
     /// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
-    /// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows,
-    /// `ldw_bytes` apart, each row with `kb * 32` readable bf16; `xb` at `mb` consecutive
-    /// packed blocks of `pieces * kb` tiles of 16 × 32 bf16 (1 KiB each, piece-major); `c` at
-    /// 1024 writable floats.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn amx_block(
-        nb: usize,
-        mb: usize,
-        w: *const u16,
-        ldw_bytes: usize,
-        xb: *const u16,
-        kb: usize,
-        pieces: usize,
-        c: *mut f32,
-    ) {
+    /// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows, `ldw_bytes` apart, each
+    /// row with `kb * 32` readable bf16; `xb` at `mb` consecutive packed blocks of
+    /// `pieces * kb` tiles of 16 × 32 bf16; `steps.end <= kb`; `c` at 1024 floats, readable
+    /// and writable.
+    pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
         use std::arch::asm;
+        let AmxBlock {
+            nb,
+            mb,
+            w,
+            ldw_bytes,
+            xb,
+            kb,
+            pieces,
+            steps,
+        } = b;
         let w1 = w.wrapping_byte_add(16 * ldw_bytes);
         let xstride = pieces * kb * 1024; // bytes between activation blocks
         let xb1 = xb.wrapping_byte_add(xstride);
         // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
         // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + (piece * kb + t) * 1024`
         // with stride 64, inside the buffers by the contract (only the blocks `nb`/`mb` name
-        // are touched); stores write 1 KiB tiles into `c`. Tile registers are not used by
-        // compiler-generated code, so they keep their values between the `asm!` blocks.
+        // are touched); C loads and stores move 1 KiB tiles within `c`. Tile registers are not
+        // used by compiler-generated code, so they keep their values between the `asm!` blocks.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
-            for t in 0..kb {
+            if steps.start == 0 {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {x}*1]",
+                    "tileloadd tmm1, [{c1} + {x}*1]",
+                    "tileloadd tmm2, [{c2} + {x}*1]",
+                    "tileloadd tmm3, [{c3} + {x}*1]",
+                    c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+                    c3 = in(reg) c.add(768), x = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            }
+            for t in steps {
                 let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
                 // The weight rows' chunk `AMX_PREFETCH` steps on (32 short row streams defeat
                 // the hardware prefetcher); wrapping arithmetic, and a prefetch never faults.

@@ -98,7 +98,7 @@ impl Linear {
         outs: &mut [&mut Vec<f32>],
     ) {
         for (l, out) in layers.iter().zip(outs.iter_mut()) {
-            out.clear();
+            // Overwritten whole by the matmul: a reused buffer keeps its old values until then.
             out.resize(m * l.w.rows, 0.0);
         }
         let mats: Vec<&Matrix> = layers.iter().map(|l| &l.w).collect();
@@ -320,9 +320,11 @@ fn run_packed<W: Pod, X: Sync, K>(
     // Outputs transposed (`n × m`, one after another in `tr`); with one row, the outputs.
     let mut tasks: Vec<(&[W], &mut [f32])> = Vec::new();
     if m > 1 {
-        tr.clear();
-        tr.resize(total_n * m, 0.0);
-        let mut rest = tr.as_mut_slice();
+        // Every kernel writes each of its outputs, so a reused buffer needs no clearing.
+        if tr.len() < total_n * m {
+            tr.resize(total_n * m, 0.0);
+        }
+        let mut rest = &mut tr[..total_n * m];
         for w in ws {
             let (o, r) = rest.split_at_mut(w.len() / k * m);
             rest = r;
@@ -349,7 +351,7 @@ fn run_packed<W: Pod, X: Sync, K>(
         tasks.into_iter().for_each(panel);
     }
     if m > 1 {
-        let mut rest = tr.as_slice();
+        let mut rest = &tr[..total_n * m];
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
             let n = w.len() / k;
             let (t, r) = rest.split_at(n * m);
@@ -357,14 +359,18 @@ fn run_packed<W: Pod, X: Sync, K>(
             match layout {
                 Out::Transposed(_) => transpose_into(t, m, out),
                 Out::RowMajor(_) => {
-                    // Panel by panel (`rows` weight rows each, the last shorter): its `m` rows
-                    // of outputs go to their columns of `out`.
-                    for (pi, panel) in t.chunks(rows * m).enumerate() {
-                        let width = panel.len() / m;
-                        for (i, src) in panel.chunks_exact(width).enumerate() {
-                            out[i * n + pi * rows..][..width].copy_from_slice(src);
-                        }
-                    }
+                    // Output row `i` gathers row `i` of every panel (`rows` weight rows each,
+                    // the last shorter), rows spread over the pool.
+                    out.par_chunks_exact_mut(n)
+                        .enumerate()
+                        .with_min_len(8)
+                        .for_each(|(i, dst)| {
+                            for (pi, panel) in t.chunks(rows * m).enumerate() {
+                                let width = panel.len() / m;
+                                dst[pi * rows..][..width]
+                                    .copy_from_slice(&panel[i * width..][..width]);
+                            }
+                        });
                 }
             }
         }

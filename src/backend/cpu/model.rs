@@ -3,6 +3,8 @@
 //! RMSNorm → gate/up → SiLU·up → down → residual] × L → final RMSNorm → lm_head, the last only
 //! for the rows that want logits.
 
+use rayon::prelude::*;
+
 use super::attention::{paged_attention, Shape};
 use super::config::ModelSpec;
 use super::ffi::SimdLevel;
@@ -33,6 +35,24 @@ pub struct Model {
     lm_head: Matrix,
     rope: Rope,
     pub dtype: DType,
+    /// Activation buffers reused across steps (a prefill step's are tens of MB; fresh ones
+    /// page-fault on every step).
+    scratch: std::sync::Mutex<Scratch>,
+}
+
+/// The per-step activation buffers of [`Model::forward`]; every one is overwritten whole
+/// before it is read, so old contents never leak into a step.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    hbuf: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
 }
 
 fn linear(
@@ -122,6 +142,7 @@ impl Model {
             lm_head,
             rope,
             dtype,
+            scratch: std::sync::Mutex::new(Scratch::default()),
         })
     }
 
@@ -137,7 +158,25 @@ impl Model {
         let s = &self.spec;
         let t = batch.tokens.len();
         let (h, hd) = (s.hidden, s.head_dim);
-        let mut x = vec![0f32; t * h];
+        // A poisoned lock only means an earlier step panicked; the buffers are overwritten.
+        let mut guard = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Scratch {
+            x,
+            hbuf,
+            q,
+            k,
+            v,
+            attn,
+            proj,
+            gate,
+            up,
+        } = &mut *guard;
+        x.resize(t * h, 0.0);
+        hbuf.resize(t * h, 0.0);
+        attn.resize(t * s.q_dim(), 0.0);
         for (row, &tok) in x.chunks_exact_mut(h).zip(&batch.tokens) {
             embed_row(&self.embed, tok as usize, row);
         }
@@ -149,38 +188,25 @@ impl Model {
             head_dim: hd,
             block_size: cache.block_size,
         };
-        let (mut hbuf, mut q, mut k, mut v) =
-            (vec![0f32; t * h], Vec::new(), Vec::new(), Vec::new());
-        let (mut attn, mut proj, mut gate, mut up) = (
-            vec![0f32; t * s.q_dim()],
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
         for (li, layer) in self.layers.iter().enumerate() {
-            for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                kernels::rms_norm(xi, &layer.input_norm, s.rms_eps, o);
-            }
+            rms_norm_rows(x, &layer.input_norm, s.rms_eps, h, &mut *hbuf);
             Linear::forward_many(
                 level,
                 bf16_dot,
-                &hbuf,
+                hbuf,
                 t,
                 &[&layer.q, &layer.k, &layer.v],
-                &mut [&mut q, &mut k, &mut v],
+                &mut [&mut *q, &mut *k, &mut *v],
             );
-            for r in 0..t {
-                let (c, sn) = (
-                    &cos[r * half..(r + 1) * half],
-                    &sin[r * half..(r + 1) * half],
-                );
-                for head in q[r * s.q_dim()..(r + 1) * s.q_dim()].chunks_exact_mut(hd) {
-                    kernels::rope_rotate(head, c, sn);
-                }
-                for head in k[r * s.kv_dim()..(r + 1) * s.kv_dim()].chunks_exact_mut(hd) {
-                    kernels::rope_rotate(head, c, sn);
-                }
-            }
+            q.par_chunks_exact_mut(s.q_dim())
+                .zip(k.par_chunks_exact_mut(s.kv_dim()))
+                .zip(cos.par_chunks_exact(half).zip(sin.par_chunks_exact(half)))
+                .with_min_len(ROWS_PER_TASK)
+                .for_each(|((qr, kr), (c, sn))| {
+                    for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
+                        kernels::rope_rotate(head, c, sn);
+                    }
+                });
             let kvd = s.kv_dim();
             for seq in &batch.seqs {
                 for r in seq.token_range.clone() {
@@ -192,23 +218,24 @@ impl Model {
                 }
             }
             let (kc, vc) = cache.layer(li);
-            paged_attention(level, &shape, &batch.seqs, &q, kc, vc, &mut attn);
-            layer.o.forward(level, bf16_dot, &attn, t, &mut proj);
-            kernels::add_in_place(&mut x, &proj);
-            for (o, xi) in hbuf.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                kernels::rms_norm(xi, &layer.post_norm, s.rms_eps, o);
-            }
+            paged_attention(level, &shape, &batch.seqs, q, kc, vc, &mut *attn);
+            layer.o.forward(level, bf16_dot, attn, t, &mut *proj);
+            add_rows(&mut *x, proj, h);
+            rms_norm_rows(x, &layer.post_norm, s.rms_eps, h, &mut *hbuf);
             Linear::forward_many(
                 level,
                 bf16_dot,
-                &hbuf,
+                hbuf,
                 t,
                 &[&layer.gate, &layer.up],
-                &mut [&mut gate, &mut up],
+                &mut [&mut *gate, &mut *up],
             );
-            kernels::silu_mul(&mut gate, &up);
-            layer.down.forward(level, bf16_dot, &gate, t, &mut proj);
-            kernels::add_in_place(&mut x, &proj);
+            gate.par_chunks_mut(s.intermediate)
+                .zip(up.par_chunks(s.intermediate))
+                .with_min_len(ROWS_PER_TASK)
+                .for_each(|(g, u)| kernels::silu_mul(g, u));
+            layer.down.forward(level, bf16_dot, gate, t, &mut *proj);
+            add_rows(&mut *x, proj, h);
         }
         let mut seq_indices = Vec::new();
         let mut last_rows = Vec::new();
@@ -236,6 +263,25 @@ impl Model {
             logits,
         }
     }
+}
+
+/// Token rows per task of the element-wise steps spread over the pool.
+const ROWS_PER_TASK: usize = 8;
+
+/// `out[r] = rms_norm(x[r])` for every `h`-wide row, rows spread over the pool.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, h: usize, out: &mut [f32]) {
+    out.par_chunks_exact_mut(h)
+        .zip(x.par_chunks_exact(h))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(o, xi)| kernels::rms_norm(xi, weight, eps, o));
+}
+
+/// `acc += x` over `h`-wide rows, rows spread over the pool.
+fn add_rows(acc: &mut [f32], x: &[f32], h: usize) {
+    acc.par_chunks_mut(h)
+        .zip(x.par_chunks(h))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|(a, b)| kernels::add_in_place(a, b));
 }
 
 /// Widens embedding row `tok` into `out`.

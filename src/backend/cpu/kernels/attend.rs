@@ -68,7 +68,7 @@ pub fn attend_group<const FMA: bool>(a: AttendArgs<'_>, out: &mut [f32], scratch
     for (row, m) in scores.chunks_exact_mut(ctx).zip(max.iter_mut()) {
         let mut sum = 0f32;
         for s in row.iter_mut() {
-            *s = (*s - *m).exp();
+            *s = super::exp(*s - *m);
             sum += *s;
         }
         *m = 1.0 / sum;

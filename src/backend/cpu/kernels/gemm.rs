@@ -10,7 +10,9 @@
 //! ([`pack_bf16`]), in natural order: `vdpbf16ps` multiplies adjacent pairs, exactly as a
 //! 64-byte load of the weight row holds them.
 
-use super::{bf16_to_f32, f32_to_bf16};
+use rayon::prelude::*;
+
+use super::f32_to_bf16;
 
 /// Weight elements per kernel step (one 64-byte bf16 load).
 pub const CHUNK: usize = 32;
@@ -95,9 +97,10 @@ pub fn amx_packed_len(m: usize, k: usize, pieces: usize) -> usize {
 }
 
 /// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`) as `pieces` bf16 terms per
-/// value: 1 is the value rounded to bf16; 3 are `hi = bf16(v)`, `mid = bf16(v - hi)`,
-/// `lo = bf16(v - hi - mid)`, whose sum carries all 24 significant bits of the f32 (each
-/// difference is exact in f32), so the kernel's products sum to the f32 activation's.
+/// value: 1 is the value rounded to bf16 (nearest, ties to even); 3 are `hi = trunc(v)`,
+/// `mid = trunc(v - hi)`, `lo = v - hi - mid` (truncated to bf16, exactly), whose sum is the
+/// f32 exactly (each difference is exact in f32 and 8 bits shorter), so the kernel's
+/// products sum to the f32 activation's.
 ///
 /// Layout: blocks of 16 rows; each block holds, piece by piece, `k / 32` tiles (zero-padded)
 /// of 16 column pairs × 16 rows × 2, i.e. tile row `p` holds, for each of the 16 rows, its
@@ -113,33 +116,53 @@ pub fn pack_amx<'a>(
     assert!((1..=3).contains(&pieces), "1 to 3 pieces");
     let kb = k.div_ceil(32);
     let len = amx_packed_len(m, k, pieces);
-    out.clear();
-    out.resize(len + 32, 0);
+    // Every element below is written (padding as zeros), so a reused buffer needs no clearing.
+    if out.len() < len + 32 {
+        out.resize(len + 32, 0);
+    }
     let skip = out.as_ptr().align_offset(64).min(32);
     let packed = &mut out[skip..skip + len];
-    let mut split = [[0u16; 32]; 3];
-    for (blk, block) in packed.chunks_exact_mut(pieces * kb * 512).enumerate() {
-        for r in 0..16.min(m - blk * 16) {
-            let row = &x[(blk * 16 + r) * k..][..k];
-            for (t, src) in row.chunks(32).enumerate() {
-                let mut rest = [0f32; 32];
-                rest[..src.len()].copy_from_slice(src);
-                for part in split.iter_mut().take(pieces) {
-                    for (d, v) in part.iter_mut().zip(rest.iter_mut()) {
-                        *d = f32_to_bf16(*v);
-                        *v -= bf16_to_f32(*d);
+    packed
+        .par_chunks_exact_mut(pieces * kb * 512)
+        .enumerate()
+        .for_each(|(blk, block)| {
+            // [piece][row][column] of one 32-column step, then written tile row by tile row.
+            let mut split = [[[0u16; 32]; 16]; 3];
+            for t in 0..kb {
+                for r in 0..16 {
+                    let mut rest = [0f32; 32];
+                    if blk * 16 + r < m {
+                        let row = &x[(blk * 16 + r) * k..][..k];
+                        let src = &row[t * 32..k.min(t * 32 + 32)];
+                        rest[..src.len()].copy_from_slice(src);
+                    }
+                    if pieces == 1 {
+                        for (d, v) in split[0][r].iter_mut().zip(&rest) {
+                            *d = f32_to_bf16(*v);
+                        }
+                        continue;
+                    }
+                    // Truncation: each residual is exact in f32 and has 8 fewer significant
+                    // bits, so three terms hold all 24.
+                    for piece in split.iter_mut().take(pieces) {
+                        for (d, v) in piece[r].iter_mut().zip(rest.iter_mut()) {
+                            let bits = v.to_bits();
+                            *d = (bits >> 16) as u16;
+                            *v -= f32::from_bits(bits & 0xffff_0000);
+                        }
                     }
                 }
                 for (piece, part) in split.iter().take(pieces).enumerate() {
                     let tile = &mut block[(piece * kb + t) * 512..][..512];
-                    for (pair, v) in part.chunks_exact(2).enumerate() {
-                        tile[pair * 32 + r * 2] = v[0];
-                        tile[pair * 32 + r * 2 + 1] = v[1];
+                    for (pair, dst) in tile.chunks_exact_mut(32).enumerate() {
+                        for (r, d) in dst.chunks_exact_mut(2).enumerate() {
+                            d[0] = part[r][2 * pair];
+                            d[1] = part[r][2 * pair + 1];
+                        }
                     }
                 }
             }
-        }
-    }
+        });
     &out[skip..skip + len]
 }
 
