@@ -207,8 +207,13 @@ async fn run(args: Args) -> Result<bool, String> {
     match result {
         Ok(ok) => {
             let log = d.log.clone();
-            if let Some(st) = d.finish(!ok) {
+            // LOADGEN_KEEP: keep the daemon's folder (config, log) after a clean run too.
+            let keep = !ok || std::env::var_os("LOADGEN_KEEP").is_some();
+            if let Some(st) = d.finish(keep) {
                 eprintln!("loadgen: daemon stopped: {st}");
+            }
+            if keep && ok {
+                eprintln!("loadgen: daemon log kept: {}", log.display());
             }
             if !ok {
                 eprintln!(

@@ -200,7 +200,18 @@ impl Engine {
 
     fn run_step(&mut self, plan: Plan) {
         let batch = to_batch(&plan);
-        let out = match self.backend.step(&batch) {
+        let started = Instant::now();
+        let result = self.backend.step(&batch);
+        tracing::debug!(
+            step = plan.id,
+            kind = ?plan.kind,
+            seqs = plan.seqs.len(),
+            prefill_seqs = plan.seqs.iter().filter(|s| s.is_prefill).count(),
+            tokens = batch.tokens.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "engine step"
+        );
+        let out = match result {
             Ok(out) => out,
             Err(e) => {
                 tracing::error!(error = %e, "backend step failed; ending the step's requests");

@@ -1,8 +1,10 @@
 //! The paged KV cache: storage only (ownership of blocks is the block manager's).
 //!
-//! Per layer, keys and values each live in one f32 array laid out
-//! `[block][kv_head][slot][head_dim]`, so one head's keys inside a block are contiguous for the
-//! attention kernel. Its size comes from a byte budget given at construction.
+//! Per layer, keys and values each live in one f32 array. Values are laid out
+//! `[block][kv_head][slot][head_dim]`; keys are transposed within each block,
+//! `[block][kv_head][head_dim][slot]`, so the attention kernel scores a run of slots with one
+//! vector per dimension instead of a horizontal sum per key. Its size comes from a byte budget
+//! given at construction.
 
 use crate::backend::{BackendError, BlockId, KvChunk};
 
@@ -81,9 +83,13 @@ impl KvCache {
         let stride = self.head_stride();
         let block_base = block as usize * self.kv_heads * stride;
         let (kc, vc) = &mut self.data[layer];
+        let bs = self.block_size;
         for h in 0..self.kv_heads {
-            let at = block_base + h * stride + slot * hd;
-            kc[at..at + hd].copy_from_slice(&k[h * hd..(h + 1) * hd]);
+            let head = block_base + h * stride;
+            for (d, x) in k[h * hd..(h + 1) * hd].iter().enumerate() {
+                kc[head + d * bs + slot] = *x;
+            }
+            let at = head + slot * hd;
             vc[at..at + hd].copy_from_slice(&v[h * hd..(h + 1) * hd]);
         }
     }
@@ -100,7 +106,7 @@ impl KvCache {
 
     pub fn layout_tag(&self) -> String {
         format!(
-            "cpu-f32/l{}/h{}/d{}/b{}",
+            "cpu-f32-kt/l{}/h{}/d{}/b{}",
             self.layers, self.kv_heads, self.head_dim, self.block_size
         )
     }

@@ -101,27 +101,6 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits | sign)
 }
 
-/// Sum of `a[i] * b[i]` with lane accumulators.
-#[inline(always)]
-pub fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
-    let chunks = n / LANES;
-    for c in 0..chunks {
-        let xa = &a[c * LANES..(c + 1) * LANES];
-        let xb = &b[c * LANES..(c + 1) * LANES];
-        for l in 0..LANES {
-            acc[l] = fmadd::<FMA>(xa[l], xb[l], acc[l]);
-        }
-    }
-    let mut s = hsum(acc);
-    for i in chunks * LANES..n {
-        s = fmadd::<FMA>(a[i], b[i], s);
-    }
-    s
-}
-
 #[inline(always)]
 pub fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
@@ -198,10 +177,14 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75; // ln 2 to 16 bits: n · LN2_HI is exact for |n| < 2⁸
     const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
-    if x > 88.7 {
-        return f32::INFINITY;
-    }
-    let x = if x < -87.3 { -87.3 } else { x }; // (NaN stays NaN)
+    let over = x > 88.7;
+    let x = if x < -87.3 {
+        -87.3
+    } else if over {
+        0.0
+    } else {
+        x
+    }; // (NaN stays NaN)
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
@@ -212,7 +195,26 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if over {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+
+/// Sum of `v` with lane accumulators (fixed order, so results are reproducible).
+#[inline(always)]
+pub fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    hsum(acc) + tail
 }
 
 /// `acc += x`, element-wise.
@@ -288,15 +290,6 @@ mod tests {
         assert_eq!(f32_to_bf16(f32::MAX), 0x7f80);
         assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
         assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
-    }
-
-    #[test]
-    fn dot_matches_scalar() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
-        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot::<false>(&a, &b) - want).abs() < 1e-3);
-        assert!((dot::<true>(&a, &b) - want).abs() < 1e-3);
     }
 
     #[test]
