@@ -55,20 +55,36 @@ struct Scratch {
     up: Vec<f32>,
 }
 
+/// A projection's weight and bias; bf16 weights are moved to 64-byte-aligned memory when the
+/// AMX kernel will read them (`copied` counts the bytes).
 fn linear(
     store: &WeightStore,
     prefix: &str,
     rows: usize,
     cols: usize,
     bias: bool,
+    copied: &mut usize,
 ) -> Result<Linear, BackendError> {
-    let w = store.matrix(&format!("{prefix}.weight"), rows, cols)?;
+    let w = tile_aligned(
+        store.matrix(&format!("{prefix}.weight"), rows, cols)?,
+        copied,
+    );
     let bias = if bias {
         Some(store.vector(&format!("{prefix}.bias"), rows)?)
     } else {
         None
     };
     Ok(Linear { w, bias })
+}
+
+/// `m`, 64-byte aligned where the AMX kernel will read it ([`Matrix::tile_aligned`]).
+fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
+    if !super::ffi::has_amx() {
+        return m;
+    }
+    let (m, bytes) = m.tile_aligned();
+    *copied += bytes;
+    m
 }
 
 impl Model {
@@ -78,6 +94,7 @@ impl Model {
         let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
         let dtype = embed.data.dtype();
         let mut layers = Vec::with_capacity(spec.layers);
+        let mut copied = 0usize;
         for i in 0..spec.layers {
             let p = format!("model.layers.{i}");
             let layer = Layer {
@@ -88,6 +105,7 @@ impl Model {
                     qd,
                     h,
                     spec.qkv_bias,
+                    &mut copied,
                 )?,
                 k: linear(
                     store,
@@ -95,6 +113,7 @@ impl Model {
                     kvd,
                     h,
                     spec.qkv_bias,
+                    &mut copied,
                 )?,
                 v: linear(
                     store,
@@ -102,8 +121,16 @@ impl Model {
                     kvd,
                     h,
                     spec.qkv_bias,
+                    &mut copied,
                 )?,
-                o: linear(store, &format!("{p}.self_attn.o_proj"), h, qd, spec.o_bias)?,
+                o: linear(
+                    store,
+                    &format!("{p}.self_attn.o_proj"),
+                    h,
+                    qd,
+                    spec.o_bias,
+                    &mut copied,
+                )?,
                 post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
                 gate: linear(
                     store,
@@ -111,14 +138,23 @@ impl Model {
                     inter,
                     h,
                     spec.mlp_bias,
+                    &mut copied,
                 )?,
-                up: linear(store, &format!("{p}.mlp.up_proj"), inter, h, spec.mlp_bias)?,
+                up: linear(
+                    store,
+                    &format!("{p}.mlp.up_proj"),
+                    inter,
+                    h,
+                    spec.mlp_bias,
+                    &mut copied,
+                )?,
                 down: linear(
                     store,
                     &format!("{p}.mlp.down_proj"),
                     h,
                     inter,
                     spec.mlp_bias,
+                    &mut copied,
                 )?,
             };
             layers.push(layer);
@@ -133,6 +169,14 @@ impl Model {
                 "missing `lm_head.weight` and tie_word_embeddings is false".into(),
             ));
         };
+        let lm_head = tile_aligned(lm_head, &mut copied);
+        if copied > 0 {
+            tracing::info!(
+                mib = copied >> 20,
+                "bf16 weights copied to 64-byte-aligned memory for the AMX kernel (the \
+                 safetensors data is not 64-byte aligned)"
+            );
+        }
         let rope = Rope::new(spec.head_dim, spec.rope_theta, spec.rope_llama3.as_ref());
         Ok(Self {
             spec,

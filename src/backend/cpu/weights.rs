@@ -21,6 +21,13 @@ const MAX_HEADER_BYTES: u64 = 256 << 20;
 pub enum Buf<T: Pod> {
     Mapped(MappedSlice<T>),
     Owned(Arc<Vec<T>>),
+    /// An owned copy whose first element sits on a 64-byte boundary: `len` elements from
+    /// index `skip` of the vector (see [`Matrix::tile_aligned`]).
+    Aligned {
+        data: Arc<Vec<T>>,
+        skip: usize,
+        len: usize,
+    },
 }
 
 impl<T: Pod> Buf<T> {
@@ -28,6 +35,25 @@ impl<T: Pod> Buf<T> {
         match self {
             Buf::Mapped(m) => m.as_slice(),
             Buf::Owned(v) => v,
+            Buf::Aligned { data, skip, len } => &data[*skip..*skip + *len],
+        }
+    }
+
+    /// A copy of these elements starting on a 64-byte boundary.
+    fn aligned_copy(&self) -> Self
+    where
+        T: Default,
+    {
+        let src = self.as_slice();
+        let pad = 64 / std::mem::size_of::<T>();
+        let mut data: Vec<T> = Vec::with_capacity(src.len() + pad);
+        let skip = data.as_ptr().align_offset(64).min(pad);
+        data.resize(skip, T::default());
+        data.extend_from_slice(src);
+        Buf::Aligned {
+            data: Arc::new(data),
+            skip,
+            len: src.len(),
         }
     }
 }
@@ -37,6 +63,11 @@ impl<T: Pod> Clone for Buf<T> {
         match self {
             Buf::Mapped(m) => Buf::Mapped(m.clone()),
             Buf::Owned(v) => Buf::Owned(Arc::clone(v)),
+            Buf::Aligned { data, skip, len } => Buf::Aligned {
+                data: Arc::clone(data),
+                skip: *skip,
+                len: *len,
+            },
         }
     }
 }
@@ -82,6 +113,28 @@ pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub data: WeightData,
+}
+
+impl Matrix {
+    /// This matrix with bf16 data starting on a 64-byte boundary, as the AMX tile loads want
+    /// (a tile row straddling two cache lines loads several times slower): itself when the
+    /// data already is (or is not bf16), else an owned, aligned copy. Safetensors data is only
+    /// 8-byte aligned, so most mapped files need the copy. Returns the bytes copied.
+    pub fn tile_aligned(self) -> (Self, usize) {
+        match &self.data {
+            WeightData::Bf16(b) if !(b.as_slice().as_ptr() as usize).is_multiple_of(64) => {
+                let copy = b.aligned_copy();
+                let bytes = copy.as_slice().len() * 2;
+                let m = Matrix {
+                    rows: self.rows,
+                    cols: self.cols,
+                    data: WeightData::Bf16(copy),
+                };
+                (m, bytes)
+            }
+            _ => (self, 0),
+        }
+    }
 }
 
 /// Builds tensor data from (map, byte offset, element count).
@@ -358,4 +411,48 @@ fn shard_names(index: &Path) -> Result<Vec<String>, BackendError> {
         return Err(corrupt(index, "no shards listed"));
     }
     Ok(names.into_iter().collect())
+}
+
+#[cfg(test)]
+mod align_tests {
+    use super::*;
+
+    fn bf16(m: &Matrix) -> &[u16] {
+        match &m.data {
+            WeightData::Bf16(b) => b.as_slice(),
+            _ => panic!("bf16"),
+        }
+    }
+
+    #[test]
+    fn tile_aligned_copies_only_misaligned_bf16() {
+        let want: Vec<u16> = (0..999u16).collect();
+        // A view 2 or 4 bytes past a 64-byte boundary (one of the two is misaligned).
+        let mut v: Vec<u16> = [0, 0].into_iter().chain(want.iter().copied()).collect();
+        let mut skip = 2;
+        if (v.as_ptr() as usize + 4).is_multiple_of(64) {
+            v.remove(0); // in place: same allocation
+            skip = 1;
+        }
+        let shifted = Buf::Aligned {
+            data: Arc::new(v),
+            skip,
+            len: want.len(),
+        };
+        let mis = Matrix {
+            rows: 9,
+            cols: 111,
+            data: WeightData::Bf16(shifted),
+        };
+        assert_eq!(bf16(&mis), &want[..]);
+        assert!(!(bf16(&mis).as_ptr() as usize).is_multiple_of(64));
+        let (fixed, copied) = mis.tile_aligned();
+        assert_eq!(copied, want.len() * 2);
+        assert_eq!(bf16(&fixed), &want[..]);
+        assert!((bf16(&fixed).as_ptr() as usize).is_multiple_of(64));
+        // Already aligned: kept, nothing copied.
+        let (same, copied) = fixed.tile_aligned();
+        assert_eq!(copied, 0);
+        assert_eq!(bf16(&same), &want[..]);
+    }
 }
