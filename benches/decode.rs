@@ -105,13 +105,7 @@ fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
 
 fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     let (n, k) = (4864, 896);
-    let mut rng = Rng::new(7);
-    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
-    let mat = Matrix {
-        rows: n,
-        cols: k,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
-    };
+    let mat = random_bf16(n, k, 7);
     // Several copies so the weights come from memory, not cache.
     let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
     // Cold: weights stream from DRAM (64 copies cycle). Hot: one copy, cache-resident panels,
@@ -130,7 +124,7 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         if dot && !dot_modes().contains(&true) {
             continue;
         }
-        let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+        let x = activations(m, k);
         let mut out = vec![0f32; m * n];
         let set = if hot { &copies[..1] } else { &copies[..] };
         let iters = if hot { 64 * 3 / m.max(16) * 4 } else { 3 };
@@ -155,6 +149,22 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     }
 }
 
+/// An `n × k` bf16 weight of small random values from `seed`.
+fn random_bf16(n: usize, k: usize, seed: u64) -> Matrix {
+    let mut rng = Rng::new(seed);
+    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
+    Matrix {
+        rows: n,
+        cols: k,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
+    }
+}
+
+/// `m × k` activations with a fixed pattern of small values.
+fn activations(m: usize, k: usize) -> Vec<f32> {
+    (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect()
+}
+
 /// `BENCH_GEMM_M=m`: only the bf16 matmul of `m` rows by an `n × k` weight
 /// (`BENCH_GEMM_NK=n,k`, default 4864,896), for about two seconds per
 /// path (a steady loop to profile).
@@ -166,14 +176,7 @@ fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
             Some((n.parse().ok()?, k.parse().ok()?))
         })
         .unwrap_or((4864, 896));
-    let mut rng = Rng::new(7);
-    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
-    let mat = Matrix {
-        rows: n,
-        cols: k,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
-    };
-    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+    let (mat, x) = (random_bf16(n, k, 7), activations(m, k));
     let mut out = vec![0f32; m * n];
     for (dot, amx) in [(false, false), (false, true), (true, true)] {
         if dot && !dot_modes().contains(&true) {
@@ -202,14 +205,7 @@ fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
 /// The kernel's arithmetic rate on an L2-resident weight (512 × 896 bf16), one thread.
 fn kernel_peak_bench(bw: f64) {
     let (n, k, m) = (512, 896, 16);
-    let mut rng = Rng::new(11);
-    let w: Vec<u16> = (0..n * k).map(|_| bf16(&mut rng, 0.05)).collect();
-    let mat = Matrix {
-        rows: n,
-        cols: k,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(w))),
-    };
-    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect();
+    let (mat, x) = (random_bf16(n, k, 11), activations(m, k));
     let mut out = vec![0f32; m * n];
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

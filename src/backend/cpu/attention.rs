@@ -113,13 +113,8 @@ mod tests {
     /// 1 to 7, prefill chunks (causal) and single decode queries, at every kernel level.
     #[test]
     fn matches_f64_reference() {
-        let mut seed = 0x2545_f491_u32;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-        };
+        let mut rng = crate::engine::sampler::Rng::new(0x2545_f491);
+        let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
         let levels = [SimdLevel::Portable, SimdLevel::Avx2, ffi::simd_level()];
         for &(hd, heads, kv_heads, bs) in &[
             (16, 4, 2, 1),

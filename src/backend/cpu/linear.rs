@@ -517,13 +517,8 @@ mod tests {
             return;
         }
         let level = SimdLevel::Avx512;
-        let mut seed = 0x9e37_79b9_u32;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-        };
+        let mut rng = crate::engine::sampler::Rng::new(0x9e37_79b9);
+        let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
         for &(m, n, k) in &[
             (1, 1, 1),
             (1, 7, 33),
@@ -675,13 +670,8 @@ mod tests {
             eprintln!("skipped: no AMX-BF16 here (or no OS permission)");
             return;
         }
-        let mut seed = 0x1234_5678_u32;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-        };
+        let mut rng = crate::engine::sampler::Rng::new(0x1234_5678);
+        let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
         for &(m, n, k) in &[
             (16, 1, 1),
             (16, 33, 31),
