@@ -317,8 +317,75 @@ pub struct AmxPanel<'a> {
     pub pieces: usize,
     /// Consecutive weight rows, `rows × k`, bf16 bits.
     pub w: &'a [u16],
-    /// Output, row-major `m × rows`.
-    pub out: &'a mut [f32],
+    /// Output: `m` rows, `rows` columns of the destination matrix.
+    pub out: ColumnPanel<'a>,
+}
+
+/// One writable column range of a row-major matrix, made by [`split_columns`]. The panels of
+/// one split cover disjoint columns, so each may be written from its own thread.
+pub struct ColumnPanel<'a> {
+    base: *mut f32,
+    rows: usize,
+    stride: usize,
+    first: usize,
+    width: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a panel reaches only its own columns of a buffer that its split borrowed mutably for
+// `'a`; no other panel of the split reaches them, so moving it to another thread races nothing.
+unsafe impl Send for ColumnPanel<'_> {}
+
+impl ColumnPanel<'_> {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Row `i` of this panel's columns.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.rows, "row {i} of {}", self.rows);
+        // SAFETY: `split_columns` checked that the buffer holds `rows × stride` floats and that
+        // `first + width <= stride`, so the range is inside row `i`; it belongs to this panel
+        // alone (panels of a split are disjoint) and `&mut self` makes it the only live slice
+        // of the panel.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.add(i * self.stride + self.first), self.width)
+        }
+    }
+}
+
+/// Splits `out` (row-major, rows of `stride` floats) into consecutive column panels of the
+/// given widths, from column 0; the widths must add up to at most `stride`.
+pub fn split_columns(
+    out: &mut [f32],
+    stride: usize,
+    widths: impl IntoIterator<Item = usize>,
+) -> Vec<ColumnPanel<'_>> {
+    assert!(
+        stride > 0 && out.len().is_multiple_of(stride),
+        "not whole rows"
+    );
+    let rows = out.len() / stride;
+    let base = out.as_mut_ptr();
+    let mut first = 0;
+    let mut panels = Vec::new();
+    for width in widths {
+        assert!(first + width <= stride, "panels wider than the rows");
+        panels.push(ColumnPanel {
+            base,
+            rows,
+            stride,
+            first,
+            width,
+            _out: std::marker::PhantomData,
+        });
+        first += width;
+    }
+    panels
 }
 
 /// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
@@ -340,7 +407,11 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     assert!(pieces == 1 || pieces == 3, "pieces must be 1 or 3");
     let rows = p.w.len() / k;
     assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
-    assert_eq!(p.out.len(), rows * m, "output is not m × rows");
+    assert!(
+        p.out.rows() == m && p.out.width() == rows,
+        "output is not m × rows"
+    );
+    let mut out = p.out;
     let kb = k.div_ceil(2 * AMX_T);
     let mbs = m.div_ceil(AMX_T);
     assert!(
@@ -431,14 +502,13 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                         .expect("tile is 256 floats");
                     transpose16(tile, &mut t);
                     for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
-                        let at = (m0 + j) * rows + n;
+                        let row = &mut out.row_mut(m0 + j)[n..n + ni];
                         if ni == AMX_T {
                             // Fixed length: inline vector moves, not a `memmove` call.
-                            let dst: &mut [f32; AMX_T] =
-                                (&mut p.out[at..at + AMX_T]).try_into().expect("16 floats");
+                            let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
                             *dst = *col;
                         } else {
-                            p.out[at..at + ni].copy_from_slice(&col[..ni]);
+                            row.copy_from_slice(&col[..ni]);
                         }
                     }
                 }

@@ -146,48 +146,20 @@ pub fn matmul_many(
             if let Some(pieces) = amx_pieces {
                 let mut xb = XB.with(|s| s.take());
                 let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
-                let amx = |_: SimdLevel, p: GemmPanel<'_, u16, u16>| {
-                    ffi::gemm_panel_amx(AmxPanel {
-                        xp: p.xp,
-                        m: p.m,
-                        k: p.k,
-                        pieces,
-                        w: p.w,
-                        out: p.out_t,
-                    })
-                };
-                run_packed(level, packed, m, k, &b, outs, Out::RowMajor(32), amx);
+                run_amx(packed, m, k, pieces, &b, outs);
                 XB.with(|s| s.replace(xb));
                 return;
             }
             if bf16_dot && m >= BF16_DOT_MIN_M && ffi::has_avx512_bf16() {
                 let mut xb = XB.with(|s| s.take());
                 let packed = gemm::pack_bf16(x, m, k, &mut xb);
-                run_packed(
-                    level,
-                    packed,
-                    m,
-                    k,
-                    &b,
-                    outs,
-                    Out::Transposed(4),
-                    ffi::gemm_panel_bf16_dot,
-                );
+                run_packed(level, packed, m, k, &b, outs, 4, ffi::gemm_panel_bf16_dot);
                 XB.with(|s| s.replace(xb));
                 return;
             }
             let mut xp = XP.with(|s| s.take());
             let packed = gemm::pack(x, m, k, true, &mut xp);
-            run_packed(
-                level,
-                packed,
-                m,
-                k,
-                &b,
-                outs,
-                Out::Transposed(4),
-                ffi::gemm_panel_bf16,
-            );
+            run_packed(level, packed, m, k, &b, outs, 4, ffi::gemm_panel_bf16);
             XP.with(|s| s.replace(xp));
             return;
         }
@@ -201,16 +173,7 @@ pub fn matmul_many(
         if let Some(f) = f32s {
             let mut xp = XP.with(|s| s.take());
             let packed = gemm::pack(x, m, k, false, &mut xp);
-            run_packed(
-                level,
-                packed,
-                m,
-                k,
-                &f,
-                outs,
-                Out::Transposed(4),
-                ffi::gemm_panel_f32,
-            );
+            run_packed(level, packed, m, k, &f, outs, 4, ffi::gemm_panel_f32);
             XP.with(|s| s.replace(xp));
             return;
         }
@@ -271,49 +234,76 @@ fn run<F: Fmt>(
     }
 }
 
-/// How a panel kernel lays out its output, with the row block it wants panels aligned to.
-#[derive(Clone, Copy)]
-enum Out {
-    /// `rows × m` (the AVX-512 kernels).
-    Transposed(usize),
-    /// `m × rows` (the AMX kernel).
-    RowMajor(usize),
+/// Weight rows per panel of a matmul of `m` activation rows over `total_n` weight rows of `k`
+/// columns (`elem` bytes each): a few panels per thread for balance, each a multiple of the
+/// kernel's row block `align` and, with several activation tiles, small enough to stay in L2
+/// between them.
+fn panel_rows(m: usize, k: usize, total_n: usize, elem: usize, align: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let rows = total_n
+        .div_ceil(threads * 4)
+        .next_multiple_of(align)
+        .max(align);
+    if m > gemm::TILE_M {
+        let cap = (PANEL_L2_BYTES / (k * elem)).max(align) / align * align;
+        return rows.min(cap);
+    }
+    rows
 }
 
-/// The intrinsic-kernel path over activations packed once (`packed`, for `kernel`): the
-/// weight-row panels of all `ws` in parallel, each a multiple of the kernel's row block where
-/// possible; `outs[i]` is `m × ws[i].len() / k`.
+/// The AMX path: the weight-row panels of all `ws` in parallel, each writing its columns of
+/// `outs[i]` (`m × ws[i].len() / k`) directly.
+fn run_amx(
+    packed: &[u16],
+    m: usize,
+    k: usize,
+    pieces: usize,
+    ws: &[&[u16]],
+    outs: &mut [&mut [f32]],
+) {
+    let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
+    let rows = panel_rows(m, k, total_n, 2, 32);
+    let mut tasks = Vec::new();
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let n = w.len() / k;
+        let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
+        tasks.extend(w.chunks(rows * k).zip(ffi::split_columns(out, n, widths)));
+    }
+    tasks.into_par_iter().for_each(|(w, out)| {
+        let p = AmxPanel {
+            xp: packed,
+            m,
+            k,
+            pieces,
+            w,
+            out,
+        };
+        assert!(ffi::gemm_panel_amx(p), "no AMX kernel");
+    });
+}
+
+type PanelFn<W, X> = fn(SimdLevel, GemmPanel<'_, W, X>) -> bool;
+
+/// The AVX-512 path over activations packed once (`packed`, for `kernel`): the weight-row
+/// panels of all `ws` in parallel, each a multiple of `align` rows (the kernel's row block)
+/// where possible; `outs[i]` is `m × ws[i].len() / k`.
 #[allow(clippy::too_many_arguments)]
-fn run_packed<W: Pod, X: Sync, K>(
+fn run_packed<W: Pod, X: Sync>(
     level: SimdLevel,
     packed: &[X],
     m: usize,
     k: usize,
     ws: &[&[W]],
     outs: &mut [&mut [f32]],
-    layout: Out,
-    kernel: K,
-) where
-    K: Fn(SimdLevel, GemmPanel<'_, W, X>) -> bool + Sync,
-{
-    let align = match layout {
-        Out::Transposed(a) | Out::RowMajor(a) => a,
-    };
+    align: usize,
+    kernel: PanelFn<W, X>,
+) {
     // Buffer reused across calls on this thread (fresh large allocations page-fault).
     let mut tr = TR.with(|s| s.take());
     let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
     let threads = rayon::current_num_threads().max(1);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && threads > 1;
-    // A few panels per thread for balance, each a multiple of the 4-row register tile and,
-    // with several activation tiles, small enough to stay in L2 between them.
-    let mut rows = total_n
-        .div_ceil(threads * 4)
-        .next_multiple_of(align)
-        .max(align);
-    if m > gemm::TILE_M {
-        let cap = (PANEL_L2_BYTES / (k * std::mem::size_of::<W>())).max(align) / align * align;
-        rows = rows.min(cap);
-    }
+    let mut rows = panel_rows(m, k, total_n, std::mem::size_of::<W>(), align);
     if !parallel && m <= gemm::TILE_M {
         rows = total_n;
     }
@@ -353,26 +343,9 @@ fn run_packed<W: Pod, X: Sync, K>(
     if m > 1 {
         let mut rest = &tr[..total_n * m];
         for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            let n = w.len() / k;
-            let (t, r) = rest.split_at(n * m);
+            let (t, r) = rest.split_at(w.len() / k * m);
             rest = r;
-            match layout {
-                Out::Transposed(_) => transpose_into(t, m, out),
-                Out::RowMajor(_) => {
-                    // Output row `i` gathers row `i` of every panel (`rows` weight rows each,
-                    // the last shorter), rows spread over the pool.
-                    out.par_chunks_exact_mut(n)
-                        .enumerate()
-                        .with_min_len(8)
-                        .for_each(|(i, dst)| {
-                            for (pi, panel) in t.chunks(rows * m).enumerate() {
-                                let width = panel.len() / m;
-                                dst[pi * rows..][..width]
-                                    .copy_from_slice(&panel[i * width..][..width]);
-                            }
-                        });
-                }
-            }
+            transpose_into(t, m, out);
         }
     }
     TR.with(|s| s.replace(tr));
@@ -644,16 +617,26 @@ mod tests {
             if have_amx {
                 let mut buf = Vec::new();
                 let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
-                let mut out = vec![0f32; m * n];
+                // Written into columns 3.. of wider rows, to check the column placement.
+                let mut wide = vec![f32::NAN; m * (n + 5)];
+                let mut panels = ffi::split_columns(&mut wide, n + 5, [3, n]);
                 let p = AmxPanel {
                     xp,
                     m,
                     k,
                     pieces: 1,
                     w: &w,
-                    out: &mut out,
+                    out: panels.pop().expect("two panels"),
                 };
                 assert!(ffi::gemm_panel_amx(p));
+                drop(panels);
+                for row in wide.chunks_exact(n + 5) {
+                    assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
+                }
+                let out: Vec<f32> = wide
+                    .chunks_exact(n + 5)
+                    .flat_map(|row| row[3..3 + n].to_vec())
+                    .collect();
                 let out_t: Vec<f32> = (0..n * m).map(|at| out[(at % m) * n + at / m]).collect();
                 check("amx", &out_t);
             }
@@ -743,6 +726,29 @@ mod tests {
                 assert_eq!(hi + (mid + lo), *v, "row {i} col {c}");
             }
         }
+    }
+
+    /// Column panels cover their own columns only, every row, and refuse to overrun.
+    #[test]
+    fn split_columns_hands_out_disjoint_columns() {
+        let mut m = vec![0f32; 3 * 10];
+        let mut panels = ffi::split_columns(&mut m, 10, [4, 5]);
+        assert_eq!(panels.len(), 2);
+        for (pi, p) in panels.iter_mut().enumerate() {
+            assert_eq!(p.rows(), 3);
+            for i in 0..3 {
+                p.row_mut(i).fill((pi + 1) as f32);
+            }
+        }
+        drop(panels);
+        for row in m.chunks_exact(10) {
+            assert_eq!(row, &[1., 1., 1., 1., 2., 2., 2., 2., 2., 0.]);
+        }
+        let wide = std::panic::catch_unwind(|| {
+            let mut m = vec![0f32; 20];
+            ffi::split_columns(&mut m, 10, [6, 5]).len()
+        });
+        assert!(wide.is_err(), "widths past the row are refused");
     }
 
     #[test]

@@ -309,8 +309,10 @@ impl Model {
     }
 }
 
-/// Token rows per task of the element-wise steps spread over the pool.
-const ROWS_PER_TASK: usize = 8;
+/// Token rows per task of the element-wise steps spread over the pool: a decode-sized step
+/// (a few dozen rows) stays on the calling thread, since waking the pool for microseconds of
+/// work costs more than it saves.
+pub(super) const ROWS_PER_TASK: usize = 32;
 
 /// `out[r] = rms_norm(x[r])` for every `h`-wide row, rows spread over the pool.
 fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, h: usize, out: &mut [f32]) {
