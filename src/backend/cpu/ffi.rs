@@ -1,8 +1,9 @@
 //! The only place in the crate with `unsafe`: memory-mapping weight files, viewing mapped bytes
 //! as typed slices, entering kernels compiled for CPU features detected at run time, the
-//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`), and the opt-in
-//! AMX BF16 tile kernel (inline `asm!`, after asking Linux for the tile state with
-//! `arch_prctl`; [`has_amx`], [`gemm_panel_amx`]).
+//! AVX-512 GEMM micro-kernels (intrinsics with pointer loads; module `x86`), the AMX BF16
+//! tile kernel (inline `asm!`, after asking Linux for the tile state with `arch_prctl`;
+//! [`has_amx`], [`gemm_panel_amx`]), its 16 × 16 register transpose, and the disjoint column
+//! panels it writes through from several threads ([`split_columns`]).
 //!
 //! Every `unsafe` carries a `// SAFETY:` argument. The GEMM kernels are entered only through
 //! [`gemm_panel_bf16`] / [`gemm_panel_f32`] / [`gemm_panel_bf16_dot`] / [`gemm_panel_amx`],
@@ -396,8 +397,9 @@ pub fn split_columns(
 /// Blocking: blocks of 32 weight rows × 32 activation rows accumulate in four 16 × 16 tiles.
 /// For each pair of activation blocks, the columns go in passes of a few 32-column steps whose
 /// activation tiles stay in L1 while every weight block of the panel streams past from L2; the
-/// C tiles wait in an aligned buffer between passes. Weight rows are read in place when they
-/// are 64-byte aligned whole blocks, else from an aligned, zero-padded copy of the panel.
+/// C tiles wait in an aligned buffer between passes, and finished ones are transposed in
+/// registers straight into the panel's columns of the output. Weight rows are read in place
+/// when they are 64-byte aligned whole blocks, else from an aligned, zero-padded copy.
 /// `false` (nothing done) when AMX is unavailable.
 pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     if !has_amx() || p.k == 0 || p.m == 0 {
