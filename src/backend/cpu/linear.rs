@@ -6,8 +6,9 @@
 //! Exact AMX (default where the CPU has AMX-BF16; `MINDIE_CPU_AMX=0` turns it off): bf16
 //! weights with at least [`AMX_EXACT_MIN_M`] activation rows run on AMX tiles with every
 //! activation split into three bf16 terms (`kernels::gemm::pack_amx`) that sum to its f32
-//! value, so the result has the f32 kernel's accuracy at about twice its speed (measured:
-//! 2.1–2.3× GFLOP/s at 16–2048 rows).
+//! value, so the result has the f32 kernel's accuracy at 1.9–3× its speed (measured with
+//! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
+//! directly (`ffi::split_columns`).
 //!
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuOptions::bf16_dot`): bf16 weights
 //! with at least [`BF16_DOT_MIN_M`] activation rows round the activations to bf16 and run
@@ -15,7 +16,7 @@
 //! `ffi::gemm_panel_amx`) where the CPU and OS allow, else with AVX-512 BF16 (`vdpbf16ps`,
 //! `ffi::gemm_panel_bf16_dot`). Not bit-for-bit the f32-activation result; everything else
 //! (other dtypes, fewer rows, the flag off) keeps the exact path. Measured on a 2-core
-//! Sapphire-Rapids-class VM: AMX ≈2.5× the exact kernel's GFLOP/s at 128 rows; `vdpbf16ps`
+//! Sapphire-Rapids-class VM: ≈1.7× the exact AMX path's GFLOP/s at 128–2048 rows; `vdpbf16ps`
 //! alone is *slower* than the exact kernel there (≈0.8×: it issues at about half the f32 FMA
 //! rate), so it is only the fallback where AMX is missing.
 
