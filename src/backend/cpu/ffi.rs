@@ -435,7 +435,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
         (p.w, k)
     } else {
         let len = rows.div_ceil(AMX_T) * AMX_T * kp;
-        let buf = aligned_u16(&mut scratch.0, len);
+        let buf = kernels::gemm::aligned64(&mut scratch.0, len);
         for (dst, src) in buf.chunks_exact_mut(kp).zip(p.w.chunks_exact(k)) {
             dst[..k].copy_from_slice(src);
             dst[k..].fill(0);
@@ -448,7 +448,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     // stay in L1 while every weight block of the panel streams past them from L2.
     let steps = if mbs == 1 { kb } else { (12 / pieces).max(1) };
     // The four C tiles of every weight block, kept between passes (64-byte aligned too).
-    let acc = aligned_f32(&mut scratch.1, nblocks * 4 * AMX_T * AMX_T);
+    let acc = kernels::gemm::aligned64(&mut scratch.1, nblocks * 4 * AMX_T * AMX_T);
     let mut t = [[0f32; AMX_T]; AMX_T];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
@@ -531,24 +531,6 @@ thread_local! {
     /// (fresh large allocations page-fault).
     static AMX_SCRATCH: std::cell::Cell<(Vec<u16>, Vec<f32>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
-}
-
-/// `len` elements of `v` starting on a 64-byte boundary (grown as needed; contents stale).
-fn aligned_u16(v: &mut Vec<u16>, len: usize) -> &mut [u16] {
-    if v.len() < len + 32 {
-        v.resize(len + 32, 0);
-    }
-    let skip = v.as_ptr().align_offset(64).min(32);
-    &mut v[skip..skip + len]
-}
-
-/// `len` floats of `v` starting on a 64-byte boundary (grown as needed; contents stale).
-fn aligned_f32(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len + 16 {
-        v.resize(len + 16, 0.0);
-    }
-    let skip = v.as_ptr().align_offset(64).min(16);
-    &mut v[skip..skip + len]
 }
 
 /// `dst[j][i] = src[i * 16 + j]`: one 16 × 16 f32 tile transposed (AVX-512 shuffles where

@@ -24,16 +24,30 @@ pub fn packed_len(m: usize, k: usize) -> usize {
     m.div_ceil(TILE_M) * k.div_ceil(CHUNK) * TILE_M * CHUNK
 }
 
-/// Packs `x` (`m × k`, row-major) for the kernel; `bf16` selects the even/odd split. Returns
-/// the packed layout, which starts on a 64-byte boundary inside `out` (a 64-byte vector load
-/// that straddles two cache lines costs two).
-pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>) -> &'a [f32] {
+/// `len` elements of `v` starting on a 64-byte boundary (a 64-byte vector or tile row that
+/// straddles two cache lines costs two loads). `v` grows as needed; the contents are stale.
+pub fn aligned64<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    let pad = 64 / std::mem::size_of::<T>();
+    if v.len() < len + pad {
+        v.resize(len + pad, T::default());
+    }
+    let skip = v.as_ptr().align_offset(64).min(pad);
+    &mut v[skip..skip + len]
+}
+
+/// The tile / chunk / row walk shared by [`pack`] and [`pack_bf16`]: `chunk(src, dst)` writes
+/// one row's chunk (`src`, up to [`CHUNK`] columns) into its [`CHUNK`]-wide slot; everything
+/// else is zero.
+fn pack_tiles<'a, T: Copy + Default>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    out: &'a mut Vec<T>,
+    chunk: impl Fn(&[f32], &mut [T]),
+) -> &'a [T] {
     let chunks = k.div_ceil(CHUNK);
-    let len = packed_len(m, k);
-    out.clear();
-    out.resize(len + 16, 0.0);
-    let skip = out.as_ptr().align_offset(64).min(16);
-    let packed = &mut out[skip..skip + len];
+    let packed = aligned64(out, packed_len(m, k));
+    packed.fill(T::default());
     let tile_len = chunks * TILE_M * CHUNK;
     for (t, tile) in packed.chunks_exact_mut(tile_len).enumerate() {
         let r0 = t * TILE_M;
@@ -42,52 +56,46 @@ pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>
             let (c0, c1) = (c * CHUNK, ((c + 1) * CHUNK).min(k));
             for i in 0..mt {
                 let src = &x[(r0 + i) * k + c0..(r0 + i) * k + c1];
-                let dst = &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK];
-                if bf16 {
-                    let (even, odd) = dst.split_at_mut(CHUNK / 2);
-                    let pairs = src.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        even[src.len() / 2] = *last;
-                    }
-                    for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = p[0];
-                        *o = p[1];
-                    }
-                } else {
-                    dst[..src.len()].copy_from_slice(src);
-                }
+                chunk(
+                    src,
+                    &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK],
+                );
             }
         }
     }
-    &out[skip..skip + len]
+    packed
+}
+
+/// Packs `x` (`m × k`, row-major) for the kernel; `bf16` selects the even/odd split. Returns
+/// the packed layout, which starts on a 64-byte boundary inside `out` (a 64-byte vector load
+/// that straddles two cache lines costs two).
+pub fn pack<'a>(x: &[f32], m: usize, k: usize, bf16: bool, out: &'a mut Vec<f32>) -> &'a [f32] {
+    pack_tiles(x, m, k, out, |src, dst| {
+        if bf16 {
+            let (even, odd) = dst.split_at_mut(CHUNK / 2);
+            let pairs = src.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                even[src.len() / 2] = *last;
+            }
+            for ((e, o), p) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                *e = p[0];
+                *o = p[1];
+            }
+        } else {
+            dst[..src.len()].copy_from_slice(src);
+        }
+    })
 }
 
 /// Packs `x` (`m × k`, row-major) for the dot-product kernel: the layout of [`pack`] (same
 /// tiles, chunks and row order, `packed_len` elements) with each column rounded to bf16
 /// (round-to-nearest-even) in natural order. Starts on a 64-byte boundary inside `out`.
 pub fn pack_bf16<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'a [u16] {
-    let chunks = k.div_ceil(CHUNK);
-    let len = packed_len(m, k);
-    out.clear();
-    out.resize(len + CHUNK, 0);
-    let skip = out.as_ptr().align_offset(64).min(CHUNK);
-    let packed = &mut out[skip..skip + len];
-    let tile_len = chunks * TILE_M * CHUNK;
-    for (t, tile) in packed.chunks_exact_mut(tile_len).enumerate() {
-        let r0 = t * TILE_M;
-        let mt = (m - r0).min(TILE_M);
-        for c in 0..chunks {
-            let (c0, c1) = (c * CHUNK, ((c + 1) * CHUNK).min(k));
-            for i in 0..mt {
-                let src = &x[(r0 + i) * k + c0..(r0 + i) * k + c1];
-                let dst = &mut tile[(c * mt + i) * CHUNK..(c * mt + i + 1) * CHUNK];
-                for (d, v) in dst.iter_mut().zip(src) {
-                    *d = f32_to_bf16(*v);
-                }
-            }
+    pack_tiles(x, m, k, out, |src, dst| {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = f32_to_bf16(*v);
         }
-    }
-    &out[skip..skip + len]
+    })
 }
 
 /// Elements of the AMX packed layout of `m × k` with `pieces` terms per value (see
@@ -115,13 +123,8 @@ pub fn pack_amx<'a>(
 ) -> &'a [u16] {
     assert!((1..=3).contains(&pieces), "1 to 3 pieces");
     let kb = k.div_ceil(32);
-    let len = amx_packed_len(m, k, pieces);
     // Every element below is written (padding as zeros), so a reused buffer needs no clearing.
-    if out.len() < len + 32 {
-        out.resize(len + 32, 0);
-    }
-    let skip = out.as_ptr().align_offset(64).min(32);
-    let packed = &mut out[skip..skip + len];
+    let packed = aligned64(out, amx_packed_len(m, k, pieces));
     packed
         .par_chunks_exact_mut(pieces * kb * 512)
         .enumerate()
@@ -163,7 +166,7 @@ pub fn pack_amx<'a>(
                 }
             }
         });
-    &out[skip..skip + len]
+    packed
 }
 
 #[cfg(test)]
