@@ -575,6 +575,8 @@ fn serve_options(model_dir: &Path) -> serve::ServeOptions {
         max_prefill_tokens: None,
         max_iter_times: None,
         max_seq_len: None,
+        template: None,
+        chunk_tokens: None,
         prompt_tokens: 128,
         output_tokens: 64,
         ready_timeout: Duration::from_secs(120),
@@ -615,6 +617,16 @@ fn serve_config_fits_the_sweep() {
     assert_eq!(sc["maxBatchSize"], 16);
     assert!(sc["maxPrefillTokens"].as_u64().unwrap() >= 16 * 128);
     assert!(sc["maxIterTimes"].as_u64().unwrap() >= 64);
+    assert_eq!(sc["templateType"], "Standard", "the base config's");
+    assert!(sc.get("prefillChunkSize").is_none());
+
+    let mut o = serve_options(model.path());
+    o.template = Some("Mix".into());
+    o.chunk_tokens = Some(96);
+    let c = serve::build_config(&o, (11, 12, 13)).unwrap();
+    let sc = &c["BackendConfig"]["ScheduleConfig"];
+    assert_eq!(sc["templateType"], "Mix");
+    assert_eq!(sc["prefillChunkSize"], 96);
 
     let mut o = serve_options(model.path());
     o.max_seq_len = Some(100);

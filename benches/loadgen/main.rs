@@ -141,6 +141,12 @@ struct Args {
     /// --serve: ModelDeployConfig.maxSeqLen (default: max(2560, prompt + output)).
     #[arg(long)]
     max_seq_len: Option<u64>,
+    /// --serve: ScheduleConfig.templateType, "Standard" or "Mix" (default: the base config's).
+    #[arg(long)]
+    template: Option<String>,
+    /// --serve: ScheduleConfig.prefillChunkSize, tokens in one Mix step (decodes included).
+    #[arg(long)]
+    chunk_tokens: Option<u64>,
     /// --serve: seconds to wait for /v2/health/ready.
     #[arg(long, default_value_t = 600)]
     ready_timeout: u64,
@@ -193,6 +199,8 @@ async fn run(args: Args) -> Result<bool, String> {
                 max_prefill_tokens: args.max_prefill_tokens,
                 max_iter_times: args.max_iter_times,
                 max_seq_len: args.max_seq_len,
+                template: args.template.clone(),
+                chunk_tokens: args.chunk_tokens,
                 prompt_tokens: args.prompt_tokens as u64,
                 output_tokens: args.output_tokens,
                 ready_timeout: Duration::from_secs(args.ready_timeout),

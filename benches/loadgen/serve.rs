@@ -31,6 +31,10 @@ pub struct ServeOptions {
     pub max_prefill_tokens: Option<u64>,
     pub max_iter_times: Option<u64>,
     pub max_seq_len: Option<u64>,
+    /// ScheduleConfig.templateType (None: the base config's).
+    pub template: Option<String>,
+    /// ScheduleConfig.prefillChunkSize (Mix: tokens in one step).
+    pub chunk_tokens: Option<u64>,
     pub prompt_tokens: u64,
     pub output_tokens: u64,
     pub ready_timeout: Duration,
@@ -108,12 +112,19 @@ pub fn build_config(o: &ServeOptions, ports: (u16, u16, u16)) -> Result<Value, S
         &format!("{sc}/maxPrefillTokens"),
         o.max_prefill_tokens.unwrap_or(input.max(8192)),
     )?;
+    if let Some(t) = &o.template {
+        set(&mut c, &format!("{sc}/templateType"), t.as_str())?;
+    }
+    let schedule = c
+        .pointer_mut(sc)
+        .and_then(Value::as_object_mut)
+        .ok_or("base config has no ScheduleConfig")?;
+    if let Some(n) = o.chunk_tokens {
+        schedule.insert("prefillChunkSize".into(), n.into());
+    }
     // maxN (best-of/n) defaults to 128 and must not exceed maxBatchSize.
     if o.max_batch_size < 128 {
-        c.pointer_mut(sc)
-            .and_then(Value::as_object_mut)
-            .ok_or("base config has no ScheduleConfig")?
-            .insert("maxN".into(), o.max_batch_size.into());
+        schedule.insert("maxN".into(), o.max_batch_size.into());
     }
     set(
         &mut c,

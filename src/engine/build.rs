@@ -50,6 +50,10 @@ pub fn scheduler_config(c: &Config, num_blocks: usize, block_size: usize) -> Sch
         max_batch_size: s.max_batch_size as usize,
         max_prefill_batch_size: c.effective_max_prefill_batch_size() as usize,
         max_prefill_tokens: s.max_prefill_tokens as usize,
+        mix_step_tokens: s
+            .prefill_chunk_size
+            .or(s.split_chunk_tokens)
+            .map(|n| n as usize),
         prefill_time_ms_per_req: s.prefill_time_ms_per_req,
         decode_time_ms_per_req: s.decode_time_ms_per_req,
         support_select_batch: s.support_select_batch,

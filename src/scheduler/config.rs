@@ -94,8 +94,13 @@ pub struct SchedulerConfig {
     pub max_batch_size: usize,
     /// `maxPrefillBatchSize`: sequences with prompt tokens in one step; 0 means `max_batch_size`.
     pub max_prefill_batch_size: usize,
-    /// `maxPrefillTokens`: new tokens in one prefill step (Standard) or in one step (Mix).
+    /// `maxPrefillTokens`: new tokens in one prefill step (Standard) or in one step (Mix,
+    /// unless `mix_step_tokens` is set).
     pub max_prefill_tokens: usize,
+    /// Mix only: tokens in one step, decodes included (`prefillChunkSize`, else
+    /// `splitChunkTokens`); `None` uses `max_prefill_tokens`. Small steps let prompt chunks
+    /// ride along with the decodes instead of stalling them.
+    pub mix_step_tokens: Option<usize>,
     pub prefill_time_ms_per_req: u32,
     pub decode_time_ms_per_req: u32,
     pub support_select_batch: bool,
@@ -129,6 +134,7 @@ impl Default for SchedulerConfig {
             max_batch_size: 200,
             max_prefill_batch_size: 50,
             max_prefill_tokens: 8192,
+            mix_step_tokens: None,
             prefill_time_ms_per_req: 150,
             decode_time_ms_per_req: 50,
             support_select_batch: false,
@@ -152,6 +158,8 @@ pub(crate) struct Resolved {
     pub decode_policy: PolicyType,
     /// `max_prefill_batch_size` with 0 resolved to `max_batch_size`.
     pub max_prefill_seqs: usize,
+    /// New tokens in one step: `max_prefill_tokens`, or for Mix `mix_step_tokens` if set.
+    pub step_tokens: usize,
 }
 
 impl SchedulerConfig {
@@ -169,6 +177,9 @@ impl SchedulerConfig {
         at_least("maxSeqLen", self.max_seq_len, 2)?;
         at_least("maxBatchSize", self.max_batch_size, 1)?;
         at_least("maxPrefillTokens", self.max_prefill_tokens, 1)?;
+        if let Some(n) = self.mix_step_tokens {
+            at_least("prefillChunkSize", n, 1)?;
+        }
         at_least("maxIterTimes", self.max_iter_times, 1)?;
         if self.max_prefill_batch_size > self.max_batch_size {
             return Err(ConfigError::PrefillBatch {
@@ -186,6 +197,10 @@ impl SchedulerConfig {
             prefill_policy: PolicyType::from_code(self.prefill_policy_type)?,
             decode_policy: PolicyType::from_code(self.decode_policy_type)?,
             max_prefill_seqs,
+            step_tokens: match (self.template, self.mix_step_tokens) {
+                (Template::Mix, Some(n)) => n,
+                _ => self.max_prefill_tokens,
+            },
         })
     }
 }

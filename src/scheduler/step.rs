@@ -18,8 +18,9 @@
 //!
 //! **Mix** (SplitFuse): every step carries all decodes (one token each), then chunks of
 //! half-done prompts, then new admissions with their first chunk, under one budget of
-//! `maxPrefillTokens` tokens (decodes count one each and always run). New admissions wait for
-//! company (`maxQueueDelayMicroseconds`) only while nothing runs.
+//! `maxPrefillTokens` tokens (decodes count one each and always run), or of `prefillChunkSize`
+//! / `splitChunkTokens` when set (MindIE's split-fuse chunk). New admissions wait for company
+//! (`maxQueueDelayMicroseconds`) only while nothing runs.
 //!
 //! **Blocks.** Admission leases the blocks of the first chunk, reusing the longest cached
 //! prefix, and keeps headroom: with preemption enabled (`maxPreemptCount > 0`) one free block
@@ -142,7 +143,7 @@ impl Scheduler {
 
     /// Next chunks of half-done prompts, under the token and prefill-batch budgets.
     fn draft_partials(&mut self, draft: &mut Draft, now: Instant) {
-        let budget = self.cfg.raw.max_prefill_tokens;
+        let budget = self.cfg.step_tokens;
         for id in self.running_where(false) {
             if draft.prefill_seqs >= self.cfg.max_prefill_seqs || draft.tokens >= budget {
                 break;
@@ -272,7 +273,7 @@ impl Scheduler {
         now.saturating_duration_since(oldest) >= c.max_queue_delay
             || waiting.len() >= self.cfg.max_prefill_seqs
             || waiting.len() + self.running.len() >= c.max_batch_size
-            || tokens >= c.max_prefill_tokens
+            || tokens >= self.cfg.step_tokens
             || blocks >= self.blocks.available()
     }
 
@@ -313,7 +314,7 @@ impl Scheduler {
         let bs = self.block_size();
         let c = &self.cfg.raw;
         let (total_blocks, prefix, budget) =
-            (c.num_blocks, c.enable_prefix_cache, c.max_prefill_tokens);
+            (c.num_blocks, c.enable_prefix_cache, self.cfg.step_tokens);
         let allow_split = c.template == Template::Mix || draft.ids.is_empty();
         let budget_left = budget.saturating_sub(draft.tokens);
         if budget_left == 0 {
@@ -431,7 +432,7 @@ impl Scheduler {
             return false;
         }
         let bs = self.block_size();
-        let budget = self.cfg.raw.max_prefill_tokens;
+        let budget = self.cfg.step_tokens;
         let Some(need) = self
             .seqs
             .get(&id)

@@ -36,6 +36,19 @@ impl Rules<'_> {
                 ));
             }
         }
+        if s.template_type != "Mix" {
+            for (key, v) in [
+                ("prefillChunkSize", s.prefill_chunk_size),
+                ("splitChunkTokens", s.split_chunk_tokens),
+            ] {
+                if v.is_some() {
+                    self.warn(format!(
+                        "{}: used only with ScheduleConfig.templateType \"Mix\"; ignored",
+                        sc(key)
+                    ));
+                }
+            }
+        }
     }
 
     /// One model for `templateType` Standard; names, weights and memory per model.

@@ -366,3 +366,55 @@ fn schedule_cross_field_rules() {
         "maxNumPartialPrefills (2)",
     );
 }
+
+#[test]
+fn split_fuse_chunk_keys() {
+    refused(
+        "splitChunkTokens above MindIE's range",
+        &[("SC.splitChunkTokens", v(json!(8193)))],
+        "SC.splitChunkTokens",
+        "[1, 8192]",
+    );
+    refused(
+        "prefillChunkSize zero",
+        &[("SC.prefillChunkSize", v(json!(0)))],
+        "SC.prefillChunkSize",
+        "[1, ",
+    );
+    let mut doc = default_doc();
+    set(
+        &mut doc,
+        "BackendConfig.ScheduleConfig.splitChunkTokens",
+        json!(256),
+    );
+    let w = accepted(&doc, &env(&[])).warnings;
+    assert!(
+        w.iter()
+            .any(|x| x.contains("splitChunkTokens: used only with")),
+        "Standard ignores it, with a warning: {w:#?}"
+    );
+    set(
+        &mut doc,
+        "BackendConfig.ScheduleConfig.templateType",
+        json!("Mix"),
+    );
+    let loaded = accepted(&doc, &env(&[]));
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|x| x.contains("splitChunkTokens")),
+        "{:#?}",
+        loaded.warnings
+    );
+    let sched = crate::engine::build::scheduler_config(&loaded.config, 64, 128);
+    assert_eq!(sched.mix_step_tokens, Some(256));
+    set(
+        &mut doc,
+        "BackendConfig.ScheduleConfig.prefillChunkSize",
+        json!(128),
+    );
+    let loaded = accepted(&doc, &env(&[]));
+    let sched = crate::engine::build::scheduler_config(&loaded.config, 64, 128);
+    assert_eq!(sched.mix_step_tokens, Some(128), "prefillChunkSize wins");
+}

@@ -297,6 +297,52 @@ fn mix_chunks_a_long_prompt_alongside_decodes() {
 }
 
 #[test]
+fn mix_step_tokens_bound_every_step_not_max_prefill_tokens() {
+    // maxPrefillTokens must cover maxInputTokenLen, so it cannot bound a Mix step;
+    // prefillChunkSize / splitChunkTokens do, decodes included.
+    let cfg = SchedulerConfig {
+        template: Template::Mix,
+        max_prefill_tokens: 64,
+        mix_step_tokens: Some(6),
+        num_blocks: 32,
+        ..small_cfg()
+    };
+    let mut h = Harness::new(cfg);
+    h.add(1, prompt(0, 3), 10);
+    h.add(2, prompt(50, 4), 10);
+    let first = h.step().unwrap();
+    assert_eq!(
+        first.num_tokens(),
+        6,
+        "3 + 3 of the second prompt: {first:?}"
+    );
+    h.add(3, prompt(100, 20), 3);
+    let mut chunks = Vec::new();
+    while chunks.iter().sum::<usize>() < 20 {
+        let p = h.step().unwrap();
+        assert!(p.num_tokens() <= 6, "step budget: {p:?}");
+        if let Some(s) = p.seqs.iter().find(|s| s.id == 3) {
+            chunks.push(s.tokens.len());
+        }
+    }
+    // Two tokens of 1 and 2 (the rest of 2's prompt, then decodes) ride along with every
+    // chunk of prompt 3.
+    assert_eq!(chunks, vec![4, 4, 4, 4, 4]);
+    h.run_until_idle(100);
+
+    let standard = SchedulerConfig {
+        template: Template::Standard,
+        max_prefill_tokens: 64,
+        mix_step_tokens: Some(6),
+        ..small_cfg()
+    };
+    let mut h = Harness::new(standard);
+    h.add(1, prompt(0, 20), 3);
+    assert_eq!(h.step().unwrap().num_tokens(), 20, "ignored by Standard");
+    h.run_until_idle(100);
+}
+
+#[test]
 fn priority_policy_orders_waiting_with_aging() {
     let cfg = SchedulerConfig {
         prefill_policy_type: 1,

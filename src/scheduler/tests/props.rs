@@ -23,6 +23,7 @@ fn configs() -> Vec<SchedulerConfig> {
                     max_batch_size: [6, 4, 8][variant as usize],
                     max_prefill_batch_size: [0, 2, 3][variant as usize],
                     max_prefill_tokens: [12, 7, 64][variant as usize],
+                    mix_step_tokens: [None, None, Some(9)][variant as usize],
                     support_select_batch: variant == 1,
                     decode_time_ms_per_req: [50, 1, 0][variant as usize],
                     prefill_policy_type: variant % 2,
