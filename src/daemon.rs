@@ -196,6 +196,25 @@ async fn start_engine(
                 .filter(|&id| tok.is_special(id))
                 .collect();
             avoid.extend_from_slice(tok.eos_token_ids());
+            let reply = match std::env::var_os(build::MOCK_REPLY_FILE_ENV) {
+                Some(path) if !path.is_empty() => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        format!(
+                            "{}: {}: {e}",
+                            build::MOCK_REPLY_FILE_ENV,
+                            path.to_string_lossy()
+                        )
+                    })?;
+                    let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
+                    let eos = tok
+                        .eos_token_ids()
+                        .first()
+                        .copied()
+                        .ok_or("the mock's scripted reply needs an EOS token")?;
+                    Some((ids, eos))
+                }
+                _ => None,
+            };
             build::start_mock(
                 &config,
                 &model,
@@ -203,6 +222,7 @@ async fn start_engine(
                 avoid,
                 step_time,
                 token_time,
+                reply,
             )
         } else {
             build::start(&config, &model, dir, tok.vocab_size())

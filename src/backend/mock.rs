@@ -8,6 +8,11 @@
 //! preemption) changes the output, as it would with a real model. Ids that are special tokens
 //! or EOS are never produced, so every request runs to its length limit.
 //!
+//! Test support: with [`MockOptions::reply`] set (env `MIES_MOCK_REPLY_FILE`), every request
+//! is answered with those tokens and then EOS, so the routes that read a reply's text (tool
+//! calls) can be driven end to end. The next token is the reply's token after the longest
+//! start of the reply that the context ends with.
+//!
 //! Test support: with [`MockOptions::stall_file`] set (env `MIES_MOCK_STALL_FILE`, see
 //! `engine::build`), every step blocks while that file exists, checking every few
 //! milliseconds. That is a stuck step as the health checks must see one; removing the file
@@ -39,6 +44,8 @@ pub struct MockOptions {
     pub max_position: usize,
     /// Test support: steps block while this file exists.
     pub stall_file: Option<PathBuf>,
+    /// Test support: the answer to every request, then the EOS id.
+    pub reply: Option<(Vec<u32>, u32)>,
 }
 
 /// See the module docs.
@@ -51,6 +58,7 @@ pub struct MockBackend {
     step_time: Duration,
     token_time: Duration,
     stall_file: Option<PathBuf>,
+    reply: Option<(Vec<u32>, u32)>,
 }
 
 /// The chosen token's logit (all others 0): sampling at any sane temperature still picks it.
@@ -78,7 +86,8 @@ impl MockBackend {
                 num_blocks: o.num_blocks,
                 bytes_per_block: o.block_size * 4,
                 max_position: o.max_position,
-                eos_token_ids: Vec::new(),
+                // Only a scripted reply ends on EOS; otherwise none is ever produced.
+                eos_token_ids: o.reply.iter().map(|(_, eos)| *eos).collect(),
                 num_layers: 1,
                 num_kv_heads: 1,
                 head_dim: 1,
@@ -88,6 +97,7 @@ impl MockBackend {
             step_time: o.step_time,
             token_time: o.token_time,
             stall_file: o.stall_file,
+            reply: o.reply,
         })
     }
 
@@ -106,6 +116,17 @@ impl MockBackend {
 
     /// The next token after `context_len` tokens of a sequence.
     fn next_token(&self, table: &[BlockId], context_len: usize) -> Result<u32, BackendError> {
+        if let Some((reply, eos)) = &self.reply {
+            let mut tail = Vec::with_capacity(reply.len().min(context_len));
+            for pos in context_len.saturating_sub(reply.len())..context_len {
+                tail.push(self.slots[self.slot(table, pos)?]);
+            }
+            let done = (0..=reply.len().min(tail.len()))
+                .rev()
+                .find(|&j| tail.ends_with(&reply[..j]))
+                .unwrap_or(0);
+            return Ok(reply.get(done).copied().unwrap_or(*eos));
+        }
         // FNV-1a over the context, then a final mix.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for pos in 0..context_len {
@@ -218,7 +239,11 @@ mod tests {
     use crate::backend::SeqSlice;
 
     fn mock() -> MockBackend {
-        MockBackend::new(MockOptions {
+        MockBackend::new(mock_options()).unwrap()
+    }
+
+    fn mock_options() -> MockOptions {
+        MockOptions {
             vocab_size: 50,
             avoid: vec![0, 1],
             block_size: 4,
@@ -227,8 +252,25 @@ mod tests {
             token_time: Duration::ZERO,
             max_position: 1024,
             stall_file: None,
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn scripted_reply_then_eos() {
+        let mut m = MockBackend::new(MockOptions {
+            reply: Some((vec![7, 7, 9], 1)),
+            ..mock_options()
         })
-        .unwrap()
+        .unwrap();
+        let mut ctx = vec![5, 6, 8];
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let t = prefill(&mut m, &ctx, vec![0, 1, 2]);
+            got.push(t);
+            ctx.push(t);
+        }
+        assert_eq!(got, vec![7, 7, 9, 1]);
     }
 
     fn prefill(m: &mut MockBackend, tokens: &[u32], table: Vec<BlockId>) -> u32 {

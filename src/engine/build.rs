@@ -72,6 +72,10 @@ pub const MOCK_STEP_TIME_ENV: &str = "MIES_MOCK_STEP_TIME_MS";
 /// Env var: microseconds the mock backend sleeps per token in a step (default 0).
 pub const MOCK_TOKEN_TIME_ENV: &str = "MIES_MOCK_TOKEN_TIME_US";
 
+/// Env var (test support): the mock answers every request with this file's text (tokenized),
+/// then EOS.
+pub const MOCK_REPLY_FILE_ENV: &str = "MIES_MOCK_REPLY_FILE";
+
 /// Env var (test support): while the file it names exists, every mock step blocks: a stuck
 /// engine step for the health checks to detect (SPEC §0.12).
 pub const MOCK_STALL_FILE_ENV: &str = "MIES_MOCK_STALL_FILE";
@@ -85,6 +89,7 @@ pub fn start_mock(
     avoid: Vec<u32>,
     step_time: Duration,
     token_time: Duration,
+    reply: Option<(Vec<u32>, u32)>,
 ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), BuildError> {
     let block_size = c.backend_config.schedule_config.cache_block_size as usize;
     let num_blocks = (kv_budget_bytes(model) / (block_size * MOCK_BYTES_PER_TOKEN)).max(1);
@@ -99,6 +104,7 @@ pub fn start_mock(
         stall_file: std::env::var_os(MOCK_STALL_FILE_ENV)
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from),
+        reply,
     })
     .map_err(|source| BuildError::Backend {
         path: model.model_weight_path.clone(),

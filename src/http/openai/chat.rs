@@ -1,10 +1,11 @@
 //! `POST /v1/chat/completions`: messages checked per SPEC §1 (roles, non-empty content, tool
 //! messages with `tool_call_id`), rendered with the model's chat template (`tools` and
 //! `chat_template_kwargs` passed through), then run like a completion of the rendered prompt.
+//! With `tools`, replies are read back for tool calls (see `tools`).
 
 use super::request::{Common, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
-use super::{check_model, Kind};
+use super::{check_model, tools, Kind};
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::http::generation::{GenError, Inference};
 use crate::http::params::{kind, parse_object, FieldError, Fields};
@@ -131,16 +132,9 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
             )));
         }
     }
-    let tools = match f.get("tools") {
-        None => None,
-        Some(v @ Value::Array(_)) => Some(v.clone()),
-        Some(v) => {
-            return Err(field_err(FieldError::new(
-                "tools",
-                format!("must be a list, got {}", kind(v)),
-            )))
-        }
-    };
+    let tool_parser =
+        tools::from_request(f.get("tools"), f.get("tool_choice")).map_err(field_err)?;
+    let tools = f.get("tools").filter(|v| v.is_array()).cloned();
     let kwargs = f
         .object("chat_template_kwargs")
         .map_err(field_err)?
@@ -173,5 +167,6 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
     }
     let mut meta = ReplyMeta::new(Kind::Chat, &common, inf.tokenizer.tokenizer().clone());
     meta.full_text = inf.limits.full_text;
+    meta.tools = tool_parser;
     Ok(respond(meta, jobs).await)
 }

@@ -8,6 +8,7 @@ pub mod logprobs;
 pub mod models;
 pub mod request;
 pub mod respond;
+pub mod tools;
 
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::http::generation::Inference;

@@ -6,6 +6,7 @@
 
 use super::logprobs::Logprobs;
 use super::request::Common;
+use super::tools::{ToolParser, ToolStream};
 use super::Kind;
 use crate::http::error::ErrorStyle;
 use crate::http::generation::{GenError, Generation, Outcome, Piece};
@@ -51,6 +52,8 @@ struct Choice {
     text: String,
     logprobs: Option<Logprobs>,
     outcome: Option<Outcome>,
+    /// Streaming chat with tools: what may go out as content yet.
+    tools: Option<ToolStream>,
 }
 
 /// What the reply needs besides the choices.
@@ -63,6 +66,8 @@ pub struct ReplyMeta {
     pub logprobs: bool,
     /// `fullTextEnabled`: each choice's last streamed chunk carries `full_text`.
     pub full_text: bool,
+    /// Chat with `tools`: replies are read for tool calls.
+    pub tools: Option<ToolParser>,
 }
 
 impl ReplyMeta {
@@ -75,6 +80,7 @@ impl ReplyMeta {
             include_usage: common.include_usage,
             logprobs: common.logprobs.is_some(),
             full_text: false,
+            tools: None,
         }
     }
 }
@@ -118,6 +124,11 @@ pub async fn respond(meta: ReplyMeta, jobs: Vec<Job>) -> Response {
             text: j.prefix.unwrap_or_default(),
             logprobs: meta.logprobs.then(Logprobs::default),
             outcome: None,
+            tools: meta
+                .tools
+                .as_ref()
+                .filter(|_| meta.stream)
+                .map(|p| ToolStream::new(p.clone())),
         });
         gens.push(j.generation);
     }
@@ -154,18 +165,28 @@ async fn fold_reply(
     let body_choices: Vec<Value> = choices
         .iter()
         .map(|c| {
-            let finish = c.outcome.as_ref().map(|o| o.reason.openai());
+            let mut finish = c.outcome.as_ref().map(|o| o.reason.openai());
             let logprobs = c
                 .logprobs
                 .as_ref()
                 .map_or(Value::Null, |l| l.to_json(meta.kind));
             match meta.kind {
-                Kind::Chat => json!({
-                    "index": c.index,
-                    "message": { "role": "assistant", "content": c.text },
-                    "logprobs": logprobs,
-                    "finish_reason": finish,
-                }),
+                Kind::Chat => {
+                    let parsed = meta.tools.as_ref().and_then(|t| t.parse(&c.text));
+                    let message = match parsed {
+                        Some(p) => {
+                            finish = Some(TOOL_CALLS);
+                            json!({ "role": "assistant", "content": p.content, "tool_calls": p.calls })
+                        }
+                        None => json!({ "role": "assistant", "content": c.text, "tool_calls": [] }),
+                    };
+                    json!({
+                        "index": c.index,
+                        "message": message,
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    })
+                }
                 Kind::Completion => json!({
                     "index": c.index,
                     "text": c.text,
@@ -184,6 +205,30 @@ async fn fold_reply(
         "usage": usage(&choices),
     }))
     .into_response()
+}
+
+/// `finish_reason` of a reply that ends in tool calls.
+const TOOL_CALLS: &str = "tool_calls";
+
+/// The chunk that carries a choice's tool calls (whole: name and all arguments at once).
+fn tool_calls_chunk(
+    meta: &ReplyMeta,
+    id: &str,
+    created: u64,
+    index: usize,
+    calls: Vec<Value>,
+) -> Value {
+    let calls: Vec<Value> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            c["index"] = json!(i);
+            c
+        })
+        .collect();
+    let mut v = chunk(meta, id, created, index, None, None, None);
+    v["choices"][0]["delta"] = json!({ "tool_calls": calls });
+    v
 }
 
 /// One streamed chunk of one choice.
@@ -267,19 +312,47 @@ fn stream_reply(
                         one.to_json(meta.kind)
                     });
                     c.text.push_str(&p.text);
-                    if p.text.is_empty() && lp.is_none() {
+                    let text = match &mut c.tools {
+                        Some(t) => t.push(&p.text),
+                        None => p.text,
+                    };
+                    if text.is_empty() && lp.is_none() {
                         continue;
                     }
-                    chunk(&meta, &id, created, c.index, Some(&p.text), lp, None)
+                    chunk(&meta, &id, created, c.index, Some(&text), lp, None)
                 }
                 Ok(Piece::Text(t)) => {
                     c.text.push_str(&t);
-                    chunk(&meta, &id, created, c.index, Some(&t), None, None)
+                    let text = match &mut c.tools {
+                        Some(tools) => tools.push(&t),
+                        None => t,
+                    };
+                    if text.is_empty() {
+                        continue;
+                    }
+                    chunk(&meta, &id, created, c.index, Some(&text), None, None)
                 }
                 Ok(Piece::End(o)) => {
-                    let finish = o.reason.openai();
+                    let mut finish = o.reason.openai();
                     c.outcome = Some(o);
                     open -= 1;
+                    if let Some(tools) = c.tools.take() {
+                        let (tail, calls) = tools.finish();
+                        let (index, mut out) = (c.index, Vec::new());
+                        if !tail.is_empty() {
+                            out.push(chunk(&meta, &id, created, index, Some(&tail), None, None));
+                        }
+                        if !calls.is_empty() {
+                            finish = TOOL_CALLS;
+                            out.push(tool_calls_chunk(&meta, &id, created, index, calls));
+                        }
+                        for v in out {
+                            if !tx.send_json(&v).await {
+                                return;
+                            }
+                        }
+                    }
+                    let c = &choices[slot];
                     let mut v = chunk(&meta, &id, created, c.index, None, None, Some(finish));
                     if meta.full_text {
                         v["full_text"] = json!(c.text);
