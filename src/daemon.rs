@@ -406,6 +406,10 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         });
     }
 
+    // Signal handlers are registered here, before any plane serves: a stop that comes as soon
+    // as readiness shows must drain, not kill. (Registering inside the spawned task would leave
+    // a window until that task first runs.)
+    let stop_signals = StopSignals::install();
     let mut handles = Vec::new();
     for plane in planes {
         let scheme = if plane.tls.is_some() { "https" } else { "http" };
@@ -417,8 +421,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         tracing::info!(plane = %plane.name, "listening on {scheme}://{addr}");
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
-    // Signal handlers go in before the success line, so a stop right after it drains too.
-    let signals = tokio::spawn(signal_stop(life.clone(), drain_deadline));
+    let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), drain_deadline));
     println!("Daemon start success!");
     tracing::info!("Daemon start success!");
     Ok(Running {
@@ -428,13 +431,27 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     })
 }
 
-async fn signal_stop(life: Arc<Lifecycle>, drain_deadline: Duration) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with /stopService");
+/// SIGTERM and SIGINT streams (`None` when they could not be registered).
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with /stopService");
+                Self(None)
+            }
+        }
+    }
+}
+
+async fn signal_stop(signals: StopSignals, life: Arc<Lifecycle>, drain_deadline: Duration) {
+    let Some((mut term, mut int)) = signals.0 else {
         return;
     };
     let mut count = 0;
