@@ -328,6 +328,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         sampling_defaults,
         registry: Default::default(),
+        json_mode: Default::default(),
     });
     let engine: Arc<dyn EngineMonitor> = Arc::new(handle.clone());
     if let Some(m) = &metrics {

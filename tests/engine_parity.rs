@@ -87,6 +87,7 @@ async fn run_refs(model: &str, refs: &str, template: Template, block_size: usize
             ignore_eos: refs["ignore_eos"].as_bool().unwrap_or(false),
             top_logprobs: Some(5),
             priority: 3,
+            json: None,
         };
         subs.push((case.clone(), h.submit(req).expect("submit")));
     }
@@ -173,6 +174,7 @@ async fn dot_report(model: &str, refs: &str, template: Template, block_size: usi
             ignore_eos: refs["ignore_eos"].as_bool().unwrap_or(false),
             top_logprobs: Some(5),
             priority: 3,
+            json: None,
         };
         subs.push((case.clone(), h.submit(req).expect("submit")));
     }
@@ -251,6 +253,7 @@ async fn dropping_the_stream_cancels_and_frees_blocks() {
         ignore_eos: true,
         top_logprobs: None,
         priority: 3,
+        json: None,
     };
     let mut sub = h.submit(req).unwrap();
     for _ in 0..3 {
@@ -291,6 +294,7 @@ async fn cancel_by_id_ends_the_stream_and_frees_blocks() {
         ignore_eos: true,
         top_logprobs: None,
         priority: 3,
+        json: None,
     };
     let mut sub = h.submit(req).unwrap();
     assert!(matches!(

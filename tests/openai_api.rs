@@ -401,7 +401,7 @@ async fn bad_requests_name_the_field_and_the_daemon_keeps_serving() {
         ),
         (chat(json!({"model": "gpt-4"})), 404, "model"),
         (
-            chat(json!({"response_format": {"type": "json_object"}})),
+            chat(json!({"response_format": {"type": "json_schema", "json_schema": {}}})),
             422,
             "response_format.type",
         ),

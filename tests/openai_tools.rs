@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::client::{send, Reply};
+use common::client::{post_json, Reply};
 use common::daemon::Home;
 use common::sse::SseStream;
 use serde_json::{json, Value};
@@ -14,15 +14,7 @@ use std::net::SocketAddr;
 const REPLY: &str = "I will look it up.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"celsius\"}}\n</tool_call>";
 
 async fn post(addr: SocketAddr, body: &Value) -> Reply {
-    send(
-        addr,
-        None,
-        "POST",
-        "/v1/chat/completions",
-        Some(&body.to_string()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("POST: {e}"))
+    post_json(addr, "/v1/chat/completions", body).await
 }
 
 fn request(extra: Value) -> Value {

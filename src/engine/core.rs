@@ -3,6 +3,7 @@
 //! runtime; the thread sleeps on its command channel when there is nothing to do.
 
 use super::handle::{Command, EngineHandle, RequestId};
+use super::json_mode::JsonState;
 use super::request::{Finish, GenRequest, TokenEvent};
 use super::sampler::{self, Rng};
 use super::{EngineInfo, EngineStatus};
@@ -27,6 +28,8 @@ struct Live {
     rng: Rng,
     generated: Vec<u32>,
     cached_tokens: usize,
+    /// JSON mode: where the output stands.
+    json: Option<JsonState>,
 }
 
 /// Owns the scheduler and the backend; runs on its own thread.
@@ -130,6 +133,7 @@ impl Engine {
                         self.live.insert(
                             id,
                             Live {
+                                json: req.json.as_ref().map(|_| JsonState::default()),
                                 req,
                                 events,
                                 rng,
@@ -226,6 +230,7 @@ impl Engine {
         let mut sampled = Vec::new();
         let mut reports = HashMap::new();
         let mut stops = Vec::new();
+        let mut stuck = Vec::new();
         for (i, s) in plan.seqs.iter().enumerate() {
             if !s.want_logits {
                 continue;
@@ -235,8 +240,29 @@ impl Engine {
                 continue;
             };
             let prompt = &live.req.prompt;
+            // JSON mode: only tokens that keep the output one JSON object; EOS (and the stop
+            // ids) once it is closed.
+            let masked = match (&live.req.json, &live.json) {
+                (Some(mode), Some(state)) => {
+                    let mut m = row[..self.vocab.min(row.len())].to_vec();
+                    let ends: Vec<u32> = self
+                        .eos
+                        .iter()
+                        .chain(&live.req.stop_token_ids)
+                        .copied()
+                        .collect();
+                    if !mode.0.mask(state, &ends, &mut m) {
+                        // (No EOS known, or a vocabulary without the characters needed.)
+                        stuck.push(s.id);
+                        sampled.push((s.id, None));
+                        continue;
+                    }
+                    Some(m)
+                }
+                _ => None,
+            };
             let pick = sampler::sample(
-                row,
+                masked.as_deref().unwrap_or(row),
                 self.vocab,
                 &live.req.sampling,
                 prompt,
@@ -244,7 +270,12 @@ impl Engine {
                 &mut live.rng,
                 live.req.top_logprobs,
             );
-            let stop = (!live.req.ignore_eos && self.eos.contains(&pick.token))
+            if let (Some(mode), Some(state)) = (&live.req.json, &mut live.json) {
+                mode.0.advance(state, pick.token);
+            }
+            let json_done = live.json.as_ref().is_some_and(JsonState::is_complete);
+            // A closed JSON object ends on EOS even with `ignore_eos` (nothing else may follow).
+            let stop = ((json_done || !live.req.ignore_eos) && self.eos.contains(&pick.token))
                 || live.req.stop_token_ids.contains(&pick.token);
             if stop {
                 stops.push(s.id);
@@ -256,6 +287,12 @@ impl Engine {
         self.dispatch(events, &mut reports);
         for id in stops {
             self.end(id, Finish::Stop);
+        }
+        for id in stuck {
+            self.end(
+                id,
+                Finish::Error("JSON mode: no token can continue the output".into()),
+            );
         }
         self.forward_events();
     }

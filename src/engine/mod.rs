@@ -114,6 +114,7 @@ impl EngineMonitor for NoEngine {
 pub mod core;
 pub mod defaults;
 pub mod handle;
+pub mod json_mode;
 pub mod request;
 pub mod sampler;
 

@@ -1,6 +1,7 @@
 //! The protocol-neutral request the engine runs and the events it streams back. Wire formats
 //! (OpenAI, TGI, ...) are converted to and from these at the HTTP edge.
 
+use super::json_mode::JsonMode;
 use super::sampler::SamplingParams;
 use std::time::Instant;
 
@@ -21,6 +22,8 @@ pub struct GenRequest {
     pub top_logprobs: Option<usize>,
     /// 1 (most urgent) ..= 5.
     pub priority: u8,
+    /// JSON mode: the output is kept to one JSON object.
+    pub json: Option<JsonMode>,
 }
 
 /// How a generation ended.

@@ -6,6 +6,7 @@
 
 use crate::config::{Config, Truncation};
 use crate::engine::handle::RequestId;
+use crate::engine::json_mode::{JsonConstraint, JsonMode};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{EngineHandle, Finish, GenRequest, SubmitError, TokenEvent};
 use crate::http::error::{ApiError, ErrorStyle};
@@ -62,6 +63,8 @@ pub struct Inference {
     pub sampling_defaults: SamplingParams,
     /// Running requests by client-visible id, for `stopInfer`.
     pub registry: Registry,
+    /// Every token's text for JSON mode, made at its first use.
+    pub json_mode: tokio::sync::OnceCell<JsonMode>,
 }
 
 /// Why a generation could not start or finish.
@@ -146,7 +149,37 @@ impl From<TokenizerError> for GenError {
     }
 }
 
+/// The token texts JSON mode masks with: special tokens never allowed.
+fn json_mode_of(tok: &crate::tokenizer::Tokenizer) -> JsonMode {
+    let texts = (0..tok.vocab_size() as u32)
+        .map(|id| {
+            if tok.is_special(id) {
+                Vec::new()
+            } else {
+                tok.token_bytes(id).unwrap_or_default()
+            }
+        })
+        .collect();
+    JsonMode(JsonConstraint::new(texts))
+}
+
 impl Inference {
+    /// JSON mode's token table (built on a blocking thread the first time: one decode per
+    /// vocabulary entry).
+    pub async fn json_mode(&self) -> JsonMode {
+        self.json_mode
+            .get_or_init(|| async {
+                let tok = self.tokenizer.tokenizer().clone();
+                let fallback = tok.clone();
+                match tokio::task::spawn_blocking(move || json_mode_of(&tok)).await {
+                    Ok(m) => m,
+                    Err(_) => json_mode_of(&fallback),
+                }
+            })
+            .await
+            .clone()
+    }
+
     /// Checks prompt ids against the vocabulary and the input limit, truncating when
     /// `truncation` says so. `field` names the request field in errors.
     pub fn fit_prompt(&self, mut ids: Vec<u32>, field: &str) -> Result<Vec<u32>, GenError> {

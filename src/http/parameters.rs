@@ -137,6 +137,7 @@ impl Parameters {
             top_logprobs: (self.details || self.top_n_tokens.is_some())
                 .then(|| self.top_n_tokens.unwrap_or(0)),
             priority: self.priority,
+            json: None,
         }
     }
 

@@ -77,6 +77,7 @@ pub async fn probe(s: &MgmtState, limit: Duration) -> Result<Duration, ProbeErro
         ignore_eos: true,
         top_logprobs: None,
         priority: 1,
+        json: None,
     })?;
     let finished = tokio::time::timeout(limit, async {
         loop {

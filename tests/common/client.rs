@@ -95,6 +95,13 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
+/// POSTs `body` as JSON to `path` on plain HTTP; panics if the exchange fails.
+pub async fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {
+    send(addr, None, "POST", path, Some(&body.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
 /// Opens a business request whose body is only half sent: it holds an admission slot (and
 /// counts as in flight) until [`finish_slow_request`] sends the rest.
 pub fn slow_request(addr: SocketAddr) -> std::net::TcpStream {

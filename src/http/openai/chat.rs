@@ -123,15 +123,29 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
     let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults).map_err(field_err)?;
     check_model(inf, &common.model)?;
     let msgs = messages(&f).map_err(field_err)?;
-    if let Some(rf) = f.object("response_format").map_err(field_err)? {
-        let t = rf.get("type").and_then(Value::as_str).unwrap_or("");
-        if t != "text" {
-            return Err(field_err(FieldError::new(
-                "response_format.type",
-                format!("{t:?} is not supported: structured output (json_object, json_schema) is not implemented; only \"text\""),
-            )));
-        }
-    }
+    let json_object = match f.object("response_format").map_err(field_err)? {
+        None => false,
+        Some(rf) => match rf.get("type").and_then(Value::as_str) {
+            Some("text") => false,
+            Some("json_object") => true,
+            Some("json_schema") => {
+                return Err(field_err(FieldError::new(
+                    "response_format.type",
+                    "\"json_schema\" is not supported: schema-guided decoding is not implemented; use \"json_object\" (any JSON object) or \"text\"",
+                )))
+            }
+            other => {
+                return Err(field_err(FieldError::new(
+                    "response_format.type",
+                    format!("{other:?} is not allowed: one of \"text\", \"json_object\""),
+                )))
+            }
+        },
+    };
+    let json = match json_object {
+        true => Some(inf.json_mode().await),
+        false => None,
+    };
     let tool_parser =
         tools::from_request(f.get("tools"), f.get("tool_choice")).map_err(field_err)?;
     let tools = f.get("tools").filter(|v| v.is_array()).cloned();
@@ -154,7 +168,8 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
     let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut jobs = Vec::with_capacity(common.n);
     for j in 0..common.n {
-        let req = common.gen_request(ids.clone(), max_new, j);
+        let mut req = common.gen_request(ids.clone(), max_new, j);
+        req.json = json.clone();
         let generation = inf
             .start(req, common.gen_options(keys.clone()))
             .map_err(|e| e.into_api(style))?;

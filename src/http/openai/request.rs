@@ -154,6 +154,7 @@ impl Common {
             ignore_eos: self.ignore_eos,
             top_logprobs: self.logprobs,
             priority: self.priority,
+            json: None,
         }
     }
 
