@@ -4,19 +4,12 @@
 
 mod common;
 
-use common::client::{get, send, Reply};
+use common::client::{get, post_json as post, send};
 use common::daemon::Home;
 use common::sse::SseStream;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 const TOL: f64 = 1e-4;
-
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
-    send(addr, None, "POST", path, Some(&body.to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-}
 
 fn refs(model: &str) -> Value {
     let p = format!(

@@ -4,18 +4,11 @@
 
 mod common;
 
-use common::client::{get, send, Reply};
+use common::client::{get, post_json as post};
 use common::daemon::Home;
 use common::sse::SseStream;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
-    send(addr, None, "POST", path, Some(&body.to_string()))
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-}
 
 /// (free, total, running, waiting) from `/v1/status`.
 async fn blocks(home: &Home) -> (u64, u64, u64, u64) {
