@@ -254,7 +254,6 @@ impl Engine {
                     if !mode.0.mask(state, &ends, &mut m) {
                         // (No EOS known, or a vocabulary without the characters needed.)
                         stuck.push(s.id);
-                        sampled.push((s.id, None));
                         continue;
                     }
                     Some(m)
@@ -283,16 +282,18 @@ impl Engine {
             sampled.push((s.id, Some(pick.token)));
             reports.insert(s.id, pick);
         }
-        let events = self.scheduler.complete(&plan, &sampled);
-        self.dispatch(events, &mut reports);
-        for id in stops {
-            self.end(id, Finish::Stop);
-        }
+        // Ended before the plan completes, so the scheduler skips them (as it does sequences
+        // cancelled while in flight) instead of aborting them for a missing token.
         for id in stuck {
             self.end(
                 id,
                 Finish::Error("JSON mode: no token can continue the output".into()),
             );
+        }
+        let events = self.scheduler.complete(&plan, &sampled);
+        self.dispatch(events, &mut reports);
+        for id in stops {
+            self.end(id, Finish::Stop);
         }
         self.forward_events();
     }
@@ -423,4 +424,72 @@ fn to_batch(plan: &Plan) -> StepBatch {
         });
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mock::{MockBackend, MockOptions};
+    use crate::engine::json_mode::{JsonConstraint, JsonMode};
+    use crate::engine::EngineMonitor;
+    use crate::scheduler::SchedulerConfig;
+    use std::time::Duration;
+
+    /// A JSON-mode request whose vocabulary cannot start an object ends with an error, not a
+    /// garbage token, and its blocks come back.
+    #[test]
+    fn json_mode_with_nothing_allowed_ends_with_an_error_and_frees_blocks() {
+        let backend = MockBackend::new(MockOptions {
+            vocab_size: 16,
+            avoid: Vec::new(),
+            block_size: 4,
+            num_blocks: 8,
+            step_time: Duration::ZERO,
+            token_time: Duration::ZERO,
+            max_position: 64,
+            stall_file: None,
+            reply: None,
+        })
+        .expect("mock");
+        let cfg = SchedulerConfig {
+            block_size: 4,
+            num_blocks: 8,
+            max_seq_len: 64,
+            max_queue_delay: Duration::from_micros(500),
+            ..SchedulerConfig::default()
+        };
+        let (h, _join) = Engine::spawn(
+            Scheduler::new(cfg).expect("scheduler"),
+            Box::new(backend),
+            16,
+        )
+        .expect("spawn");
+        let texts = vec![b"x".to_vec(); 16];
+        let mut sub = h
+            .submit(GenRequest {
+                prompt: vec![1, 2, 3, 4, 5],
+                max_new_tokens: 8,
+                sampling: Default::default(),
+                stop_token_ids: Vec::new(),
+                ignore_eos: false,
+                top_logprobs: None,
+                priority: 3,
+                json: Some(JsonMode(JsonConstraint::new(texts))),
+            })
+            .expect("submit");
+        let mut tokens = 0;
+        let finish = loop {
+            match sub.events.blocking_recv().expect("an end") {
+                TokenEvent::Token { .. } => tokens += 1,
+                TokenEvent::Finished { finish, .. } => break finish,
+            }
+        };
+        assert_eq!(tokens, 0);
+        assert!(
+            matches!(&finish, Finish::Error(m) if m.contains("JSON mode")),
+            "{finish:?}"
+        );
+        let st = h.status();
+        assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+    }
 }
