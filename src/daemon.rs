@@ -26,7 +26,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -176,6 +176,20 @@ fn env_duration(env: &Env, name: &str, unit: fn(u64) -> Duration) -> Result<Dura
 }
 
 /// Loads the tokenizer and the model off the async runtime and starts the engine thread.
+/// Test support (`MIES_MOCK_REPLY_FILE`): the mock's scripted answer, tokenized, and the EOS
+/// id that ends it.
+fn mock_reply(tok: &Tokenizer, path: &Path) -> Result<(Vec<u32>, u32), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {}: {e}", build::MOCK_REPLY_FILE_ENV, path.display()))?;
+    let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
+    let eos = tok
+        .eos_token_ids()
+        .first()
+        .copied()
+        .ok_or("the mock's scripted reply needs an EOS token")?;
+    Ok((ids, eos))
+}
+
 async fn start_engine(
     loaded: &Loaded,
     source: ModelSource,
@@ -184,6 +198,10 @@ async fn start_engine(
     let config = loaded.config.clone();
     let step_time = env_duration(env, build::MOCK_STEP_TIME_ENV, Duration::from_millis)?;
     let token_time = env_duration(env, build::MOCK_TOKEN_TIME_ENV, Duration::from_micros)?;
+    let reply_file = env
+        .get(build::MOCK_REPLY_FILE_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     let started = tokio::task::spawn_blocking(move || {
         let model = config.model().cloned().ok_or("ModelConfig is empty")?;
         let (dir, mock) = match &source {
@@ -196,25 +214,10 @@ async fn start_engine(
                 .filter(|&id| tok.is_special(id))
                 .collect();
             avoid.extend_from_slice(tok.eos_token_ids());
-            let reply = match std::env::var_os(build::MOCK_REPLY_FILE_ENV) {
-                Some(path) if !path.is_empty() => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        format!(
-                            "{}: {}: {e}",
-                            build::MOCK_REPLY_FILE_ENV,
-                            path.to_string_lossy()
-                        )
-                    })?;
-                    let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
-                    let eos = tok
-                        .eos_token_ids()
-                        .first()
-                        .copied()
-                        .ok_or("the mock's scripted reply needs an EOS token")?;
-                    Some((ids, eos))
-                }
-                _ => None,
-            };
+            let reply = reply_file
+                .as_deref()
+                .map(|p| mock_reply(&tok, p))
+                .transpose()?;
             build::start_mock(
                 &config,
                 &model,

@@ -164,20 +164,18 @@ fn json_mode_of(tok: &crate::tokenizer::Tokenizer) -> JsonMode {
 }
 
 impl Inference {
-    /// JSON mode's token table (built on a blocking thread the first time: one decode per
-    /// vocabulary entry).
-    pub async fn json_mode(&self) -> JsonMode {
+    /// JSON mode's token table, built on a blocking thread the first time (one decode per
+    /// vocabulary entry); a failed build is retried by the next request.
+    pub async fn json_mode(&self) -> Result<JsonMode, GenError> {
         self.json_mode
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let tok = self.tokenizer.tokenizer().clone();
-                let fallback = tok.clone();
-                match tokio::task::spawn_blocking(move || json_mode_of(&tok)).await {
-                    Ok(m) => m,
-                    Err(_) => json_mode_of(&fallback),
-                }
+                tokio::task::spawn_blocking(move || json_mode_of(&tok))
+                    .await
+                    .map_err(|e| GenError::TokenizerServer(format!("JSON mode token table: {e}")))
             })
             .await
-            .clone()
+            .cloned()
     }
 
     /// Checks prompt ids against the vocabulary and the input limit, truncating when

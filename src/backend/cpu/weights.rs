@@ -45,11 +45,13 @@ impl<T: Pod> Buf<T> {
         T: Default,
     {
         let src = self.as_slice();
-        let pad = 64 / std::mem::size_of::<T>();
-        let mut data: Vec<T> = Vec::with_capacity(src.len() + pad);
-        let skip = data.as_ptr().align_offset(64).min(pad);
-        data.resize(skip, T::default());
-        data.extend_from_slice(src);
+        let mut data = Vec::new();
+        let start = {
+            let dst = super::kernels::gemm::aligned64(&mut data, src.len());
+            dst.copy_from_slice(src);
+            dst.as_ptr() as usize
+        };
+        let skip = (start - data.as_ptr() as usize) / std::mem::size_of::<T>();
         Buf::Aligned {
             data: Arc::new(data),
             skip,

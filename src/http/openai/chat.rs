@@ -142,9 +142,10 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
             }
         },
     };
-    let json = match json_object {
-        true => Some(inf.json_mode().await),
-        false => None,
+    let json = if json_object {
+        Some(inf.json_mode().await.map_err(|e| e.into_api(style))?)
+    } else {
+        None
     };
     let tool_parser =
         tools::from_request(f.get("tools"), f.get("tool_choice")).map_err(field_err)?;

@@ -56,6 +56,18 @@ struct Choice {
     tools: Option<ToolStream>,
 }
 
+impl Choice {
+    /// Takes newly generated text (kept whole in `text`); returns the part that may be
+    /// streamed now (all of it, unless a tool call may be starting).
+    fn stream_text(&mut self, t: String) -> String {
+        self.text.push_str(&t);
+        match &mut self.tools {
+            Some(tools) => tools.push(&t),
+            None => t,
+        }
+    }
+}
+
 /// What the reply needs besides the choices.
 pub struct ReplyMeta {
     pub kind: Kind,
@@ -311,22 +323,14 @@ fn stream_reply(
                         one.push(&meta.tokenizer, &p, c.text.len());
                         one.to_json(meta.kind)
                     });
-                    c.text.push_str(&p.text);
-                    let text = match &mut c.tools {
-                        Some(t) => t.push(&p.text),
-                        None => p.text,
-                    };
+                    let text = c.stream_text(p.text);
                     if text.is_empty() && lp.is_none() {
                         continue;
                     }
                     chunk(&meta, &id, created, c.index, Some(&text), lp, None)
                 }
                 Ok(Piece::Text(t)) => {
-                    c.text.push_str(&t);
-                    let text = match &mut c.tools {
-                        Some(tools) => tools.push(&t),
-                        None => t,
-                    };
+                    let text = c.stream_text(t);
                     if text.is_empty() {
                         continue;
                     }
