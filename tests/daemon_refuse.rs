@@ -164,3 +164,17 @@ fn ascend_backend_without_its_runtime_is_refused_with_the_alternative() {
         "{err}"
     );
 }
+
+#[test]
+fn unreadable_mock_reply_file_is_refused_with_its_path() {
+    let home = Home::new();
+    home.write();
+    let (st, out, err) =
+        home.run_to_exit(&[], &[("MIES_MOCK_REPLY_FILE", "/nonexistent/reply.txt")]);
+    assert!(!st.success());
+    assert!(!out.contains("Daemon start success!"));
+    assert!(
+        err.contains("MIES_MOCK_REPLY_FILE") && err.contains("/nonexistent/reply.txt"),
+        "{err}"
+    );
+}
