@@ -7,7 +7,7 @@ use mindie::backend::Backend;
 use mindie::engine::core::Engine;
 use mindie::engine::sampler::SamplingParams;
 use mindie::engine::{EngineMonitor, Finish, GenRequest, TokenEvent};
-use mindie::scheduler::{Scheduler, SchedulerConfig, Template};
+use mindie::scheduler::{Scheduler, SchedulerLimits, Template};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,20 +49,16 @@ fn engine_with(
             "the device string names the bf16-dot path"
         );
     }
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         template,
         block_size,
         num_blocks: info.num_blocks,
         max_prefill_tokens: 64,
         max_queue_delay: Duration::from_micros(500),
-        ..SchedulerConfig::default()
+        ..SchedulerLimits::default()
     };
-    let (h, _join) = Engine::spawn(
-        Scheduler::new(cfg).expect("scheduler"),
-        Box::new(backend),
-        2008,
-    )
-    .expect("spawn");
+    let (h, _join) =
+        Engine::spawn(Scheduler::new(cfg).expect("scheduler"), Box::new(backend)).expect("spawn");
     (h, info.num_blocks)
 }
 
@@ -235,6 +231,18 @@ async fn bf16_dot_stays_close_to_hf_refs() {
 #[tokio::test]
 async fn llama_refs_through_the_engine_in_one_batch() {
     run_refs("tiny-llama", "tiny-llama.json", Template::Standard, 16).await;
+}
+
+/// Greedy picks and logprobs over every LM-head row, rows past the tokenizer included.
+#[tokio::test]
+async fn qwen2_untied_refs_through_the_engine_over_the_whole_head() {
+    run_refs(
+        "tiny-qwen2-untied",
+        "tiny-qwen2-untied.json",
+        Template::Standard,
+        16,
+    )
+    .await;
 }
 
 #[tokio::test]

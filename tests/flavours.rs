@@ -422,3 +422,134 @@ async fn stop_infer_cancels_a_running_generation() {
         "id",
     );
 }
+
+/// tiny-qwen2-untied's "hello" case picks LM-head row 2032 (past the tokenizer's 2,008 ids) at
+/// step 4, as HF does: every flavour reports the same ids and the text without that token.
+#[tokio::test]
+async fn untied_head_rows_past_the_tokenizer_in_every_flavour() {
+    const N: usize = 8;
+    let p = format!(
+        "{}/tests/fixtures/refs/tiny-qwen2-untied.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let refs: Value = serde_json::from_slice(&std::fs::read(p).expect("refs")).expect("json");
+    let c = &refs["cases"][0];
+    let prompt = c["prompt"].as_str().expect("prompt");
+    let ids: Vec<u64> = c["generated_ids"].as_array().expect("ids")[..N]
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        ids.iter().any(|&id| id >= 2008),
+        "the case picks a row past the tokenizer"
+    );
+    let text: String = c["steps"].as_array().expect("steps")[..N]
+        .iter()
+        .map(|s| s["text"].as_str().expect("text"))
+        .collect();
+
+    let mut home = Home::new();
+    home.use_fixture_model("tiny-qwen2-untied");
+    home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
+        "untied",
+    );
+    let _d = home.start(&[]);
+    let addr = home.business();
+
+    // TGI: ids in details, streamed ids, text.
+    let v = post(
+        addr,
+        "/generate",
+        &json!({"inputs": prompt, "parameters": {"max_new_tokens": N, "details": true}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["generated_text"], text.as_str(), "{v}");
+    let got: Vec<u64> = v["details"]["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(got, ids);
+    let events = SseStream::open(
+        addr,
+        "/generate_stream",
+        &json!({"inputs": prompt, "parameters": {"max_new_tokens": N}}),
+    )
+    .await
+    .collect()
+    .await;
+    let got: Vec<u64> = events
+        .iter()
+        .map(|e| e["token"]["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(got, ids);
+    // vLLM legacy.
+    let v = post(
+        addr,
+        "/generate",
+        &json!({"prompt": prompt, "max_tokens": N, "temperature": 0}),
+    )
+    .await
+    .json();
+    assert_eq!(v["text"], json!([format!("{prompt} {text}")]));
+    // MindIE-native.
+    let v = post(
+        addr,
+        "/infer",
+        &json!({"inputs": prompt, "parameters": {"max_new_tokens": N}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["generated_text"], text.as_str());
+    assert_eq!(v["details"]["generated_token_ids"], json!(ids));
+    // Triton.
+    let v = post(
+        addr,
+        "/v2/models/untied/generate",
+        &json!({"text_input": prompt, "parameters": {"max_new_tokens": N}}),
+    )
+    .await
+    .json();
+    assert_eq!(v["text_output"], text.as_str(), "{v}");
+    // OpenAI completions: the textless id is named by id in the logprobs.
+    let v = post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "untied", "prompt": prompt, "max_tokens": N, "temperature": 0,
+                "logprobs": 1}),
+    )
+    .await
+    .json();
+    assert_eq!(v["choices"][0]["text"], text.as_str());
+    let tokens = &v["choices"][0]["logprobs"]["tokens"];
+    for (i, &id) in ids.iter().enumerate() {
+        if id >= 2008 {
+            assert_eq!(tokens[i], format!("token_id:{id}"), "{tokens}");
+        }
+    }
+    // OpenAI chat: empty token text, no bytes.
+    let chat = &refs["cases"][7];
+    assert_eq!(chat["name"], "chat_single");
+    let v = post(
+        addr,
+        "/v1/chat/completions",
+        &json!({"model": "untied", "messages": chat["messages"], "max_tokens": 32,
+                "temperature": 0, "logprobs": true}),
+    )
+    .await
+    .json();
+    assert_eq!(
+        v["choices"][0]["message"]["content"], chat["generated_text_skip_special"],
+        "{v}"
+    );
+    let entries = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("content");
+    let step7 = &entries[7];
+    assert_eq!(chat["generated_ids"][7], 2018);
+    assert_eq!(step7["token"], "", "{step7}");
+    assert!(step7["bytes"].is_null(), "{step7}");
+}

@@ -383,6 +383,18 @@ fn qwen2_bf16_batched_chunked_block_sizes() {
     batched_and_chunked("tiny-qwen2-bf16", "tiny-qwen2");
 }
 
+/// An untied LM head whose rows past the tokenizer's 2,008 ids are random: HF picks some of
+/// those rows (7 greedy steps of the reference), so every row must be a candidate.
+#[test]
+fn qwen2_untied_each_case_alone() {
+    each_case_alone("tiny-qwen2-untied", "tiny-qwen2-untied");
+}
+
+#[test]
+fn qwen2_untied_batched_chunked_block_sizes() {
+    batched_and_chunked("tiny-qwen2-untied", "tiny-qwen2-untied");
+}
+
 #[test]
 fn backend_info_reflects_the_model() {
     let b = load("tiny-qwen2-bf16", 16);

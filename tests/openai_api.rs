@@ -227,6 +227,13 @@ async fn tiny_qwen2_matches_hf_through_the_api() {
     parity("tiny-qwen2").await;
 }
 
+/// Ids past the tokenizer (an untied head's extra rows) are chosen as HF chooses them: no
+/// text, reported by id (`token_id:N` in completions, `bytes: null` in chat).
+#[tokio::test]
+async fn tiny_qwen2_untied_matches_hf_through_the_api() {
+    parity("tiny-qwen2-untied").await;
+}
+
 #[tokio::test]
 async fn stop_strings_seeds_and_n() {
     let mut home = Home::new();

@@ -17,12 +17,22 @@ pub struct Logprobs {
     offsets: Vec<Value>,
 }
 
+/// The token's text; empty for an id the tokenizer does not know (an LM-head row past the
+/// tokenizer's vocabulary: a real candidate that has no text).
 fn text(tok: &Tokenizer, id: u32) -> String {
     tok.token_text(id).unwrap_or_default()
 }
 
+/// The token's raw bytes; `null` (OpenAI's "no bytes representation") for an id without text.
 fn bytes(tok: &Tokenizer, id: u32) -> Value {
-    json!(tok.token_bytes(id).unwrap_or_default())
+    tok.token_bytes(id).map_or(Value::Null, |b| json!(b))
+}
+
+/// The token as legacy completions name it: its text, or `token_id:<id>` (vLLM's spelling)
+/// for an id without text, so that distinct ids stay distinct keys of `top_logprobs`.
+fn label(tok: &Tokenizer, id: u32) -> String {
+    tok.token_text(id)
+        .unwrap_or_else(|| format!("token_id:{id}"))
 }
 
 /// A log-probability as JSON (−inf, which JSON cannot carry, as the most negative f32).
@@ -47,9 +57,9 @@ impl Logprobs {
         }));
         let mut top = Map::new();
         for &(id, l) in &p.top {
-            top.insert(text(tok, id), lp(l));
+            top.insert(label(tok, id), lp(l));
         }
-        self.tokens.push(json!(t));
+        self.tokens.push(json!(label(tok, p.id)));
         self.token_logprobs.push(lp(logprob));
         self.top.push(Value::Object(top));
         self.offsets.push(json!(offset));
