@@ -7,8 +7,7 @@
 //! may legally live), exit 0. A second signal cuts the drain short.
 
 use crate::config::{self, ConfigError, Env, Loaded, Plane};
-use crate::engine::EngineHandle;
-use crate::engine::{build, EngineMonitor};
+use crate::engine::EngineMonitor;
 use crate::http::admission::{self, Admission};
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::http::generation::{Inference, Limits};
@@ -21,14 +20,18 @@ use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
 use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
 use crate::security::tls::{self, TlsError};
-use crate::tokenizer::{Tokenizer, TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
+use crate::tokenizer::{TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod engine;
+
+use engine::{check_model_dir, start_engine};
 
 /// What the command line says.
 #[derive(Debug, Clone, Default)]
@@ -126,121 +129,6 @@ fn tls_for(
     }
 }
 
-/// Where the engine's model comes from.
-#[derive(Debug, Clone)]
-enum ModelSource {
-    /// A Hugging Face model folder (config.json checked).
-    Real(PathBuf),
-    /// `StandardMock`: only the folder's tokenizer is used.
-    Mock(PathBuf),
-}
-
-/// Checks the model folder: for a real model its config.json (≤ 750, owner, no symlink); for
-/// `StandardMock` that a tokenizer is there.
-fn check_model_dir(loaded: &Loaded, checker: &mut PermChecker) -> Result<ModelSource, StartError> {
-    let model = loaded
-        .config
-        .model()
-        .ok_or_else(|| StartError::Model("ModelConfig is empty".into()))?;
-    let dir = config::paths::resolve(&loaded.home, &model.model_weight_path);
-    if model.model_instance_type == "StandardMock" {
-        if !dir.join("tokenizer.json").is_file() {
-            return Err(StartError::Model(format!(
-                "ModelConfig.modelWeightPath = {:?}: {} has no tokenizer.json; StandardMock runs no model but needs the model's tokenizer to turn tokens into text",
-                model.model_weight_path,
-                dir.display()
-            )));
-        }
-        return Ok(ModelSource::Mock(dir));
-    }
-    let cfg = dir.join("config.json");
-    if !cfg.is_file() {
-        return Err(StartError::Model(format!(
-            "ModelConfig.modelWeightPath = {:?}: {} has no config.json; point modelWeightPath at a Hugging Face model folder",
-            model.model_weight_path,
-            dir.display()
-        )));
-    }
-    checker.check(&cfg, FileRole::ModelConfig)?;
-    Ok(ModelSource::Real(dir))
-}
-
-/// A duration from an integer env var (`unit` converts it), 0 when unset.
-fn env_duration(env: &Env, name: &str, unit: fn(u64) -> Duration) -> Result<Duration, StartError> {
-    match env.get(name) {
-        None | Some("") => Ok(Duration::ZERO),
-        Some(v) => v.trim().parse::<u64>().map(unit).map_err(|_| {
-            StartError::Model(format!("{name} = {v:?}: must be a non-negative integer"))
-        }),
-    }
-}
-
-/// Loads the tokenizer and the model off the async runtime and starts the engine thread.
-/// Test support (`MIES_MOCK_REPLY_FILE`): the mock's scripted answer, tokenized, and the EOS
-/// id that ends it.
-fn mock_reply(tok: &Tokenizer, path: &Path) -> Result<(Vec<u32>, u32), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {}: {e}", build::MOCK_REPLY_FILE_ENV, path.display()))?;
-    let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
-    let eos = tok
-        .eos_token_ids()
-        .first()
-        .copied()
-        .ok_or("the mock's scripted reply needs an EOS token")?;
-    Ok((ids, eos))
-}
-
-async fn start_engine(
-    loaded: &Loaded,
-    source: ModelSource,
-    env: &Env,
-) -> Result<(EngineHandle, Tokenizer), StartError> {
-    let config = loaded.config.clone();
-    let step_time = env_duration(env, build::MOCK_STEP_TIME_ENV, Duration::from_millis)?;
-    let token_time = env_duration(env, build::MOCK_TOKEN_TIME_ENV, Duration::from_micros)?;
-    let reply_file = env
-        .get(build::MOCK_REPLY_FILE_ENV)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let started = tokio::task::spawn_blocking(move || {
-        let model = config.model().cloned().ok_or("ModelConfig is empty")?;
-        let (dir, mock) = match &source {
-            ModelSource::Real(d) => (d, false),
-            ModelSource::Mock(d) => (d, true),
-        };
-        let tok = Tokenizer::load(dir).map_err(|e| e.to_string())?;
-        let started = if mock {
-            let mut avoid: Vec<u32> = (0..tok.vocab_size() as u32)
-                .filter(|&id| tok.is_special(id))
-                .collect();
-            avoid.extend_from_slice(tok.eos_token_ids());
-            let reply = reply_file
-                .as_deref()
-                .map(|p| mock_reply(&tok, p))
-                .transpose()?;
-            build::start_mock(
-                &config,
-                &model,
-                tok.vocab_size(),
-                avoid,
-                step_time,
-                token_time,
-                reply,
-            )
-        } else {
-            build::start(&config, &model, dir, tok.vocab_size())
-        };
-        started
-            .map(|(handle, _thread)| (handle, tok))
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| StartError::Model(e.to_string()))?
-    .map_err(StartError::Model)?;
-    // The engine thread runs until the process ends; its handle is all the planes need.
-    Ok(started)
-}
-
 /// "business", "business+management", ... for messages about a listener.
 fn plane_names(planes: &[Plane]) -> String {
     let names: Vec<&str> = planes
@@ -318,9 +206,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
 
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
-    let sampling_defaults = crate::engine::defaults::sampling_defaults(match &model_source {
-        ModelSource::Real(d) | ModelSource::Mock(d) => d,
-    });
+    let sampling_defaults = crate::engine::defaults::sampling_defaults(&model_source.dir);
     let (handle, tok) = start_engine(&loaded, model_source, env).await?;
     let threads = loaded.config.backend_config.tokenizer_process_number as usize;
     let inference = Arc::new(Inference {

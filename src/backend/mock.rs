@@ -14,13 +14,24 @@
 //! start of the reply that the context ends with.
 //!
 //! Test support: with [`MockOptions::stall_file`] set (env `MIES_MOCK_STALL_FILE`, see
-//! `engine::build`), every step blocks while that file exists, checking every few
+//! below), every step blocks while that file exists, checking every few
 //! milliseconds. That is a stuck step as the health checks must see one; removing the file
 //! lets the step finish.
 
 use super::{Backend, BackendError, BackendInfo, BlockId, DType, KvChunk, StepBatch, StepOutput};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Env var: milliseconds the mock sleeps per step (default 0).
+pub const MOCK_STEP_TIME_ENV: &str = "MIES_MOCK_STEP_TIME_MS";
+/// Env var: microseconds the mock sleeps per token in a step (default 0).
+pub const MOCK_TOKEN_TIME_ENV: &str = "MIES_MOCK_TOKEN_TIME_US";
+/// Env var (test support): the mock answers every request with this file's text (tokenized),
+/// then EOS.
+pub const MOCK_REPLY_FILE_ENV: &str = "MIES_MOCK_REPLY_FILE";
+/// Env var (test support): while the file it names exists, every mock step blocks: a stuck
+/// engine step for the health checks to detect (SPEC §0.12).
+pub const MOCK_STALL_FILE_ENV: &str = "MIES_MOCK_STALL_FILE";
 
 /// How often a stalled step checks whether its stall file is gone.
 const STALL_POLL: Duration = Duration::from_millis(20);

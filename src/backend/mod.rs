@@ -6,14 +6,23 @@
 //! is the block manager's business. Token at position `p` of a sequence lives in block
 //! `block_table[p / block_size]`, slot `p % block_size`.
 //!
+//! - [`kind`]: which backend a configuration selects ([`BackendKind`]).
+//! - [`load`]: building one ([`load::load`] of a [`load::BackendSpec`]).
+//! - [`error`]: [`BackendError`] and its [`BackendErrorKind`].
 //! - [`cpu`]: the host-CPU backend (Llama / Qwen2 from HF safetensors, own paged attention).
 //! - [`mock`]: the model-free backend of `StandardMock` (deterministic tokens).
 
 pub mod cpu;
+pub mod error;
+pub mod kind;
+pub mod load;
 pub mod mock;
 
+pub use error::{BackendError, BackendErrorKind};
+pub use kind::BackendKind;
+pub use load::{load, BackendSpec};
+
 use std::ops::Range;
-use std::path::PathBuf;
 
 /// Index of a KV block in the backend's cache.
 pub type BlockId = u32;
@@ -117,27 +126,6 @@ pub struct KvChunk {
     pub bytes_per_block: usize,
     /// `ids.len() × bytes_per_block` bytes, block after block.
     pub data: Vec<u8>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("model config: {0}")]
-    Config(String),
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    #[error("model weights: {0}")]
-    Weights(String),
-    #[error("invalid step batch: {0}")]
-    InvalidBatch(String),
-    #[error("KV cache: {0}")]
-    KvCache(String),
-    #[error("backend: {0}")]
-    Other(String),
 }
 
 /// A model runner. Implementations: [`cpu::CpuBackend`] (Ascend and mock elsewhere).

@@ -51,7 +51,8 @@ impl Loaded {
     /// folder is used (`StandardMock`) or no model is configured.
     pub fn model_dir(&self) -> Option<(&ModelConfig, PathBuf)> {
         let model = self.config.model()?;
-        (model.model_instance_type != "StandardMock")
+        crate::backend::BackendKind::of(model)
+            .runs_a_model()
             .then(|| (model, paths::resolve(&self.home, &model.model_weight_path)))
     }
 }

@@ -22,7 +22,7 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 const QUEUE_DEPTH: usize = 4096;
 
 /// Per-request state the engine keeps beside the scheduler's.
-struct Live {
+pub(super) struct Live {
     req: GenRequest,
     events: UnboundedSender<TokenEvent>,
     rng: Rng,
@@ -34,21 +34,22 @@ struct Live {
 
 /// Owns the scheduler and the backend; runs on its own thread.
 pub struct Engine {
-    scheduler: Scheduler,
-    backend: Box<dyn Backend>,
+    pub(super) scheduler: Scheduler,
+    pub(super) backend: Box<dyn Backend>,
     live: HashMap<RequestId, Live>,
-    eos: Vec<u32>,
-    /// Logits rows beyond this are padding (Qwen2 pads its vocabulary).
+    pub(super) eos: Vec<u32>,
+    /// Rows of the LM head: every row is a candidate token, as in HF and vLLM, including rows
+    /// past the tokenizer's ids (those decode to no text).
     vocab: usize,
     status: Arc<Mutex<EngineStatus>>,
 }
 
 impl Engine {
-    /// Starts the engine thread. `vocab` is the tokenizer's vocabulary size.
+    /// Starts the engine thread. Sampling and log-probabilities cover every row of the
+    /// backend's logits (`BackendInfo::vocab_size`).
     pub fn spawn(
         scheduler: Scheduler,
         backend: Box<dyn Backend>,
-        vocab: usize,
     ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
         let status = Arc::new(Mutex::new(EngineStatus::default()));
@@ -65,7 +66,7 @@ impl Engine {
                 .to_string(),
             block_size: backend.info().block_size,
         };
-        let vocab = vocab.min(backend.info().vocab_size).max(1);
+        let vocab = backend.info().vocab_size.max(1);
         let engine = Engine {
             scheduler,
             backend,
@@ -89,6 +90,7 @@ impl Engine {
             }
             self.reap_cancelled();
             let now = Instant::now();
+            self.scheduler.expire_leases(now);
             let plan = self.scheduler.schedule(now);
             // schedule() may admit, preempt or end sequences: report that first.
             self.forward_events();
@@ -119,7 +121,12 @@ impl Engine {
     /// Applies one command.
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit { id, req, events } => {
+            Command::Submit {
+                id,
+                req,
+                events,
+                kv_lease,
+            } => {
                 let seq = SeqRequest {
                     id,
                     prompt: req.prompt.clone(),
@@ -129,18 +136,10 @@ impl Engine {
                 };
                 match self.scheduler.add(seq) {
                     Ok(()) => {
-                        let rng = Rng::new(req.sampling.seed);
-                        self.live.insert(
-                            id,
-                            Live {
-                                json: req.json.as_ref().map(|_| JsonState::default()),
-                                req,
-                                events,
-                                rng,
-                                generated: Vec::new(),
-                                cached_tokens: 0,
-                            },
-                        );
+                        if let Some(ttl) = kv_lease {
+                            self.scheduler.hold_kv(id, ttl);
+                        }
+                        self.admit(id, req, events, Vec::new());
                     }
                     Err(e) => {
                         let _ = events.send(TokenEvent::Finished {
@@ -153,13 +152,58 @@ impl Engine {
                     }
                 }
             }
+            Command::ExportKv { id, reply } => {
+                let _ = reply.send(self.export_kv(id));
+            }
+            Command::ReleaseKv { id, reply } => {
+                let _ = reply.send(self.scheduler.release_lease(id));
+            }
+            Command::SubmitPrefilled {
+                id,
+                req,
+                first_token,
+                kv,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.submit_prefilled(id, req, first_token, &kv, events));
+            }
             Command::Cancel(id) => self.end(id, Finish::Cancelled),
         }
     }
 
+    /// Tracks a request the scheduler took; `generated` holds output tokens that came with it
+    /// (a first token sampled by another instance).
+    pub(super) fn admit(
+        &mut self,
+        id: RequestId,
+        req: GenRequest,
+        events: UnboundedSender<TokenEvent>,
+        generated: Vec<u32>,
+    ) {
+        let rng = Rng::new(req.sampling.seed);
+        let mut json = req.json.as_ref().map(|_| JsonState::default());
+        if let (Some(mode), Some(state)) = (&req.json, &mut json) {
+            for &t in &generated {
+                mode.0.advance(state, t);
+            }
+        }
+        self.live.insert(
+            id,
+            Live {
+                json,
+                req,
+                events,
+                rng,
+                generated,
+                cached_tokens: 0,
+            },
+        );
+    }
+
     /// Ends a request the engine decided to end (EOS, stop token, cancel, step error): the
     /// scheduler frees its blocks without raising an event, so the engine reports it here.
-    fn end(&mut self, id: RequestId, finish: Finish) {
+    pub(super) fn end(&mut self, id: RequestId, finish: Finish) {
         let reason = match &finish {
             Finish::Stop => FinishReason::Stop,
             Finish::Length => FinishReason::Length,
@@ -432,7 +476,7 @@ mod tests {
     use crate::backend::mock::{MockBackend, MockOptions};
     use crate::engine::json_mode::{JsonConstraint, JsonMode};
     use crate::engine::EngineMonitor;
-    use crate::scheduler::SchedulerConfig;
+    use crate::scheduler::SchedulerLimits;
     use std::time::Duration;
 
     /// A JSON-mode request whose vocabulary cannot start an object ends with an error, not a
@@ -451,19 +495,15 @@ mod tests {
             reply: None,
         })
         .expect("mock");
-        let cfg = SchedulerConfig {
+        let cfg = SchedulerLimits {
             block_size: 4,
             num_blocks: 8,
             max_seq_len: 64,
             max_queue_delay: Duration::from_micros(500),
-            ..SchedulerConfig::default()
+            ..SchedulerLimits::default()
         };
-        let (h, _join) = Engine::spawn(
-            Scheduler::new(cfg).expect("scheduler"),
-            Box::new(backend),
-            16,
-        )
-        .expect("spawn");
+        let (h, _join) = Engine::spawn(Scheduler::new(cfg).expect("scheduler"), Box::new(backend))
+            .expect("spawn");
         let texts = vec![b"x".to_vec(); 16];
         let mut sub = h
             .submit(GenRequest {

@@ -2,12 +2,16 @@
 //! dropping the stream cancels the request within one engine step. Also the engine's state
 //! snapshot for management and metrics.
 
+use super::handoff::{HandoffError, KvExport};
 use super::request::{GenRequest, TokenEvent};
 use super::{EngineInfo, EngineMonitor, EngineStatus};
+use crate::backend::KvChunk;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
 
 /// Sequence ids are unique per process.
 pub type RequestId = u64;
@@ -18,9 +22,30 @@ pub enum Command {
     Submit {
         id: RequestId,
         req: GenRequest,
-        events: tokio::sync::mpsc::UnboundedSender<TokenEvent>,
+        events: UnboundedSender<TokenEvent>,
+        /// Keep the KV under a lease of this long after a normal end (PD prefill).
+        kv_lease: Option<Duration>,
     },
     Cancel(RequestId),
+    /// Copy out the KV of a finished request's lease.
+    ExportKv {
+        id: RequestId,
+        reply: oneshot::Sender<Result<KvExport, HandoffError>>,
+    },
+    /// Return a lease's blocks to the pool (`false`: there was none).
+    ReleaseKv {
+        id: RequestId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Start a request whose prompt KV (`kv`) and first token come from another instance.
+    SubmitPrefilled {
+        id: RequestId,
+        req: GenRequest,
+        first_token: u32,
+        kv: KvChunk,
+        events: UnboundedSender<TokenEvent>,
+        reply: oneshot::Sender<Result<(), HandoffError>>,
+    },
 }
 
 /// Why a request could not be handed to the engine.
@@ -64,17 +89,88 @@ impl EngineHandle {
 
     /// Hands a request to the engine without blocking.
     pub fn submit(&self, req: GenRequest) -> Result<Submission, SubmitError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.submit_with(req, None)
+    }
+
+    /// Like [`EngineHandle::submit`], and when the request ends normally its KV stays under a
+    /// lease of `ttl` for [`EngineHandle::export_kv`] (the prefill side of PD).
+    pub fn submit_holding_kv(
+        &self,
+        req: GenRequest,
+        ttl: Duration,
+    ) -> Result<Submission, SubmitError> {
+        self.submit_with(req, Some(ttl))
+    }
+
+    fn submit_with(
+        &self,
+        req: GenRequest,
+        kv_lease: Option<Duration>,
+    ) -> Result<Submission, SubmitError> {
+        let id = self.next_id();
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-        match self.tx.try_send(Command::Submit {
+        self.send(Command::Submit {
             id,
             req,
             events: events_tx,
-        }) {
-            Ok(()) => Ok(Submission { id, events }),
+            kv_lease,
+        })?;
+        Ok(Submission { id, events })
+    }
+
+    fn next_id(&self) -> RequestId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), SubmitError> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
         }
+    }
+
+    /// The KV of request `id`'s lease (it must have been submitted with
+    /// [`EngineHandle::submit_holding_kv`] and have ended normally).
+    pub async fn export_kv(&self, id: RequestId) -> Result<KvExport, HandoffError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ExportKv { id, reply })?;
+        rx.await
+            .map_err(|_| HandoffError::from(SubmitError::Stopped))?
+    }
+
+    /// Frees request `id`'s lease; `false` if it held none (released, expired or never made).
+    pub async fn release_kv(&self, id: RequestId) -> Result<bool, HandoffError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ReleaseKv { id, reply })?;
+        rx.await
+            .map_err(|_| HandoffError::from(SubmitError::Stopped))
+    }
+
+    /// Starts a request prefilled elsewhere: `req.prompt`'s KV is `kv` (from another
+    /// instance's [`EngineHandle::export_kv`]) and `first_token` its first output token, which
+    /// the events do not repeat. Refused when the KV does not fit this backend's layout or
+    /// there is no room now.
+    pub async fn submit_prefilled(
+        &self,
+        req: GenRequest,
+        first_token: u32,
+        kv: KvChunk,
+    ) -> Result<Submission, HandoffError> {
+        let id = self.next_id();
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SubmitPrefilled {
+            id,
+            req,
+            first_token,
+            kv,
+            events: events_tx,
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| HandoffError::from(SubmitError::Stopped))??;
+        Ok(Submission { id, events })
     }
 
     /// Cancels a request by id (e.g. Triton `stopInfer`); unknown ids are ignored.

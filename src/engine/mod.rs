@@ -114,10 +114,11 @@ impl EngineMonitor for NoEngine {
 pub mod core;
 pub mod defaults;
 pub mod handle;
+pub mod handoff;
 pub mod json_mode;
 pub mod request;
 pub mod sampler;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
+pub use handoff::{HandoffError, KvExport};
 pub use request::{Finish, GenRequest, TokenEvent};
-pub mod build;

@@ -12,7 +12,7 @@ impl Scheduler {
     /// owners), or cached and unreferenced. Waiting sequences own nothing; a running
     /// sequence's table covers exactly its computed (plus in-flight) tokens; the queues and the
     /// sequence map agree; limits hold; and every full computed block that is in the prefix
-    /// cache holds the sequence's own tokens.
+    /// cache holds the sequence's own tokens. KV leases own their blocks like sequences do.
     pub fn check_invariants(&self) -> Result<(), String> {
         let c = &self.cfg.raw;
         let bs = c.block_size;
@@ -110,6 +110,23 @@ impl Scheduler {
                         table.as_ref().map(|t| t.ids())
                     ));
                 }
+            }
+        }
+        for (id, lease) in &self.leases {
+            if self.seqs.contains_key(id) {
+                return Err(format!("sequence {id} is live and holds a lease"));
+            }
+            if lease.block_ids().len() != blocks_for(lease.kv_tokens, bs) {
+                return Err(format!(
+                    "lease {id}: {} blocks for {} KV tokens",
+                    lease.block_ids().len(),
+                    lease.kv_tokens
+                ));
+            }
+            for &b in lease.block_ids() {
+                *owners
+                    .get_mut(b as usize)
+                    .ok_or(format!("lease {id}: unknown block {b}"))? += 1;
             }
         }
         self.blocks.audit(&owners)

@@ -3,7 +3,7 @@
 //! once when the [`super::Scheduler`] is built.
 //!
 //! Knob by knob (MindIE name → field):
-//! - `templateType` → [`SchedulerConfig::template`] (`Standard`: prefill and decode steps apart;
+//! - `templateType` → [`SchedulerLimits::template`] (`Standard`: prefill and decode steps apart;
 //!   `Mix`: SplitFuse, decodes and prompt chunks share a step).
 //! - `cacheBlockSize` → `block_size`; the backend's block count → `num_blocks`.
 //! - `maxSeqLen` → `max_seq_len` (prompt + output tokens).
@@ -30,13 +30,13 @@ pub enum Template {
 }
 
 impl FromStr for Template {
-    type Err = ConfigError;
+    type Err = LimitsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "Standard" => Ok(Template::Standard),
             "Mix" => Ok(Template::Mix),
-            other => Err(ConfigError::Template(other.to_string())),
+            other => Err(LimitsError::Template(other.to_string())),
         }
     }
 }
@@ -55,17 +55,17 @@ pub enum PolicyType {
 }
 
 impl PolicyType {
-    pub fn from_code(code: u32) -> Result<Self, ConfigError> {
+    pub fn from_code(code: u32) -> Result<Self, LimitsError> {
         match code {
             0 => Ok(PolicyType::Fcfs),
             1 => Ok(PolicyType::Priority),
-            other => Err(ConfigError::Policy(other)),
+            other => Err(LimitsError::Policy(other)),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum LimitsError {
     #[error("templateType must be \"Standard\" or \"Mix\", got {0:?}")]
     Template(String),
     #[error("policy type {0} is not supported (0 = FCFS, 1 = priority with aging)")]
@@ -82,7 +82,7 @@ pub enum ConfigError {
 
 /// Everything the scheduler needs to know, already in its own units.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerConfig {
+pub struct SchedulerLimits {
     pub template: Template,
     /// Tokens per KV block (`cacheBlockSize`).
     pub block_size: usize,
@@ -122,7 +122,7 @@ pub struct SchedulerConfig {
     pub priority_aging: Duration,
 }
 
-impl Default for SchedulerConfig {
+impl Default for SchedulerLimits {
     /// MindIE's shipped defaults (`maxSeqLen` 2560, 128-token blocks); `num_blocks` is the
     /// backend's business and is set to a small placeholder here.
     fn default() -> Self {
@@ -153,7 +153,7 @@ impl Default for SchedulerConfig {
 /// A validated configuration with the derived values resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
-    pub raw: SchedulerConfig,
+    pub raw: SchedulerLimits,
     pub prefill_policy: PolicyType,
     pub decode_policy: PolicyType,
     /// `max_prefill_batch_size` with 0 resolved to `max_batch_size`.
@@ -162,12 +162,12 @@ pub(crate) struct Resolved {
     pub step_tokens: usize,
 }
 
-impl SchedulerConfig {
+impl SchedulerLimits {
     /// Checks ranges the scheduler relies on (the config module reports MindIE's own ranges).
-    pub(crate) fn validate(&self) -> Result<Resolved, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<Resolved, LimitsError> {
         let at_least = |name: &'static str, value: usize, min: usize| {
             if value < min {
-                Err(ConfigError::TooSmall { name, value, min })
+                Err(LimitsError::TooSmall { name, value, min })
             } else {
                 Ok(())
             }
@@ -182,7 +182,7 @@ impl SchedulerConfig {
         }
         at_least("maxIterTimes", self.max_iter_times, 1)?;
         if self.max_prefill_batch_size > self.max_batch_size {
-            return Err(ConfigError::PrefillBatch {
+            return Err(LimitsError::PrefillBatch {
                 prefill: self.max_prefill_batch_size,
                 batch: self.max_batch_size,
             });
@@ -211,9 +211,9 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_zero_prefill_batch_means_max_batch() {
-        let cfg = SchedulerConfig {
+        let cfg = SchedulerLimits {
             max_prefill_batch_size: 0,
-            ..SchedulerConfig::default()
+            ..SchedulerLimits::default()
         };
         let r = cfg.validate().unwrap();
         assert_eq!(r.max_prefill_seqs, 200);
@@ -222,23 +222,23 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let bad = SchedulerConfig {
+        let bad = SchedulerLimits {
             prefill_policy_type: 3,
-            ..SchedulerConfig::default()
+            ..SchedulerLimits::default()
         };
-        assert_eq!(bad.validate().unwrap_err(), ConfigError::Policy(3));
-        let bad = SchedulerConfig {
+        assert_eq!(bad.validate().unwrap_err(), LimitsError::Policy(3));
+        let bad = SchedulerLimits {
             block_size: 0,
-            ..SchedulerConfig::default()
+            ..SchedulerLimits::default()
         };
-        assert!(matches!(bad.validate(), Err(ConfigError::TooSmall { .. })));
-        let bad = SchedulerConfig {
+        assert!(matches!(bad.validate(), Err(LimitsError::TooSmall { .. })));
+        let bad = SchedulerLimits {
             max_prefill_batch_size: 201,
-            ..SchedulerConfig::default()
+            ..SchedulerLimits::default()
         };
         assert!(matches!(
             bad.validate(),
-            Err(ConfigError::PrefillBatch { .. })
+            Err(LimitsError::PrefillBatch { .. })
         ));
         assert!("Mixed".parse::<Template>().is_err());
         assert_eq!("Mix".parse::<Template>().unwrap(), Template::Mix);

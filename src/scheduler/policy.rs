@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::config::PolicyType;
+use super::limits::PolicyType;
 use super::sequence::{SeqId, Sequence};
 
 /// Priority after aging: one level more urgent per full `aging` waited (no aging when zero).

@@ -19,7 +19,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::blocks::{blocks_for, BlockManager, BlockStats};
-use super::config::{ConfigError, Resolved, SchedulerConfig};
+use super::handoff::Lease;
+use super::limits::{LimitsError, Resolved, SchedulerLimits};
 use super::plan::{Plan, StepKind};
 use super::policy::SelectBatch;
 use super::prefix::{extend_hash_chain, PrefixStats, ROOT_HASH};
@@ -68,10 +69,12 @@ pub struct Scheduler {
     pub(crate) select: SelectBatch,
     pub(crate) events: Vec<SeqEvent>,
     pub(crate) counters: Counters,
+    /// KV kept for another instance after its sequence ended (see `handoff`).
+    pub(crate) leases: HashMap<SeqId, Lease>,
 }
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: SchedulerLimits) -> Result<Self, LimitsError> {
         let cfg = config.validate()?;
         let blocks = BlockManager::new(cfg.raw.num_blocks, cfg.raw.block_size);
         Ok(Self {
@@ -86,10 +89,11 @@ impl Scheduler {
             select: SelectBatch::default(),
             events: Vec::new(),
             counters: Counters::default(),
+            leases: HashMap::new(),
         })
     }
 
-    pub fn config(&self) -> &SchedulerConfig {
+    pub fn config(&self) -> &SchedulerLimits {
         &self.cfg.raw
     }
 
@@ -110,10 +114,20 @@ impl Scheduler {
     /// `maxSeqLen` − prompt length). Refused: duplicate id, empty prompt, no output allowed, a
     /// prompt leaving no room under `maxSeqLen`, or one that could never fit the whole cache.
     pub fn add(&mut self, req: SeqRequest) -> Result<(), AddError> {
-        let c = &self.cfg.raw;
         if self.seqs.contains_key(&req.id) {
             return Err(AddError::DuplicateId(req.id));
         }
+        let seq = self.validated(req)?;
+        let id = seq.id;
+        self.seqs.insert(id, seq);
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    /// A new sequence for `req` after the checks and caps of [`Scheduler::add`] (the id is
+    /// the caller's to check).
+    pub(crate) fn validated(&self, req: SeqRequest) -> Result<Sequence, AddError> {
+        let c = &self.cfg.raw;
         let len = req.prompt.len();
         if len == 0 {
             return Err(AddError::EmptyPrompt);
@@ -142,10 +156,7 @@ impl Scheduler {
         if c.enable_prefix_cache {
             extend_hash_chain(&mut keys, &req.prompt, c.block_size);
         }
-        let id = req.id;
-        self.seqs.insert(id, Sequence::new(req, max_new, keys));
-        self.waiting.push_back(id);
-        Ok(())
+        Ok(Sequence::new(req, max_new, keys))
     }
 
     /// Ends a sequence at once, whatever its state; its blocks return to the pool. False if
@@ -156,13 +167,25 @@ impl Scheduler {
 
     /// Ends a sequence with `reason` (the engine's EOS / stop-string decision, or an error);
     /// its blocks return to the pool. False if unknown.
+    /// A sequence marked with [`Scheduler::hold_kv`] that ends by `Stop` or `Length` keeps its
+    /// blocks under a lease instead.
     pub fn finish(&mut self, id: SeqId, reason: FinishReason) -> bool {
         match self.remove(id) {
             Some(mut seq) => {
+                if matches!(reason, FinishReason::Stop | FinishReason::Length) {
+                    self.take_lease(&mut seq, Instant::now());
+                }
                 seq.status = SeqStatus::Finished(reason);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Finishes a sequence and reports it (for ends the engine did not decide).
+    pub(crate) fn finish_with_event(&mut self, id: SeqId, reason: FinishReason) {
+        if self.finish(id, reason.clone()) {
+            self.events.push(SeqEvent::Finished { id, reason });
         }
     }
 
@@ -296,7 +319,8 @@ impl Scheduler {
     /// When `schedule` may next have something to do on its own: the earliest queue-delay or
     /// first-token-wait deadline of a waiting sequence after the last `schedule(now)`. After
     /// `schedule` returned `None` the engine may sleep until then, or until a submission or
-    /// cancellation when this is `None` (time alone would change nothing).
+    /// cancellation when this is `None` (time alone would change nothing). A KV lease's expiry
+    /// counts too (the engine expires leases each turn).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let c = &self.cfg.raw;
         let after = self.last_schedule;
@@ -311,6 +335,7 @@ impl Scheduler {
                 delay.into_iter().chain(first)
             })
             .filter(|&t| after.is_none_or(|a| t > a))
+            .chain(self.next_lease_expiry())
             .min()
     }
 
@@ -355,7 +380,7 @@ impl Scheduler {
 }
 
 /// Publishes the blocks that became full between `before` and `seq.computed` tokens.
-fn publish_filled_blocks(seq: &mut Sequence, before: usize, bs: usize) {
+pub(super) fn publish_filled_blocks(seq: &mut Sequence, before: usize, bs: usize) {
     let Some(table) = seq.table.as_ref() else {
         return;
     };

@@ -11,7 +11,7 @@
 //! Priority: 1 is the most urgent, 5 the least (values outside are clamped); it matters only
 //! under the priority policy ([`super::PolicyType::Priority`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::blocks::BlockTable;
 
@@ -151,6 +151,8 @@ pub(crate) struct Sequence {
     pub status: SeqStatus,
     /// `Some` exactly while running.
     pub table: Option<BlockTable>,
+    /// Keep the KV under a lease of this long when the sequence ends normally (PD prefill).
+    pub kv_lease: Option<Duration>,
 }
 
 impl Sequence {
@@ -172,6 +174,7 @@ impl Sequence {
             keys,
             status: SeqStatus::Waiting,
             table: None,
+            kv_lease: None,
         }
     }
 

@@ -38,7 +38,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::blocks::blocks_for;
-use super::config::Template;
+use super::limits::Template;
 use super::plan::{Plan, PlannedSeq, StepKind};
 use super::policy::{pick_victim, waiting_order};
 use super::prefix::extend_hash_chain;

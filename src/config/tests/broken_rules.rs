@@ -407,7 +407,7 @@ fn split_fuse_chunk_keys() {
         "{:#?}",
         loaded.warnings
     );
-    let sched = crate::engine::build::scheduler_config(&loaded.config, 64, 128);
+    let sched = crate::daemon::engine::scheduler_limits(&loaded.config, 64, 128);
     assert_eq!(sched.mix_step_tokens, Some(256));
     set(
         &mut doc,
@@ -415,6 +415,6 @@ fn split_fuse_chunk_keys() {
         json!(128),
     );
     let loaded = accepted(&doc, &env(&[]));
-    let sched = crate::engine::build::scheduler_config(&loaded.config, 64, 128);
+    let sched = crate::daemon::engine::scheduler_limits(&loaded.config, 64, 128);
     assert_eq!(sched.mix_step_tokens, Some(128), "prefillChunkSize wins");
 }

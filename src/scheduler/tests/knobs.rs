@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::super::{AddError, FinishReason, SchedulerConfig, SeqRequest, StepKind, Template};
+use super::super::{AddError, FinishReason, SchedulerLimits, SeqRequest, StepKind, Template};
 use super::{small_cfg, Harness};
 
 fn prompt(start: u32, len: u32) -> Vec<u32> {
@@ -11,7 +11,7 @@ fn prompt(start: u32, len: u32) -> Vec<u32> {
 
 #[test]
 fn output_length_is_min_of_request_iter_times_and_seq_len() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_iter_times: 5,
         max_seq_len: 20,
         ..small_cfg()
@@ -38,7 +38,7 @@ fn add_refuses_what_can_never_run() {
         priority: 3,
         arrival: now,
     };
-    let mut s = super::super::Scheduler::new(SchedulerConfig {
+    let mut s = super::super::Scheduler::new(SchedulerLimits {
         max_seq_len: 100,
         ..small_cfg()
     })
@@ -62,7 +62,7 @@ fn add_refuses_what_can_never_run() {
     assert_eq!(s.add(r(1, prompt(0, 64), 4)), Ok(()));
     assert_eq!(s.add(r(1, prompt(0, 3), 4)), Err(AddError::DuplicateId(1)));
     s.check_invariants().unwrap();
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_seq_len: 100,
         num_blocks: 32,
         ..small_cfg()
@@ -73,7 +73,7 @@ fn add_refuses_what_can_never_run() {
 
 #[test]
 fn prefill_batch_size_limits_sequences_per_prefill() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_prefill_batch_size: 2,
         ..small_cfg()
     });
@@ -96,7 +96,7 @@ fn prefill_batch_size_limits_sequences_per_prefill() {
 
 #[test]
 fn prefill_token_budget_limits_new_tokens() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_prefill_tokens: 10,
         ..small_cfg()
     });
@@ -113,7 +113,7 @@ fn prefill_token_budget_limits_new_tokens() {
 
 #[test]
 fn standard_splits_a_prompt_longer_than_the_budget_when_alone() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_prefill_tokens: 10,
         ..small_cfg()
     });
@@ -142,7 +142,7 @@ fn standard_splits_a_prompt_longer_than_the_budget_when_alone() {
 
 #[test]
 fn max_batch_size_caps_the_running_set() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         max_batch_size: 3,
         ..small_cfg()
     });
@@ -162,7 +162,7 @@ fn max_batch_size_caps_the_running_set() {
 
 #[test]
 fn queue_delay_waits_for_company_then_fires() {
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         max_queue_delay: Duration::from_millis(5),
         max_prefill_batch_size: 4,
         ..small_cfg()
@@ -197,7 +197,7 @@ fn queue_delay_waits_for_company_then_fires() {
 #[test]
 fn first_token_wait_forces_a_prefill() {
     // decodeTimeMsPerReq 0: the select-batch rule alone would defer prefills forever.
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         support_select_batch: true,
         prefill_time_ms_per_req: 150,
         decode_time_ms_per_req: 0,
@@ -220,7 +220,7 @@ fn first_token_wait_forces_a_prefill() {
 
 #[test]
 fn select_batch_weighs_prefill_wait_against_decode_waste() {
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         support_select_batch: true,
         prefill_time_ms_per_req: 150,
         decode_time_ms_per_req: 50,
@@ -250,7 +250,7 @@ fn select_batch_weighs_prefill_wait_against_decode_waste() {
     );
 
     // Without supportSelectBatch a ready prefill goes first.
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         support_select_batch: false,
         ..cfg
     });
@@ -262,7 +262,7 @@ fn select_batch_weighs_prefill_wait_against_decode_waste() {
 
 #[test]
 fn mix_chunks_a_long_prompt_alongside_decodes() {
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         template: Template::Mix,
         max_prefill_tokens: 8,
         num_blocks: 32,
@@ -300,7 +300,7 @@ fn mix_chunks_a_long_prompt_alongside_decodes() {
 fn mix_step_tokens_bound_every_step_not_max_prefill_tokens() {
     // maxPrefillTokens must cover maxInputTokenLen, so it cannot bound a Mix step;
     // prefillChunkSize / splitChunkTokens do, decodes included.
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         template: Template::Mix,
         max_prefill_tokens: 64,
         mix_step_tokens: Some(6),
@@ -330,7 +330,7 @@ fn mix_step_tokens_bound_every_step_not_max_prefill_tokens() {
     assert_eq!(chunks, vec![4, 4, 4, 4, 4]);
     h.run_until_idle(100);
 
-    let standard = SchedulerConfig {
+    let standard = SchedulerLimits {
         template: Template::Standard,
         max_prefill_tokens: 64,
         mix_step_tokens: Some(6),
@@ -344,7 +344,7 @@ fn mix_step_tokens_bound_every_step_not_max_prefill_tokens() {
 
 #[test]
 fn priority_policy_orders_waiting_with_aging() {
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         prefill_policy_type: 1,
         max_prefill_batch_size: 1,
         priority_aging: Duration::from_secs(1),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::super::{AbortReason, FinishReason, Scheduler, SchedulerConfig, SeqEvent, StepKind};
+use super::super::{AbortReason, FinishReason, Scheduler, SchedulerLimits, SeqEvent, StepKind};
 use super::{small_cfg, Harness};
 
 fn prompt(start: u32, len: u32) -> Vec<u32> {
@@ -156,7 +156,7 @@ fn prefix_reuse_skips_cached_tokens_and_counts_hits() {
 
 #[test]
 fn idle_cached_blocks_are_evicted_lru() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 6,
         ..small_cfg()
     });
@@ -201,7 +201,7 @@ fn idle_cached_blocks_are_evicted_lru() {
 
 /// Outputs of each prompt with plenty of room (the reference).
 fn reference(prompts: &[(u64, Vec<u32>, usize)]) -> Vec<Vec<u32>> {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 256,
         ..small_cfg()
     });
@@ -223,7 +223,7 @@ fn preemption_by_recompute_keeps_outputs() {
         (3, prompt(80, 5), 12),
     ];
     let want = reference(&prompts);
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 8,
         max_preempt_count: 4,
         ..small_cfg()
@@ -251,7 +251,7 @@ fn preemption_by_recompute_keeps_outputs() {
 
 #[test]
 fn fcfs_preempts_the_newest_arrival_first() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 6,
         max_preempt_count: 3,
         ..small_cfg()
@@ -269,7 +269,7 @@ fn fcfs_preempts_the_newest_arrival_first() {
 #[test]
 fn preempt_limit_finishes_with_an_error() {
     // Priority victims: 2 (least urgent) loses its blocks first, every time.
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         num_blocks: 8,
         max_preempt_count: 1,
         decode_policy_type: 1,
@@ -307,7 +307,7 @@ fn preempt_limit_finishes_with_an_error() {
 #[test]
 fn without_preemption_admission_reserves_growth() {
     // Each needs 4 blocks at the end; the pool has 6: the second waits instead of failing.
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 6,
         max_preempt_count: 0,
         ..small_cfg()
@@ -325,7 +325,7 @@ fn without_preemption_admission_reserves_growth() {
 
 #[test]
 fn a_sequence_outgrowing_the_cache_gets_out_of_kv_blocks() {
-    let mut h = Harness::new(SchedulerConfig {
+    let mut h = Harness::new(SchedulerLimits {
         num_blocks: 4,
         max_preempt_count: 0,
         ..small_cfg()
@@ -355,7 +355,7 @@ fn a_sequence_outgrowing_the_cache_gets_out_of_kv_blocks() {
 
 #[test]
 fn first_token_wait_may_preempt_for_room() {
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         max_batch_size: 1,
         max_preempt_count: 2,
         max_first_token_wait: Duration::from_millis(100),

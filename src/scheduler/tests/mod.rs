@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{
-    FinishReason, Plan, Scheduler, SchedulerConfig, SeqEvent, SeqId, SeqRequest, Template,
+    FinishReason, Plan, Scheduler, SchedulerLimits, SeqEvent, SeqId, SeqRequest, Template,
 };
 
 pub(super) const SEED: u64 = 0x5eed;
@@ -50,8 +50,8 @@ impl Rng {
 }
 
 /// A small config for tests: 16 blocks of 4 tokens, no waiting for company.
-pub(super) fn small_cfg() -> SchedulerConfig {
-    SchedulerConfig {
+pub(super) fn small_cfg() -> SchedulerLimits {
+    SchedulerLimits {
         template: Template::Standard,
         block_size: 4,
         num_blocks: 16,
@@ -62,7 +62,7 @@ pub(super) fn small_cfg() -> SchedulerConfig {
         max_iter_times: 64,
         max_queue_delay: Duration::ZERO,
         max_first_token_wait: Duration::ZERO,
-        ..SchedulerConfig::default()
+        ..SchedulerLimits::default()
     }
 }
 
@@ -84,7 +84,7 @@ pub(super) struct Harness {
 }
 
 impl Harness {
-    pub fn new(cfg: SchedulerConfig) -> Self {
+    pub fn new(cfg: SchedulerLimits) -> Self {
         let t0 = Instant::now();
         let bs = cfg.block_size;
         let kv = vec![None; cfg.num_blocks * bs];

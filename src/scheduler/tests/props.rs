@@ -7,17 +7,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::super::{AbortReason, AddError, FinishReason, SchedulerConfig, SeqId, Template};
+use super::super::{AbortReason, AddError, FinishReason, SchedulerLimits, SeqId, Template};
 use super::{small_cfg, Harness, Rng};
 
 /// A spread of configurations: both templates, preemption on and off, select batch, both
 /// policies, tight budgets, waiting for company and first-token forcing.
-fn configs() -> Vec<SchedulerConfig> {
+fn configs() -> Vec<SchedulerLimits> {
     let mut out = Vec::new();
     for (i, template) in [Template::Standard, Template::Mix].into_iter().enumerate() {
         for preempt in [0u32, 2] {
             for variant in 0..3u32 {
-                out.push(SchedulerConfig {
+                out.push(SchedulerLimits {
                     template,
                     max_preempt_count: preempt,
                     max_batch_size: [6, 4, 8][variant as usize],
@@ -66,7 +66,7 @@ struct Coverage {
     timed_waits: u64,
 }
 
-fn random_run(cfg: &SchedulerConfig, seed: u64, ops: usize, cov: &mut Coverage) -> Harness {
+fn random_run(cfg: &SchedulerLimits, seed: u64, ops: usize, cov: &mut Coverage) -> Harness {
     let mut h = Harness::new(cfg.clone()).with_vocab(3);
     let mut rng = Rng(seed);
     let mut next_id: SeqId = 1;
@@ -251,7 +251,7 @@ fn without_cancellations_everything_finishes_and_outputs_match() {
 fn preempt_limit_is_reachable_and_exact() {
     // Tight pool, one preemption allowed: some sequence must hit the limit in some run, and
     // any that does was preempted exactly once before.
-    let cfg = SchedulerConfig {
+    let cfg = SchedulerLimits {
         num_blocks: 10,
         max_preempt_count: 1,
         max_seq_len: 40,
