@@ -87,3 +87,164 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mock::{MockBackend, MockOptions};
+    use crate::engine::{EngineHandle, EngineMonitor};
+    use crate::scheduler::{Scheduler, SchedulerLimits};
+    use std::time::Duration;
+
+    fn engine() -> EngineHandle {
+        let backend = MockBackend::new(MockOptions {
+            vocab_size: 64,
+            avoid: vec![0],
+            block_size: 4,
+            num_blocks: 32,
+            step_time: Duration::ZERO,
+            token_time: Duration::ZERO,
+            max_position: 256,
+            stall_file: None,
+            reply: None,
+        })
+        .expect("mock");
+        let limits = SchedulerLimits {
+            block_size: 4,
+            num_blocks: 32,
+            max_seq_len: 256,
+            max_queue_delay: Duration::from_micros(200),
+            ..SchedulerLimits::default()
+        };
+        let sched = Scheduler::new(limits).expect("scheduler");
+        Engine::spawn(sched, Box::new(backend)).expect("spawn").0
+    }
+
+    fn req(max_new_tokens: usize) -> GenRequest {
+        GenRequest {
+            prompt: vec![5, 9, 2, 7, 7, 3, 1, 8, 4, 6, 2],
+            max_new_tokens,
+            sampling: Default::default(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            top_logprobs: None,
+            priority: 3,
+            json: None,
+        }
+    }
+
+    /// Tokens and the end of a stream.
+    async fn collect(sub: &mut super::super::Submission) -> (Vec<u32>, Finish, usize) {
+        let mut ids = Vec::new();
+        loop {
+            match sub.events.recv().await.expect("an end") {
+                TokenEvent::Token { id, .. } => ids.push(id),
+                TokenEvent::Finished {
+                    finish,
+                    generated_tokens,
+                    ..
+                } => return (ids, finish, generated_tokens),
+            }
+        }
+    }
+
+    async fn all_free(h: &EngineHandle) {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let st = h.status();
+        assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn prefill_here_decode_there_gives_the_local_tokens() {
+        let (p, d, local) = (engine(), engine(), engine());
+        let mut sub = local.submit(req(6)).expect("submit");
+        let (want, ..) = collect(&mut sub).await;
+        assert_eq!(want.len(), 6);
+
+        let mut sub = p
+            .submit_holding_kv(req(1), Duration::from_secs(5))
+            .expect("submit");
+        let (first, finish, _) = collect(&mut sub).await;
+        assert_eq!((first.as_slice(), finish), (&want[..1], Finish::Length));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let st = p.status();
+        assert_eq!(
+            st.total_npu_blocks - st.free_npu_blocks,
+            3,
+            "the lease holds the prompt's blocks"
+        );
+        let export = p.export_kv(sub.id).await.expect("export");
+        assert_eq!((export.kv_tokens, export.block_size), (11, 4));
+
+        let mut sub2 = d
+            .submit_prefilled(req(6), first[0], export.kv.clone())
+            .await
+            .expect("adopted");
+        let (rest, finish, generated) = collect(&mut sub2).await;
+        assert_eq!(rest, want[1..], "decode continues from the imported KV");
+        assert_eq!((finish, generated), (Finish::Length, 6));
+
+        assert_eq!(p.release_kv(sub.id).await, Ok(true));
+        assert_eq!(p.release_kv(sub.id).await, Ok(false));
+        assert_eq!(
+            p.export_kv(sub.id).await,
+            Err(HandoffError::NoLease(sub.id))
+        );
+        all_free(&p).await;
+        all_free(&d).await;
+    }
+
+    #[tokio::test]
+    async fn bad_kv_is_refused_and_leaves_no_block_held() {
+        let d = engine();
+        let bad = KvChunk {
+            layout: "other".into(),
+            bytes_per_block: 16,
+            data: vec![0; 48],
+        };
+        let err = d
+            .submit_prefilled(req(4), 3, bad)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, HandoffError::Backend(ref m) if m.contains("incompatible")),
+            "{err}"
+        );
+        let mut empty = req(4);
+        empty.prompt.clear();
+        let err = d
+            .submit_prefilled(empty, 3, KvChunk::default())
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, HandoffError::Adopt(_)), "{err}");
+        all_free(&d).await;
+    }
+
+    #[tokio::test]
+    async fn an_unclaimed_lease_expires() {
+        let p = engine();
+        let mut sub = p
+            .submit_holding_kv(req(1), Duration::from_millis(60))
+            .expect("submit");
+        collect(&mut sub).await;
+        assert!(p.export_kv(sub.id).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            p.export_kv(sub.id).await,
+            Err(HandoffError::NoLease(sub.id))
+        );
+        all_free(&p).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_prefill_leaves_no_lease() {
+        let p = engine();
+        let sub = p
+            .submit_holding_kv(req(50), Duration::from_secs(5))
+            .expect("submit");
+        let id = sub.id;
+        drop(sub);
+        all_free(&p).await;
+        assert_eq!(p.export_kv(id).await, Err(HandoffError::NoLease(id)));
+    }
+}

@@ -8,6 +8,7 @@
 //! fails the test. Sampled tokens are a function of the last digest, so outputs are
 //! deterministic per prompt whatever the scheduling.
 
+mod handoff;
 mod knobs;
 mod lifecycle;
 mod props;
@@ -299,6 +300,40 @@ impl Harness {
             self.s.num_waiting(),
             self.s.num_running()
         );
+    }
+
+    /// PD hand-off inside one pool: sequence `to` adopts the prompt and first token of `from`
+    /// (which must hold a lease), its KV copied slot by slot from the lease's blocks as a
+    /// transfer would; then the lease is released. `Err` if the scheduler refused.
+    pub fn hand_off(
+        &mut self,
+        from: SeqId,
+        to: SeqId,
+        max_new: usize,
+    ) -> Result<(), super::AdoptError> {
+        let lease = self.s.lease(from).expect("a lease to hand off");
+        let src: Vec<u32> = lease.block_ids().to_vec();
+        let kv_tokens = lease.kv_tokens;
+        let prompt = self.tokens[&from][..kv_tokens].to_vec();
+        let first = self.tokens[&from][kv_tokens];
+        let req = self.req(to, prompt.clone(), max_new);
+        let dst = self.s.adopt(req, first, self.now)?;
+        assert_eq!(dst.len(), src.len(), "adopted blocks cover the prompt");
+        for (&a, &b) in src.iter().zip(&dst) {
+            for k in 0..self.bs {
+                self.kv[b as usize * self.bs + k] = self.kv[a as usize * self.bs + k];
+            }
+        }
+        self.s.kv_imported(to);
+        assert!(self.s.release_lease(from));
+        self.prompt_len.insert(to, prompt.len());
+        let mut tokens = prompt;
+        tokens.push(first);
+        self.tokens.insert(to, tokens);
+        self.finished.remove(&to);
+        let events = self.s.drain_events();
+        self.absorb(events);
+        Ok(())
     }
 
     pub fn generated(&self, id: SeqId) -> &[u32] {
