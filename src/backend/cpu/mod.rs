@@ -4,7 +4,7 @@
 //! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors; `ffi`: the only
 //!   `unsafe` (mmap, aligned views, CPU-feature entry points, the AVX-512 GEMM kernels).
 //! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
-//!   `model`: the layer sequence.
+//!   `model`: the layer sequence, whole or a range of layers ([`CpuBackend::step_stage`]).
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
 //!
 //! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`) in the
@@ -31,6 +31,8 @@ pub mod kv_cache;
 pub mod linear;
 mod model;
 mod rope;
+#[cfg(test)]
+mod stage_tests;
 pub mod weights;
 
 use std::path::Path;
@@ -38,6 +40,7 @@ use std::time::Instant;
 
 pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
 pub use ffi::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
+pub use model::{Stage, StageInput, StageOutput};
 
 use self::kv_cache::KvCache;
 use self::model::Model;
@@ -262,6 +265,51 @@ impl CpuBackend {
             return bad("some tokens belong to no sequence".into());
         }
         Ok(())
+    }
+}
+
+impl CpuBackend {
+    /// Runs one packed step over a share of the model's layers (see [`Stage`]): the layer
+    /// range must lie within the model and a hidden-state input must have `tokens × hidden`
+    /// values. [`Backend::step`] is the stage of all layers from tokens to logits.
+    pub fn step_stage(
+        &mut self,
+        batch: &StepBatch,
+        stage: Stage<'_>,
+    ) -> Result<StageOutput, BackendError> {
+        self.validate(batch)?;
+        let layers = self.info.num_layers;
+        let hidden = self.model.spec.hidden;
+        if stage.layers.start > stage.layers.end || stage.layers.end > layers {
+            return Err(BackendError::InvalidBatch(format!(
+                "layer range {:?} is outside the model's 0..{layers}",
+                stage.layers
+            )));
+        }
+        if let StageInput::Hidden(x) = stage.input {
+            let want = batch.tokens.len() * hidden;
+            if x.len() != want {
+                return Err(BackendError::InvalidBatch(format!(
+                    "hidden-state input has {} values; {} tokens × hidden {hidden} = {want}",
+                    x.len(),
+                    batch.tokens.len()
+                )));
+            }
+        }
+        if batch.tokens.is_empty() {
+            return Ok(if stage.logits {
+                StageOutput::Logits(StepOutput {
+                    vocab_size: self.info.vocab_size,
+                    ..StepOutput::default()
+                })
+            } else {
+                StageOutput::Hidden(Vec::new())
+            });
+        }
+        let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
+        Ok(self
+            .pool
+            .install(|| model.forward_stage(level, dot, batch, stage, cache)))
     }
 }
 

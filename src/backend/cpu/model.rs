@@ -1,9 +1,12 @@
 //! The decoder stack (Llama / Qwen2) over one packed step:
 //! embed → [RMSNorm → q/k/v (+bias) → RoPE → KV write → paged attention → o_proj → residual →
 //! RMSNorm → gate/up → SiLU·up → down → residual] × L → final RMSNorm → lm_head, the last only
-//! for the rows that want logits.
+//! for the rows that want logits. [`Model::forward_stage`] runs any contiguous range of layers
+//! from tokens or hidden states to logits or hidden states (a node's share of a model split by
+//! layers); [`Model::forward`] is the stage of all layers.
 
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::attention::{paged_attention, Shape};
 use super::config::ModelSpec;
@@ -190,8 +193,8 @@ impl Model {
         })
     }
 
-    /// Runs one validated packed step; writes KV into `cache`. `bf16_dot` allows the bf16
-    /// dot-product matmuls (`linear` module doc).
+    /// Runs one validated packed step over the whole model; writes KV into `cache`.
+    /// `bf16_dot` allows the bf16 dot-product matmuls (`linear` module doc).
     pub fn forward(
         &self,
         level: SimdLevel,
@@ -199,14 +202,75 @@ impl Model {
         batch: &StepBatch,
         cache: &mut KvCache,
     ) -> StepOutput {
-        let s = &self.spec;
+        let all = Stage {
+            layers: 0..self.layers.len(),
+            input: StageInput::Tokens,
+            logits: true,
+        };
+        match self.forward_stage(level, bf16_dot, batch, all, cache) {
+            StageOutput::Logits(out) => out,
+            // (Unreachable: the stage asked for logits.)
+            StageOutput::Hidden(_) => StepOutput {
+                vocab_size: self.spec.vocab,
+                ..StepOutput::default()
+            },
+        }
+    }
+
+    /// Runs the layers `stage.layers` of one validated packed step (a node's share of a model
+    /// split by layers): from the token embeddings or from the hidden states of the stage
+    /// before, to logits (final norm and LM head) or to hidden states for the stage after.
+    /// Writes the KV of those layers only. The full forward is the stage of every layer from
+    /// tokens to logits. `stage.layers` must lie within the model's layers; hidden inputs are
+    /// `tokens × hidden` f32 rows.
+    pub fn forward_stage(
+        &self,
+        level: SimdLevel,
+        bf16_dot: bool,
+        batch: &StepBatch,
+        stage: Stage<'_>,
+        cache: &mut KvCache,
+    ) -> StageOutput {
+        let h = self.spec.hidden;
         let t = batch.tokens.len();
-        let (h, hd) = (s.hidden, s.head_dim);
         // A poisoned lock only means an earlier step panicked; the buffers are overwritten.
         let mut guard = self
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sc = &mut *guard;
+        sc.x.resize(t * h, 0.0);
+        match stage.input {
+            StageInput::Tokens => {
+                for (row, &tok) in sc.x.chunks_exact_mut(h).zip(&batch.tokens) {
+                    embed_row(&self.embed, tok as usize, row);
+                }
+            }
+            StageInput::Hidden(hidden) => sc.x.copy_from_slice(&hidden[..t * h]),
+        }
+        let layers =
+            stage.layers.start.min(self.layers.len())..stage.layers.end.min(self.layers.len());
+        self.run_layers(level, bf16_dot, batch, layers, sc, cache);
+        if stage.logits {
+            StageOutput::Logits(self.logits(level, bf16_dot, batch, &sc.x))
+        } else {
+            StageOutput::Hidden(sc.x[..t * h].to_vec())
+        }
+    }
+
+    /// The decoder layers `layers` over the residual stream `sc.x`.
+    fn run_layers(
+        &self,
+        level: SimdLevel,
+        bf16_dot: bool,
+        batch: &StepBatch,
+        layers: Range<usize>,
+        sc: &mut Scratch,
+        cache: &mut KvCache,
+    ) {
+        let s = &self.spec;
+        let t = batch.tokens.len();
+        let (h, hd) = (s.hidden, s.head_dim);
         let Scratch {
             x,
             hbuf,
@@ -217,13 +281,9 @@ impl Model {
             proj,
             gate,
             up,
-        } = &mut *guard;
-        x.resize(t * h, 0.0);
+        } = sc;
         hbuf.resize(t * h, 0.0);
         attn.resize(t * s.q_dim(), 0.0);
-        for (row, &tok) in x.chunks_exact_mut(h).zip(&batch.tokens) {
-            embed_row(&self.embed, tok as usize, row);
-        }
         let (cos, sin) = self.rope.tables(&batch.positions);
         let half = hd / 2;
         let shape = Shape {
@@ -232,7 +292,13 @@ impl Model {
             head_dim: hd,
             block_size: cache.block_size,
         };
-        for (li, layer) in self.layers.iter().enumerate() {
+        for (li, layer) in self
+            .layers
+            .iter()
+            .enumerate()
+            .take(layers.end)
+            .skip(layers.start)
+        {
             rms_norm_rows(x, &layer.input_norm, s.rms_eps, h, &mut *hbuf);
             Linear::forward_many(
                 level,
@@ -281,6 +347,12 @@ impl Model {
             layer.down.forward(level, bf16_dot, gate, t, &mut *proj);
             add_rows(&mut *x, proj, h);
         }
+    }
+
+    /// Final norm and LM head for the last row of each sequence that wants logits.
+    fn logits(&self, level: SimdLevel, bf16_dot: bool, batch: &StepBatch, x: &[f32]) -> StepOutput {
+        let s = &self.spec;
+        let h = s.hidden;
         let mut seq_indices = Vec::new();
         let mut last_rows = Vec::new();
         for (i, seq) in batch.seqs.iter().enumerate() {
@@ -307,6 +379,34 @@ impl Model {
             logits,
         }
     }
+}
+
+/// Which share of the model a [`Model::forward_stage`] runs.
+#[derive(Debug, Clone)]
+pub struct Stage<'a> {
+    /// Decoder layers, by index.
+    pub layers: Range<usize>,
+    pub input: StageInput<'a>,
+    /// End with the final norm and LM head (else return hidden states).
+    pub logits: bool,
+}
+
+/// Where a stage starts.
+#[derive(Debug, Clone, Copy)]
+pub enum StageInput<'a> {
+    /// Embed the batch's tokens (the first stage).
+    Tokens,
+    /// The previous stage's hidden states, `tokens × hidden` f32 rows.
+    Hidden(&'a [f32]),
+}
+
+/// What a stage produces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageOutput {
+    /// Logits of the rows that want them (the last stage).
+    Logits(StepOutput),
+    /// Hidden states after the stage's last layer, `tokens × hidden` f32 rows.
+    Hidden(Vec<f32>),
 }
 
 /// Token rows per task of the element-wise steps spread over the pool: a decode-sized step
