@@ -273,7 +273,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
             admission::business_gate,
         ));
 
-    let metrics_router = metrics::router(metrics);
+    let metrics_router = mgmt::metrics_plane::router(metrics);
     let mut planes = Vec::new();
     for (served, name, tls, listener) in bound {
         let mut router = Router::new();

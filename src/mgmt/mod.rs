@@ -8,6 +8,7 @@ pub mod condition;
 pub mod health;
 pub mod log_level;
 pub mod metrics_json;
+pub mod metrics_plane;
 pub mod model;
 pub mod probe;
 pub mod running;

@@ -15,8 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// Index of a KV block (same as the backend's `BlockId`).
-pub type BlockId = u32;
+pub use crate::backend::BlockId;
 
 /// Parent key of a sequence's first block.
 pub const ROOT_HASH: u64 = 0x6d69_6e64_6965_5f70;
