@@ -19,6 +19,7 @@
 //! CPU has it. `MINDIE_CPU_BF16_DOT=1` limits the model part to the dot path,
 //! `MINDIE_CPU_BF16_DOT=0` to the exact one; unset runs both (`BENCH_JSON` gets the exact
 //! path's summary, `BENCH_JSON` + `-bf16-dot` the other's).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

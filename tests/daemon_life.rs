@@ -1,5 +1,6 @@
 //! Life cycle of the real binary: SIGTERM drains and exits 0, `/stopService` graceful and
 //! Force, port conflicts fail the start with ip:port named, env address overrides.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

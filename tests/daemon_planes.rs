@@ -1,5 +1,6 @@
 //! The three planes of the real binary on real sockets: which routes answer where, their
 //! shapes, Prometheus text, admission limits (maxLinkNum → 503, maxRequestLength → 413).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The real binary refuses bad configurations and unsafe files with one clear message, and the
 //! `check` subcommand reports every finding without starting.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

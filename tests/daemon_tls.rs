@@ -2,6 +2,7 @@
 //! docs do (tests/common/pki.rs); good clients pass, missing/foreign/revoked client
 //! certificates, plain HTTP and TLS 1.1 are refused, on every plane; unsafe key files stop the
 //! start; `check` reports weak keys.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! parser and percentiles in isolation, the report, chat mode, transport errors, and
 //! `--serve`'s config driving the real daemon binary to readiness and back down.
 //! No timing assertions.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! a mock engine stalled through `MIES_MOCK_STALL_FILE` turns `/health`, readiness,
 //! liveness, running-status and `/health/timed` unhealthy, and they recover when it resumes;
 //! the log level follows `/v1/log-level` and config.json edits, and expires.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

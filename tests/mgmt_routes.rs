@@ -2,6 +2,7 @@
 //! `/v2/models/{m}/getSlotCount`, `/metrics-json`, `/health/timed[-N]`,
 //! `/v1/engine-server/running-status`, `/v2/status` (v2 fields): shapes, values from the
 //! engine, wrong model names, bad input.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! `tests/fixtures/refs/` (greedy tokens identical, top-5 logprobs within 1e-4), alone, batched,
 //! with chunked prefill mixed with decode, for f32 and bf16 weights, over several block sizes.
 //! A small greedy loop and block allocator stand in for the scheduler and block manager.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

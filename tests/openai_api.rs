@@ -1,6 +1,7 @@
 //! The OpenAI routes of the real binary over real sockets: HF parity through the API (text,
 //! logprobs, usage, finish reasons), streaming framing, stop strings, seeds, `n`, and field
 //! validation. The serving-path tests on the mock engine are in `openai_serving.rs`.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

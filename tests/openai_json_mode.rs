@@ -2,6 +2,7 @@
 //! weights never write JSON by themselves, so every output that parses, or is an unfinished
 //! prefix of an object at the length limit, comes from the constrained sampling. serde_json
 //! is the judge.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

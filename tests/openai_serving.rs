@@ -1,6 +1,7 @@
 //! The serving path on the StandardMock engine (deterministic tokens, paced steps): SSE
 //! framing, usage placement, client disconnect freeing KV blocks, many concurrent streams,
 //! timeouts ending a stream with a well-formed error event, and metrics fed by real requests.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

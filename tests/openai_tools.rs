@@ -2,6 +2,7 @@
 //! scripted reply (`MIES_MOCK_REPLY_FILE`, tokenized by the fixture tokenizer and decoded back
 //! by the server) that holds a `<tool_call>` block; the chat route must return it as OpenAI
 //! `tool_calls`, streaming and not, and leave it as plain text when tools are off.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Permission checks as `server_config` applies them to a plane's TLS files.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! TLS over real sockets: a tokio-rustls server built by `security::tls::server_config` from
 //! the openssl-made test PKI, and rustls / `openssl s_client` clients against it.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -30,6 +30,7 @@
 //! Files: `sse` (event parser), `record` (one request's timing), `stats` (percentiles,
 //! level summary), `report` (text, JSON), `workload` (prompts, bodies), `client` (HTTP),
 //! `runner` (one level), `serve` (the daemon under test), this file (flags, the sweep).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod client;
 mod record;
