@@ -11,7 +11,7 @@ use crate::engine::EngineHandle;
 use crate::engine::{build, EngineMonitor};
 use crate::http::admission::{self, Admission};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{Inference, Limits};
+use crate::http::generation::{Limits, Serving};
 use crate::http::openai;
 use crate::http::openai::models::{self, ModelCard};
 use crate::http::server::{self, BindError};
@@ -323,8 +323,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     });
     let (handle, tok) = start_engine(&loaded, model_source, env).await?;
     let threads = loaded.config.backend_config.tokenizer_process_number as usize;
-    let inference = Arc::new(Inference {
-        engine: handle.clone(),
+    let inference = Arc::new(Serving {
+        engine: Arc::new(handle.clone()),
         tokenizer: TokenizerPool::new(tok, threads, DEFAULT_ENCODE_TIMEOUT),
         model_name: model.clone(),
         limits: Limits::from_config(&loaded.config),

@@ -114,10 +114,12 @@ impl EngineMonitor for NoEngine {
 pub mod core;
 pub mod defaults;
 pub mod handle;
+pub mod inference;
 pub mod json_mode;
 pub mod request;
 pub mod sampler;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
+pub use inference::{Inference, TokenEvents};
 pub use request::{Finish, GenRequest, TokenEvent};
 pub mod build;

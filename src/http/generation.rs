@@ -1,4 +1,4 @@
-//! One generation as every HTTP flavour sees it. [`Inference`] is what the inference routes
+//! One generation as every HTTP flavour sees it. [`Serving`] is what the inference routes
 //! share (engine handle, tokenizer pool, limits, metrics); [`Generation`] turns one engine
 //! request's [`TokenEvent`]s into text pieces: incremental detokenization, stop strings,
 //! `tokenTimeout`/`e2eTimeout`, and the request's metrics. Dropping a [`Generation`] before
@@ -8,15 +8,15 @@ use crate::config::{Config, Truncation};
 use crate::engine::handle::RequestId;
 use crate::engine::json_mode::{JsonConstraint, JsonMode};
 use crate::engine::sampler::SamplingParams;
-use crate::engine::{EngineHandle, Finish, GenRequest, SubmitError, TokenEvent};
+use crate::engine::{Finish, GenRequest, Inference, SubmitError, TokenEvent, TokenEvents};
 use crate::http::error::{ApiError, ErrorStyle};
 use crate::metrics::Metrics;
 use crate::tokenizer::{Detokenizer, StopMatcher, TokenizerError, TokenizerPool};
 use axum::http::StatusCode;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Request limits from config.json.
 #[derive(Debug, Clone)]
@@ -52,8 +52,9 @@ impl Limits {
 
 /// What the inference routes of every flavour share.
 #[derive(Clone)]
-pub struct Inference {
-    pub engine: EngineHandle,
+pub struct Serving {
+    /// Where generations run: the local engine, or later a remote instance.
+    pub engine: Arc<dyn Inference>,
     pub tokenizer: TokenizerPool,
     /// `modelName`: the only model the routes accept.
     pub model_name: String,
@@ -163,7 +164,7 @@ fn json_mode_of(tok: &crate::tokenizer::Tokenizer) -> JsonMode {
     JsonMode(JsonConstraint::new(texts))
 }
 
-impl Inference {
+impl Serving {
     /// JSON mode's token table, built on a blocking thread the first time (one decode per
     /// vocabulary entry); a failed build is retried by the next request.
     pub async fn json_mode(&self) -> Result<JsonMode, GenError> {
@@ -277,14 +278,13 @@ impl Inference {
         let e2e = text
             .timeout
             .map_or(self.limits.e2e_timeout, |t| t.min(self.limits.e2e_timeout));
-        self.registry.insert(&text.keys, sub.id);
+        self.registry.insert(&text.keys, sub.id());
         Ok(Generation {
             registry: self.registry.clone(),
             keys: text.keys,
-            engine: self.engine.clone(),
             metrics: self.metrics.clone(),
-            id: sub.id,
-            events: sub.events,
+            id: sub.id(),
+            events: sub,
             detok,
             stop: StopMatcher::new(text.stop, text.include_stop_str_in_output),
             started: now,
@@ -425,10 +425,10 @@ impl Registry {
 pub struct Generation {
     registry: Registry,
     keys: Vec<String>,
-    engine: EngineHandle,
     metrics: Option<Arc<Metrics>>,
     id: RequestId,
-    events: UnboundedReceiver<TokenEvent>,
+    /// The engine request; dropping it before its end cancels it.
+    events: TokenEvents,
     detok: Detokenizer,
     stop: StopMatcher,
     started: Instant,
@@ -489,7 +489,7 @@ impl Generation {
             let now = Instant::now();
             let until_deadline = self.deadline.saturating_duration_since(now);
             let wait = until_deadline.min(self.token_timeout);
-            let ev = match tokio::time::timeout(wait, self.events.recv()).await {
+            let ev = match tokio::time::timeout(wait, self.events.next()).await {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Some(Err(self.fail(GenError::Cancelled))),
                 Err(_) => {
@@ -522,7 +522,7 @@ impl Generation {
                     let res = self.stop.push(&delta);
                     if let Some(i) = res.stopped {
                         // Nothing after the stop string is wanted: end the engine request now.
-                        self.engine.cancel(self.id);
+                        self.events.cancel();
                         self.state = State::Ending(EndReason::StopString(i), 0);
                     }
                     return Some(Ok(Piece::Token(TokenPiece {
@@ -555,7 +555,7 @@ impl Generation {
     /// Ends with an error: cancels the engine request and counts the failure.
     fn fail(&mut self, err: GenError) -> GenError {
         if self.state != State::Done {
-            self.engine.cancel(self.id);
+            self.events.cancel();
             self.state = State::Done;
             self.record_end(false);
         }
@@ -604,11 +604,10 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        // Client gone (or the handler gave up) before the end: free the engine's resources.
+        // Client gone (or the handler gave up) before the end: free the engine's resources
+        // (dropping `events` cancels a request the engine has not finished).
         if matches!(self.state, State::Running | State::Ending(..)) {
-            if self.state == State::Running {
-                self.engine.cancel(self.id);
-            }
+            self.events.cancel();
             self.state = State::Done;
             self.record_end(false);
         }

@@ -24,7 +24,7 @@ pub mod vllm;
 pub fn request_keys(parts: &axum::http::request::Parts) -> Vec<String> {
     parts
         .extensions
-        .get::<admission::RequestId>()
+        .get::<admission::RequestUuid>()
         .map(|r| vec![r.0.clone()])
         .unwrap_or_default()
 }

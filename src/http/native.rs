@@ -7,7 +7,7 @@
 
 use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Outcome, Piece, TokenPiece};
+use crate::http::generation::{GenError, Outcome, Piece, Serving, TokenPiece};
 use crate::http::parameters::Parameters;
 use crate::http::params::{parse_object, show, FieldError, Fields};
 use crate::http::tgi::reply::finish_reason;
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/infer", post(infer))
         .route("/infer_token", post(infer_token))
@@ -54,7 +54,7 @@ fn input_text(map: &Map<String, Value>) -> Result<String, FieldError> {
 }
 
 async fn infer(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -74,7 +74,7 @@ async fn infer(
 }
 
 async fn infer_token(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -100,7 +100,7 @@ async fn infer_token(
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn vocab(inf: &Inference) -> usize {
+fn vocab(inf: &Serving) -> usize {
     inf.tokenizer.tokenizer().vocab_size()
 }
 
@@ -115,7 +115,7 @@ fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
 }
 
 async fn run(
-    inf: &Inference,
+    inf: &Serving,
     map: &Map<String, Value>,
     params: Parameters,
     ids: Vec<u32>,

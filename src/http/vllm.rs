@@ -5,7 +5,7 @@
 
 use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Piece};
+use crate::http::generation::{GenError, Piece, Serving};
 use crate::http::openai::request::Common;
 use crate::http::params::{FieldError, Fields};
 use crate::http::sse;
@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
 /// Handles a vLLM legacy request (the body is already parsed).
-pub async fn run(inf: &Inference, map: Map<String, Value>, keys: Vec<String>) -> Response {
+pub async fn run(inf: &Serving, map: Map<String, Value>, keys: Vec<String>) -> Response {
     match try_run(inf, map, keys).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -24,7 +24,7 @@ pub async fn run(inf: &Inference, map: Map<String, Value>, keys: Vec<String>) ->
 }
 
 async fn try_run(
-    inf: &Inference,
+    inf: &Serving,
     map: Map<String, Value>,
     keys: Vec<String>,
 ) -> Result<Response, ApiError> {

@@ -7,7 +7,7 @@ use super::request::{Common, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
 use super::{check_model, tools, Kind};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference};
+use crate::http::generation::{GenError, Serving};
 use crate::http::params::{kind, parse_object, FieldError, Fields};
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
@@ -93,7 +93,7 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, FieldError> {
 
 /// The handler.
 pub async fn chat(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -103,7 +103,7 @@ pub async fn chat(
     }
 }
 
-async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
+async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
     let style = ErrorStyle::OpenAi;
     let field_err = |e: FieldError| e.into_api(style);
     let map = parse_object(body).map_err(field_err)?;

@@ -5,7 +5,7 @@ use super::request::{Common, MAX_N, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
 use super::{check_model, Kind};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference};
+use crate::http::generation::{GenError, Serving};
 use crate::http::params::{parse_object, show, FieldError, Fields};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -81,7 +81,7 @@ fn prompts(body: &serde_json::Map<String, Value>, vocab: usize) -> Result<Vec<Pr
 
 /// The handler.
 pub async fn completions(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -91,7 +91,7 @@ pub async fn completions(
     }
 }
 
-async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
+async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
     let style = ErrorStyle::OpenAi;
     let field_err = |e: FieldError| e.into_api(style);
     let map = parse_object(body).map_err(field_err)?;

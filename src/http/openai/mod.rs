@@ -11,7 +11,7 @@ pub mod respond;
 pub mod tools;
 
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::Inference;
+use crate::http::generation::Serving;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -42,7 +42,7 @@ impl Kind {
 }
 
 /// The `model` field must name the served model.
-fn check_model(inf: &Inference, model: &str) -> Result<(), ApiError> {
+fn check_model(inf: &Serving, model: &str) -> Result<(), ApiError> {
     if model == inf.model_name {
         Ok(())
     } else {
@@ -59,7 +59,7 @@ fn check_model(inf: &Inference, model: &str) -> Result<(), ApiError> {
 }
 
 /// The inference routes.
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/completions", post(completions::completions))

@@ -6,7 +6,7 @@ pub mod reply;
 
 use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Piece, TokenPiece};
+use crate::http::generation::{GenError, Piece, Serving, TokenPiece};
 use crate::http::parameters::Parameters;
 use crate::http::params::{parse_object, FieldError, Fields};
 use crate::http::{sse, vllm};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/generate", post(generate))
         .route("/generate_stream", post(generate_stream))
@@ -38,7 +38,7 @@ fn gen_err(e: GenError) -> ApiError {
 
 /// `POST /generate`: TGI when the body has `inputs`, vLLM legacy when it has `prompt`.
 async fn generate(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -59,7 +59,7 @@ async fn generate(
 }
 
 async fn generate_stream(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -71,7 +71,7 @@ async fn generate_stream(
 }
 
 async fn general(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -98,7 +98,7 @@ enum Mode {
     Stream,
 }
 
-async fn run(inf: &Inference, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
+async fn run(inf: &Serving, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
     match try_run(inf, map, mode, keys).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -106,7 +106,7 @@ async fn run(inf: &Inference, map: Map<String, Value>, mode: Mode, keys: Vec<Str
 }
 
 async fn try_run(
-    inf: &Inference,
+    inf: &Serving,
     map: Map<String, Value>,
     mode: Mode,
     keys: Vec<String>,
