@@ -1,19 +1,19 @@
-//! HTTP for every plane: listeners with their own TLS ([`server`]), admission control for the
-//! business plane — `maxLinkNum`, `maxRequestLength`, stopping — ([`admission`]), the two
-//! error shapes clients expect ([`error`]), field validation ([`params`]), one generation as
-//! every flavour sees it ([`generation`], [`drive`]) and streaming replies ([`sse`]). The
-//! flavours are thin wire ⇄ engine conversions: [`openai`], [`tgi`], [`vllm`], [`native`],
-//! [`triton`], [`tokenize`].
+//! HTTP for every plane. Transport: listeners with their own TLS ([`server`]), admission
+//! control for the business plane — `maxLinkNum`, `maxRequestLength`, stopping, the
+//! `RequestUUID` tag — ([`admission`]), the two error shapes clients expect ([`error`]) and
+//! streaming replies ([`sse`]). Requests: the generic JSON field reader ([`fields`]), the
+//! `parameters{}` object of TGI, MindIE-native and Triton ([`gen_parameters`]) and the
+//! per-request session every flavour drives ([`session`]). The flavours are thin wire ⇄
+//! engine conversions: [`openai`], [`tgi`], [`vllm`], [`native`], [`triton`], [`tokenize`].
 
 pub mod admission;
-pub mod drive;
 pub mod error;
-pub mod generation;
+pub mod fields;
+pub mod gen_parameters;
 pub mod native;
 pub mod openai;
-pub mod parameters;
-pub mod params;
 pub mod server;
+pub mod session;
 pub mod sse;
 pub mod tgi;
 pub mod tokenize;

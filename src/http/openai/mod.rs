@@ -1,6 +1,6 @@
 //! OpenAI-compatible routes (SPEC §1): `/v1/chat/completions`, `/v1/completions` and the model
 //! list. Wire types stay here; requests become engine [`crate::engine::GenRequest`]s through
-//! [`crate::http::generation`].
+//! [`crate::http::session`].
 
 pub mod chat;
 pub mod completions;
@@ -8,10 +8,11 @@ pub mod logprobs;
 pub mod models;
 pub mod request;
 pub mod respond;
+pub mod stream;
 pub mod tools;
 
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::Serving;
+use crate::http::session::{EndReason, Serving};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -39,6 +40,11 @@ impl Kind {
             Kind::Completion => "cmpl-",
         }
     }
+}
+
+/// OpenAI's `finish_reason` of a normal end.
+fn finish_reason(r: &EndReason) -> &'static str {
+    r.openai()
 }
 
 /// The `model` field must name the served model.

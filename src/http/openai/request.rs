@@ -1,11 +1,11 @@
 //! The request fields chat and completions share (model, sampling, limits, stop conditions,
 //! log-probabilities, `n`, streaming), read and range-checked per SPEC §1, then turned into the
-//! engine's [`GenRequest`] and the text options of a [`crate::http::generation::Generation`].
+//! engine's [`GenRequest`] and the text options of a [`crate::http::session::Generation`].
 
 use crate::engine::sampler::SamplingParams;
 use crate::engine::GenRequest;
-use crate::http::generation::GenOptions;
-use crate::http::params::{FieldError, Fields, Range};
+use crate::http::fields::{FieldError, Fields, Range};
+use crate::http::session::GenOptions;
 
 /// Most characters in one stop string, and in all of them together (MindIE's limits).
 const MAX_STOP_CHARS: usize = 1024;

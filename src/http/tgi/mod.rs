@@ -4,11 +4,11 @@
 
 pub mod reply;
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Piece, Serving, TokenPiece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Piece, Serving, TokenPiece};
 use crate::http::{sse, vllm};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -215,6 +215,6 @@ async fn try_run(
             }
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     Ok(resp)
 }

@@ -3,7 +3,7 @@
 //! `{id, text, logprob, special}`, and the streaming event
 //! `{token, generated_text, details}` (text and details on the last event only).
 
-use crate::http::generation::{EndReason, Outcome, TokenPiece};
+use crate::http::session::{EndReason, Outcome, TokenPiece};
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 

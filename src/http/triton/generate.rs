@@ -4,11 +4,11 @@
 //! token with the text delta, `details` on the last.
 
 use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::drive::{self, Step};
 use crate::http::error::ApiError;
-use crate::http::generation::{Generation, Outcome, Piece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{Generation, Outcome, Piece};
 use crate::http::tgi::reply::finish_reason;
 use crate::http::{request_keys, sse};
 use axum::body::Bytes;
@@ -126,6 +126,6 @@ pub async fn generate_stream(
             Step::Failed(e) => vec![format!("data: {}\n\n", e.into_api(STYLE).body())],
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     resp
 }

@@ -3,11 +3,11 @@
 //! as `outputs: [{name, shape: [1, n], datatype: "UINT32", data}]`.
 
 use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::drive;
 use crate::http::error::ApiError;
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
 use crate::http::request_keys;
+use crate::http::session::drive;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

@@ -9,8 +9,8 @@ mod infer;
 
 use crate::config::Loaded;
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::Serving;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::session::Serving;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -3,8 +3,8 @@
 //! `do_decode: true` the text of each token.
 
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Serving};
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::session::{GenError, Serving};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};

@@ -5,8 +5,8 @@
 
 use crate::engine::sampler::SamplingParams;
 use crate::engine::GenRequest;
-use crate::http::generation::GenOptions;
-use crate::http::params::{FieldError, Fields, Range};
+use crate::http::fields::{FieldError, Fields, Range};
+use crate::http::session::GenOptions;
 use serde_json::{Map, Value};
 use std::time::Duration;
 

@@ -3,11 +3,11 @@
 //! output, ...]}` (one entry per `n`), and the stream is `{"text": [delta]}` objects each
 //! followed by a NUL byte (SPEC §1).
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Piece, Serving};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::openai::request::Common;
-use crate::http::params::{FieldError, Fields};
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Piece, Serving};
 use crate::http::sse;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -79,7 +79,7 @@ async fn try_run(
         }
     };
     if let Some(g) = gens.pop() {
-        drive::stream(g, tx, frame, Vec::new());
+        drive::stream(vec![g], tx, PerStep(frame));
     }
     Ok(resp)
 }

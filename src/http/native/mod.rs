@@ -5,11 +5,11 @@
 //! generated_token_ids, seed}}`; stream events `{prefill_time, decode_time, token{id: [id],
 //! text}}` in milliseconds, the last one also carrying `generated_text` and `details`.
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Outcome, Piece, Serving, TokenPiece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, show, FieldError, Fields};
+use crate::http::fields::{parse_object, show, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Outcome, Piece, Serving, TokenPiece};
 use crate::http::tgi::reply::finish_reason;
 use crate::http::{request_keys, sse};
 use axum::body::Bytes;
@@ -199,6 +199,6 @@ async fn run(
             }
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     Ok(resp)
 }
