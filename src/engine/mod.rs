@@ -121,5 +121,5 @@ pub mod sampler;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
 pub use inference::{Inference, TokenEvents};
-pub use request::{Finish, GenRequest, TokenEvent};
+pub use request::{Finish, GenRequest, TokenEvent, NO_OUTPUT_LIMIT};
 pub mod build;

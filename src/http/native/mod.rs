@@ -106,7 +106,7 @@ fn vocab(inf: &Serving) -> usize {
 
 fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
     json!({
-        "finish_reason": finish_reason(o.reason),
+        "finish_reason": finish_reason(&o.reason),
         "generated_tokens": o.completion_tokens,
         "generated_token_ids": ids,
         "prompt_tokens": o.prompt_tokens,
@@ -125,9 +125,8 @@ async fn run(
         .bool("stream")
         .map_err(field_err)?
         .unwrap_or(false);
-    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
     let g = inf
-        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .start(params.gen_request(ids), params.gen_options(keys))
         .map_err(gen_err)?;
     let seed = params.sampling.seed;
     if !stream {

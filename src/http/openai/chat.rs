@@ -166,10 +166,9 @@ async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, 
     let ids = inf
         .fit_prompt(prompt.ids, "messages")
         .map_err(|e| e.into_api(style))?;
-    let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut jobs = Vec::with_capacity(common.n);
     for j in 0..common.n {
-        let mut req = common.gen_request(ids.clone(), max_new, j);
+        let mut req = common.gen_request(ids.clone(), j);
         req.json = json.clone();
         let generation = inf
             .start(req, common.gen_options(keys.clone()))

@@ -156,9 +156,8 @@ async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, 
         } else {
             None
         };
-        let max_new = inf.output_limit(common.max_tokens, ids.len());
         for j in 0..common.n {
-            let req = common.gen_request(ids.clone(), max_new, j);
+            let req = common.gen_request(ids.clone(), j);
             let generation = inf
                 .start(req, common.gen_options(keys.clone()))
                 .map_err(|e| e.into_api(style))?;

@@ -11,8 +11,9 @@ pub mod respond;
 pub mod stream;
 pub mod tools;
 
+use crate::engine::Finish;
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::session::{EndReason, Serving};
+use crate::http::session::Serving;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -42,9 +43,15 @@ impl Kind {
     }
 }
 
-/// OpenAI's `finish_reason` of a normal end.
-fn finish_reason(r: &EndReason) -> &'static str {
-    r.openai()
+/// OpenAI's `finish_reason`. Only complete ends reach a reply; a cancelled or failed
+/// generation answers with an error instead.
+fn finish_reason(f: &Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::StopString(_) => "stop",
+        Finish::Length => "length",
+        Finish::Cancelled => "cancelled",
+        Finish::Error(_) => "error",
+    }
 }
 
 /// The `model` field must name the served model.

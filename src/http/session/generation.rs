@@ -29,31 +29,12 @@ pub struct GenOptions {
     pub decode_in_prompt_context: bool,
 }
 
-/// Why a generation ended normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// EOS or a stop token id.
-    Stop,
-    /// The stop string with this index in the request's list.
-    StopString(usize),
-    /// The output limit.
-    Length,
-}
-
-impl EndReason {
-    /// OpenAI's `finish_reason`.
-    pub fn openai(&self) -> &'static str {
-        match self {
-            EndReason::Stop | EndReason::StopString(_) => "stop",
-            EndReason::Length => "length",
-        }
-    }
-}
-
 /// The end of a generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    pub reason: EndReason,
+    /// How it ended: [`Finish::Stop`], [`Finish::StopString`] or [`Finish::Length`] (a
+    /// cancelled or failed generation ends with a [`GenError`] instead).
+    pub reason: Finish,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
@@ -82,11 +63,11 @@ pub enum Piece {
     End(Outcome),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum State {
     Running,
     /// The engine finished (or a stop string matched): flush held text, then end.
-    Ending(EndReason, usize),
+    Ending(Finish, usize),
     Done,
 }
 
@@ -129,14 +110,15 @@ impl Generation {
     /// The next piece; `None` after the end or an error.
     pub async fn next(&mut self) -> Option<Result<Piece, GenError>> {
         loop {
-            match self.state {
+            match &self.state {
                 State::Done => return None,
                 State::Ending(reason, cached) => {
+                    let (reason, cached) = (reason.clone(), *cached);
                     let tail = self.detok.finish();
                     let mut text = self.stop.push(&tail).emit;
                     text.push_str(&self.stop.finish());
                     let reason = match (reason, self.stop.stopped()) {
-                        (EndReason::StopString(i), _) | (_, Some(i)) => EndReason::StopString(i),
+                        (Finish::StopString(i), _) | (_, Some(i)) => Finish::StopString(i),
                         (r, None) => r,
                     };
                     if !text.is_empty() {
@@ -192,7 +174,7 @@ impl Generation {
                     if let Some(i) = res.stopped {
                         // Nothing after the stop string is wanted: end the engine request now.
                         self.events.cancel();
-                        self.state = State::Ending(EndReason::StopString(i), 0);
+                        self.state = State::Ending(Finish::StopString(i), 0);
                     }
                     return Some(Ok(Piece::Token(TokenPiece {
                         id,
@@ -209,13 +191,11 @@ impl Generation {
                     ..
                 } => {
                     self.last_at = at;
-                    let reason = match finish {
-                        Finish::Stop => EndReason::Stop,
-                        Finish::Length => EndReason::Length,
+                    match finish {
                         Finish::Cancelled => return Some(Err(self.fail(GenError::Cancelled))),
                         Finish::Error(e) => return Some(Err(self.fail(GenError::Engine(e)))),
-                    };
-                    self.state = State::Ending(reason, cached_tokens);
+                        done => self.state = State::Ending(done, cached_tokens),
+                    }
                 }
             }
         }

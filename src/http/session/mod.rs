@@ -10,7 +10,7 @@ mod generation;
 mod registry;
 
 pub use error::GenError;
-pub use generation::{EndReason, GenOptions, Generation, Outcome, Piece, TokenPiece};
+pub use generation::{GenOptions, Generation, Outcome, Piece, TokenPiece};
 pub use registry::Registry;
 
 use crate::config::{Config, Truncation};
@@ -28,9 +28,6 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     /// `min(maxInputTokenLen, maxSeqLen − 1)`.
     pub max_input_tokens: usize,
-    pub max_seq_len: usize,
-    /// `maxIterTimes`: the default and ceiling for output length.
-    pub max_iter_times: usize,
     pub truncation: Truncation,
     /// Longest wait for the next token.
     pub token_timeout: Duration,
@@ -45,8 +42,6 @@ impl Limits {
         let d = &c.backend_config.model_deploy_config;
         Self {
             max_input_tokens: c.effective_max_input_token_len() as usize,
-            max_seq_len: d.max_seq_len as usize,
-            max_iter_times: c.backend_config.schedule_config.max_iter_times as usize,
             truncation: d.truncation,
             token_timeout: Duration::from_secs(u64::from(c.token_timeout_secs())),
             e2e_timeout: Duration::from_secs(u64::from(c.e2e_timeout_secs())),
@@ -157,17 +152,6 @@ impl Serving {
             }
         }
         self.fit_prompt(ids, field)
-    }
-
-    /// The output limit of a request asking for `requested` tokens (`None`: as many as
-    /// allowed): `min(maxIterTimes, requested, maxSeqLen − prompt)`.
-    pub fn output_limit(&self, requested: Option<usize>, prompt_len: usize) -> usize {
-        let room = self.limits.max_seq_len.saturating_sub(prompt_len);
-        requested
-            .unwrap_or(usize::MAX)
-            .min(self.limits.max_iter_times)
-            .min(room)
-            .max(1)
     }
 
     /// Submits `req` and returns its generation.

@@ -136,10 +136,9 @@ async fn try_run(
         .encode_prompt(&inputs, "inputs", params.truncate)
         .await
         .map_err(gen_err)?;
-    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
     let prefill = params.decoder_input_details.then(|| ids.clone());
     let g = inf
-        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .start(params.gen_request(ids), params.gen_options(keys))
         .map_err(gen_err)?;
     let tok = inf.tokenizer.tokenizer().clone();
     let seed = (!params.sampling.is_greedy()).then_some(params.sampling.seed);

@@ -50,12 +50,11 @@ async fn try_run(
         .encode_prompt(&prompt, "prompt", None)
         .await
         .map_err(gen_err)?;
-    let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut gens = Vec::with_capacity(common.n);
     for j in 0..common.n {
         let opts = common.gen_options(keys.clone());
         gens.push(
-            inf.start(common.gen_request(ids.clone(), max_new, j), opts)
+            inf.start(common.gen_request(ids.clone(), j), opts)
                 .map_err(gen_err)?,
         );
     }
