@@ -26,6 +26,11 @@ const MODEL: &str = "mock-model";
 /// The business router of a daemon serving the mock engine; the temporary home holds its
 /// config and must outlive it.
 fn business() -> (Router, tempfile::TempDir) {
+    business_with_reply(None)
+}
+
+/// As [`business`], the mock answering every request with `reply`'s tokens, then EOS.
+fn business_with_reply(reply: Option<&str>) -> (Router, tempfile::TempDir) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let fixture = root.join("tests/fixtures/models/tiny-llama");
     let mut cfg: Value =
@@ -46,6 +51,10 @@ fn business() -> (Router, tempfile::TempDir) {
         .filter(|&id| tok.is_special(id))
         .collect();
     avoid.extend_from_slice(tok.eos_token_ids());
+    let reply = reply.map(|text| {
+        let ids = tok.encode(text, false).expect("encode reply");
+        (ids, tok.eos_token_ids()[0])
+    });
     let (engine, _thread) = build::start_mock(
         &loaded.config,
         &model,
@@ -53,7 +62,7 @@ fn business() -> (Router, tempfile::TempDir) {
         avoid,
         Duration::ZERO,
         Duration::ZERO,
-        None,
+        reply,
     )
     .expect("mock engine");
     let serving = Arc::new(Serving {
@@ -161,6 +170,31 @@ async fn tgi_generate_runs_on_the_mock_engine() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["details"]["finish_reason"], "length", "{v}");
     assert_eq!(v["details"]["generated_tokens"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn each_end_of_sequence_reaches_the_wire() {
+    let (router, _home) = business_with_reply(Some("one two three four"));
+    let tgi = |stop: Value, max: u32| json!({"inputs": "Hello", "parameters": {"max_new_tokens": max, "stop": stop, "details": true}});
+    let cases = [
+        (tgi(json!(["three"]), 50), "stop_sequence", "stop"),
+        (tgi(json!([]), 50), "eos_token", "stop"),
+        (tgi(json!([]), 2), "length", "length"),
+    ];
+    for (body, tgi_reason, openai_reason) in cases {
+        let (status, _, v) = post(&router, "/generate", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["details"]["finish_reason"], tgi_reason, "{body} -> {v}");
+        let p = &body["parameters"];
+        let openai = json!({"model": MODEL, "prompt": "Hello", "max_tokens": p["max_new_tokens"],
+                            "stop": p["stop"]});
+        let (status, _, v) = post(&router, "/v1/completions", openai).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(
+            v["choices"][0]["finish_reason"], openai_reason,
+            "{body} -> {v}"
+        );
+    }
 }
 
 #[tokio::test]

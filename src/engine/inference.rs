@@ -104,3 +104,57 @@ impl Inference for EngineHandle {
         EngineHandle::cancel(self, id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Finish;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    fn finished() -> TokenEvent {
+        TokenEvent::Finished {
+            finish: Finish::Stop,
+            prompt_tokens: 1,
+            generated_tokens: 0,
+            cached_tokens: 0,
+            at: Instant::now(),
+        }
+    }
+
+    /// A stream of `events` and how often it cancelled its request.
+    fn counted(events: Vec<TokenEvent>) -> (TokenEvents, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = n.clone();
+        let ev = TokenEvents::new(7, futures_util::stream::iter(events), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        (ev, n)
+    }
+
+    #[test]
+    fn dropping_a_running_request_cancels_it() {
+        let (ev, n) = counted(Vec::new());
+        assert_eq!(ev.id(), 7);
+        drop(ev);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_explicit_cancel_is_not_repeated_on_drop() {
+        let (mut ev, n) = counted(Vec::new());
+        ev.cancel();
+        ev.cancel();
+        drop(ev);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_finished_request_is_not_cancelled() {
+        let (mut ev, n) = counted(vec![finished()]);
+        assert!(matches!(ev.next().await, Some(TokenEvent::Finished { .. })));
+        drop(ev);
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+    }
+}
