@@ -9,11 +9,10 @@
 use crate::config::{self, ConfigError, Env, Loaded, Plane};
 use crate::engine::EngineMonitor;
 use crate::http::admission::{self, Admission};
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{Inference, Limits};
-use crate::http::openai;
-use crate::http::openai::models::{self, ModelCard};
+use crate::http::openai::models::ModelCard;
 use crate::http::server::{self, BindError};
+use crate::http::session::{Limits, Serving};
+use crate::http::{self, BusinessState};
 use crate::lifecycle::{Lifecycle, StopMode};
 use crate::logging::{self, LogSettings};
 use crate::metrics::{self, Metrics};
@@ -21,8 +20,6 @@ use crate::mgmt::{self, MgmtState};
 use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
 use crate::security::tls::{self, TlsError};
 use crate::tokenizer::{TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
-use axum::http::{StatusCode, Uri};
-use axum::response::IntoResponse;
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -151,12 +148,6 @@ pub struct Running {
     signals: tokio::task::JoinHandle<()>,
 }
 
-async fn not_found(uri: Uri) -> axum::response::Response {
-    ApiError::new(StatusCode::NOT_FOUND, format!("Not Found: {}", uri.path()))
-        .style(ErrorStyle::for_path(uri.path()))
-        .into_response()
-}
-
 /// Starts everything; returns once every listener is bound and serving.
 pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let mut checker = perm_checker(env);
@@ -209,8 +200,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let sampling_defaults = crate::engine::defaults::sampling_defaults(&model_source.dir);
     let (handle, tok) = start_engine(&loaded, model_source, env).await?;
     let threads = loaded.config.backend_config.tokenizer_process_number as usize;
-    let inference = Arc::new(Inference {
-        engine: handle.clone(),
+    let inference = Arc::new(Serving {
+        engine: Arc::new(handle.clone()),
         tokenizer: TokenizerPool::new(tok, threads, DEFAULT_ENCODE_TIMEOUT),
         model_name: model.clone(),
         limits: Limits::from_config(&loaded.config),
@@ -257,21 +248,12 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_request_length as usize,
         life.clone(),
     );
-    let triton_state = crate::http::triton::Triton {
-        inf: inference.clone(),
+    let business_router = http::business_router(BusinessState {
+        serving: inference,
+        card,
         config: loaded.clone(),
-    };
-    let business_router = models::router(card)
-        .merge(openai::router(inference.clone()))
-        .merge(crate::http::tgi::router(inference.clone()))
-        .merge(crate::http::native::router(inference.clone()))
-        .merge(crate::http::tokenize::router(inference))
-        .merge(crate::http::triton::router(triton_state))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            admission::business_gate,
-        ));
+        admission,
+    });
 
     let metrics_router = mgmt::metrics_plane::router(metrics);
     let mut planes = Vec::new();
@@ -286,7 +268,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         }
         // The business router brings its own fallback (through admission).
         if !served.contains(&Plane::Business) {
-            router = router.fallback(not_found);
+            router = router.fallback(http::error::not_found);
         }
         planes.push(server::Plane {
             name,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// Where the engine's model comes from: the configured folder and what runs it.
 #[derive(Debug, Clone)]
-pub(super) struct ModelSource {
+pub struct ModelSource {
     pub kind: BackendKind,
     /// A Hugging Face model folder (config.json checked); for the mock only its tokenizer is
     /// used.
@@ -193,6 +193,46 @@ fn backend_spec(
     })
 }
 
+/// Builds the backend `source` names and starts the engine thread on it (blocking: it loads
+/// the model). `tok` is the model's tokenizer (the mock's vocabulary and scripted reply).
+pub fn build_engine(
+    config: &Config,
+    source: &ModelSource,
+    tok: &Tokenizer,
+    env: &Env,
+) -> Result<EngineHandle, StartError> {
+    let model = config
+        .model()
+        .ok_or_else(|| StartError::Model("ModelConfig is empty".into()))?;
+    let mock = MockEnv::read(env)?;
+    let spec = backend_spec(config, model, source, tok, mock, env).map_err(StartError::Model)?;
+    let backend = load::load(spec).map_err(|e| {
+        StartError::Model(match source.kind {
+            // The message names the setting to change; the folder is beside the point.
+            BackendKind::Ascend => e.to_string(),
+            _ => format!("model {}: {e}", source.dir.display()),
+        })
+    })?;
+    let info = backend.info().clone();
+    match source.kind {
+        BackendKind::Mock => tracing::info!(
+            kv_blocks = info.num_blocks,
+            block_size = info.block_size,
+            "StandardMock engine (no model)"
+        ),
+        _ => tracing::info!(
+            arch = %info.architecture, dtype = info.dtype.as_str(), device = %info.device,
+            kv_blocks = info.num_blocks, block_size = info.block_size, "model loaded"
+        ),
+    }
+    let sched = Scheduler::new(scheduler_limits(config, info.num_blocks, info.block_size))
+        .map_err(|e| StartError::Model(format!("ScheduleConfig: {e}")))?;
+    let (handle, _thread) = Engine::spawn(sched, backend)
+        .map_err(|e| StartError::Model(format!("engine thread: {e}")))?;
+    // The engine thread runs until the process ends; its handle is all the planes need.
+    Ok(handle)
+}
+
 /// Loads the tokenizer and the backend off the async runtime and starts the engine thread.
 pub(super) async fn start_engine(
     loaded: &Loaded,
@@ -200,38 +240,12 @@ pub(super) async fn start_engine(
     env: &Env,
 ) -> Result<(EngineHandle, Tokenizer), StartError> {
     let config = loaded.config.clone();
-    let mock = MockEnv::read(env)?;
     let env = env.clone();
-    let started = tokio::task::spawn_blocking(move || {
-        let model = config.model().cloned().ok_or("ModelConfig is empty")?;
-        let tok = Tokenizer::load(&source.dir).map_err(|e| e.to_string())?;
-        let spec = backend_spec(&config, &model, &source, &tok, mock, &env)?;
-        let backend = load::load(spec).map_err(|e| match source.kind {
-            // The message names the setting to change; the folder is beside the point.
-            BackendKind::Ascend => e.to_string(),
-            _ => format!("model {}: {e}", source.dir.display()),
-        })?;
-        let info = backend.info().clone();
-        match source.kind {
-            BackendKind::Mock => tracing::info!(
-                kv_blocks = info.num_blocks,
-                block_size = info.block_size,
-                "StandardMock engine (no model)"
-            ),
-            _ => tracing::info!(
-                arch = %info.architecture, dtype = info.dtype.as_str(), device = %info.device,
-                kv_blocks = info.num_blocks, block_size = info.block_size, "model loaded"
-            ),
-        }
-        let sched = Scheduler::new(scheduler_limits(&config, info.num_blocks, info.block_size))
-            .map_err(|e| format!("ScheduleConfig: {e}"))?;
-        let (handle, _thread) =
-            Engine::spawn(sched, backend).map_err(|e| format!("engine thread: {e}"))?;
-        // The engine thread runs until the process ends; its handle is all the planes need.
-        Ok::<_, String>((handle, tok))
+    tokio::task::spawn_blocking(move || {
+        let tok = Tokenizer::load(&source.dir).map_err(|e| StartError::Model(e.to_string()))?;
+        let handle = build_engine(&config, &source, &tok, &env)?;
+        Ok((handle, tok))
     })
     .await
     .map_err(|e| StartError::Model(e.to_string()))?
-    .map_err(StartError::Model)?;
-    Ok(started)
 }

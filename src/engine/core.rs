@@ -205,7 +205,7 @@ impl Engine {
     /// scheduler frees its blocks without raising an event, so the engine reports it here.
     pub(super) fn end(&mut self, id: RequestId, finish: Finish) {
         let reason = match &finish {
-            Finish::Stop => FinishReason::Stop,
+            Finish::Stop | Finish::StopString(_) => FinishReason::Stop,
             Finish::Length => FinishReason::Length,
             Finish::Cancelled => FinishReason::Cancelled,
             Finish::Error(e) => {

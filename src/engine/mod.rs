@@ -115,10 +115,12 @@ pub mod core;
 pub mod defaults;
 pub mod handle;
 pub mod handoff;
+pub mod inference;
 pub mod json_mode;
 pub mod request;
 pub mod sampler;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
 pub use handoff::{HandoffError, KvExport};
-pub use request::{Finish, GenRequest, TokenEvent};
+pub use inference::{Inference, TokenEvents};
+pub use request::{Finish, GenRequest, TokenEvent, NO_OUTPUT_LIMIT};

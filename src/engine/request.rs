@@ -9,8 +9,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenRequest {
     pub prompt: Vec<u32>,
-    /// The request's own output limit; the scheduler also applies `maxIterTimes` and
-    /// `maxSeqLen − prompt`.
+    /// The request's own output limit ([`NO_OUTPUT_LIMIT`]: none of its own). The engine's
+    /// scheduler is the one place that applies the output limit:
+    /// `min(max_new_tokens, maxIterTimes, maxSeqLen − prompt)`.
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     /// Extra token ids that end the generation (like EOS).
@@ -26,11 +27,18 @@ pub struct GenRequest {
     pub json: Option<JsonMode>,
 }
 
-/// How a generation ended.
+/// [`GenRequest::max_new_tokens`] of a request that sets no output limit of its own.
+pub const NO_OUTPUT_LIMIT: usize = usize::MAX;
+
+/// How a generation ended: one type from the engine to the wire. The engine reports `Stop`,
+/// `Length`, `Cancelled` and `Error`; `StopString` is found where the text is (the HTTP session
+/// matches stop strings on the detokenized output, then cancels the engine request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
-    /// EOS or a stop token.
+    /// EOS or a stop token id.
     Stop,
+    /// The stop string with this index in the request's list.
+    StopString(usize),
     /// Output limit reached.
     Length,
     /// Cancelled (client gone, stopInfer, timeout).
@@ -40,14 +48,10 @@ pub enum Finish {
 }
 
 impl Finish {
-    /// OpenAI's `finish_reason` for this end.
-    pub fn openai_reason(&self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-            Finish::Cancelled => "cancelled",
-            Finish::Error(_) => "error",
-        }
+    /// The generation ended as asked (EOS, a stop token or string, the output limit), not
+    /// cancelled or failed.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Finish::Stop | Finish::StopString(_) | Finish::Length)
     }
 }
 

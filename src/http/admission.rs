@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The id of one request, in request extensions and the `RequestUUID` reply header.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestUuid(pub String);
 
 /// Admission limits of the business plane.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub async fn tag_request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(RequestUuid(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_UUID, v);

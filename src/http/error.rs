@@ -115,6 +115,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The fallback of every plane: 404 `Not Found: <path>`, in the error style of the path.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, format!("Not Found: {}", uri.path()))
+        .style(ErrorStyle::for_path(uri.path()))
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

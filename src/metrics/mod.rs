@@ -1,6 +1,6 @@
 //! Prometheus metrics with MindIE's exact names, types, buckets and `model_name` label
 //! (SPEC §3): registered once in [`names`], rendered as classic Prometheus text for `/metrics`.
-//! Requests feed the counters and histograms (`http::generation`); [`collector`] refreshes the
+//! Requests feed the counters and histograms (`http::session`); [`collector`] refreshes the
 //! gauges from the engine once a second; [`recent`] keeps the rolling TTFT/TBT averages of
 //! the management plane's `/metrics-json`. The plane's route is `mgmt::metrics_plane` (this
 //! module renders; it knows nothing of HTTP errors).

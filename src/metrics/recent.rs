@@ -1,6 +1,6 @@
 //! Rolling averages of the latest requests' latencies for `/metrics-json` (SPEC §2): TTFT and
 //! TBT in milliseconds over the last [`WINDOW`] successful requests (MindIE's
-//! `DYNAMIC_AVERAGE_WINDOW_SIZE`). Fed once per finished request by `http::generation`.
+//! `DYNAMIC_AVERAGE_WINDOW_SIZE`). Fed once per finished request by `http::session`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -96,7 +96,7 @@ pub async fn probe(s: &MgmtState, limit: Duration) -> Result<Duration, ProbeErro
         }
         Ok(None) | Ok(Some(Finish::Cancelled)) => Err(ProbeError::Cancelled),
         Ok(Some(Finish::Error(e))) => Err(ProbeError::Engine(e)),
-        Ok(Some(Finish::Stop | Finish::Length)) => Ok(t0.elapsed()),
+        Ok(Some(Finish::Stop | Finish::StopString(_) | Finish::Length)) => Ok(t0.elapsed()),
     }
 }
 

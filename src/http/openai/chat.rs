@@ -7,8 +7,8 @@ use super::request::{Common, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
 use super::{check_model, tools, Kind};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference};
-use crate::http::params::{kind, parse_object, FieldError, Fields};
+use crate::http::fields::{kind, parse_object, FieldError, Fields};
+use crate::http::session::{GenError, Serving};
 use crate::tokenizer::ChatMessage;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -93,7 +93,7 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, FieldError> {
 
 /// The handler.
 pub async fn chat(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -103,7 +103,7 @@ pub async fn chat(
     }
 }
 
-async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
+async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
     let style = ErrorStyle::OpenAi;
     let field_err = |e: FieldError| e.into_api(style);
     let map = parse_object(body).map_err(field_err)?;
@@ -166,10 +166,9 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
     let ids = inf
         .fit_prompt(prompt.ids, "messages")
         .map_err(|e| e.into_api(style))?;
-    let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut jobs = Vec::with_capacity(common.n);
     for j in 0..common.n {
-        let mut req = common.gen_request(ids.clone(), max_new, j);
+        let mut req = common.gen_request(ids.clone(), j);
         req.json = json.clone();
         let generation = inf
             .start(req, common.gen_options(keys.clone()))

@@ -5,8 +5,8 @@ use super::request::{Common, MAX_N, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
 use super::{check_model, Kind};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference};
-use crate::http::params::{parse_object, show, FieldError, Fields};
+use crate::http::fields::{parse_object, show, FieldError, Fields};
+use crate::http::session::{GenError, Serving};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -81,7 +81,7 @@ fn prompts(body: &serde_json::Map<String, Value>, vocab: usize) -> Result<Vec<Pr
 
 /// The handler.
 pub async fn completions(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -91,7 +91,7 @@ pub async fn completions(
     }
 }
 
-async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
+async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
     let style = ErrorStyle::OpenAi;
     let field_err = |e: FieldError| e.into_api(style);
     let map = parse_object(body).map_err(field_err)?;
@@ -156,9 +156,8 @@ async fn run(inf: &Inference, body: &[u8], keys: Vec<String>) -> Result<Response
         } else {
             None
         };
-        let max_new = inf.output_limit(common.max_tokens, ids.len());
         for j in 0..common.n {
-            let req = common.gen_request(ids.clone(), max_new, j);
+            let req = common.gen_request(ids.clone(), j);
             let generation = inf
                 .start(req, common.gen_options(keys.clone()))
                 .map_err(|e| e.into_api(style))?;

@@ -3,7 +3,7 @@
 //! `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`.
 
 use super::Kind;
-use crate::http::generation::TokenPiece;
+use crate::http::session::TokenPiece;
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 

@@ -1,6 +1,6 @@
 //! OpenAI-compatible routes (SPEC §1): `/v1/chat/completions`, `/v1/completions` and the model
 //! list. Wire types stay here; requests become engine [`crate::engine::GenRequest`]s through
-//! [`crate::http::generation`].
+//! [`crate::http::session`].
 
 pub mod chat;
 pub mod completions;
@@ -8,10 +8,12 @@ pub mod logprobs;
 pub mod models;
 pub mod request;
 pub mod respond;
+pub mod stream;
 pub mod tools;
 
+use crate::engine::Finish;
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::Inference;
+use crate::http::session::Serving;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -41,8 +43,19 @@ impl Kind {
     }
 }
 
+/// OpenAI's `finish_reason`. Only complete ends reach a reply; a cancelled or failed
+/// generation answers with an error instead.
+fn finish_reason(f: &Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::StopString(_) => "stop",
+        Finish::Length => "length",
+        Finish::Cancelled => "cancelled",
+        Finish::Error(_) => "error",
+    }
+}
+
 /// The `model` field must name the served model.
-fn check_model(inf: &Inference, model: &str) -> Result<(), ApiError> {
+fn check_model(inf: &Serving, model: &str) -> Result<(), ApiError> {
     if model == inf.model_name {
         Ok(())
     } else {
@@ -59,7 +72,7 @@ fn check_model(inf: &Inference, model: &str) -> Result<(), ApiError> {
 }
 
 /// The inference routes.
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat))
         .route("/v1/completions", post(completions::completions))

@@ -1,11 +1,11 @@
 //! The request fields chat and completions share (model, sampling, limits, stop conditions,
 //! log-probabilities, `n`, streaming), read and range-checked per SPEC §1, then turned into the
-//! engine's [`GenRequest`] and the text options of a [`crate::http::generation::Generation`].
+//! engine's [`GenRequest`] and the text options of a [`crate::http::session::Generation`].
 
 use crate::engine::sampler::SamplingParams;
-use crate::engine::GenRequest;
-use crate::http::generation::GenOptions;
-use crate::http::params::{FieldError, Fields, Range};
+use crate::engine::{GenRequest, NO_OUTPUT_LIMIT};
+use crate::http::fields::{FieldError, Fields, Range};
+use crate::http::session::GenOptions;
 
 /// Most characters in one stop string, and in all of them together (MindIE's limits).
 const MAX_STOP_CHARS: usize = 1024;
@@ -136,19 +136,13 @@ impl Common {
         })
     }
 
-    /// The engine request of choice `choice` over `prompt`, with `max_new_tokens` already
-    /// limited by the caller.
-    pub fn gen_request(
-        &self,
-        prompt: Vec<u32>,
-        max_new_tokens: usize,
-        choice: usize,
-    ) -> GenRequest {
+    /// The engine request of choice `choice` over `prompt` (the engine caps `max_tokens`).
+    pub fn gen_request(&self, prompt: Vec<u32>, choice: usize) -> GenRequest {
         let mut sampling = self.sampling.clone();
         sampling.seed = choice_seed(sampling.seed, choice);
         GenRequest {
             prompt,
-            max_new_tokens,
+            max_new_tokens: self.max_tokens.unwrap_or(NO_OUTPUT_LIMIT),
             sampling,
             stop_token_ids: self.stop_token_ids.clone(),
             ignore_eos: self.ignore_eos,
@@ -296,10 +290,10 @@ mod tests {
         let c = parse(json!({"model": "m", "seed": 7, "n": 3})).unwrap();
         assert!(c.seeded);
         let a: Vec<u64> = (0..3)
-            .map(|i| c.gen_request(vec![1], 4, i).sampling.seed)
+            .map(|i| c.gen_request(vec![1], i).sampling.seed)
             .collect();
         let b: Vec<u64> = (0..3)
-            .map(|i| c.gen_request(vec![1], 4, i).sampling.seed)
+            .map(|i| c.gen_request(vec![1], i).sampling.seed)
             .collect();
         assert_eq!(a, b);
         assert_eq!(a[0], 7);

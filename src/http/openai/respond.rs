@@ -1,20 +1,22 @@
-//! Running the choices of one OpenAI request and answering: the generations of all choices
-//! are merged into one stream of pieces; a streaming request turns it into SSE chunks
-//! (`chat.completion.chunk` / `text_completion`, usage per `stream_options`, `data: [DONE]`),
-//! a non-streaming one folds it into one reply. Dropping the merged stream (client gone, error)
-//! drops every generation, which cancels their engine requests.
+//! Answering one OpenAI request from the generations of its choices: a non-streaming request
+//! folds their merged pieces into one `chat.completion` / `text_completion` object; a
+//! streaming one is handed to the session's streaming driver with this flavour's chunks
+//! ([`super::stream`]). Dropping the merged pieces (client gone, error) drops every
+//! generation, which cancels their engine requests.
 
 use super::logprobs::Logprobs;
 use super::request::Common;
+use super::stream::ChunkFrames;
 use super::tools::{ToolParser, ToolStream};
 use super::Kind;
 use crate::http::error::ErrorStyle;
-use crate::http::generation::{GenError, Generation, Outcome, Piece};
+use crate::http::session::drive::{self, Item};
+use crate::http::session::{Generation, Outcome, Piece};
 use crate::http::sse;
 use crate::tokenizer::Tokenizer;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,36 +32,21 @@ pub struct Job {
     pub generation: Generation,
 }
 
-type Item = (usize, Result<Piece, GenError>);
-
-fn merged(jobs: Vec<Generation>) -> BoxStream<'static, Item> {
-    let streams = jobs.into_iter().enumerate().map(|(slot, g)| {
-        stream::unfold(Some(g), move |g| async move {
-            let mut g = g?;
-            let item = g.next().await?;
-            let done = matches!(item, Ok(Piece::End(_)) | Err(_));
-            Some(((slot, item), (!done).then_some(g)))
-        })
-        .boxed()
-    });
-    stream::select_all(streams).boxed()
-}
-
 /// Per-choice state while answering.
-struct Choice {
-    index: usize,
-    counts_prompt: bool,
-    text: String,
-    logprobs: Option<Logprobs>,
-    outcome: Option<Outcome>,
+pub(super) struct Choice {
+    pub(super) index: usize,
+    pub(super) counts_prompt: bool,
+    pub(super) text: String,
+    pub(super) logprobs: Option<Logprobs>,
+    pub(super) outcome: Option<Outcome>,
     /// Streaming chat with tools: what may go out as content yet.
-    tools: Option<ToolStream>,
+    pub(super) tools: Option<ToolStream>,
 }
 
 impl Choice {
     /// Takes newly generated text (kept whole in `text`); returns the part that may be
     /// streamed now (all of it, unless a tool call may be starting).
-    fn stream_text(&mut self, t: String) -> String {
+    pub(super) fn stream_text(&mut self, t: String) -> String {
         self.text.push_str(&t);
         match &mut self.tools {
             Some(tools) => tools.push(&t),
@@ -104,7 +91,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn usage(choices: &[Choice]) -> Value {
+pub(super) fn usage(choices: &[Choice]) -> Value {
     let mut prompt = 0;
     let mut completion = 0;
     let mut cached = 0;
@@ -147,9 +134,11 @@ pub async fn respond(meta: ReplyMeta, jobs: Vec<Job>) -> Response {
     let id = format!("{}{}", meta.kind.id_prefix(), uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if meta.stream {
-        stream_reply(meta, id, created, choices, merged(gens))
+        let (tx, resp) = sse::channel();
+        drive::stream(gens, tx, ChunkFrames::new(meta, id, created, choices));
+        resp
     } else {
-        fold_reply(meta, id, created, choices, merged(gens)).await
+        fold_reply(meta, id, created, choices, drive::merged(gens)).await
     }
 }
 
@@ -177,7 +166,7 @@ async fn fold_reply(
     let body_choices: Vec<Value> = choices
         .iter()
         .map(|c| {
-            let mut finish = c.outcome.as_ref().map(|o| o.reason.openai());
+            let mut finish = c.outcome.as_ref().map(|o| super::finish_reason(&o.reason));
             let logprobs = c
                 .logprobs
                 .as_ref()
@@ -220,177 +209,4 @@ async fn fold_reply(
 }
 
 /// `finish_reason` of a reply that ends in tool calls.
-const TOOL_CALLS: &str = "tool_calls";
-
-/// The chunk that carries a choice's tool calls (whole: name and all arguments at once).
-fn tool_calls_chunk(
-    meta: &ReplyMeta,
-    id: &str,
-    created: u64,
-    index: usize,
-    calls: Vec<Value>,
-) -> Value {
-    let calls: Vec<Value> = calls
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut c)| {
-            c["index"] = json!(i);
-            c
-        })
-        .collect();
-    let mut v = chunk(meta, id, created, index, None, None, None);
-    v["choices"][0]["delta"] = json!({ "tool_calls": calls });
-    v
-}
-
-/// One streamed chunk of one choice.
-fn chunk(
-    meta: &ReplyMeta,
-    id: &str,
-    created: u64,
-    index: usize,
-    text: Option<&str>,
-    logprobs: Option<Value>,
-    finish: Option<&str>,
-) -> Value {
-    let choice = match meta.kind {
-        Kind::Chat => {
-            let delta = match text {
-                Some(t) => json!({ "content": t }),
-                None => json!({}),
-            };
-            json!({ "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish })
-        }
-        Kind::Completion => json!({
-            "index": index,
-            "text": text.unwrap_or(""),
-            "logprobs": logprobs,
-            "finish_reason": finish,
-        }),
-    };
-    json!({
-        "id": id,
-        "object": meta.kind.object(true),
-        "created": created,
-        "model": meta.model,
-        "choices": [choice],
-    })
-}
-
-fn stream_reply(
-    meta: ReplyMeta,
-    id: String,
-    created: u64,
-    mut choices: Vec<Choice>,
-    mut items: BoxStream<'static, Item>,
-) -> Response {
-    let (tx, resp) = sse::channel();
-    tokio::spawn(async move {
-        // Opening chunks: the assistant role (chat), the echoed prompt (completions).
-        for c in &mut choices {
-            let opening = match meta.kind {
-                Kind::Chat => {
-                    let mut v = chunk(&meta, &id, created, c.index, None, None, None);
-                    v["choices"][0]["delta"] = json!({ "role": "assistant", "content": "" });
-                    Some(v)
-                }
-                Kind::Completion if !c.text.is_empty() => {
-                    let text = std::mem::take(&mut c.text);
-                    Some(chunk(&meta, &id, created, c.index, Some(&text), None, None))
-                }
-                Kind::Completion => None,
-            };
-            if let Some(v) = opening {
-                if !tx.send_json(&v).await {
-                    return;
-                }
-            }
-        }
-        let mut open = choices.len();
-        loop {
-            let next = tokio::select! {
-                _ = tx.closed() => return,
-                next = items.next() => next,
-            };
-            let Some((slot, item)) = next else {
-                break;
-            };
-            let c = &mut choices[slot];
-            let v = match item {
-                Ok(Piece::Token(p)) => {
-                    let lp = c.logprobs.as_mut().map(|_| {
-                        let mut one = Logprobs::default();
-                        one.push(&meta.tokenizer, &p, c.text.len());
-                        one.to_json(meta.kind)
-                    });
-                    let text = c.stream_text(p.text);
-                    if text.is_empty() && lp.is_none() {
-                        continue;
-                    }
-                    chunk(&meta, &id, created, c.index, Some(&text), lp, None)
-                }
-                Ok(Piece::Text(t)) => {
-                    let text = c.stream_text(t);
-                    if text.is_empty() {
-                        continue;
-                    }
-                    chunk(&meta, &id, created, c.index, Some(&text), None, None)
-                }
-                Ok(Piece::End(o)) => {
-                    let mut finish = o.reason.openai();
-                    c.outcome = Some(o);
-                    open -= 1;
-                    if let Some(tools) = c.tools.take() {
-                        let (tail, calls) = tools.finish();
-                        let (index, mut out) = (c.index, Vec::new());
-                        if !tail.is_empty() {
-                            out.push(chunk(&meta, &id, created, index, Some(&tail), None, None));
-                        }
-                        if !calls.is_empty() {
-                            finish = TOOL_CALLS;
-                            out.push(tool_calls_chunk(&meta, &id, created, index, calls));
-                        }
-                        for v in out {
-                            if !tx.send_json(&v).await {
-                                return;
-                            }
-                        }
-                    }
-                    let c = &choices[slot];
-                    let mut v = chunk(&meta, &id, created, c.index, None, None, Some(finish));
-                    if meta.full_text {
-                        v["full_text"] = json!(c.text);
-                    }
-                    if open == 0 && meta.include_usage.is_none() {
-                        v["usage"] = usage(&choices);
-                    }
-                    v
-                }
-                Err(e) => {
-                    let err = e.into_api(ErrorStyle::OpenAi).body();
-                    let _ = tx.send_json(&err).await;
-                    let _ = tx.send_raw(sse::DONE).await;
-                    return;
-                }
-            };
-            if !tx.send_json(&v).await {
-                return;
-            }
-        }
-        if meta.include_usage == Some(true) {
-            let v = json!({
-                "id": id,
-                "object": meta.kind.object(true),
-                "created": created,
-                "model": meta.model,
-                "choices": [],
-                "usage": usage(&choices),
-            });
-            if !tx.send_json(&v).await {
-                return;
-            }
-        }
-        let _ = tx.send_raw(sse::DONE).await;
-    });
-    resp
-}
+pub(super) const TOOL_CALLS: &str = "tool_calls";

@@ -19,7 +19,7 @@
 //! which this server does not have; such requests are refused (422) rather than served as if
 //! `"auto"`.
 
-use crate::http::params::{kind, FieldError};
+use crate::http::fields::{kind, FieldError};
 use serde_json::{json, Map, Value};
 
 const OPEN: &str = "<tool_call>";

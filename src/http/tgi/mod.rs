@@ -4,11 +4,11 @@
 
 pub mod reply;
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Piece, TokenPiece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Piece, Serving, TokenPiece};
 use crate::http::{sse, vllm};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/generate", post(generate))
         .route("/generate_stream", post(generate_stream))
@@ -38,7 +38,7 @@ fn gen_err(e: GenError) -> ApiError {
 
 /// `POST /generate`: TGI when the body has `inputs`, vLLM legacy when it has `prompt`.
 async fn generate(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -59,7 +59,7 @@ async fn generate(
 }
 
 async fn generate_stream(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -71,7 +71,7 @@ async fn generate_stream(
 }
 
 async fn general(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -98,7 +98,7 @@ enum Mode {
     Stream,
 }
 
-async fn run(inf: &Inference, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
+async fn run(inf: &Serving, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
     match try_run(inf, map, mode, keys).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -106,7 +106,7 @@ async fn run(inf: &Inference, map: Map<String, Value>, mode: Mode, keys: Vec<Str
 }
 
 async fn try_run(
-    inf: &Inference,
+    inf: &Serving,
     map: Map<String, Value>,
     mode: Mode,
     keys: Vec<String>,
@@ -136,10 +136,9 @@ async fn try_run(
         .encode_prompt(&inputs, "inputs", params.truncate)
         .await
         .map_err(gen_err)?;
-    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
     let prefill = params.decoder_input_details.then(|| ids.clone());
     let g = inf
-        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .start(params.gen_request(ids), params.gen_options(keys))
         .map_err(gen_err)?;
     let tok = inf.tokenizer.tokenizer().clone();
     let seed = (!params.sampling.is_greedy()).then_some(params.sampling.seed);
@@ -215,6 +214,6 @@ async fn try_run(
             }
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     Ok(resp)
 }

@@ -3,16 +3,20 @@
 //! `{id, text, logprob, special}`, and the streaming event
 //! `{token, generated_text, details}` (text and details on the last event only).
 
-use crate::http::generation::{EndReason, Outcome, TokenPiece};
+use crate::engine::Finish;
+use crate::http::session::{Outcome, TokenPiece};
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
-/// TGI's `finish_reason`.
-pub fn finish_reason(r: EndReason) -> &'static str {
-    match r {
-        EndReason::Stop => "eos_token",
-        EndReason::StopString(_) => "stop_sequence",
-        EndReason::Length => "length",
+/// TGI's `finish_reason` (also MindIE-native's and Triton's). Only complete ends reach a
+/// reply; a cancelled or failed generation answers with an error instead.
+pub fn finish_reason(f: &Finish) -> &'static str {
+    match f {
+        Finish::Stop => "eos_token",
+        Finish::StopString(_) => "stop_sequence",
+        Finish::Length => "length",
+        Finish::Cancelled => "cancelled",
+        Finish::Error(_) => "error",
     }
 }
 
@@ -35,7 +39,7 @@ pub fn details(
     prefill: Option<&[u32]>,
 ) -> Value {
     let mut d = json!({
-        "finish_reason": finish_reason(outcome.reason),
+        "finish_reason": finish_reason(&outcome.reason),
         "generated_tokens": outcome.completion_tokens,
         "prompt_tokens": outcome.prompt_tokens,
         "seed": seed,

@@ -4,11 +4,11 @@
 //! token with the text delta, `details` on the last.
 
 use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::drive::{self, Step};
 use crate::http::error::ApiError;
-use crate::http::generation::{Generation, Outcome, Piece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{Generation, Outcome, Piece};
 use crate::http::tgi::reply::finish_reason;
 use crate::http::{request_keys, sse};
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ fn ms(from: Instant, to: Instant) -> f64 {
 fn details(o: &Outcome, started: Instant, first: Option<Instant>, last: Instant) -> Value {
     let first = first.unwrap_or(last);
     json!({
-        "finish_reason": finish_reason(o.reason),
+        "finish_reason": finish_reason(&o.reason),
         "generated_tokens": o.completion_tokens,
         "prompt_tokens": o.prompt_tokens,
         "first_token_cost": ms(started, first),
@@ -55,11 +55,10 @@ async fn start(
         .encode_prompt(text, "text_input", params.truncate)
         .await
         .map_err(|e| e.into_api(STYLE))?;
-    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
     let mut keys = request_keys(parts);
     keys.extend(id.clone());
     let g = inf
-        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .start(params.gen_request(ids), params.gen_options(keys))
         .map_err(|e| e.into_api(STYLE))?;
     Ok((g, id))
 }
@@ -126,6 +125,6 @@ pub async fn generate_stream(
             Step::Failed(e) => vec![format!("data: {}\n\n", e.into_api(STYLE).body())],
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     resp
 }

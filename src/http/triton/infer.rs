@@ -3,11 +3,11 @@
 //! as `outputs: [{name, shape: [1, n], datatype: "UINT32", data}]`.
 
 use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::drive;
 use crate::http::error::ApiError;
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
 use crate::http::request_keys;
+use crate::http::session::drive;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -103,11 +103,10 @@ pub async fn infer(
         let ids = inf
             .fit_prompt(params.truncate_prompt(ids), "inputs[0].data")
             .map_err(|e| e.into_api(STYLE))?;
-        let max_new = inf.output_limit(params.max_new_tokens, ids.len());
         let mut keys = request_keys(&parts);
         keys.extend(id.clone());
         let g = inf
-            .start(params.gen_request(ids, max_new), params.gen_options(keys))
+            .start(params.gen_request(ids), params.gen_options(keys))
             .map_err(|e| e.into_api(STYLE))?;
         let folded = drive::fold(g).await.map_err(|e| e.into_api(STYLE))?;
         let data: Vec<u32> = folded.tokens.iter().map(|t| t.id).collect();

@@ -9,8 +9,8 @@ mod infer;
 
 use crate::config::Loaded;
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::Inference;
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::session::Serving;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,7 +25,7 @@ const STYLE: ErrorStyle = ErrorStyle::MindIe;
 /// What the Triton routes share.
 #[derive(Clone)]
 pub struct Triton {
-    pub inf: Arc<Inference>,
+    pub inf: Arc<Serving>,
     pub config: Arc<Loaded>,
 }
 
@@ -45,7 +45,7 @@ pub fn router(state: Triton) -> Router {
 }
 
 /// 404 unless `m` is the served model.
-fn check_model(inf: &Inference, m: &str) -> Result<(), ApiError> {
+fn check_model(inf: &Serving, m: &str) -> Result<(), ApiError> {
     if m == inf.model_name {
         Ok(())
     } else {

@@ -3,8 +3,8 @@
 //! `do_decode: true` the text of each token.
 
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference};
-use crate::http::params::{parse_object, FieldError, Fields};
+use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::session::{GenError, Serving};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/v1/tokenizer", post(tokenize))
         .with_state(inf)
 }
 
-async fn tokenize(State(inf): State<Arc<Inference>>, body: Bytes) -> Response {
+async fn tokenize(State(inf): State<Arc<Serving>>, body: Bytes) -> Response {
     let result = async {
         let map = parse_object(&body).map_err(|e| e.into_api(STYLE))?;
         let f = Fields::new(&map);

@@ -5,11 +5,11 @@
 //! generated_token_ids, seed}}`; stream events `{prefill_time, decode_time, token{id: [id],
 //! text}}` in milliseconds, the last one also carrying `generated_text` and `details`.
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Outcome, Piece, TokenPiece};
-use crate::http::parameters::Parameters;
-use crate::http::params::{parse_object, show, FieldError, Fields};
+use crate::http::fields::{parse_object, show, FieldError, Fields};
+use crate::http::gen_parameters::Parameters;
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Outcome, Piece, Serving, TokenPiece};
 use crate::http::tgi::reply::finish_reason;
 use crate::http::{request_keys, sse};
 use axum::body::Bytes;
@@ -23,7 +23,7 @@ use std::time::Instant;
 
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
-pub fn router(inf: Arc<Inference>) -> Router {
+pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
         .route("/infer", post(infer))
         .route("/infer_token", post(infer_token))
@@ -54,7 +54,7 @@ fn input_text(map: &Map<String, Value>) -> Result<String, FieldError> {
 }
 
 async fn infer(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -74,7 +74,7 @@ async fn infer(
 }
 
 async fn infer_token(
-    State(inf): State<Arc<Inference>>,
+    State(inf): State<Arc<Serving>>,
     parts: axum::http::request::Parts,
     body: Bytes,
 ) -> Response {
@@ -100,13 +100,13 @@ async fn infer_token(
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn vocab(inf: &Inference) -> usize {
+fn vocab(inf: &Serving) -> usize {
     inf.tokenizer.tokenizer().vocab_size()
 }
 
 fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
     json!({
-        "finish_reason": finish_reason(o.reason),
+        "finish_reason": finish_reason(&o.reason),
         "generated_tokens": o.completion_tokens,
         "generated_token_ids": ids,
         "prompt_tokens": o.prompt_tokens,
@@ -115,7 +115,7 @@ fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
 }
 
 async fn run(
-    inf: &Inference,
+    inf: &Serving,
     map: &Map<String, Value>,
     params: Parameters,
     ids: Vec<u32>,
@@ -125,9 +125,8 @@ async fn run(
         .bool("stream")
         .map_err(field_err)?
         .unwrap_or(false);
-    let max_new = inf.output_limit(params.max_new_tokens, ids.len());
     let g = inf
-        .start(params.gen_request(ids, max_new), params.gen_options(keys))
+        .start(params.gen_request(ids), params.gen_options(keys))
         .map_err(gen_err)?;
     let seed = params.sampling.seed;
     if !stream {
@@ -199,6 +198,6 @@ async fn run(
             }
         }
     };
-    drive::stream(g, tx, frame, Vec::new());
+    drive::stream(vec![g], tx, PerStep(frame));
     Ok(resp)
 }

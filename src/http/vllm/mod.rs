@@ -3,11 +3,11 @@
 //! output, ...]}` (one entry per `n`), and the stream is `{"text": [delta]}` objects each
 //! followed by a NUL byte (SPEC §1).
 
-use crate::http::drive::{self, Step};
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::generation::{GenError, Inference, Piece};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::openai::request::Common;
-use crate::http::params::{FieldError, Fields};
+use crate::http::session::drive::{self, PerStep, Step};
+use crate::http::session::{GenError, Piece, Serving};
 use crate::http::sse;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
 /// Handles a vLLM legacy request (the body is already parsed).
-pub async fn run(inf: &Inference, map: Map<String, Value>, keys: Vec<String>) -> Response {
+pub async fn run(inf: &Serving, map: Map<String, Value>, keys: Vec<String>) -> Response {
     match try_run(inf, map, keys).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -24,7 +24,7 @@ pub async fn run(inf: &Inference, map: Map<String, Value>, keys: Vec<String>) ->
 }
 
 async fn try_run(
-    inf: &Inference,
+    inf: &Serving,
     map: Map<String, Value>,
     keys: Vec<String>,
 ) -> Result<Response, ApiError> {
@@ -50,12 +50,11 @@ async fn try_run(
         .encode_prompt(&prompt, "prompt", None)
         .await
         .map_err(gen_err)?;
-    let max_new = inf.output_limit(common.max_tokens, ids.len());
     let mut gens = Vec::with_capacity(common.n);
     for j in 0..common.n {
         let opts = common.gen_options(keys.clone());
         gens.push(
-            inf.start(common.gen_request(ids.clone(), max_new, j), opts)
+            inf.start(common.gen_request(ids.clone(), j), opts)
                 .map_err(gen_err)?,
         );
     }
@@ -79,7 +78,7 @@ async fn try_run(
         }
     };
     if let Some(g) = gens.pop() {
-        drive::stream(g, tx, frame, Vec::new());
+        drive::stream(vec![g], tx, PerStep(frame));
     }
     Ok(resp)
 }

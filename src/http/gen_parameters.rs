@@ -4,9 +4,9 @@
 //! reply options (`details`, `decoder_input_details`, `return_full_text`) and `priority`.
 
 use crate::engine::sampler::SamplingParams;
-use crate::engine::GenRequest;
-use crate::http::generation::GenOptions;
-use crate::http::params::{FieldError, Fields, Range};
+use crate::engine::{GenRequest, NO_OUTPUT_LIMIT};
+use crate::http::fields::{FieldError, Fields, Range};
+use crate::http::session::GenOptions;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -126,11 +126,11 @@ impl Parameters {
         })
     }
 
-    /// The engine request over `prompt` (`max_new_tokens` already limited by the caller).
-    pub fn gen_request(&self, prompt: Vec<u32>, max_new_tokens: usize) -> GenRequest {
+    /// The engine request over `prompt` (the engine caps `max_new_tokens`).
+    pub fn gen_request(&self, prompt: Vec<u32>) -> GenRequest {
         GenRequest {
             prompt,
-            max_new_tokens,
+            max_new_tokens: self.max_new_tokens.unwrap_or(NO_OUTPUT_LIMIT),
             sampling: self.sampling.clone(),
             stop_token_ids: self.stop_token_ids.clone(),
             ignore_eos: self.ignore_eos,
