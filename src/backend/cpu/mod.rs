@@ -1,10 +1,11 @@
 //! The host-CPU backend: an HF model folder (Llama / Qwen2, safetensors f32/bf16/f16,
 //! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
 //!
-//! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors; `ffi`: the only
-//!   `unsafe` (mmap, aligned views, CPU-feature entry points, the AVX-512 GEMM kernels).
-//! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
-//!   `model`: the layer sequence.
+//! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors, read through `mmap`
+//!   (file mapping, typed views of [`Pod`](pod::Pod) elements).
+//! - `kernels`, [`linear`], `rope`, `attention`: the numerics (`kernels` also holds CPU feature
+//!   detection and the AVX-512 / AMX kernels); [`kv_cache`]: KV storage; `model`: the layer
+//!   sequence. `unsafe` lives only in `mmap` and the kernel modules that need it.
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
 //!
 //! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`) in the
@@ -25,11 +26,12 @@
 
 mod attention;
 pub mod config;
-mod ffi;
 mod kernels;
 pub mod kv_cache;
 pub mod linear;
+mod mmap;
 mod model;
+mod pod;
 mod rope;
 pub mod weights;
 
@@ -37,7 +39,7 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use ffi::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
+pub use kernels::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
 
 use self::kv_cache::KvCache;
 use self::model::Model;
@@ -133,11 +135,11 @@ impl CpuBackend {
             .thread_name(|i| format!("cpu-backend-{i}"))
             .build()
             .map_err(|e| BackendError::Other(format!("thread pool: {e}")))?;
-        let level = ffi::simd_level();
+        let level = kernels::simd_level();
         let bf16_dot = opts.bf16_dot && {
             let why = if model.dtype != DType::BF16 {
                 Some("the weights are not bf16")
-            } else if level != SimdLevel::Avx512 || !ffi::has_avx512_bf16() {
+            } else if level != SimdLevel::Avx512 || !kernels::has_avx512_bf16() {
                 Some("this CPU (or MINDIE_CPU_KERNELS) has no AVX-512 BF16")
             } else {
                 None
@@ -147,7 +149,7 @@ impl CpuBackend {
             }
             why.is_none()
         };
-        let dot_tag = match (bf16_dot, ffi::has_amx()) {
+        let dot_tag = match (bf16_dot, kernels::has_amx()) {
             (false, true) if model.dtype == DType::BF16 && linear::amx_exact() => ", amx-exact",
             (false, _) => "",
             (true, true) => ", bf16-dot (amx)",

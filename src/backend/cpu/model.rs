@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::attention::{paged_attention, Shape};
 use super::config::ModelSpec;
-use super::ffi::SimdLevel;
+use super::kernels::SimdLevel;
 use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
 use super::linear::{matmul_with, Linear};
@@ -79,7 +79,7 @@ fn linear(
 
 /// `m`, 64-byte aligned where the AMX kernel will read it ([`Matrix::tile_aligned`]).
 fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
-    if !super::ffi::has_amx() {
+    if !super::kernels::has_amx() {
         return m;
     }
     let (m, bytes) = m.tile_aligned();
