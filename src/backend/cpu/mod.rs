@@ -1,8 +1,8 @@
 //! The host-CPU backend: an HF model folder (Llama / Qwen2, safetensors f32/bf16/f16,
 //! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
 //!
-//! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors, read through `mmap`
-//!   (file mapping, typed views of [`Pod`](pod::Pod) elements).
+//! - [`hf_config`]: the HF `config.json` → [`HfModelConfig`]; [`weights`]: safetensors, read
+//!   through `mmap` (file mapping, typed views of [`Pod`](pod::Pod) elements).
 //! - `kernels`, [`linear`], `rope`, `attention`: the numerics (`kernels` also holds CPU feature
 //!   detection and the AVX-512 / AMX kernels); [`kv_cache`]: KV storage; `model`: the layer
 //!   sequence. `unsafe` lives only in `mmap` and the kernel modules that need it.
@@ -25,7 +25,7 @@
 //! through it). `MINDIE_CPU_AMX=0` turns it off.
 
 mod attention;
-pub mod config;
+pub mod hf_config;
 mod kernels;
 pub mod kv_cache;
 pub mod linear;
@@ -38,7 +38,7 @@ pub mod weights;
 use std::path::Path;
 use std::time::Instant;
 
-pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
+pub use hf_config::{Arch, HfModelConfig, SUPPORTED_ARCHITECTURES};
 pub use kernels::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
 
 use self::kv_cache::KvCache;
@@ -101,7 +101,7 @@ impl CpuBackend {
     /// Loads `model_dir` (config.json, generation_config.json, safetensors).
     pub fn load(model_dir: &Path, opts: CpuOptions) -> Result<Self, BackendError> {
         let started = Instant::now();
-        let spec = ModelSpec::load(model_dir)?;
+        let spec = HfModelConfig::load(model_dir)?;
         tracing::info!(
             architecture = %spec.architecture,
             layers = spec.layers,
@@ -194,7 +194,7 @@ impl CpuBackend {
         })
     }
 
-    pub fn spec(&self) -> &ModelSpec {
+    pub fn spec(&self) -> &HfModelConfig {
         &self.model.spec
     }
 

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::attention::{paged_attention, Shape};
-use super::config::ModelSpec;
+use super::hf_config::HfModelConfig;
 use super::kernels::SimdLevel;
 use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
@@ -28,7 +28,7 @@ struct Layer {
 }
 
 pub struct Model {
-    pub spec: ModelSpec,
+    pub spec: HfModelConfig,
     embed: Matrix,
     layers: Vec<Layer>,
     norm: Vec<f32>,
@@ -88,7 +88,7 @@ fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
 }
 
 impl Model {
-    pub fn load(spec: ModelSpec, store: &WeightStore) -> Result<Self, BackendError> {
+    pub fn load(spec: HfModelConfig, store: &WeightStore) -> Result<Self, BackendError> {
         let (h, inter) = (spec.hidden, spec.intermediate);
         let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
         let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
