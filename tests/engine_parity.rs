@@ -2,8 +2,9 @@
 //! references: every case of both tiny models submitted at once, greedy tokens identical and
 //! top-5 logprobs within 1e-4; and a cancelled request returns its KV blocks.
 
-use mindie::backend::cpu::{CpuBackend, CpuOptions};
+use mindie::backend::cpu::{CpuBackend, CpuKnobs, CpuOptions};
 use mindie::backend::Backend;
+use mindie::config::Env;
 use mindie::engine::core::Engine;
 use mindie::engine::sampler::SamplingParams;
 use mindie::engine::{EngineMonitor, Finish, GenRequest, TokenEvent};
@@ -36,7 +37,10 @@ fn engine_with(
         CpuOptions {
             kv_cache_bytes: 16 << 20,
             block_size,
-            bf16_dot,
+            knobs: CpuKnobs {
+                bf16_dot,
+                ..CpuKnobs::from_env(&Env::from_process())
+            },
             ..CpuOptions::default()
         },
     )

@@ -3,10 +3,10 @@
 
 use super::core::Engine;
 use super::handle::EngineHandle;
-use crate::backend::cpu::{CpuBackend, CpuOptions};
+use crate::backend::cpu::{CpuBackend, CpuKnobs, CpuOptions};
 use crate::backend::mock::{MockBackend, MockOptions, BYTES_PER_TOKEN as MOCK_BYTES_PER_TOKEN};
 use crate::backend::Backend;
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, Env, ModelConfig};
 use crate::scheduler::{Scheduler, SchedulerConfig, Template};
 use std::path::Path;
 use std::time::Duration;
@@ -136,6 +136,7 @@ pub fn start(
     let opts = CpuOptions {
         kv_cache_bytes: kv_budget_bytes(model),
         block_size,
+        knobs: CpuKnobs::from_env(&Env::from_process()),
         ..CpuOptions::default()
     };
     let backend = CpuBackend::load(model_dir, opts).map_err(|source| BuildError::Backend {

@@ -117,7 +117,7 @@ mod tests {
         let levels = [
             SimdLevel::Portable,
             SimdLevel::Avx2,
-            crate::backend::cpu::kernels::simd_level(),
+            crate::backend::cpu::knobs::level_from_process_env(),
         ];
         for &(hd, heads, kv_heads, bs) in &[
             (16, 4, 2, 1),

@@ -42,17 +42,6 @@ impl SimdLevel {
     }
 }
 
-/// The best level this CPU supports, capped by `MINDIE_CPU_KERNELS` (`portable`, `avx2`) when
-/// set, so the fallback kernels can be exercised (parity tests, comparisons) on any machine.
-pub fn simd_level() -> SimdLevel {
-    let detected = detected_level();
-    match std::env::var("MINDIE_CPU_KERNELS").as_deref() {
-        Ok("portable") => SimdLevel::Portable,
-        Ok("avx2") if detected != SimdLevel::Portable => SimdLevel::Avx2,
-        _ => detected,
-    }
-}
-
 /// The best level this CPU supports (detection is cached by `std`, so this costs an atomic
 /// load or two).
 pub fn detected_level() -> SimdLevel {

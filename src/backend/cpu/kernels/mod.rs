@@ -25,7 +25,7 @@ pub mod gemm;
 mod matmul;
 
 pub use attend::{attend_group, AttendArgs};
-pub use cpu_features::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
+pub use cpu_features::{detected_level, has_amx, has_avx512_bf16, SimdLevel};
 pub use matmul::{matmul_panel, PanelArgs};
 
 use super::pod::Pod;

@@ -4,14 +4,15 @@
 //! matmul (`kernels::gemm`; driven by `packed`); otherwise (and for f16) through the portable
 //! kernels in `kernels::matmul` (driven by `portable`).
 //!
-//! Exact AMX (default where the CPU has AMX-BF16; `MINDIE_CPU_AMX=0` turns it off): bf16
+//! Exact AMX (default where the CPU has AMX-BF16; `MINDIE_CPU_AMX=0`, via [`set_amx_exact`] at
+//! backend load, turns it off): bf16
 //! weights with at least [`AMX_EXACT_MIN_M`] activation rows run on AMX tiles with every
 //! activation split into three bf16 terms (`kernels::gemm::pack_amx`) that sum to its f32
 //! value, so the result has the f32 kernel's accuracy at 1.9–3× its speed (measured with
 //! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
 //! directly (`kernels::column_panel::split_columns`).
 //!
-//! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuOptions::bf16_dot`): bf16 weights
+//! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`): bf16 weights
 //! with at least [`BF16_DOT_MIN_M`] activation rows round the activations to bf16 and run
 //! bf16 × bf16 products with f32 accumulation — on AMX tiles (`tdpbf16ps`,
 //! `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else with AVX-512 BF16 (`vdpbf16ps`,
@@ -25,6 +26,8 @@ mod packed;
 mod portable;
 #[cfg(test)]
 mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::kernels::{Bf16, SimdLevel, F16, F32};
 use super::weights::{Matrix, WeightData};
@@ -43,29 +46,21 @@ pub const BF16_DOT_MIN_M: usize = 8;
 /// weights at the memory bound, is as fast.
 pub const AMX_EXACT_MIN_M: usize = 16;
 
-static AMX_EXACT: std::sync::OnceLock<std::sync::atomic::AtomicBool> = std::sync::OnceLock::new();
-
-fn amx_exact_flag() -> &'static std::sync::atomic::AtomicBool {
-    AMX_EXACT.get_or_init(|| {
-        let off = std::env::var("MINDIE_CPU_AMX").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "0" | "false" | "no" | "off"
-            )
-        });
-        std::sync::atomic::AtomicBool::new(!off)
-    })
-}
+/// The exact path's AMX switch: one per process, since the step API carries only the kernel
+/// level and the bf16-dot flag down to the matmuls.
+static AMX_EXACT: AtomicBool = AtomicBool::new(true);
 
 /// Whether the exact path may use the AMX kernel (where the CPU has it): on unless
-/// `MINDIE_CPU_AMX` is `0`/`false`/`no`/`off`, or [`set_amx_exact`] turned it off.
+/// [`set_amx_exact`] turned it off (a backend sets it from `CpuKnobs::amx`, i.e.
+/// `MINDIE_CPU_AMX`, when it loads).
 pub fn amx_exact() -> bool {
-    amx_exact_flag().load(std::sync::atomic::Ordering::Relaxed)
+    AMX_EXACT.load(Ordering::Relaxed)
 }
 
-/// Turns the exact AMX path on or off for this process (benchmarks compare both in one run).
+/// Turns the exact AMX path on or off for this process (the backend at load, from its options;
+/// benchmarks compare both in one run).
 pub fn set_amx_exact(on: bool) {
-    amx_exact_flag().store(on, std::sync::atomic::Ordering::Relaxed);
+    AMX_EXACT.store(on, Ordering::Relaxed);
 }
 /// A projection: weight `[out, in]` in its stored dtype, optional f32 bias.
 pub struct Linear {

@@ -5,7 +5,8 @@ use super::*;
 use crate::backend::cpu::kernels::amx::{self, AmxPanel};
 use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
 use crate::backend::cpu::kernels::column_panel::split_columns;
-use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16, simd_level};
+use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16};
+use crate::backend::cpu::knobs::level_from_process_env as simd_level;
 use crate::backend::cpu::weights::Buf;
 use std::sync::Arc;
 
