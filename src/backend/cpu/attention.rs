@@ -30,7 +30,6 @@ struct Task {
 }
 
 /// `out[t][h]` (`T × heads·head_dim`) = attention of query `q[t][h]` over its sequence's cache.
-#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     level: SimdLevel,
     shape: &Shape,

@@ -61,9 +61,7 @@ pub(super) fn matmul_packed(
             let packed = gemm::pack_bf16(x, m, k, &mut xb);
             run_packed(
                 level,
-                packed,
-                m,
-                k,
+                Packed { data: packed, m, k },
                 &b,
                 outs,
                 4,
@@ -74,7 +72,14 @@ pub(super) fn matmul_packed(
         }
         let mut xp = XP.with(|s| s.take());
         let packed = gemm::pack(x, m, k, true, &mut xp);
-        run_packed(level, packed, m, k, &b, outs, 4, avx512::gemm_panel_bf16);
+        run_packed(
+            level,
+            Packed { data: packed, m, k },
+            &b,
+            outs,
+            4,
+            avx512::gemm_panel_bf16,
+        );
         XP.with(|s| s.replace(xp));
         return true;
     }
@@ -88,7 +93,14 @@ pub(super) fn matmul_packed(
     if let Some(f) = f32s {
         let mut xp = XP.with(|s| s.take());
         let packed = gemm::pack(x, m, k, false, &mut xp);
-        run_packed(level, packed, m, k, &f, outs, 4, avx512::gemm_panel_f32);
+        run_packed(
+            level,
+            Packed { data: packed, m, k },
+            &f,
+            outs,
+            4,
+            avx512::gemm_panel_f32,
+        );
         XP.with(|s| s.replace(xp));
         return true;
     }
@@ -145,20 +157,27 @@ fn run_amx(
 
 type PanelFn<W, X> = fn(SimdLevel, GemmPanel<'_, W, X>) -> bool;
 
-/// The AVX-512 path over activations packed once (`packed`, for `kernel`): the weight-row
-/// panels of all `ws` in parallel, each a multiple of `align` rows (the kernel's row block)
-/// where possible; `outs[i]` is `m × ws[i].len() / k`.
-#[allow(clippy::too_many_arguments)]
-fn run_packed<W: Pod, X: Sync>(
-    level: SimdLevel,
-    packed: &[X],
+/// Activations of `m` rows × `k` columns, packed once for one kernel's layout
+/// (`kernels::gemm`).
+#[derive(Clone, Copy)]
+struct Packed<'a, X> {
+    data: &'a [X],
     m: usize,
     k: usize,
+}
+
+/// The AVX-512 path over activations packed once (`x`, for `kernel`): the weight-row panels of
+/// all `ws` in parallel, each a multiple of `align` rows (the kernel's row block) where
+/// possible; `outs[i]` is `m × ws[i].len() / k`.
+fn run_packed<W: Pod, X: Sync>(
+    level: SimdLevel,
+    x: Packed<'_, X>,
     ws: &[&[W]],
     outs: &mut [&mut [f32]],
     align: usize,
     kernel: PanelFn<W, X>,
 ) {
+    let Packed { data: packed, m, k } = x;
     // Buffer reused across calls on this thread (fresh large allocations page-fault).
     let mut tr = TR.with(|s| s.take());
     let total_n: usize = ws.iter().map(|w| w.len() / k).sum();

@@ -229,11 +229,32 @@ pub unsafe fn panel<const BF16: bool>(
                 let x = xp.add(t0 / TILE_M * tile_len);
                 let wj = w.add(j * ldw);
                 let o = out_t.add(j * m + t0);
-                dispatch::<BF16>(r, mt, x, k, wj, ldw, o, m);
+                let ops = TileOps {
+                    x,
+                    k,
+                    w: wj,
+                    ldw,
+                    o,
+                    ldo: m,
+                };
+                dispatch::<BF16>(r, mt, ops);
             }
             j += r;
         }
     }
+}
+
+/// The operands of one [`tile`] call, as [`dispatch`] takes them: a packed activation tile
+/// `x` of `k` columns, weight rows from `w` (`ldw` bytes apart), output rows from `o` (`ldo`
+/// floats apart).
+#[derive(Clone, Copy)]
+struct TileOps {
+    x: *const f32,
+    k: usize,
+    w: *const u8,
+    ldw: usize,
+    o: *mut f32,
+    ldo: usize,
 }
 
 /// Picks the register tile for `r` (4 or 1) weight rows × `mt` (1..=8) activation rows:
@@ -241,20 +262,18 @@ pub unsafe fn panel<const BF16: bool>(
 /// weight vectors live, within the 32 zmm registers).
 ///
 /// # Safety
-/// As for [`tile`] with `R = r`, `MT = mt`.
-#[allow(clippy::too_many_arguments)]
+/// As for [`tile`] with `R = r`, `MT = mt` and the operands in `ops`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn dispatch<const BF16: bool>(
-    r: usize,
-    mt: usize,
-    x: *const f32,
-    k: usize,
-    w: *const u8,
-    ldw: usize,
-    o: *mut f32,
-    ldo: usize,
-) {
+unsafe fn dispatch<const BF16: bool>(r: usize, mt: usize, ops: TileOps) {
+    let TileOps {
+        x,
+        k,
+        w,
+        ldw,
+        o,
+        ldo,
+    } = ops;
     macro_rules! four {
         ($mt:literal) => {
             // SAFETY: forwarded contract.
