@@ -66,14 +66,18 @@ fn matches_reference_all_shapes_and_levels() {
 /// path below `BF16_DOT_MIN_M` rows, which the reference tolerance also covers) against a
 /// scalar reference that rounds the activations to bf16 and accumulates the exact
 /// products in f64; odd `k`, tails of every width, partial activation tiles, 1-row panels.
-/// Skipped (with a note) on CPUs without AVX-512 BF16.
+/// Where the CPU has no AVX-512 BF16 (or `MINDIE_CPU_KERNELS` caps the level), the flag must
+/// fall back to the exact path: the same shapes then check that fallback bit for bit, and that
+/// it stays within bf16 rounding of the activations of the same reference.
 #[test]
 fn bf16_dot_matches_bf16_rounded_reference() {
-    if simd_level() != SimdLevel::Avx512 || !has_avx512_bf16() {
-        eprintln!("skipped: this CPU has no AVX-512 BF16 (or MINDIE_CPU_KERNELS caps it)");
-        return;
+    let level = simd_level();
+    let have_dot = level == SimdLevel::Avx512 && has_avx512_bf16();
+    if have_dot {
+        println!("bf16-dot path: the dot-product kernels ran ({level:?})");
+    } else {
+        println!("bf16-dot path: no AVX-512 BF16 at {level:?}; checked the exact fallback");
     }
-    let level = SimdLevel::Avx512;
     let mut rng = crate::engine::sampler::Rng::new(0x9e37_79b9);
     let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
     for &(m, n, k) in &[
@@ -119,8 +123,10 @@ fn bf16_dot_matches_bf16_rounded_reference() {
                 let got = out[i * n + j] as f64;
                 // f32 accumulation of `k` products: a few ulps of the magnitude sum.
                 let tol = 1e-6 + mag * 4.0 * f32::EPSILON as f64;
-                if m < BF16_DOT_MIN_M {
-                    assert_eq!(got, exact[i * n + j] as f64, "m{m}: exact path below");
+                if m < BF16_DOT_MIN_M || !have_dot {
+                    assert_eq!(got, exact[i * n + j] as f64, "m{m}: the exact path");
+                    // Within bf16 rounding of the activations of the rounded reference.
+                    assert!((got - want).abs() <= mag * 2f64.powi(-8) + 1e-6, "m{m}");
                     continue;
                 }
                 assert!(
@@ -137,19 +143,28 @@ fn bf16_dot_matches_bf16_rounded_reference() {
 }
 
 /// Both bf16-activation kernels called directly (the AMX one and the `vdpbf16ps` one),
-/// against the same bf16-rounded scalar reference; each skipped (with a note) where the CPU
-/// lacks it.
+/// against the same bf16-rounded scalar reference. On every CPU the exact path over
+/// activations rounded to bf16 (what both kernels compute) is checked against it too; where
+/// the CPU lacks a kernel, its entry point must refuse (it never trusts the level it is given)
+/// and write nothing.
 #[test]
 fn bf16_dot_kernels_match_reference_directly() {
     use crate::backend::cpu::kernels::{bf16_to_f32, f32_to_bf16};
-    let have_dot = simd_level() == SimdLevel::Avx512 && has_avx512_bf16();
+    let level = simd_level();
+    let have_dot = level == SimdLevel::Avx512 && has_avx512_bf16();
     let have_amx = has_amx();
-    if !have_dot {
-        eprintln!("skipped vdpbf16ps kernel: no AVX-512 BF16 on this CPU");
-    }
-    if !have_amx {
-        eprintln!("skipped AMX kernel: no AMX-BF16 (or no OS permission)");
-    }
+    let ran = |yes: bool| {
+        if yes {
+            "ran"
+        } else {
+            "absent here, must refuse"
+        }
+    };
+    println!(
+        "exact path at {level:?} ran; vdpbf16ps kernel {}; AMX kernel {}",
+        ran(have_dot),
+        ran(have_amx)
+    );
     for &(m, n, k) in &[
         (1, 1, 1),
         (3, 17, 33),
@@ -184,10 +199,21 @@ fn bf16_dot_kernels_match_reference_directly() {
                 );
             }
         };
-        if have_dot {
+        // What both kernels compute, on any CPU: the exact path over bf16-rounded activations.
+        let xr: Vec<f32> = x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect();
+        let mat = Matrix {
+            rows: n,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(w.clone()))),
+        };
+        let mut y = vec![0f32; m * n];
+        matmul(level, &xr, m, &mat, &mut y);
+        let y_t: Vec<f32> = (0..n * m).map(|at| y[(at % m) * n + at / m]).collect();
+        check("exact path over bf16-rounded activations", &y_t);
+        {
             let mut buf = Vec::new();
             let xp = gemm::pack_bf16(&x, m, k, &mut buf);
-            let mut out_t = vec![0f32; n * m];
+            let mut out_t = vec![f32::NAN; n * m];
             let p = GemmPanel {
                 xp,
                 m,
@@ -195,10 +221,18 @@ fn bf16_dot_kernels_match_reference_directly() {
                 w: &w,
                 out_t: &mut out_t,
             };
-            assert!(avx512::gemm_panel_bf16_dot(SimdLevel::Avx512, p));
-            check("vdpbf16ps", &out_t);
+            let ran = avx512::gemm_panel_bf16_dot(level, p);
+            assert_eq!(ran, have_dot, "vdpbf16ps kernel at {level:?}");
+            if ran {
+                check("vdpbf16ps", &out_t);
+            } else {
+                assert!(
+                    out_t.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+            }
         }
-        if have_amx {
+        {
             let mut buf = Vec::new();
             let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
             // Written into columns 3.. of wider rows, to check the column placement.
@@ -212,10 +246,18 @@ fn bf16_dot_kernels_match_reference_directly() {
                 w: &w,
                 out: panels.pop().expect("two panels"),
             };
-            assert!(amx::gemm_panel_amx(p));
+            let ran = amx::gemm_panel_amx(p);
+            assert_eq!(ran, have_amx, "AMX kernel");
             drop(panels);
             for row in wide.chunks_exact(n + 5) {
                 assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
+            }
+            if !ran {
+                assert!(
+                    wide.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+                continue;
             }
             let out: Vec<f32> = wide
                 .chunks_exact(n + 5)
@@ -230,12 +272,16 @@ fn bf16_dot_kernels_match_reference_directly() {
 /// The exact AMX path (three bf16 terms per activation) against an f64 reference, with
 /// the tolerance of an f32 dot product, on shapes with partial tiles, odd `k`, several
 /// L2 chunks of activation rows and several panels; and the AVX-512 path agrees with it
-/// to the same tolerance. Skipped (with a note) without AMX.
+/// to the same tolerance. Without AMX (or with the level capped below AVX-512), the exact
+/// path this CPU takes is held to the same reference and tolerance on the same shapes.
 #[test]
 fn exact_amx_matches_f32_reference() {
-    if !has_amx() || simd_level() != SimdLevel::Avx512 {
-        eprintln!("skipped: no AMX-BF16 here (or no OS permission)");
-        return;
+    let level = simd_level();
+    let have_amx = has_amx() && level == SimdLevel::Avx512;
+    if have_amx {
+        println!("exact AMX path ran, and the AVX-512 path beside it");
+    } else {
+        println!("no AMX-BF16 at {level:?} (or no OS permission): checked the exact path there");
     }
     let mut rng = crate::engine::sampler::Rng::new(0x1234_5678);
     let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
@@ -263,13 +309,22 @@ fn exact_amx_matches_f32_reference() {
             cols: k,
             data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
         };
-        set_amx_exact(true);
-        let mut amx = vec![0f32; m * n];
-        matmul(SimdLevel::Avx512, &x, m, &mat, &mut amx);
-        set_amx_exact(false);
-        let mut fma = vec![0f32; m * n];
-        matmul(SimdLevel::Avx512, &x, m, &mat, &mut fma);
-        set_amx_exact(true);
+        let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+        if have_amx {
+            set_amx_exact(true);
+            let mut amx = vec![0f32; m * n];
+            matmul(SimdLevel::Avx512, &x, m, &mat, &mut amx);
+            set_amx_exact(false);
+            let mut fma = vec![0f32; m * n];
+            matmul(SimdLevel::Avx512, &x, m, &mat, &mut fma);
+            set_amx_exact(true);
+            runs.push(("amx", amx));
+            runs.push(("fma", fma));
+        } else {
+            let mut exact = vec![0f32; m * n];
+            matmul(level, &x, m, &mat, &mut exact);
+            runs.push(("exact", exact));
+        }
         for i in 0..m {
             for j in 0..n {
                 let row = &x[i * k..(i + 1) * k];
@@ -277,12 +332,13 @@ fn exact_amx_matches_f32_reference() {
                 let want: f64 = row.iter().zip(w).map(|(a, b)| *a as f64 * b).sum();
                 let mag: f64 = row.iter().zip(w).map(|(a, b)| (*a as f64 * b).abs()).sum();
                 let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
-                let (a, f) = (amx[i * n + j] as f64, fma[i * n + j] as f64);
-                assert!(
-                    (a - want).abs() <= tol,
-                    "amx m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
-                );
-                assert!((f - want).abs() <= tol, "fma ({i},{j}): {f} vs {want}");
+                for (name, y) in &runs {
+                    let a = y[i * n + j] as f64;
+                    assert!(
+                        (a - want).abs() <= tol,
+                        "{name} m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
+                    );
+                }
             }
         }
     }
