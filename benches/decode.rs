@@ -28,14 +28,26 @@ use std::time::Instant;
 
 use mindie::backend::cpu::linear::{matmul_with, set_amx_exact};
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
-use mindie::backend::cpu::{has_avx512_bf16, simd_level, CpuBackend, CpuOptions};
+use mindie::backend::cpu::{has_avx512_bf16, CpuBackend, CpuKnobs, CpuOptions, SimdLevel};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
+use mindie::config::Env;
 use mindie::engine::sampler::Rng;
 use rayon::prelude::*;
 
+/// The backend knobs this process's environment sets (`MINDIE_CPU_KERNELS`, `MINDIE_CPU_AMX`,
+/// `MINDIE_CPU_BF16_DOT`), as the daemon reads them.
+fn knobs() -> CpuKnobs {
+    CpuKnobs::from_env(&Env::from_process())
+}
+
+/// The kernel level the daemon would run at here (`MINDIE_CPU_KERNELS` caps it).
+fn simd_level() -> SimdLevel {
+    knobs().simd_level()
+}
+
 /// The matmul paths to measure: exact, and bf16-dot where the CPU has it.
 fn dot_modes() -> Vec<bool> {
-    if has_avx512_bf16() && simd_level() == mindie::backend::cpu::SimdLevel::Avx512 {
+    if has_avx512_bf16() && simd_level() == SimdLevel::Avx512 {
         vec![false, true]
     } else {
         vec![false]
@@ -406,7 +418,10 @@ fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::err
         block_size: 16,
         threads: threads(),
         prefault_weights: true,
-        bf16_dot,
+        knobs: CpuKnobs {
+            bf16_dot,
+            ..knobs()
+        },
     };
     let t = Instant::now();
     let mut b = CpuBackend::load(&dir, opts)?;
@@ -507,6 +522,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads())
         .build()?;
+    // The exact AMX switch is process-wide; start from what the environment says, as the
+    // daemon does (`MINDIE_CPU_AMX`).
+    set_amx_exact(knobs().amx);
     println!("threads {}, kernels {:?}", threads(), simd_level());
     if let Some(m) = std::env::var("BENCH_GEMM_M")
         .ok()
@@ -525,7 +543,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let modes: Vec<bool> = match std::env::var("MINDIE_CPU_BF16_DOT").ok() {
-        Some(_) => vec![mindie::backend::cpu::bf16_dot_from_env()],
+        Some(_) => vec![knobs().bf16_dot],
         None => dot_modes(),
     };
     for dot in modes {

@@ -3,8 +3,9 @@
 //! top-5 logprobs within 1e-4; and a cancelled request returns its KV blocks.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use mindie::backend::cpu::{CpuBackend, CpuOptions};
+use mindie::backend::cpu::{CpuBackend, CpuKnobs, CpuOptions};
 use mindie::backend::Backend;
+use mindie::config::Env;
 use mindie::engine::core::Engine;
 use mindie::engine::sampler::SamplingParams;
 use mindie::engine::{EngineMonitor, Finish, GenRequest, TokenEvent};
@@ -37,7 +38,10 @@ fn engine_with(
         CpuOptions {
             kv_cache_bytes: 16 << 20,
             block_size,
-            bf16_dot,
+            knobs: CpuKnobs {
+                bf16_dot,
+                ..CpuKnobs::from_env(&Env::from_process())
+            },
             ..CpuOptions::default()
         },
     )

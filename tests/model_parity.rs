@@ -7,8 +7,9 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use mindie::backend::cpu::{CpuBackend, CpuOptions};
+use mindie::backend::cpu::{CpuBackend, CpuKnobs, CpuOptions};
 use mindie::backend::{Backend, BackendError, SeqSlice, StepBatch};
+use mindie::config::Env;
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-4;
@@ -92,7 +93,10 @@ fn load(model_dir: &str, block_size: usize) -> CpuBackend {
         block_size,
         threads: 2,
         prefault_weights: true,
-        bf16_dot: false,
+        knobs: CpuKnobs {
+            bf16_dot: false,
+            ..CpuKnobs::from_env(&Env::from_process())
+        },
     };
     CpuBackend::load(&fixtures().join("models").join(model_dir), opts).expect("model loads")
 }

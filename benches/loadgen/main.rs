@@ -13,6 +13,9 @@
 //! # HTTPS with a client certificate
 //! cargo bench --bench loadgen -- --url https://localhost:1025 --cacert ca.pem \
 //!     --cert client.pem --key client.key.pem
+//! # a fake OpenAI server to try the generator against by hand (serves 120 s; see --help)
+//! cargo bench --bench loadgen -- --fake --fake-port 18080
+//! cargo bench --bench loadgen -- --url http://127.0.0.1:18080   # in another shell
 //! ```
 //!
 //! Each level runs `--concurrency` workers that send requests back to back until `--requests`
@@ -29,10 +32,12 @@
 //!
 //! Files: `sse` (event parser), `record` (one request's timing), `stats` (percentiles,
 //! level summary), `report` (text, JSON), `workload` (prompts, bodies), `client` (HTTP),
-//! `runner` (one level), `serve` (the daemon under test), this file (flags, the sweep).
+//! `runner` (one level), `serve` (the daemon under test), `fake` (the fake server of `--fake`
+//! and the tests), this file (flags, the sweep).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod client;
+mod fake;
 mod record;
 mod report;
 mod runner;
@@ -151,6 +156,23 @@ struct Args {
     /// --serve: seconds to wait for /v2/health/ready.
     #[arg(long, default_value_t = 600)]
     ready_timeout: u64,
+    /// Serve the fake OpenAI server (`fake`: odd SSE splits, by default every request served
+    /// well) instead of sweeping, to try the generator against by hand with --url.
+    #[arg(long, conflicts_with_all = ["url", "serve"])]
+    fake: bool,
+    /// --fake: port on 127.0.0.1 (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 0)]
+    fake_port: u16,
+    /// --fake: seconds to serve.
+    #[arg(long, default_value_t = 120)]
+    fake_secs: u64,
+    /// --fake: fail requests by arrival order in every way the generator counts (the
+    /// pattern of tests/loadgen.rs).
+    #[arg(long)]
+    fake_faults: bool,
+    /// --fake: milliseconds of pause after every fourth piece of a reply.
+    #[arg(long, default_value_t = 5)]
+    fake_pause_ms: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -158,8 +180,10 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    if args.url.is_none() && args.serve.is_none() {
-        eprintln!("loadgen: nothing to do; give --url <URL> or --serve <MODEL_DIR> (see --help)");
+    if args.url.is_none() && args.serve.is_none() && !args.fake {
+        eprintln!(
+            "loadgen: nothing to do; give --url <URL>, --serve <MODEL_DIR> or --fake (see --help)"
+        );
         return;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +193,10 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => fail(&format!("tokio runtime: {e}")),
     };
+    if args.fake {
+        rt.block_on(serve_fake(&args));
+        return;
+    }
     match rt.block_on(run(args)) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -179,6 +207,21 @@ fn main() {
 fn fail(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     std::process::exit(2)
+}
+
+/// `--fake`: serves the fake OpenAI server for `--fake-secs`.
+async fn serve_fake(args: &Args) {
+    let fake = fake::Fake {
+        no_faults: !args.fake_faults,
+        pause: Some(Duration::from_millis(args.fake_pause_ms)),
+        ..fake::Fake::default()
+    };
+    let (addr, _) = fake::start_fake_with(fake, args.fake_port).await;
+    println!(
+        "fake OpenAI server on http://{addr} for {} s",
+        args.fake_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.fake_secs)).await;
 }
 
 /// Runs the whole sweep; `Ok(false)` when some request failed.

@@ -5,7 +5,7 @@
 //! options only.
 
 use super::StartError;
-use crate::backend::cpu::CpuOptions;
+use crate::backend::cpu::{CpuKnobs, CpuOptions};
 use crate::backend::load::{self, BackendSpec};
 use crate::backend::mock::{
     MockOptions, BYTES_PER_TOKEN as MOCK_BYTES_PER_TOKEN, MOCK_REPLY_FILE_ENV, MOCK_STALL_FILE_ENV,
@@ -151,7 +151,7 @@ fn backend_spec(
     source: &ModelSource,
     tok: &Tokenizer,
     mock: MockEnv,
-    _env: &Env,
+    env: &Env,
 ) -> Result<BackendSpec, String> {
     let block_size = config.backend_config.schedule_config.cache_block_size as usize;
     Ok(match source.kind {
@@ -160,7 +160,7 @@ fn backend_spec(
             options: CpuOptions {
                 kv_cache_bytes: kv_budget_bytes(model),
                 block_size,
-                // (The CPU knobs move from the kernels' own env reads to `env` next.)
+                knobs: CpuKnobs::from_env(env),
                 ..CpuOptions::default()
             },
         },

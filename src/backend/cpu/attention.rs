@@ -7,8 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::ffi::{self, SimdLevel};
-use super::kernels::AttendArgs;
+use super::kernels::{dispatch, AttendArgs, SimdLevel};
 use crate::backend::SeqSlice;
 
 /// Query tokens per task: enough work to amortise scheduling, small enough to spread a long
@@ -31,7 +30,6 @@ struct Task {
 }
 
 /// `out[t][h]` (`T × heads·head_dim`) = attention of query `q[t][h]` over its sequence's cache.
-#[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     level: SimdLevel,
     shape: &Shape,
@@ -87,7 +85,7 @@ pub fn paged_attention(
                     scale,
                 };
                 let o = &mut buf[i * group * hd..(i + 1) * group * hd];
-                ffi::attend_group(level, args, o, scratch);
+                dispatch::attend_group(level, args, o, scratch);
             }
             buf
         })
@@ -115,7 +113,11 @@ mod tests {
     fn matches_f64_reference() {
         let mut rng = crate::engine::sampler::Rng::new(0x2545_f491);
         let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
-        let levels = [SimdLevel::Portable, SimdLevel::Avx2, ffi::simd_level()];
+        let levels = [
+            SimdLevel::Portable,
+            SimdLevel::Avx2,
+            crate::backend::cpu::knobs::level_from_process_env(),
+        ];
         for &(hd, heads, kv_heads, bs) in &[
             (16, 4, 2, 1),
             (16, 4, 4, 4),

@@ -1,14 +1,19 @@
 //! The host-CPU backend: an HF model folder (Llama / Qwen2, safetensors f32/bf16/f16,
 //! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
 //!
-//! - [`config`]: `config.json` → [`ModelSpec`]; [`weights`]: safetensors; `ffi`: the only
-//!   `unsafe` (mmap, aligned views, CPU-feature entry points, the AVX-512 GEMM kernels).
-//! - `kernels`, `linear`, `rope`, `attention`: the numerics; [`kv_cache`]: KV storage;
-//!   `model`: the layer sequence, whole or a range of layers ([`CpuBackend::step_stage`]).
+//! - [`hf_config`]: the HF `config.json` → [`HfModelConfig`]; [`weights`]: safetensors, read
+//!   through `mmap` (file mapping, typed views of [`Pod`](pod::Pod) elements).
+//! - `kernels`, [`linear`], `rope`, `attention`: the numerics (`kernels` also holds CPU feature
+//!   detection and the AVX-512 / AMX kernels); [`kv_cache`]: KV storage; `model`: the layer
+//!   sequence, whole or a range of layers ([`CpuBackend::step_stage`]). `unsafe` lives only in `mmap` and the kernel modules that need it.
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
 //!
-//! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`) in the
-//! environment when the options are built ([`CpuOptions::bf16_dot`]; the daemon inherits it),
+//! Knobs ([`CpuKnobs`], in [`CpuOptions::knobs`]): the daemon builds them from its environment
+//! with [`CpuKnobs::from_env`] (`MINDIE_CPU_KERNELS`, `MINDIE_CPU_AMX`, `MINDIE_CPU_BF16_DOT`);
+//! nothing below this module reads the environment.
+//!
+//! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`;
+//! [`CpuKnobs::bf16_dot`]),
 //! bf16 models on a CPU with AVX-512 BF16 run their bf16 matmuls of at least
 //! `linear::BF16_DOT_MIN_M` rows (prefill, batched decode) with activations rounded to bf16
 //! (round-to-nearest-even), bf16 × bf16 products and f32 accumulation: on AMX tiles
@@ -21,15 +26,17 @@
 //! `amx-exact`): bf16 matmuls of at least `linear::AMX_EXACT_MIN_M` rows split each f32
 //! activation into three bf16 terms whose sum is the f32 value, so the tile products add up to
 //! the f32 activation's (same tolerance as the AVX-512 f32 kernel; the HF parity tests run
-//! through it). `MINDIE_CPU_AMX=0` turns it off.
+//! through it). `MINDIE_CPU_AMX=0` ([`CpuKnobs::amx`]) turns it off.
 
 mod attention;
-pub mod config;
-mod ffi;
+pub mod hf_config;
 mod kernels;
+mod knobs;
 pub mod kv_cache;
 pub mod linear;
+mod mmap;
 mod model;
+mod pod;
 mod rope;
 #[cfg(test)]
 mod stage_tests;
@@ -38,8 +45,9 @@ pub mod weights;
 use std::path::Path;
 use std::time::Instant;
 
-pub use config::{Arch, ModelSpec, SUPPORTED_ARCHITECTURES};
-pub use ffi::{has_amx, has_avx512_bf16, simd_level, SimdLevel};
+pub use hf_config::{Arch, HfModelConfig, SUPPORTED_ARCHITECTURES};
+pub use kernels::{detected_level, has_amx, has_avx512_bf16, SimdLevel};
+pub use knobs::CpuKnobs;
 pub use model::{Stage, StageInput, StageOutput};
 
 use self::kv_cache::KvCache;
@@ -58,21 +66,11 @@ pub struct CpuOptions {
     pub threads: usize,
     /// Touch every weight page at load (predictable first steps, progress in the log).
     pub prefault_weights: bool,
-    /// Run bf16 matmuls as bf16 × bf16 products (AMX tiles, else AVX-512 BF16) over
-    /// bf16-rounded activations (faster, not exact; see the module doc). Defaults to whether `MINDIE_CPU_BF16_DOT` is set to
-    /// `1`/`true`/`yes`/`on`. Ignored (with a warning) unless the weights are bf16 and the CPU
-    /// has `avx512_bf16`.
-    pub bf16_dot: bool,
-}
-
-/// Whether `MINDIE_CPU_BF16_DOT` asks for the bf16 dot-product matmuls.
-pub fn bf16_dot_from_env() -> bool {
-    std::env::var("MINDIE_CPU_BF16_DOT").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )
-    })
+    /// Kernel level cap, exact AMX matmuls, bf16 dot-product matmuls (see [`CpuKnobs`]; the
+    /// default is what an empty environment gives, [`CpuKnobs::from_env`] reads the real one).
+    /// `bf16_dot` is ignored (with a warning) unless the weights are bf16 and the CPU has
+    /// `avx512_bf16`.
+    pub knobs: CpuKnobs,
 }
 
 impl Default for CpuOptions {
@@ -82,7 +80,7 @@ impl Default for CpuOptions {
             block_size: 128,
             threads: 0,
             prefault_weights: true,
-            bf16_dot: bf16_dot_from_env(),
+            knobs: CpuKnobs::default(),
         }
     }
 }
@@ -102,7 +100,7 @@ impl CpuBackend {
     /// Loads `model_dir` (config.json, generation_config.json, safetensors).
     pub fn load(model_dir: &Path, opts: CpuOptions) -> Result<Self, BackendError> {
         let started = Instant::now();
-        let spec = ModelSpec::load(model_dir)?;
+        let spec = HfModelConfig::load(model_dir)?;
         tracing::info!(
             architecture = %spec.architecture,
             layers = spec.layers,
@@ -136,11 +134,13 @@ impl CpuBackend {
             .thread_name(|i| format!("cpu-backend-{i}"))
             .build()
             .map_err(|e| BackendError::Other(format!("thread pool: {e}")))?;
-        let level = ffi::simd_level();
-        let bf16_dot = opts.bf16_dot && {
+        let level = opts.knobs.simd_level();
+        // Process-wide (see `knobs`): the exact path's AMX switch follows these options.
+        linear::set_amx_exact(opts.knobs.amx);
+        let bf16_dot = opts.knobs.bf16_dot && {
             let why = if model.dtype != DType::BF16 {
                 Some("the weights are not bf16")
-            } else if level != SimdLevel::Avx512 || !ffi::has_avx512_bf16() {
+            } else if level != SimdLevel::Avx512 || !kernels::has_avx512_bf16() {
                 Some("this CPU (or MINDIE_CPU_KERNELS) has no AVX-512 BF16")
             } else {
                 None
@@ -150,8 +150,8 @@ impl CpuBackend {
             }
             why.is_none()
         };
-        let dot_tag = match (bf16_dot, ffi::has_amx()) {
-            (false, true) if model.dtype == DType::BF16 && linear::amx_exact() => ", amx-exact",
+        let dot_tag = match (bf16_dot, kernels::has_amx()) {
+            (false, true) if model.dtype == DType::BF16 && opts.knobs.amx => ", amx-exact",
             (false, _) => "",
             (true, true) => ", bf16-dot (amx)",
             (true, false) => {
@@ -195,7 +195,7 @@ impl CpuBackend {
         })
     }
 
-    pub fn spec(&self) -> &ModelSpec {
+    pub fn spec(&self) -> &HfModelConfig {
         &self.model.spec
     }
 

@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use super::attention::{paged_attention, Shape};
-use super::config::ModelSpec;
-use super::ffi::SimdLevel;
+use super::hf_config::HfModelConfig;
+use super::kernels::SimdLevel;
 use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
 use super::linear::{matmul_with, Linear};
@@ -31,7 +31,7 @@ struct Layer {
 }
 
 pub struct Model {
-    pub spec: ModelSpec,
+    pub spec: HfModelConfig,
     embed: Matrix,
     layers: Vec<Layer>,
     norm: Vec<f32>,
@@ -82,7 +82,7 @@ fn linear(
 
 /// `m`, 64-byte aligned where the AMX kernel will read it ([`Matrix::tile_aligned`]).
 fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
-    if !super::ffi::has_amx() {
+    if !super::kernels::has_amx() {
         return m;
     }
     let (m, bytes) = m.tile_aligned();
@@ -91,7 +91,7 @@ fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
 }
 
 impl Model {
-    pub fn load(spec: ModelSpec, store: &WeightStore) -> Result<Self, BackendError> {
+    pub fn load(spec: HfModelConfig, store: &WeightStore) -> Result<Self, BackendError> {
         let (h, inter) = (spec.hidden, spec.intermediate);
         let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
         let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;

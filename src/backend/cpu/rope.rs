@@ -3,7 +3,7 @@
 //! frequencies (f32 `powf`, LLaMA-3 adjustment in f32), f32 angle `inv_freq · position`, then
 //! cos/sin of that angle.
 
-use super::config::Llama3Scaling;
+use super::hf_config::Llama3Scaling;
 
 pub struct Rope {
     /// `head_dim / 2` inverse frequencies.

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use serde_json::Value;
 
-use super::ffi::{self, MappedSlice, Pod};
+use super::mmap::{self, MappedSlice};
+use super::pod::Pod;
 use crate::backend::{BackendError, DType};
 
 /// A header larger than this is refused as corrupt (real headers are a few MB at most).
@@ -186,7 +187,7 @@ impl WeightStore {
                 path: path.clone(),
                 source: e,
             })?;
-            let map = ffi::map_file(&file).map_err(|e| BackendError::Io {
+            let map = mmap::map_file(&file).map_err(|e| BackendError::Io {
                 path: path.clone(),
                 source: e,
             })?;

@@ -1,11 +1,11 @@
-//! The activation layout of the AVX-512 GEMM kernels (`ffi::gemm_panel_*`): rows in tiles of
+//! The activation layout of the AVX-512 GEMM kernels (`avx512::gemm_panel_*`): rows in tiles of
 //! [`TILE_M`], each tile chunk by chunk ([`CHUNK`] columns), each row's chunk as two 16-float
 //! vectors — its even and odd columns for bf16 weights (matching how the kernel widens a
 //! 64-byte load of 32 bf16), or its first and last 16 columns for f32 weights. Columns past `k`
 //! are zero. Packing costs one pass over the (small) activations per matmul and lets the
 //! kernel read every weight byte exactly once per tile of activation rows.
 //!
-//! The opt-in dot-product kernel (`ffi::gemm_panel_bf16_dot`, `MINDIE_CPU_BF16_DOT`) reads the
+//! The opt-in dot-product kernel (`avx512::gemm_panel_bf16_dot`, `MINDIE_CPU_BF16_DOT`) reads the
 //! same tile / chunk / row order, but each row's chunk is its 32 columns rounded to bf16
 //! ([`pack_bf16`]), in natural order: `vdpbf16ps` multiplies adjacent pairs, exactly as a
 //! 64-byte load of the weight row holds them.
@@ -104,7 +104,7 @@ pub fn amx_packed_len(m: usize, k: usize, pieces: usize) -> usize {
     m.div_ceil(16) * pieces * k.div_ceil(32) * 512
 }
 
-/// Packs `x` (`m × k`) for the AMX kernel (`ffi::gemm_panel_amx`) as `pieces` bf16 terms per
+/// Packs `x` (`m × k`) for the AMX kernel (`amx::gemm_panel_amx`) as `pieces` bf16 terms per
 /// value: 1 is the value rounded to bf16 (nearest, ties to even); 3 are `hi = trunc(v)`,
 /// `mid = trunc(v - hi)`, `lo = v - hi - mid` (truncated to bf16, exactly), whose sum is the
 /// f32 exactly (each difference is exact in f32 and 8 bits shorter), so the kernel's
@@ -211,5 +211,29 @@ mod tests {
         // Row 8 is alone in the second tile.
         assert_eq!(p[tile_len], (8 * k) as f32);
         assert_eq!(p[tile_len + CHUNK], (8 * k + 32) as f32);
+    }
+
+    /// The three bf16 terms of `pack_amx` sum back to every f32 exactly.
+    #[test]
+    fn amx_pieces_sum_to_the_f32() {
+        use crate::backend::cpu::kernels::bf16_to_f32;
+        let (m, k) = (17, 40);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.000_123_4 / 7.0)
+            .collect();
+        let mut buf = Vec::new();
+        let p = pack_amx(&x, m, k, 3, &mut buf).to_vec();
+        let kb = k.div_ceil(32);
+        for (i, row) in x.chunks_exact(k).enumerate() {
+            let (blk, r) = (i / 16, i % 16);
+            for (c, v) in row.iter().enumerate() {
+                let at = |piece: usize| {
+                    let t = blk * 3 * kb + piece * kb + c / 32;
+                    bf16_to_f32(p[t * 512 + (c % 32 / 2) * 32 + r * 2 + c % 2])
+                };
+                let (hi, mid, lo) = (at(0), at(1), at(2));
+                assert_eq!(hi + (mid + lo), *v, "row {i} col {c}");
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ pub struct PanelArgs<'a, F: Fmt> {
     pub xpack: &'a mut Vec<f32>,
 }
 
-/// Computes one panel (inlined into the feature-specific entry points in `ffi.rs`).
+/// Computes one panel (inlined into the feature-specific entry points in `dispatch`).
 #[inline(always)]
 pub fn matmul_panel<F: Fmt, const FMA: bool>(p: PanelArgs<'_, F>) {
     let PanelArgs {

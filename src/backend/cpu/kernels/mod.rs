@@ -1,23 +1,34 @@
-//! Numeric kernels of the CPU backend, in safe Rust written so LLVM vectorizes them
-//! (fixed-width lane arrays over exact chunks). Activations and accumulation are always f32;
+//! Numeric kernels of the CPU backend. Most are safe Rust written so LLVM vectorizes them
+//! (fixed-width lane arrays over exact chunks); activations and accumulation are always f32;
 //! weights are read in their stored format ([`Fmt`]) and widened in registers.
 //!
 //! - [`matmul`]: `y = x · Wᵀ` over all packed tokens, one pass over the weight (the portable and
 //!   AVX2 path, and f16 weights; with AVX-512, f32/bf16 weights use the intrinsic kernels in
-//!   `ffi` instead).
-//! - [`gemm`]: the packed activation layout those AVX-512 kernels read.
+//!   [`avx512`] and [`amx`] instead).
+//! - [`gemm`]: the packed activation layouts those AVX-512 and AMX kernels read.
 //! - [`attend`]: the query heads of one KV head against a paged context (scores, softmax,
 //!   weighted values), each key and value read once for the group.
+//! - [`cpu_features`]: what this CPU has ([`SimdLevel`], AVX-512 BF16, AMX);
+//!   [`dispatch`]: `matmul` and `attend` entered compiled for that level.
+//! - [`avx512`]: the AVX-512 GEMM micro-kernels (intrinsics); [`amx`]: the AMX BF16 tile
+//!   kernel (inline `asm!`); [`column_panel`]: disjoint output columns written from several
+//!   threads. These, `cpu_features` and `dispatch` hold the module's `unsafe`.
 //! - this file: weight formats and the small element-wise kernels (RMSNorm, RoPE, SiLU).
 
+pub mod amx;
 mod attend;
+pub mod avx512;
+pub mod column_panel;
+pub mod cpu_features;
+pub mod dispatch;
 pub mod gemm;
 mod matmul;
 
 pub use attend::{attend_group, AttendArgs};
+pub use cpu_features::{detected_level, has_amx, has_avx512_bf16, SimdLevel};
 pub use matmul::{matmul_panel, PanelArgs};
 
-use super::ffi::Pod;
+use super::pod::Pod;
 
 /// Lane count of the vector accumulators (one AVX-512 register of f32).
 pub const LANES: usize = 16;

@@ -1,5 +1,7 @@
-//! HF `config.json` (+ `generation_config.json`) → [`ModelSpec`]: everything the CPU model needs
-//! to know about the architecture, validated once at load.
+//! The Hugging Face model config: a model folder's `config.json` (+ `generation_config.json`)
+//! → [`HfModelConfig`], everything the CPU model needs to know about the architecture,
+//! validated once at load. Not MindIE's daemon config (`crate::config::Config`) nor the
+//! scheduler's.
 
 use std::path::Path;
 
@@ -25,9 +27,9 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: f64,
 }
 
-/// The model shape and numerics, from the HF config.
+/// The model shape and numerics, from the HF `config.json`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ModelSpec {
+pub struct HfModelConfig {
     pub arch: Arch,
     pub architecture: String,
     pub hidden: usize,
@@ -172,7 +174,7 @@ fn rope(v: &Value) -> Result<(f64, Option<Llama3Scaling>), BackendError> {
     }
 }
 
-impl ModelSpec {
+impl HfModelConfig {
     /// Reads `config.json` and, when present, `generation_config.json` from a model folder.
     pub fn load(model_dir: &Path) -> Result<Self, BackendError> {
         let cfg = read_json(&model_dir.join("config.json"))?;
@@ -311,7 +313,7 @@ mod tests {
 
     #[test]
     fn parses_llama_defaults() {
-        let s = ModelSpec::from_json(&base()).expect("valid");
+        let s = HfModelConfig::from_json(&base()).expect("valid");
         assert_eq!((s.head_dim, s.kv_heads, s.arch), (16, 2, Arch::Llama));
         assert!(!s.tie_word_embeddings && !s.qkv_bias);
     }
@@ -320,7 +322,7 @@ mod tests {
     fn qwen2_has_qkv_bias_and_ties_by_default() {
         let mut v = base();
         v["architectures"] = json!(["Qwen2ForCausalLM"]);
-        let s = ModelSpec::from_json(&v).expect("valid");
+        let s = HfModelConfig::from_json(&v).expect("valid");
         assert!(s.qkv_bias && s.tie_word_embeddings && !s.o_bias);
     }
 
@@ -329,11 +331,11 @@ mod tests {
         let mut v = base();
         v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
-        let s = ModelSpec::from_json(&v).expect("valid");
+        let s = HfModelConfig::from_json(&v).expect("valid");
         assert_eq!(s.rope_llama3.map(|r| r.factor), Some(8.0));
         v["rope_scaling"] = json!({"type": "yarn", "factor": 4.0});
         assert!(matches!(
-            ModelSpec::from_json(&v),
+            HfModelConfig::from_json(&v),
             Err(BackendError::Unsupported(_))
         ));
     }
@@ -342,7 +344,7 @@ mod tests {
     fn unsupported_architecture_names_it() {
         let mut v = base();
         v["architectures"] = json!(["GPT2LMHeadModel"]);
-        let e = ModelSpec::from_json(&v)
+        let e = HfModelConfig::from_json(&v)
             .expect_err("unsupported")
             .to_string();
         assert!(
@@ -355,6 +357,6 @@ mod tests {
     fn rejects_bad_gqa() {
         let mut v = base();
         v["num_key_value_heads"] = json!(3);
-        assert!(ModelSpec::from_json(&v).is_err());
+        assert!(HfModelConfig::from_json(&v).is_err());
     }
 }

@@ -1,0 +1,212 @@
+//! The AMX BF16 tile kernel's safe entry point ([`gemm_panel_amx`]): bf16 weights × activations
+//! packed as 1 or 3 bf16 terms (`kernels::gemm::pack_amx`), blocked so activation tiles stay in
+//! L1 while weights stream from L2, with the 16 × 16 tile transpose ([`transpose16`]) that
+//! writes finished tiles into the caller's output columns. The tile instructions themselves
+//! (inline `asm!`) live in `tiles`.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+mod tiles;
+
+use super::column_panel::ColumnPanel;
+use super::cpu_features::has_amx;
+use super::gemm;
+
+/// Rows and columns of one AMX tile block (16 rows of 64 bytes).
+const AMX_T: usize = 16;
+
+/// Fewest 16-row activation blocks for which the AMX kernel copies misaligned weights.
+const AMX_ALIGN_MIN_BLOCKS: usize = 4;
+
+/// Weight rows × activation rows of one AMX panel (see [`gemm_panel_amx`]).
+pub struct AmxPanel<'a> {
+    /// Activations packed by [`gemm::pack_amx`] with `pieces` bf16 terms per value;
+    /// `m` rows, `k` columns.
+    pub xp: &'a [u16],
+    pub m: usize,
+    pub k: usize,
+    /// 1 (activations rounded to bf16) or 3 (bf16 terms summing to the f32 value).
+    pub pieces: usize,
+    /// Consecutive weight rows, `rows × k`, bf16 bits.
+    pub w: &'a [u16],
+    /// Output: `m` rows, `rows` columns of the destination matrix.
+    pub out: ColumnPanel<'a>,
+}
+
+/// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
+/// accumulation) over activations packed by [`gemm::pack_amx`]; every piece of a
+/// value multiplies the same weight tile into the same accumulator, so with 3 pieces the sum
+/// is the f32 activation's product, and with 1 the bf16-rounded one's.
+///
+/// Blocking: blocks of 32 weight rows × 32 activation rows accumulate in four 16 × 16 tiles.
+/// For each pair of activation blocks, the columns go in passes of a few 32-column steps whose
+/// activation tiles stay in L1 while every weight block of the panel streams past from L2; the
+/// C tiles wait in an aligned buffer between passes, and finished ones are transposed in
+/// registers straight into the panel's columns of the output. Weight rows are read in place
+/// when they are 64-byte aligned whole blocks, else from an aligned, zero-padded copy.
+/// `false` (nothing done) when AMX is unavailable.
+pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
+    if !has_amx() || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let (m, k, pieces) = (p.m, p.k, p.pieces);
+    assert!(pieces == 1 || pieces == 3, "pieces must be 1 or 3");
+    let rows = p.w.len() / k;
+    assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
+    assert!(
+        p.out.rows() == m && p.out.width() == rows,
+        "output is not m × rows"
+    );
+    let mut out = p.out;
+    let kb = k.div_ceil(2 * AMX_T);
+    let mbs = m.div_ceil(AMX_T);
+    assert!(
+        p.xp.len() >= gemm::amx_packed_len(m, k, pieces),
+        "packed x too short"
+    );
+    let kp = kb * 2 * AMX_T;
+    let nblocks = rows.div_ceil(2 * AMX_T);
+    // Tile rows must start on 64-byte boundaries: a row that straddles two cache lines makes
+    // every tile load several times slower (measured ~6× here). Weights used in place only when
+    // they are aligned whole 16-row blocks of `kp` columns; else an aligned, zero-padded copy
+    // of the panel (safetensors data is only 8-byte aligned).
+    let mut scratch = AMX_SCRATCH.with(|s| s.take());
+    // (With few activation blocks the copy costs more than it saves: each weight tile is
+    // loaded only `mbs` times.)
+    let aligned = (p.w.as_ptr() as usize).is_multiple_of(64) || mbs < AMX_ALIGN_MIN_BLOCKS;
+    let in_place = k == kp && rows.is_multiple_of(AMX_T) && aligned;
+    let (w, ldw): (&[u16], usize) = if in_place {
+        (p.w, k)
+    } else {
+        let len = rows.div_ceil(AMX_T) * AMX_T * kp;
+        let buf = gemm::aligned64(&mut scratch.0, len);
+        for (dst, src) in buf.chunks_exact_mut(kp).zip(p.w.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+            dst[k..].fill(0);
+        }
+        buf[rows * kp..].fill(0);
+        (&*buf, kp)
+    };
+    let block_u16 = pieces * kb * AMX_T * 2 * AMX_T;
+    // Column steps per pass: an activation pair's tiles of one pass (2 × pieces × steps KiB)
+    // stay in L1 while every weight block of the panel streams past them from L2.
+    let steps = if mbs == 1 { kb } else { (12 / pieces).max(1) };
+    // The four C tiles of every weight block, kept between passes (64-byte aligned too).
+    let acc = gemm::aligned64(&mut scratch.1, nblocks * 4 * AMX_T * AMX_T);
+    let mut t = [[0f32; AMX_T]; AMX_T];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
+    unsafe {
+        tiles::amx_config()
+    };
+    for mb0 in (0..mbs).step_by(2) {
+        let mb = (mbs - mb0).min(2);
+        let xb = &p.xp[mb0 * block_u16..];
+        assert!(xb.len() >= mb * block_u16);
+        for t0 in (0..kb).step_by(steps) {
+            let t1 = (t0 + steps).min(kb);
+            for (bi, c) in acc.chunks_exact_mut(4 * AMX_T * AMX_T).enumerate() {
+                let n0 = bi * 2 * AMX_T;
+                let nb = (rows - n0).div_ceil(AMX_T).min(2);
+                let wb = &w[n0 * ldw..];
+                assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
+                // `amx_config` ran on this thread above (nothing between releases the tiles).
+                // Bounds: `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each with
+                // `kb * 32` readable u16 (the assert above); `xb` holds `mb` packed blocks of
+                // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds four 16 × 16 f32
+                // tiles (1024 floats).
+                unsafe {
+                    tiles::amx_block(
+                        tiles::AmxBlock {
+                            nb,
+                            mb,
+                            w: wb.as_ptr(),
+                            ldw_bytes: ldw * 2,
+                            xb: xb.as_ptr(),
+                            kb,
+                            pieces,
+                            steps: t0..t1,
+                        },
+                        c.as_mut_ptr(),
+                    );
+                }
+            }
+        }
+        for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {
+            let n0 = bi * 2 * AMX_T;
+            let nr = (rows - n0).min(2 * AMX_T);
+            for bj in 0..mb {
+                let m0 = (mb0 + bj) * AMX_T;
+                for bi2 in 0..nr.div_ceil(AMX_T) {
+                    let ni = AMX_T.min(nr - bi2 * AMX_T);
+                    let n = n0 + bi2 * AMX_T;
+                    let tile: &[f32; AMX_T * AMX_T] = c[(bi2 * 2 + bj) * AMX_T * AMX_T..]
+                        [..AMX_T * AMX_T]
+                        .try_into()
+                        .expect("tile is 256 floats");
+                    transpose16(tile, &mut t);
+                    for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
+                        let row = &mut out.row_mut(m0 + j)[n..n + ni];
+                        if ni == AMX_T {
+                            // Fixed length: inline vector moves, not a `memmove` call.
+                            let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
+                            *dst = *col;
+                        } else {
+                            row.copy_from_slice(&col[..ni]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `amx_config` above.
+    unsafe {
+        tiles::amx_release()
+    };
+    AMX_SCRATCH.with(|s| s.replace(scratch));
+    true
+}
+
+thread_local! {
+    /// The AMX kernel's aligned weight copy and C tiles, reused across calls on this thread
+    /// (fresh large allocations page-fault).
+    static AMX_SCRATCH: std::cell::Cell<(Vec<u16>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// `dst[j][i] = src[i * 16 + j]`: one 16 × 16 f32 tile transposed (AVX-512 shuffles where
+/// available, else scalar).
+pub fn transpose16(src: &[f32; 256], dst: &mut [[f32; 16]; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: avx512f was just detected; the function reads 256 floats from `src` and
+        // writes 256 into `dst`, both whole arrays.
+        unsafe { tiles::transpose16(src.as_ptr(), dst.as_mut_ptr().cast()) };
+        return;
+    }
+    for (j, row) in dst.iter_mut().enumerate() {
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = src[i * 16 + j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        let src: [f32; 256] = std::array::from_fn(|i| i as f32);
+        let mut dst = [[0f32; 16]; 16];
+        transpose16(&src, &mut dst);
+        for (j, row) in dst.iter().enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                assert_eq!(*v, src[i * 16 + j], "({j},{i})");
+            }
+        }
+    }
+}

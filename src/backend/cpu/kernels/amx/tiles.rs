@@ -1,0 +1,226 @@
+//! The AMX tile instructions (inline `asm!`: `ldtilecfg`, `tileloadd`, `tdpbf16ps`,
+//! `tilestored`, `tilerelease`) and the AVX-512 16 × 16 register transpose of the AMX kernel.
+//! Entered only through `super::gemm_panel_amx` and `super::transpose16`.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+/// Loads the AMX tile configuration of [`amx_block`] (palette 1, tiles 0–7 all 16 rows ×
+/// 64 bytes) on this thread.
+///
+/// # Safety
+/// AMX-TILE is present and permitted for this process.
+pub unsafe fn amx_config() {
+    let mut cfg = [0u8; 64];
+    cfg[0] = 1;
+    for t in 0..8 {
+        cfg[16 + 2 * t] = 64;
+        cfg[48 + t] = 16;
+    }
+    // SAFETY: `cfg` is a valid 64-byte palette-1 configuration; the instruction only reads it.
+    unsafe {
+        std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+    }
+}
+
+/// Returns this thread's tile state to init (frees it for context switches).
+///
+/// # Safety
+/// AMX-TILE is present and permitted for this process.
+pub unsafe fn amx_release() {
+    // SAFETY: `tilerelease` touches no memory; the caller guarantees AMX is usable.
+    unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// How many 64-byte column steps ahead the AMX kernel prefetches its weight rows.
+const AMX_PREFETCH: usize = 4;
+
+/// Operands of one [`amx_block`] call.
+pub struct AmxBlock {
+    /// Blocks of 16 weight rows (1–2) and of 16 activation rows (1–2).
+    pub nb: usize,
+    pub mb: usize,
+    /// The first weight row; rows `ldw_bytes` apart.
+    pub w: *const u16,
+    pub ldw_bytes: usize,
+    /// The first packed activation block (`pieces * kb` tiles of 1 KiB, piece-major).
+    pub xb: *const u16,
+    pub kb: usize,
+    pub pieces: usize,
+    /// The 32-column steps of this pass.
+    pub steps: std::ops::Range<usize>,
+}
+
+/// One pass of the AMX kernel: C tiles `(bi, bj)` (16 × 16 f32, row = weight row, at
+/// `c + (bi * 2 + bj) * 256`) accumulate weight block `bi` × activation block `bj` over
+/// the pass's column steps, each step multiplying the weight tiles by the `pieces`
+/// activation tiles of that step; the first pass (`steps.start == 0`) starts from zero,
+/// later ones from the tiles in `c`. Stores all four tiles back.
+///
+/// # Safety
+/// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
+/// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows, `ldw_bytes` apart, each
+/// row with `kb * 32` readable bf16; `xb` at `mb` consecutive packed blocks of
+/// `pieces * kb` tiles of 16 × 32 bf16; `steps.end <= kb`; `c` at 1024 floats, readable
+/// and writable.
+pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
+    use std::arch::asm;
+    let AmxBlock {
+        nb,
+        mb,
+        w,
+        ldw_bytes,
+        xb,
+        kb,
+        pieces,
+        steps,
+    } = b;
+    let w1 = w.wrapping_byte_add(16 * ldw_bytes);
+    let xstride = pieces * kb * 1024; // bytes between activation blocks
+    let xb1 = xb.wrapping_byte_add(xstride);
+    // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
+    // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + (piece * kb + t) * 1024`
+    // with stride 64, inside the buffers by the contract (only the blocks `nb`/`mb` name
+    // are touched); C loads and stores move 1 KiB tiles within `c`. Tile registers are not
+    // used by compiler-generated code, so they keep their values between the `asm!` blocks.
+    unsafe {
+        if steps.start == 0 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        } else {
+            asm!(
+                "tileloadd tmm0, [{c0} + {x}*1]",
+                "tileloadd tmm1, [{c1} + {x}*1]",
+                "tileloadd tmm2, [{c2} + {x}*1]",
+                "tileloadd tmm3, [{c3} + {x}*1]",
+                c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+                c3 = in(reg) c.add(768), x = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        for t in steps {
+            let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
+            // The weight rows' chunk `AMX_PREFETCH` steps on (32 short row streams defeat
+            // the hardware prefetcher); wrapping arithmetic, and a prefetch never faults.
+            for r in 0..16 * nb {
+                let ahead = w.wrapping_byte_add(r * ldw_bytes + (t + AMX_PREFETCH) * 64);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            }
+            if nb == 2 {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) ldw_bytes,
+                    options(nostack, readonly)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    a0 = in(reg) a0, s = in(reg) ldw_bytes,
+                    options(nostack, readonly)
+                );
+            }
+            for piece in 0..pieces {
+                let off = (piece * kb + t) * 1024;
+                let (b0, b1) = (xb.byte_add(off), xb1.wrapping_byte_add(off));
+                match (nb, mb) {
+                    (2, 2) => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (2, _) => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        b0 = in(reg) b0, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (_, 2) => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    _ => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        b0 = in(reg) b0, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                }
+            }
+        }
+        asm!(
+            "tilestored [{c0} + {x}*1], tmm0",
+            "tilestored [{c1} + {x}*1], tmm1",
+            "tilestored [{c2} + {x}*1], tmm2",
+            "tilestored [{c3} + {x}*1], tmm3",
+            c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+            c3 = in(reg) c.add(768), x = in(reg) 64usize,
+            options(nostack)
+        );
+    }
+}
+
+/// `dst[j * 16 + i] = src[i * 16 + j]` for a 16 × 16 f32 tile: 32-bit then 64-bit
+/// unpacks give each 128-bit lane a 4 × 4 sub-block transposed, then two rounds of
+/// 128-bit lane shuffles put the sub-blocks in place.
+///
+/// # Safety
+/// avx512f is present; `src` has 256 readable floats and `dst` 256 writable ones.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose16(src: *const f32, dst: *mut f32) {
+    // SAFETY: 16 loads and 16 stores of 16 floats, inside the 256 the contract grants.
+    unsafe {
+        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * 16)));
+        // t[2g], t[2g+1]: rows 2g, 2g+1 interleaved per lane (columns 4L, 4L+1 / 4L+2, 4L+3).
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4g + c], lane L: column 4L + c of rows 4g..4g+4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let a = _mm512_castps_pd(t[4 * g + c / 2]);
+            let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+            _mm512_castpd_ps(if c % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        for c in 0..4 {
+            let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+            let p0 = _mm512_shuffle_f32x4::<0x44>(a, b);
+            let p1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
+            let p2 = _mm512_shuffle_f32x4::<0x44>(cc, d);
+            let p3 = _mm512_shuffle_f32x4::<0xEE>(cc, d);
+            let rows = [
+                _mm512_shuffle_f32x4::<0x88>(p0, p2),
+                _mm512_shuffle_f32x4::<0xDD>(p0, p2),
+                _mm512_shuffle_f32x4::<0x88>(p1, p3),
+                _mm512_shuffle_f32x4::<0xDD>(p1, p3),
+            ];
+            for (l, v) in rows.into_iter().enumerate() {
+                _mm512_storeu_ps(dst.add((4 * l + c) * 16), v);
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The AVX-512 GEMM micro-kernels over f32 activations. Weights are read in their stored
+//! format and widened in registers: a 64-byte load of 32 bf16 holds, per 32-bit lane, an even
+//! element in the low half and an odd one in the high half, so `lane << 16` and
+//! `lane & 0xffff0000` are exact f32 values of the even and odd elements. Activations are
+//! packed to match (even/odd split for bf16, plain for f32), and each (weight row, activation
+//! row) pair accumulates in one zmm. Entered only through `super::gemm_panel`.
+#![allow(unsafe_code)]
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::backend::cpu::kernels::gemm::{CHUNK, TILE_M};
+
+/// How many weight rows ahead of the current ones to prefetch (two 4-row groups).
+pub(super) const PREFETCH_ROWS: usize = 8;
+
+/// Loads the weights `[at, at + min(n, 32))` of one row as (even, odd) or (first 16, next
+/// 16) f32 vectors, zero beyond `n`.
+///
+/// # Safety
+/// `p` points at element `at` of a row with at least `min(n, 32)` readable elements.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn load_w<const BF16: bool>(p: *const u8, n: usize) -> (__m512, __m512) {
+    if BF16 {
+        // SAFETY: the caller guarantees `min(n, 32)` readable u16 at `p`; masked lanes are
+        // not accessed (AVX-512 masked loads suppress faults).
+        let v = unsafe {
+            if n >= CHUNK {
+                _mm512_loadu_si512(p.cast())
+            } else {
+                _mm512_maskz_loadu_epi16((1u32 << n) - 1, p.cast())
+            }
+        };
+        let hi = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+        (
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)),
+            _mm512_castsi512_ps(_mm512_and_si512(v, hi)),
+        )
+    } else {
+        let p = p.cast::<f32>();
+        // SAFETY: as above, for f32 elements; masked lanes are not accessed.
+        unsafe {
+            if n >= CHUNK {
+                (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+            } else {
+                let lo = (1u32 << n.min(16)) - 1;
+                let hi = (1u32 << n.saturating_sub(16)) - 1;
+                (
+                    _mm512_maskz_loadu_ps(lo as u16, p),
+                    _mm512_maskz_loadu_ps(hi as u16, p.add(16)),
+                )
+            }
+        }
+    }
+}
+
+/// Accumulates chunk `c` (`n` elements, at most `CHUNK`) of `R` weight rows against `MT`
+/// packed activation rows.
+///
+/// # Safety
+/// As for [`tile`]; chunk `c` starts inside the rows and has `n` elements in them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn step<const BF16: bool, const R: usize, const MT: usize>(
+    acc: &mut [[__m512; MT]; R],
+    xp: *const f32,
+    w: *const u8,
+    ldw: usize,
+    c: usize,
+    n: usize,
+) {
+    let es = if BF16 { 2 } else { 4 };
+    let mut we = [_mm512_setzero_ps(); R];
+    let mut wo = [_mm512_setzero_ps(); R];
+    for r in 0..R {
+        // SAFETY: row `r` has `c * CHUNK + n` elements or more, `ldw` bytes after row 0.
+        (we[r], wo[r]) = unsafe { load_w::<BF16>(w.add(r * ldw + c * CHUNK * es), n) };
+        // The same chunk `PREFETCH_ROWS` rows on, so it is in cache when its turn comes
+        // (the hardware prefetcher does not follow a dozen short row streams well). The
+        // address may lie past the panel: it is computed with wrapping arithmetic and a
+        // prefetch never faults or reads anything architecturally.
+        let ahead = w.wrapping_add((r + PREFETCH_ROWS) * ldw + c * CHUNK * es);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        if !BF16 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        }
+    }
+    // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` floats inside it.
+    let xc = unsafe { xp.add(c * MT * CHUNK) };
+    for i in 0..MT {
+        // SAFETY: row `i` of the chunk is `CHUNK` floats at `i * CHUNK`.
+        let (xe, xo) = unsafe {
+            (
+                _mm512_loadu_ps(xc.add(i * CHUNK)),
+                _mm512_loadu_ps(xc.add(i * CHUNK + 16)),
+            )
+        };
+        for r in 0..R {
+            acc[r][i] = _mm512_fmadd_ps(we[r], xe, acc[r][i]);
+            acc[r][i] = _mm512_fmadd_ps(wo[r], xo, acc[r][i]);
+        }
+    }
+}
+
+/// `out[r * ldo + i] = Σ_t w_r[t] · x_i[t]` for `R` weight rows and one packed tile of `MT`
+/// activation rows.
+///
+/// # Safety
+/// `xp` points at a packed tile of `MT` rows (`k.div_ceil(CHUNK)` chunks of
+/// `MT × CHUNK` floats); `w` at `R` rows of `k` elements `ldw` bytes apart; `out` at `R`
+/// rows of `MT` writable floats `ldo` floats apart.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn tile<const BF16: bool, const R: usize, const MT: usize>(
+    xp: *const f32,
+    k: usize,
+    w: *const u8,
+    ldw: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let full = k / CHUNK;
+    let mut acc = [[_mm512_setzero_ps(); MT]; R];
+    for c in 0..full {
+        // SAFETY: forwarded contract; chunk `c` is whole.
+        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, c, CHUNK) };
+    }
+    if full * CHUNK < k {
+        // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
+        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, full, k - full * CHUNK) };
+    }
+    // SAFETY: forwarded contract (`R` output rows of `MT` floats, `ldo` apart).
+    unsafe { store_acc(&acc, out, ldo) };
+}
+
+/// `out[r * ldo + i] = ` the lane sum of `acc[r][i]`.
+///
+/// # Safety
+/// `out` points at `R` rows of `MT` writable floats, `ldo` floats apart.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub(super) unsafe fn store_acc<const R: usize, const MT: usize>(
+    acc: &[[__m512; MT]; R],
+    out: *mut f32,
+    ldo: usize,
+) {
+    for (r, row) in acc.iter().enumerate() {
+        if MT == 8 {
+            let sums = hsum8(std::array::from_fn(|i| row[i]));
+            // SAFETY: the caller guarantees `R` output rows of `MT` = 8 floats, `ldo` apart.
+            unsafe { _mm256_storeu_ps(out.add(r * ldo), sums) };
+            continue;
+        }
+        for (i, a) in row.iter().enumerate() {
+            // SAFETY: the caller guarantees `R` output rows of `MT` floats, `ldo` apart.
+            unsafe { *out.add(r * ldo + i) = _mm512_reduce_add_ps(*a) };
+        }
+    }
+}
+
+/// The lane sums of 8 vectors, as one 8-float vector: a transposing shuffle tree (about 25
+/// instructions instead of 8 separate reductions' 64).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+fn hsum8(a: [__m512; 8]) -> __m256 {
+    // [x.l0 + x.l2, x.l1 + x.l3, y.l0 + y.l2, y.l1 + y.l3] in 128-bit lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pair(x: __m512, y: __m512) -> __m512 {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+        )
+    }
+    // From two pairs' results: one 128-bit lane of 4 partial sums per input vector.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn quad(p: __m512, q: __m512) -> __m512 {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(p, q),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(p, q),
+        )
+    }
+    let t1 = quad(pair(a[0], a[1]), pair(a[2], a[3]));
+    let t2 = quad(pair(a[4], a[5]), pair(a[6], a[7]));
+    // Lane L: [t1.L (e0+e1), t1.L (e2+e3), t2.L (e0+e1), t2.L (e2+e3)].
+    let w = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(t1, t2),
+        _mm512_shuffle_ps::<0xDD>(t1, t2),
+    );
+    // Lane L: [sum a[L], sum a[4 + L], (repeated)].
+    let y = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(w, w),
+        _mm512_shuffle_ps::<0xDD>(w, w),
+    );
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, y))
+}
+
+/// All activation rows against `rows` weight rows: tile by tile of packed activations (the
+/// tile stays in L1), groups of 4 weight rows (1 at the end) streamed against it. The
+/// driver keeps panels small enough that the weights stay in L2 from one tile to the next.
+///
+/// # Safety
+/// `xp` holds the packed layout of `m × k`, `w` `rows × k` weights (bf16 when
+/// `BF16`, else f32), `out_t` `rows × m` writable floats.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub unsafe fn panel<const BF16: bool>(
+    xp: *const f32,
+    m: usize,
+    k: usize,
+    w: *const u8,
+    rows: usize,
+    out_t: *mut f32,
+) {
+    let ldw = k * if BF16 { 2 } else { 4 };
+    let tile_len = k.div_ceil(CHUNK) * TILE_M * CHUNK;
+    for t0 in (0..m).step_by(TILE_M) {
+        let mt = (m - t0).min(TILE_M);
+        let mut j = 0;
+        while j < rows {
+            let r = if rows - j >= 4 { 4 } else { 1 };
+            // SAFETY: tile `t0 / TILE_M` starts at `(t0 / TILE_M) * tile_len` inside `xp`
+            // and holds `mt` packed rows; weight rows `j .. j + r` and output rows
+            // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside `w` and `out_t` by the
+            // function's contract.
+            unsafe {
+                let x = xp.add(t0 / TILE_M * tile_len);
+                let wj = w.add(j * ldw);
+                let o = out_t.add(j * m + t0);
+                let ops = TileOps {
+                    x,
+                    k,
+                    w: wj,
+                    ldw,
+                    o,
+                    ldo: m,
+                };
+                dispatch::<BF16>(r, mt, ops);
+            }
+            j += r;
+        }
+    }
+}
+
+/// The operands of one [`tile`] call, as [`dispatch`] takes them: a packed activation tile
+/// `x` of `k` columns, weight rows from `w` (`ldw` bytes apart), output rows from `o` (`ldo`
+/// floats apart).
+#[derive(Clone, Copy)]
+struct TileOps {
+    x: *const f32,
+    k: usize,
+    w: *const u8,
+    ldw: usize,
+    o: *mut f32,
+    ldo: usize,
+}
+
+/// Picks the register tile for `r` (4 or 1) weight rows × `mt` (1..=8) activation rows:
+/// 4 × mt up to 4 rows, two 2 × mt halves above (at most 16 accumulators + 4–8 widened
+/// weight vectors live, within the 32 zmm registers).
+///
+/// # Safety
+/// As for [`tile`] with `R = r`, `MT = mt` and the operands in `ops`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn dispatch<const BF16: bool>(r: usize, mt: usize, ops: TileOps) {
+    let TileOps {
+        x,
+        k,
+        w,
+        ldw,
+        o,
+        ldo,
+    } = ops;
+    macro_rules! four {
+        ($mt:literal) => {
+            // SAFETY: forwarded contract.
+            unsafe { tile::<BF16, 4, $mt>(x, k, w, ldw, o, ldo) }
+        };
+    }
+    macro_rules! two_twos {
+        ($mt:literal) => {
+            // SAFETY: forwarded contract; the second half starts 2 rows further.
+            unsafe {
+                tile::<BF16, 2, $mt>(x, k, w, ldw, o, ldo);
+                tile::<BF16, 2, $mt>(x, k, w.add(2 * ldw), ldw, o.add(2 * ldo), ldo);
+            }
+        };
+    }
+    macro_rules! one {
+        ($mt:literal) => {
+            // SAFETY: forwarded contract.
+            unsafe { tile::<BF16, 1, $mt>(x, k, w, ldw, o, ldo) }
+        };
+    }
+    match (r, mt) {
+        (4, 1) => four!(1),
+        (4, 2) => four!(2),
+        (4, 3) => four!(3),
+        (4, 4) => four!(4),
+        (4, 5) => two_twos!(5),
+        (4, 6) => two_twos!(6),
+        (4, 7) => two_twos!(7),
+        (4, 8) => two_twos!(8),
+        (_, 1) => one!(1),
+        (_, 2) => one!(2),
+        (_, 3) => one!(3),
+        (_, 4) => one!(4),
+        (_, 5) => one!(5),
+        (_, 6) => one!(6),
+        (_, 7) => one!(7),
+        _ => one!(8),
+    }
+}

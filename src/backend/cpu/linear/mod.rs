@@ -1,0 +1,154 @@
+//! Linear layers over all packed tokens: `y = x · Wᵀ (+ b)` with one pass over the weight,
+//! split into row panels across the thread pool. With AVX-512, bf16 and f32 weights go through
+//! the intrinsic kernels in `kernels::avx512` / `kernels::amx` over activations packed once per
+//! matmul (`kernels::gemm`; driven by `packed`); otherwise (and for f16) through the portable
+//! kernels in `kernels::matmul` (driven by `portable`).
+//!
+//! Exact AMX (default where the CPU has AMX-BF16; `MINDIE_CPU_AMX=0`, via [`set_amx_exact`] at
+//! backend load, turns it off): bf16
+//! weights with at least [`AMX_EXACT_MIN_M`] activation rows run on AMX tiles with every
+//! activation split into three bf16 terms (`kernels::gemm::pack_amx`) that sum to its f32
+//! value, so the result has the f32 kernel's accuracy at 1.9–3× its speed (measured with
+//! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
+//! directly (`kernels::column_panel::split_columns`).
+//!
+//! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`): bf16 weights
+//! with at least [`BF16_DOT_MIN_M`] activation rows round the activations to bf16 and run
+//! bf16 × bf16 products with f32 accumulation — on AMX tiles (`tdpbf16ps`,
+//! `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else with AVX-512 BF16 (`vdpbf16ps`,
+//! `kernels::avx512::gemm_panel_bf16_dot`). Not bit-for-bit the f32-activation result; everything else
+//! (other dtypes, fewer rows, the flag off) keeps the exact path. Measured on a 2-core
+//! Sapphire-Rapids-class VM: ≈1.7× the exact AMX path's GFLOP/s at 128–2048 rows; `vdpbf16ps`
+//! alone is *slower* than the exact kernel there (≈0.8×: it issues at about half the f32 FMA
+//! rate), so it is only the fallback where AMX is missing.
+
+mod packed;
+mod portable;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::kernels::{Bf16, SimdLevel, F16, F32};
+use super::weights::{Matrix, WeightData};
+
+/// Below this many multiply-adds a matmul runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 15;
+
+/// Fewest activation rows of a matmul for the bf16 dot-product path (when enabled): matmuls of
+/// a few rows (batch-1 to ~4 decode) are bound by reading the weights, where the exact kernel
+/// already runs at the memory bound (and the AMX tiles would be mostly padding), so they keep
+/// the exact f32-activation kernel, and its accuracy.
+pub const BF16_DOT_MIN_M: usize = 8;
+
+/// Fewest activation rows of a matmul for the exact AMX path (bf16 weights, activations as
+/// three bf16 terms; see `kernels::amx::gemm_panel_amx`): below it the AVX-512 kernel, which reads the
+/// weights at the memory bound, is as fast.
+pub const AMX_EXACT_MIN_M: usize = 16;
+
+/// The exact path's AMX switch: one per process, since the step API carries only the kernel
+/// level and the bf16-dot flag down to the matmuls.
+static AMX_EXACT: AtomicBool = AtomicBool::new(true);
+
+/// Whether the exact path may use the AMX kernel (where the CPU has it): on unless
+/// [`set_amx_exact`] turned it off (a backend sets it from `CpuKnobs::amx`, i.e.
+/// `MINDIE_CPU_AMX`, when it loads).
+pub fn amx_exact() -> bool {
+    AMX_EXACT.load(Ordering::Relaxed)
+}
+
+/// Turns the exact AMX path on or off for this process (the backend at load, from its options;
+/// benchmarks compare both in one run).
+pub fn set_amx_exact(on: bool) {
+    AMX_EXACT.store(on, Ordering::Relaxed);
+}
+/// A projection: weight `[out, in]` in its stored dtype, optional f32 bias.
+pub struct Linear {
+    pub w: Matrix,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// `out[m × out_features] = x[m × in_features] · Wᵀ + b`.
+    /// `bf16_dot` allows the bf16 dot-product kernel (see the module doc).
+    pub fn forward(
+        &self,
+        level: SimdLevel,
+        bf16_dot: bool,
+        x: &[f32],
+        m: usize,
+        out: &mut Vec<f32>,
+    ) {
+        Self::forward_many(level, bf16_dot, x, m, &[self], &mut [out]);
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up) in one parallel pass: the
+    /// activations are packed once and the panels of all weights share the pool.
+    pub fn forward_many(
+        level: SimdLevel,
+        bf16_dot: bool,
+        x: &[f32],
+        m: usize,
+        layers: &[&Linear],
+        outs: &mut [&mut Vec<f32>],
+    ) {
+        for (l, out) in layers.iter().zip(outs.iter_mut()) {
+            // Overwritten whole by the matmul: a reused buffer keeps its old values until then.
+            out.resize(m * l.w.rows, 0.0);
+        }
+        let mats: Vec<&Matrix> = layers.iter().map(|l| &l.w).collect();
+        let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        matmul_many(level, bf16_dot, x, m, &mats, &mut slices);
+        for (l, out) in layers.iter().zip(outs.iter_mut()) {
+            if let Some(b) = &l.bias {
+                for row in out.chunks_exact_mut(l.w.rows) {
+                    super::kernels::add_in_place(row, b);
+                }
+            }
+        }
+    }
+}
+
+/// `outs[i][m × ws[i].rows] = x[m × k] · ws[i]ᵀ` for weights sharing `k` columns; `bf16_dot`
+/// allows the bf16 dot-product kernel (see the module doc).
+pub fn matmul_many(
+    level: SimdLevel,
+    bf16_dot: bool,
+    x: &[f32],
+    m: usize,
+    ws: &[&Matrix],
+    outs: &mut [&mut [f32]],
+) {
+    if packed::matmul_packed(level, bf16_dot, x, m, ws, outs) {
+        return;
+    }
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        matmul(level, x, m, w, out);
+    }
+}
+
+/// `out[m × w.rows] = x[m × w.cols] · wᵀ` (the exact f32-activation path).
+pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
+    matmul_with(level, false, x, m, w, out)
+}
+
+/// [`matmul`], with `bf16_dot` allowing the bf16 dot-product kernel (see the module doc).
+pub fn matmul_with(
+    level: SimdLevel,
+    bf16_dot: bool,
+    x: &[f32],
+    m: usize,
+    w: &Matrix,
+    out: &mut [f32],
+) {
+    let (n, k) = (w.rows, w.cols);
+    let kernel_dtype = matches!(w.data, WeightData::F32(_) | WeightData::Bf16(_));
+    if level == SimdLevel::Avx512 && kernel_dtype && m > 0 && n > 0 && k > 0 {
+        return matmul_many(level, bf16_dot, x, m, &[w], &mut [out]);
+    }
+    match &w.data {
+        WeightData::F32(b) => portable::run::<F32>(level, x, m, k, n, b.as_slice(), out),
+        WeightData::Bf16(b) => portable::run::<Bf16>(level, x, m, k, n, b.as_slice(), out),
+        WeightData::F16(b) => portable::run::<F16>(level, x, m, k, n, b.as_slice(), out),
+    }
+}

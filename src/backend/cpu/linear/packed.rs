@@ -1,0 +1,254 @@
+//! The AVX-512 path of the linear layers: activations packed once per matmul
+//! (`kernels::gemm`), the weight-row panels of all weights of one input spread over the pool,
+//! each run by an AVX-512 kernel (`kernels::avx512`) into a transposed buffer, or by the AMX
+//! kernel (`kernels::amx`) straight into its columns of the outputs.
+
+use rayon::prelude::*;
+
+use super::{amx_exact, AMX_EXACT_MIN_M, BF16_DOT_MIN_M, PARALLEL_MIN_MACS};
+use crate::backend::cpu::kernels::amx::{self, AmxPanel};
+use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
+use crate::backend::cpu::kernels::column_panel::split_columns;
+use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16, SimdLevel};
+use crate::backend::cpu::pod::Pod;
+use crate::backend::cpu::weights::{Matrix, WeightData};
+
+/// Weight bytes of one panel when activation tiles re-read it (half a 2 MiB L2).
+const PANEL_L2_BYTES: usize = 1 << 20;
+
+/// The AVX-512 path of [`super::matmul_many`]: with `level` AVX-512 and every weight bf16
+/// (AMX tiles, the bf16 dot-product kernel or the widening kernel) or every weight f32, runs
+/// the matmul over activations packed once and returns `true`; otherwise does nothing and
+/// returns `false` (the caller takes the portable path).
+pub(super) fn matmul_packed(
+    level: SimdLevel,
+    bf16_dot: bool,
+    x: &[f32],
+    m: usize,
+    ws: &[&Matrix],
+    outs: &mut [&mut [f32]],
+) -> bool {
+    let k = ws.first().map_or(0, |w| w.cols);
+    let fast = level == SimdLevel::Avx512
+        && m > 0
+        && k > 0
+        && ws.iter().all(|w| w.cols == k && w.rows > 0);
+    if !fast {
+        return false;
+    }
+    let bf16: Option<Vec<&[u16]>> = ws
+        .iter()
+        .map(|w| match &w.data {
+            WeightData::Bf16(b) => Some(b.as_slice()),
+            _ => None,
+        })
+        .collect();
+    if let Some(b) = bf16 {
+        let amx_pieces = match (bf16_dot, has_amx()) {
+            (true, true) if m >= BF16_DOT_MIN_M => Some(1),
+            (false, true) if m >= AMX_EXACT_MIN_M && amx_exact() => Some(3),
+            _ => None,
+        };
+        if let Some(pieces) = amx_pieces {
+            let mut xb = XB.with(|s| s.take());
+            let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
+            run_amx(packed, m, k, pieces, &b, outs);
+            XB.with(|s| s.replace(xb));
+            return true;
+        }
+        if bf16_dot && m >= BF16_DOT_MIN_M && has_avx512_bf16() {
+            let mut xb = XB.with(|s| s.take());
+            let packed = gemm::pack_bf16(x, m, k, &mut xb);
+            run_packed(
+                level,
+                Packed { data: packed, m, k },
+                &b,
+                outs,
+                4,
+                avx512::gemm_panel_bf16_dot,
+            );
+            XB.with(|s| s.replace(xb));
+            return true;
+        }
+        let mut xp = XP.with(|s| s.take());
+        let packed = gemm::pack(x, m, k, true, &mut xp);
+        run_packed(
+            level,
+            Packed { data: packed, m, k },
+            &b,
+            outs,
+            4,
+            avx512::gemm_panel_bf16,
+        );
+        XP.with(|s| s.replace(xp));
+        return true;
+    }
+    let f32s: Option<Vec<&[f32]>> = ws
+        .iter()
+        .map(|w| match &w.data {
+            WeightData::F32(b) => Some(b.as_slice()),
+            _ => None,
+        })
+        .collect();
+    if let Some(f) = f32s {
+        let mut xp = XP.with(|s| s.take());
+        let packed = gemm::pack(x, m, k, false, &mut xp);
+        run_packed(
+            level,
+            Packed { data: packed, m, k },
+            &f,
+            outs,
+            4,
+            avx512::gemm_panel_f32,
+        );
+        XP.with(|s| s.replace(xp));
+        return true;
+    }
+    false
+}
+
+/// Weight rows per panel of a matmul of `m` activation rows over `total_n` weight rows of `k`
+/// columns (`elem` bytes each): a few panels per thread for balance, each a multiple of the
+/// kernel's row block `align` and, with several activation tiles, small enough to stay in L2
+/// between them.
+fn panel_rows(m: usize, k: usize, total_n: usize, elem: usize, align: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let rows = total_n
+        .div_ceil(threads * 4)
+        .next_multiple_of(align)
+        .max(align);
+    if m > gemm::TILE_M {
+        let cap = (PANEL_L2_BYTES / (k * elem)).max(align) / align * align;
+        return rows.min(cap);
+    }
+    rows
+}
+
+/// The AMX path: the weight-row panels of all `ws` in parallel, each writing its columns of
+/// `outs[i]` (`m × ws[i].len() / k`) directly.
+fn run_amx(
+    packed: &[u16],
+    m: usize,
+    k: usize,
+    pieces: usize,
+    ws: &[&[u16]],
+    outs: &mut [&mut [f32]],
+) {
+    let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
+    let rows = panel_rows(m, k, total_n, 2, 32);
+    let mut tasks = Vec::new();
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let n = w.len() / k;
+        let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
+        tasks.extend(w.chunks(rows * k).zip(split_columns(out, n, widths)));
+    }
+    tasks.into_par_iter().for_each(|(w, out)| {
+        let p = AmxPanel {
+            xp: packed,
+            m,
+            k,
+            pieces,
+            w,
+            out,
+        };
+        assert!(amx::gemm_panel_amx(p), "no AMX kernel");
+    });
+}
+
+type PanelFn<W, X> = fn(SimdLevel, GemmPanel<'_, W, X>) -> bool;
+
+/// Activations of `m` rows × `k` columns, packed once for one kernel's layout
+/// (`kernels::gemm`).
+#[derive(Clone, Copy)]
+struct Packed<'a, X> {
+    data: &'a [X],
+    m: usize,
+    k: usize,
+}
+
+/// The AVX-512 path over activations packed once (`x`, for `kernel`): the weight-row panels of
+/// all `ws` in parallel, each a multiple of `align` rows (the kernel's row block) where
+/// possible; `outs[i]` is `m × ws[i].len() / k`.
+fn run_packed<W: Pod, X: Sync>(
+    level: SimdLevel,
+    x: Packed<'_, X>,
+    ws: &[&[W]],
+    outs: &mut [&mut [f32]],
+    align: usize,
+    kernel: PanelFn<W, X>,
+) {
+    let Packed { data: packed, m, k } = x;
+    // Buffer reused across calls on this thread (fresh large allocations page-fault).
+    let mut tr = TR.with(|s| s.take());
+    let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let parallel = m * total_n * k >= PARALLEL_MIN_MACS && threads > 1;
+    let mut rows = panel_rows(m, k, total_n, std::mem::size_of::<W>(), align);
+    if !parallel && m <= gemm::TILE_M {
+        rows = total_n;
+    }
+    // Outputs transposed (`n × m`, one after another in `tr`); with one row, the outputs.
+    let mut tasks: Vec<(&[W], &mut [f32])> = Vec::new();
+    if m > 1 {
+        // Every kernel writes each of its outputs, so a reused buffer needs no clearing.
+        if tr.len() < total_n * m {
+            tr.resize(total_n * m, 0.0);
+        }
+        let mut rest = &mut tr[..total_n * m];
+        for w in ws {
+            let (o, r) = rest.split_at_mut(w.len() / k * m);
+            rest = r;
+            tasks.extend(w.chunks(rows * k).zip(o.chunks_mut(rows * m)));
+        }
+    } else {
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            tasks.extend(w.chunks(rows * k).zip(o.chunks_mut(rows)));
+        }
+    }
+    let panel = |(w, o): (&[W], &mut [f32])| {
+        let p = GemmPanel {
+            xp: packed,
+            m,
+            k,
+            w,
+            out_t: o,
+        };
+        assert!(kernel(level, p), "no {level:?} kernel");
+    };
+    if parallel {
+        tasks.into_par_iter().for_each(panel);
+    } else {
+        tasks.into_iter().for_each(panel);
+    }
+    if m > 1 {
+        let mut rest = &tr[..total_n * m];
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            let (t, r) = rest.split_at(w.len() / k * m);
+            rest = r;
+            transpose_into(t, m, out);
+        }
+    }
+    TR.with(|s| s.replace(tr));
+}
+
+thread_local! {
+    /// Packed activations (f32 layouts, bf16 layout) and transposed outputs of the last matmul
+    /// on this thread.
+    static XP: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static XB: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static TR: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `out[i][j] = t[j][i]` for `t` of `n × m`, in blocks of 16 columns so both sides stay in
+/// few cache lines.
+fn transpose_into(t: &[f32], m: usize, out: &mut [f32]) {
+    let n = t.len() / m;
+    for j0 in (0..n).step_by(16) {
+        let j1 = (j0 + 16).min(n);
+        for i in 0..m {
+            for (j, o) in (j0..j1).zip(&mut out[i * n + j0..i * n + j1]) {
+                *o = t[j * m + i];
+            }
+        }
+    }
+}

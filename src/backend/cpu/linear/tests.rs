@@ -1,0 +1,366 @@
+//! Tests of the linear layers: every path against scalar references (the exact path at every
+//! kernel level, the bf16 dot-product path, the exact AMX path, the bf16 kernels directly).
+
+use super::*;
+use crate::backend::cpu::kernels::amx::{self, AmxPanel};
+use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
+use crate::backend::cpu::kernels::column_panel::split_columns;
+use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16};
+use crate::backend::cpu::knobs::level_from_process_env as simd_level;
+use crate::backend::cpu::weights::Buf;
+use std::sync::Arc;
+
+fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            y[i * n + j] = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
+        }
+    }
+    y
+}
+
+#[test]
+fn matches_reference_all_shapes_and_levels() {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (1, 7, 33),
+        (3, 9, 16),
+        (5, 13, 40),
+        (17, 70, 130),
+        (70, 9, 64),
+    ] {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let want = reference(&x, m, &wf, n, k);
+        let wb: Vec<u16> = wf.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let mats = [
+            Matrix {
+                rows: n,
+                cols: k,
+                data: WeightData::F32(Buf::Owned(Arc::new(wf))),
+            },
+            Matrix {
+                rows: n,
+                cols: k,
+                data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
+            },
+        ];
+        for mat in &mats {
+            for level in [simd_level(), SimdLevel::Portable] {
+                let mut out = vec![0f32; m * n];
+                matmul(level, &x, m, mat, &mut out);
+                for (a, b) in out.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-3, "m{m} n{n} k{k}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+/// `matmul_with(.., bf16_dot = true, ..)` (AMX where present, else `vdpbf16ps`; the exact
+/// path below `BF16_DOT_MIN_M` rows, which the reference tolerance also covers) against a
+/// scalar reference that rounds the activations to bf16 and accumulates the exact
+/// products in f64; odd `k`, tails of every width, partial activation tiles, 1-row panels.
+/// Where the CPU has no AVX-512 BF16 (or `MINDIE_CPU_KERNELS` caps the level), the flag must
+/// fall back to the exact path: the same shapes then check that fallback bit for bit, and that
+/// it stays within bf16 rounding of the activations of the same reference.
+#[test]
+fn bf16_dot_matches_bf16_rounded_reference() {
+    let level = simd_level();
+    let have_dot = level == SimdLevel::Avx512 && has_avx512_bf16();
+    if have_dot {
+        println!("bf16-dot path: the dot-product kernels ran ({level:?})");
+    } else {
+        println!("bf16-dot path: no AVX-512 BF16 at {level:?}; checked the exact fallback");
+    }
+    let mut rng = crate::engine::sampler::Rng::new(0x9e37_79b9);
+    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (1, 7, 33),
+        (2, 5, 31),
+        (3, 9, 16),
+        (5, 13, 40),
+        (8, 8, 64),
+        (9, 17, 95),
+        (17, 70, 130),
+        (70, 9, 64),
+        (16, 33, 896),
+    ] {
+        let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let wb: Vec<u16> = (0..n * k)
+            .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
+            .collect();
+        let xr: Vec<f64> = x
+            .iter()
+            .map(|&v| {
+                let b = crate::backend::cpu::kernels::f32_to_bf16(v);
+                crate::backend::cpu::kernels::bf16_to_f32(b) as f64
+            })
+            .collect();
+        let wr: Vec<f64> = wb
+            .iter()
+            .map(|&b| crate::backend::cpu::kernels::bf16_to_f32(b) as f64)
+            .collect();
+        let mat = Matrix {
+            rows: n,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
+        };
+        let mut out = vec![0f32; m * n];
+        matmul_with(level, true, &x, m, &mat, &mut out);
+        let mut exact = vec![0f32; m * n];
+        matmul(level, &x, m, &mat, &mut exact);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|t| xr[i * k + t] * wr[j * k + t]).sum();
+                let mag: f64 = (0..k).map(|t| (xr[i * k + t] * wr[j * k + t]).abs()).sum();
+                let got = out[i * n + j] as f64;
+                // f32 accumulation of `k` products: a few ulps of the magnitude sum.
+                let tol = 1e-6 + mag * 4.0 * f32::EPSILON as f64;
+                if m < BF16_DOT_MIN_M || !have_dot {
+                    assert_eq!(got, exact[i * n + j] as f64, "m{m}: the exact path");
+                    // Within bf16 rounding of the activations of the rounded reference.
+                    assert!((got - want).abs() <= mag * 2f64.powi(-8) + 1e-6, "m{m}");
+                    continue;
+                }
+                assert!(
+                    (got - want).abs() <= tol,
+                    "m{m} n{n} k{k} ({i},{j}): {got} vs {want} (tol {tol})"
+                );
+                // And it differs from the exact path (activations were rounded)...
+                // ...by no more than bf16 rounding of the activations allows.
+                let e = exact[i * n + j] as f64;
+                assert!((got - e).abs() <= mag * 2f64.powi(-8) + 1e-6);
+            }
+        }
+    }
+}
+
+/// Both bf16-activation kernels called directly (the AMX one and the `vdpbf16ps` one),
+/// against the same bf16-rounded scalar reference. On every CPU the exact path over
+/// activations rounded to bf16 (what both kernels compute) is checked against it too; where
+/// the CPU lacks a kernel, its entry point must refuse (it never trusts the level it is given)
+/// and write nothing.
+#[test]
+fn bf16_dot_kernels_match_reference_directly() {
+    use crate::backend::cpu::kernels::{bf16_to_f32, f32_to_bf16};
+    let level = simd_level();
+    let have_dot = level == SimdLevel::Avx512 && has_avx512_bf16();
+    let have_amx = has_amx();
+    let ran = |yes: bool| {
+        if yes {
+            "ran"
+        } else {
+            "absent here, must refuse"
+        }
+    };
+    println!(
+        "exact path at {level:?} ran; vdpbf16ps kernel {}; AMX kernel {}",
+        ran(have_dot),
+        ran(have_amx)
+    );
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (3, 17, 33),
+        (16, 32, 64),
+        (17, 50, 95),
+        (40, 70, 130),
+    ] {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 41.0)
+            .collect();
+        let w: Vec<u16> = (0..n * k)
+            .map(|i| f32_to_bf16(((i * 13 % 29) as f32 - 14.0) / 17.0))
+            .collect();
+        let mut want = vec![0f64; n * m];
+        let mut mag = vec![0f64; n * m];
+        for j in 0..n {
+            for i in 0..m {
+                for t in 0..k {
+                    let p = bf16_to_f32(f32_to_bf16(x[i * k + t])) as f64
+                        * bf16_to_f32(w[j * k + t]) as f64;
+                    want[j * m + i] += p;
+                    mag[j * m + i] += p.abs();
+                }
+            }
+        }
+        let check = |name: &str, got: &[f32]| {
+            for ((g, w), a) in got.iter().zip(&want).zip(&mag) {
+                let tol = 1e-6 + a * 4.0 * f32::EPSILON as f64;
+                assert!(
+                    (*g as f64 - w).abs() <= tol,
+                    "{name} m{m} n{n} k{k}: {g} vs {w}"
+                );
+            }
+        };
+        // What both kernels compute, on any CPU: the exact path over bf16-rounded activations.
+        let xr: Vec<f32> = x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect();
+        let mat = Matrix {
+            rows: n,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(w.clone()))),
+        };
+        let mut y = vec![0f32; m * n];
+        matmul(level, &xr, m, &mat, &mut y);
+        let y_t: Vec<f32> = (0..n * m).map(|at| y[(at % m) * n + at / m]).collect();
+        check("exact path over bf16-rounded activations", &y_t);
+        {
+            let mut buf = Vec::new();
+            let xp = gemm::pack_bf16(&x, m, k, &mut buf);
+            let mut out_t = vec![f32::NAN; n * m];
+            let p = GemmPanel {
+                xp,
+                m,
+                k,
+                w: &w,
+                out_t: &mut out_t,
+            };
+            let ran = avx512::gemm_panel_bf16_dot(level, p);
+            assert_eq!(ran, have_dot, "vdpbf16ps kernel at {level:?}");
+            if ran {
+                check("vdpbf16ps", &out_t);
+            } else {
+                assert!(
+                    out_t.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+            }
+        }
+        {
+            let mut buf = Vec::new();
+            let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
+            // Written into columns 3.. of wider rows, to check the column placement.
+            let mut wide = vec![f32::NAN; m * (n + 5)];
+            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
+            let p = AmxPanel {
+                xp,
+                m,
+                k,
+                pieces: 1,
+                w: &w,
+                out: panels.pop().expect("two panels"),
+            };
+            let ran = amx::gemm_panel_amx(p);
+            assert_eq!(ran, have_amx, "AMX kernel");
+            drop(panels);
+            for row in wide.chunks_exact(n + 5) {
+                assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
+            }
+            if !ran {
+                assert!(
+                    wide.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+                continue;
+            }
+            let out: Vec<f32> = wide
+                .chunks_exact(n + 5)
+                .flat_map(|row| row[3..3 + n].to_vec())
+                .collect();
+            let out_t: Vec<f32> = (0..n * m).map(|at| out[(at % m) * n + at / m]).collect();
+            check("amx", &out_t);
+        }
+    }
+}
+
+/// The exact AMX path (three bf16 terms per activation) against an f64 reference, with
+/// the tolerance of an f32 dot product, on shapes with partial tiles, odd `k`, several
+/// L2 chunks of activation rows and several panels; and the AVX-512 path agrees with it
+/// to the same tolerance. Without AMX (or with the level capped below AVX-512), the exact
+/// path this CPU takes is held to the same reference and tolerance on the same shapes.
+#[test]
+fn exact_amx_matches_f32_reference() {
+    let level = simd_level();
+    let have_amx = has_amx() && level == SimdLevel::Avx512;
+    if have_amx {
+        println!("exact AMX path ran, and the AVX-512 path beside it");
+    } else {
+        println!("no AMX-BF16 at {level:?} (or no OS permission): checked the exact path there");
+    }
+    let mut rng = crate::engine::sampler::Rng::new(0x1234_5678);
+    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
+    for &(m, n, k) in &[
+        (16, 1, 1),
+        (16, 33, 31),
+        (17, 70, 130),
+        (40, 96, 896),
+        (100, 50, 4864),
+        (333, 64, 96),
+    ] {
+        // Activations over several magnitudes, as after RMSNorm and SiLU.
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])
+            .collect();
+        let wb: Vec<u16> = (0..n * k)
+            .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
+            .collect();
+        let wr: Vec<f64> = wb
+            .iter()
+            .map(|&b| crate::backend::cpu::kernels::bf16_to_f32(b) as f64)
+            .collect();
+        let mat = Matrix {
+            rows: n,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
+        };
+        let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+        if have_amx {
+            set_amx_exact(true);
+            let mut amx = vec![0f32; m * n];
+            matmul(SimdLevel::Avx512, &x, m, &mat, &mut amx);
+            set_amx_exact(false);
+            let mut fma = vec![0f32; m * n];
+            matmul(SimdLevel::Avx512, &x, m, &mat, &mut fma);
+            set_amx_exact(true);
+            runs.push(("amx", amx));
+            runs.push(("fma", fma));
+        } else {
+            let mut exact = vec![0f32; m * n];
+            matmul(level, &x, m, &mat, &mut exact);
+            runs.push(("exact", exact));
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let row = &x[i * k..(i + 1) * k];
+                let w = &wr[j * k..(j + 1) * k];
+                let want: f64 = row.iter().zip(w).map(|(a, b)| *a as f64 * b).sum();
+                let mag: f64 = row.iter().zip(w).map(|(a, b)| (*a as f64 * b).abs()).sum();
+                let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
+                for (name, y) in &runs {
+                    let a = y[i * n + j] as f64;
+                    assert!(
+                        (a - want).abs() <= tol,
+                        "{name} m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// With the flag off, `matmul_with` is the exact path, bit for bit.
+#[test]
+fn bf16_dot_off_is_the_exact_path() {
+    let (m, n, k) = (5, 13, 40);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+        .collect();
+    let wb: Vec<u16> = (0..n * k)
+        .map(|i| crate::backend::cpu::kernels::f32_to_bf16(((i * 5 % 11) as f32 - 5.0) / 3.0))
+        .collect();
+    let mat = Matrix {
+        rows: n,
+        cols: k,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
+    };
+    let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+    matmul(simd_level(), &x, m, &mat, &mut a);
+    matmul_with(simd_level(), false, &x, m, &mat, &mut b);
+    assert_eq!(a, b);
+}
