@@ -30,6 +30,9 @@ pub(super) struct Live {
     cached_tokens: usize,
     /// JSON mode: where the output stands.
     json: Option<JsonState>,
+    /// This step's pick with its log-probabilities, until the scheduler confirms the token and
+    /// it goes out in the token's event.
+    sampled: Option<sampler::Sampled>,
 }
 
 /// Owns the scheduler and the backend; runs on its own thread.
@@ -197,6 +200,7 @@ impl Engine {
                 rng,
                 generated,
                 cached_tokens: 0,
+                sampled: None,
             },
         );
     }
@@ -272,7 +276,6 @@ impl Engine {
             }
         };
         let mut sampled = Vec::new();
-        let mut reports = HashMap::new();
         let mut stops = Vec::new();
         let mut stuck = Vec::new();
         for (i, s) in plan.seqs.iter().enumerate() {
@@ -324,7 +327,7 @@ impl Engine {
                 stops.push(s.id);
             }
             sampled.push((s.id, Some(pick.token)));
-            reports.insert(s.id, pick);
+            live.sampled = Some(pick);
         }
         // Ended before the plan completes, so the scheduler skips them (as it does sequences
         // cancelled while in flight) instead of aborting them for a missing token.
@@ -335,7 +338,7 @@ impl Engine {
             );
         }
         let events = self.scheduler.complete(&plan, &sampled);
-        self.dispatch(events, &mut reports);
+        self.dispatch(events);
         for id in stops {
             self.end(id, Finish::Stop);
         }
@@ -344,14 +347,10 @@ impl Engine {
 
     fn forward_events(&mut self) {
         let events = self.scheduler.drain_events();
-        self.dispatch(events, &mut HashMap::new());
+        self.dispatch(events);
     }
 
-    fn dispatch(
-        &mut self,
-        events: Vec<SeqEvent>,
-        reports: &mut HashMap<RequestId, sampler::Sampled>,
-    ) {
+    fn dispatch(&mut self, events: Vec<SeqEvent>) {
         let now = Instant::now();
         for ev in events {
             match ev {
@@ -369,8 +368,9 @@ impl Engine {
                         continue;
                     };
                     l.generated.push(token);
-                    let (logprob, top) = reports
-                        .remove(&id)
+                    let (logprob, top) = l
+                        .sampled
+                        .take()
                         .map(|p| (p.logprob, p.top))
                         .unwrap_or_default();
                     let _ = l.events.send(TokenEvent::Token {
