@@ -7,7 +7,7 @@ use super::json_mode::JsonState;
 use super::request::{Finish, GenRequest, TokenEvent};
 use super::sampler::{self, Rng};
 use super::{EngineInfo, EngineStatus};
-use crate::backend::{Backend, SeqSlice, StepBatch};
+use crate::backend::{Backend, BackendErrorKind, SeqSlice, StepBatch};
 use crate::scheduler::{FinishReason, Plan, Scheduler, SeqEvent, SeqRequest};
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
@@ -45,6 +45,9 @@ pub struct Engine {
     /// past the tokenizer's ids (those decode to no text).
     vocab: usize,
     status: Arc<Mutex<EngineStatus>>,
+    /// Set when the backend reported its device lost: health turns abnormal with this reason
+    /// (requests still get an error each, never a hang).
+    fault: Option<String>,
 }
 
 impl Engine {
@@ -77,6 +80,7 @@ impl Engine {
             eos,
             vocab,
             status: status.clone(),
+            fault: None,
         };
         engine.publish_status();
         let join = std::thread::Builder::new()
@@ -267,6 +271,9 @@ impl Engine {
             Ok(out) => out,
             Err(e) => {
                 tracing::error!(error = %e, "backend step failed; ending the step's requests");
+                if e.kind() == BackendErrorKind::DeviceLost && self.fault.is_none() {
+                    self.fault = Some(e.to_string());
+                }
                 self.scheduler.abort_plan(&plan);
                 for s in &plan.seqs {
                     self.end(s.id, Finish::Error(e.to_string()));
@@ -423,8 +430,8 @@ impl Engine {
             s.progress_at
         };
         *s = EngineStatus {
-            ready: true,
-            reason: None,
+            ready: self.fault.is_none(),
+            reason: self.fault.clone(),
             waiting: st.waiting,
             running: st.running,
             swapped: 0,

@@ -119,6 +119,8 @@ pub mod inference;
 pub mod json_mode;
 pub mod request;
 pub mod sampler;
+#[cfg(test)]
+mod step_error_tests;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
 pub use handoff::{HandoffError, KvExport};
