@@ -32,7 +32,10 @@ use mindie::backend::cpu::{has_avx512_bf16, CpuBackend, CpuKnobs, CpuOptions, Si
 use mindie::backend::{Backend, SeqSlice, StepBatch};
 use mindie::config::Env;
 use mindie::engine::sampler::Rng;
-use rayon::prelude::*;
+
+#[path = "common/machine.rs"]
+mod machine;
+use machine::{kernel_peak_gflops, read_bandwidth};
 
 /// The backend knobs this process's environment sets (`MINDIE_CPU_KERNELS`, `MINDIE_CPU_AMX`,
 /// `MINDIE_CPU_BF16_DOT`), as the daemon reads them.
@@ -76,44 +79,6 @@ fn threads() -> usize {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
-}
-
-/// Best-of-N read bandwidth over a buffer far larger than the caches, in GB/s: a wrapping sum
-/// of u64 lanes (one add per 8 bytes, so arithmetic is not the limit), each task reading
-/// `STREAMS` far-apart sub-ranges in lockstep so enough cache misses are in flight (one plain
-/// stream per core is latency-bound on this VM and understates what the memory delivers).
-/// `STREAMS × LANES` accumulators fit the baseline's 16 SSE registers (more spill, and the
-/// probe then measures its own stores instead of memory).
-fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
-    const STREAMS: usize = 8;
-    const LANES: usize = 2;
-    let n = 1usize << 27; // 1 GiB of u64
-    let data: Vec<u64> = (0..n as u64).collect();
-    let mut best = 0f64;
-    for _ in 0..8 {
-        let t = Instant::now();
-        let sum: u64 = pool.install(|| {
-            data.par_chunks(1 << 20)
-                .map(|c| {
-                    let len = c.len() / STREAMS / LANES * LANES;
-                    let parts: Vec<&[u64]> =
-                        (0..STREAMS).map(|s| &c[s * len..(s + 1) * len]).collect();
-                    let mut acc = [[0u64; LANES]; STREAMS];
-                    for i in (0..len).step_by(LANES) {
-                        for (a, p) in acc.iter_mut().zip(&parts) {
-                            for l in 0..LANES {
-                                a[l] = a[l].wrapping_add(p[i + l]);
-                            }
-                        }
-                    }
-                    acc.iter().flatten().fold(0u64, |a, &v| a.wrapping_add(v))
-                })
-                .reduce(|| 0, u64::wrapping_add)
-        });
-        std::hint::black_box(sum);
-        best = best.max((n * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
-    }
-    best
 }
 
 fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
@@ -535,6 +500,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bw = read_bandwidth(&pool);
     println!("read bandwidth: {bw:.1} GB/s");
+    for dot in dot_modes() {
+        let peak = kernel_peak_gflops(threads(), simd_level(), true, dot);
+        println!(
+            "kernel peak, bf16 weights, {} threads: {peak:.1} GFLOP/s{}",
+            threads(),
+            tag(dot)
+        );
+    }
     if !std::env::args().any(|a| a == "model") {
         gemv_bench(&pool, bw);
         kernel_peak_bench(bw);

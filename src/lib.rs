@@ -1,18 +1,32 @@
 //! `mindieservice_daemon` as a library: everything the binary runs, so integration tests and
 //! benches can reach it.
 //!
-//! Layers (see `DESIGN.md` in the shared folder):
-//! - [`config`]: MindIE's `config.json` — schema, path resolution, env overrides, validation.
-//! - [`security`]: permission checks on every trusted file, rustls configs (mTLS, CRL, encrypted keys).
-//! - [`http`]: listeners (one accept loop per plane, own TLS each), admission limits, errors.
-//! - [`mgmt`]: the management plane (health, status, config view, stopService).
-//! - [`metrics`]: MindIE's Prometheus metric names, registered in one place.
-//! - [`engine`]: the protocol-neutral view of the inference engine the planes talk to.
-//! - [`scheduler`]: continuous batching under `ScheduleConfig`, paged KV blocks, prefix cache.
-//! - [`backend`]: model execution behind one trait (CPU, mock; Ascend later).
-//! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
+//! Layers (see `DESIGN.md` in the shared folder), top to bottom:
+//! - [`daemon`]: start order, shutdown order, task supervision; `daemon::engine` is the one
+//!   place that turns `config.json` into a running engine (backend kind, options, limits).
+//! - [`http`]: listeners (one accept loop per plane, own TLS each), admission limits, errors,
+//!   SSE; `http::session` is one request's life (tokenize, drive the [`engine::Inference`]
+//!   seam, detokenize, stop strings, timeouts, metrics); one folder per wire flavour
+//!   (`openai`, `tgi`, `vllm`, `native`, `triton`, `tokenize`); `http::business_router`.
+//! - [`mgmt`]: the management plane (health, status, config view, stopService) and the
+//!   metrics plane's route.
+//! - [`metrics`]: MindIE's Prometheus metric names, registered and rendered in one place.
+//! - [`engine`]: the engine thread and its handle. The business routes see it only through the
+//!   [`engine::Inference`] trait (a remote instance can implement it too); KV hand-off commands
+//!   for PD (`engine::handoff`).
+//! - [`scheduler`]: continuous batching under `ScheduleConfig` ([`scheduler::SchedulerLimits`]),
+//!   paged KV blocks, prefix cache, KV leases and adopted sequences (`scheduler::handoff`).
+//! - [`backend`]: model execution behind one trait; [`backend::BackendKind`] and
+//!   [`backend::load`] build one (CPU, mock; Ascend's slot); the CPU backend also runs a range
+//!   of layers (`CpuBackend::step_stage`) for a model split across nodes.
 //! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
-//! - [`daemon`]: start order, shutdown order, task supervision.
+//! - [`config`]: MindIE's `config.json` ([`config::Config`]) — schema, paths, env, validation.
+//!   (The HF model's `config.json` is `backend::cpu::HfModelConfig`.)
+//! - [`security`]: permission checks on every trusted file, rustls configs (mTLS, CRL, keys).
+//! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
+//!
+//! `unsafe` is denied crate-wide (`Cargo.toml` `[lints]`) except in the CPU kernel and mmap
+//! modules that opt in, each block with a `// SAFETY:` comment.
 
 pub mod backend;
 pub mod check;

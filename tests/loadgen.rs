@@ -16,6 +16,9 @@ mod client;
 #[path = "../benches/loadgen/fake.rs"]
 mod fake;
 #[allow(dead_code)]
+#[path = "../benches/loadgen/limits.rs"]
+mod limits;
+#[allow(dead_code)]
 #[path = "../benches/loadgen/record.rs"]
 mod record;
 #[allow(dead_code)]
@@ -506,4 +509,26 @@ async fn serve_refuses_a_loose_model_config() {
         Err(e) => e,
     };
     assert!(err.contains("chmod 640"), "{err}");
+}
+
+/// `--limits`: the roofline the ceilings follow (memory-bound batch 1, compute-bound batches,
+/// prefill at the kernel peak).
+#[test]
+fn ceilings_follow_the_roofline() {
+    let l = limits::Limits {
+        bandwidth_gbs: 40.0,
+        peak_gflops: 400.0,
+        threads: 2,
+        weight_bytes: 1_000_000_000,
+        params: 500_000_000.0,
+        bf16: true,
+        bf16_dot: false,
+    };
+    // Batch 1: memory bound, 25 ms per token.
+    assert!((l.decode_step_floor(1) - 0.025).abs() < 1e-9);
+    // 16 rows: 2·0.5e9·16 / 400e9 = 40 ms of math beats 25 ms of reading.
+    assert!((l.decode_step_floor(16) - 0.040).abs() < 1e-9);
+    // c=16, p=128, o=64: prefill 2·0.5e9·2048/400e9 = 5.12 s, decode 64·0.04 = 2.56 s.
+    let want = 16.0 * 64.0 / (5.12 + 2.56);
+    assert!((l.ceiling_tok_s(16, 128, 64) - want).abs() < 1e-6);
 }

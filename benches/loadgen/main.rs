@@ -33,11 +33,13 @@
 //! Files: `sse` (event parser), `record` (one request's timing), `stats` (percentiles,
 //! level summary), `report` (text, JSON), `workload` (prompts, bodies), `client` (HTTP),
 //! `runner` (one level), `serve` (the daemon under test), `fake` (the fake server of `--fake`
-//! and the tests), this file (flags, the sweep).
+//! and the tests), `limits` (`--limits`: the machine's ceilings and the fraction reached), this
+//! file (flags, the sweep).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod client;
 mod fake;
+mod limits;
 mod record;
 mod report;
 mod runner;
@@ -174,6 +176,14 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     fake_pause_ms: u64,
     /// Passed by `cargo bench`; ignored.
+    /// Measure this machine's ceilings (DRAM bandwidth, kernel peak) first and print each
+    /// level's output tok/s as a fraction of the ceiling (needs the model folder: --serve, or
+    /// --limits-model for --url).
+    #[arg(long)]
+    limits: bool,
+    /// --limits with --url: the folder of the model the server runs (safetensors, config.json).
+    #[arg(long, value_name = "MODEL_DIR", requires = "limits")]
+    limits_model: Option<PathBuf>,
     #[arg(long, hide = true)]
     bench: bool,
 }
@@ -341,6 +351,18 @@ async fn sweep(args: &Args, daemon: Option<&Daemon>) -> Result<bool, String> {
         if args.chat { " (chat)" } else { "" },
         args.concurrency
     ));
+    let limits = if args.limits {
+        let dir = args
+            .limits_model
+            .as_ref()
+            .or(args.serve.as_ref())
+            .ok_or("--limits needs the model folder: --serve DIR or --limits-model DIR")?;
+        let l = limits::Limits::measure(dir)?;
+        say(&l.text());
+        Some(l)
+    } else {
+        None
+    };
     let timeout = Duration::from_secs_f64(args.request_timeout.max(0.001));
     let mut next_index = 0u64;
     if args.warmup > 0 {
@@ -374,6 +396,9 @@ async fn sweep(args: &Args, daemon: Option<&Daemon>) -> Result<bool, String> {
         let (recs, wall) = run_level(&endpoint, &workload, level).await;
         let s = LevelSummary::new(level.concurrency, &recs, wall);
         say(&report::level_text(&s));
+        if let Some(l) = &limits {
+            say(&l.level_text(&s, args.prompt_tokens, args.output_tokens));
+        }
         levels.push(s);
     }
     say(&report::summary_table(&levels));
@@ -392,7 +417,10 @@ async fn sweep(args: &Args, daemon: Option<&Daemon>) -> Result<bool, String> {
         "duration_s": args.duration,
         "warmup": args.warmup,
     });
-    let doc = report::json_doc(run, &levels);
+    let mut doc = report::json_doc(run, &levels);
+    if let Some(l) = &limits {
+        doc["limits"] = l.json(&levels, args.prompt_tokens, args.output_tokens);
+    }
     match args.json.as_deref() {
         None => {}
         Some("-") => println!("{doc:#}"),
