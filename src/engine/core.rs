@@ -45,6 +45,8 @@ pub struct Engine {
     /// past the tokenizer's ids (those decode to no text).
     vocab: usize,
     status: Arc<Mutex<EngineStatus>>,
+    /// Sampler state of finished requests whose KV is leased (see `retire`).
+    pub(super) lease_rng: HashMap<RequestId, u64>,
     /// Set when the backend reported its device lost: health turns abnormal with this reason
     /// (requests still get an error each, never a hang).
     fault: Option<String>,
@@ -81,6 +83,7 @@ impl Engine {
             vocab,
             status: status.clone(),
             fault: None,
+            lease_rng: HashMap::new(),
         };
         engine.publish_status();
         let join = std::thread::Builder::new()
@@ -97,7 +100,9 @@ impl Engine {
             }
             self.reap_cancelled();
             let now = Instant::now();
-            self.scheduler.expire_leases(now);
+            for id in self.scheduler.expire_leases(now) {
+                self.lease_rng.remove(&id);
+            }
             let plan = self.scheduler.schedule(now);
             // schedule() may admit, preempt or end sequences: report that first.
             self.forward_events();
@@ -146,7 +151,7 @@ impl Engine {
                         if let Some(ttl) = kv_lease {
                             self.scheduler.hold_kv(id, ttl);
                         }
-                        self.admit(id, req, events, Vec::new());
+                        self.admit(id, req, events, Vec::new(), None);
                     }
                     Err(e) => {
                         let _ = events.send(TokenEvent::Finished {
@@ -163,6 +168,7 @@ impl Engine {
                 let _ = reply.send(self.export_kv(id));
             }
             Command::ReleaseKv { id, reply } => {
+                self.lease_rng.remove(&id);
                 let _ = reply.send(self.scheduler.release_lease(id));
             }
             Command::SubmitPrefilled {
@@ -187,8 +193,9 @@ impl Engine {
         req: GenRequest,
         events: UnboundedSender<TokenEvent>,
         generated: Vec<u32>,
+        rng_state: Option<u64>,
     ) {
-        let rng = Rng::new(req.sampling.seed);
+        let rng = Rng::new(rng_state.unwrap_or(req.sampling.seed));
         let mut json = req.json.as_ref().map(|_| JsonState::default());
         if let (Some(mode), Some(state)) = (&req.json, &mut json) {
             for &t in &generated {
@@ -209,6 +216,16 @@ impl Engine {
         );
     }
 
+    /// Forgets a request's state once the scheduler has ended it; when its KV stays under a
+    /// lease, its sampler state stays too, to travel with the KV (PD).
+    fn retire(&mut self, id: RequestId) -> Option<Live> {
+        let l = self.live.remove(&id)?;
+        if self.scheduler.lease(id).is_some() {
+            self.lease_rng.insert(id, l.rng.state());
+        }
+        Some(l)
+    }
+
     /// Ends a request the engine decided to end (EOS, stop token, cancel, step error): the
     /// scheduler frees its blocks without raising an event, so the engine reports it here.
     pub(super) fn end(&mut self, id: RequestId, finish: Finish) {
@@ -225,7 +242,7 @@ impl Engine {
         } else {
             self.scheduler.finish(id, reason)
         };
-        if let (true, Some(l)) = (removed, self.live.remove(&id)) {
+        if let (true, Some(l)) = (removed, self.retire(id)) {
             // Status first: a client that sees its stream end then sees its blocks free.
             self.publish_status();
             let _ = l.events.send(TokenEvent::Finished {
@@ -391,7 +408,7 @@ impl Engine {
                     tracing::debug!(id, count, "sequence preempted (recompute)");
                 }
                 SeqEvent::Finished { id, reason } => {
-                    let Some(l) = self.live.remove(&id) else {
+                    let Some(l) = self.retire(id) else {
                         continue;
                     };
                     self.publish_status();

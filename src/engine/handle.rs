@@ -5,7 +5,6 @@
 use super::handoff::{HandoffError, KvExport};
 use super::request::{GenRequest, TokenEvent};
 use super::{EngineInfo, EngineMonitor, EngineStatus};
-use crate::backend::KvChunk;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -42,7 +41,7 @@ pub enum Command {
         id: RequestId,
         req: GenRequest,
         first_token: u32,
-        kv: KvChunk,
+        kv: KvExport,
         events: UnboundedSender<TokenEvent>,
         reply: oneshot::Sender<Result<(), HandoffError>>,
     },
@@ -147,15 +146,16 @@ impl EngineHandle {
             .map_err(|_| HandoffError::from(SubmitError::Stopped))
     }
 
-    /// Starts a request prefilled elsewhere: `req.prompt`'s KV is `kv` (from another
-    /// instance's [`EngineHandle::export_kv`]) and `first_token` its first output token, which
-    /// the events do not repeat. Refused when the KV does not fit this backend's layout or
-    /// there is no room now.
+    /// Starts a request prefilled elsewhere: `req.prompt`'s KV and the prefill side's sampler
+    /// state are `kv` (another instance's [`EngineHandle::export_kv`]) and `first_token` its
+    /// first output token, which the events do not repeat. Sampling continues exactly where the
+    /// prefill side stopped, so seeded sampling gives the tokens one instance would. Refused
+    /// when the KV does not fit this backend's layout or there is no room now.
     pub async fn submit_prefilled(
         &self,
         req: GenRequest,
         first_token: u32,
-        kv: KvChunk,
+        kv: KvExport,
     ) -> Result<Submission, HandoffError> {
         let id = self.next_id();
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();

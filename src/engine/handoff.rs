@@ -19,6 +19,9 @@ pub struct KvExport {
     /// Tokens per block on the exporting side.
     pub block_size: usize,
     pub kv: KvChunk,
+    /// The prefill side's sampler state after its first token (`None`: start from the
+    /// request's seed).
+    pub rng_state: Option<u64>,
 }
 
 /// Why a hand-off command failed.
@@ -46,6 +49,7 @@ impl Engine {
             kv_tokens: lease.kv_tokens,
             block_size: self.scheduler.config().block_size,
             kv,
+            rng_state: self.lease_rng.get(&id).copied(),
         })
     }
 
@@ -57,9 +61,16 @@ impl Engine {
         id: RequestId,
         req: GenRequest,
         first_token: u32,
-        kv: &KvChunk,
+        kv: &KvExport,
         events: UnboundedSender<TokenEvent>,
     ) -> Result<(), HandoffError> {
+        if kv.kv_tokens != req.prompt.len() {
+            return Err(HandoffError::Backend(format!(
+                "the KV covers {} tokens but the prompt has {}",
+                kv.kv_tokens,
+                req.prompt.len()
+            )));
+        }
         let now = Instant::now();
         let seq = SeqRequest {
             id,
@@ -69,7 +80,7 @@ impl Engine {
             arrival: now,
         };
         let blocks = self.scheduler.adopt(seq, first_token, now)?;
-        if let Err(e) = self.backend.import_blocks(&blocks, kv) {
+        if let Err(e) = self.backend.import_blocks(&blocks, &kv.kv) {
             let msg = e.to_string();
             // Aborted, not Stop/Length: the blocks go back to the pool, never to a lease.
             self.scheduler
@@ -79,7 +90,7 @@ impl Engine {
         self.scheduler.kv_imported(id);
         let stops = (!req.ignore_eos && self.eos.contains(&first_token))
             || req.stop_token_ids.contains(&first_token);
-        self.admit(id, req, events, vec![first_token]);
+        self.admit(id, req, events, vec![first_token], kv.rng_state);
         if stops {
             // The first token already ended it (the prefill side should not have sent it).
             self.end(id, Finish::Stop);
@@ -177,7 +188,7 @@ mod tests {
         assert_eq!((export.kv_tokens, export.block_size), (11, 4));
 
         let mut sub2 = d
-            .submit_prefilled(req(6), first[0], export.kv.clone())
+            .submit_prefilled(req(6), first[0], export.clone())
             .await
             .expect("adopted");
         let (rest, finish, generated) = collect(&mut sub2).await;
@@ -197,10 +208,13 @@ mod tests {
     #[tokio::test]
     async fn bad_kv_is_refused_and_leaves_no_block_held() {
         let d = engine();
-        let bad = KvChunk {
-            layout: "other".into(),
-            bytes_per_block: 16,
-            data: vec![0; 48],
+        let bad = KvExport {
+            kv: KvChunk {
+                layout: "other".into(),
+                bytes_per_block: 16,
+                data: vec![0; 48],
+            },
+            ..bad_export()
         };
         let err = d
             .submit_prefilled(req(4), 3, bad)
@@ -212,11 +226,89 @@ mod tests {
         );
         let mut empty = req(4);
         empty.prompt.clear();
+        let none = KvExport {
+            kv_tokens: 0,
+            ..bad_export()
+        };
         let err = d
-            .submit_prefilled(empty, 3, KvChunk::default())
+            .submit_prefilled(empty, 3, none)
             .await
             .expect_err("refused");
         assert!(matches!(err, HandoffError::Adopt(_)), "{err}");
+        let short = KvExport {
+            kv_tokens: 5,
+            ..bad_export()
+        };
+        let err = d
+            .submit_prefilled(req(4), 3, short)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("covers 5 tokens"), "{err}");
+        all_free(&d).await;
+    }
+
+    /// A KV export for `req`'s 11-token prompt carrying no usable KV.
+    fn bad_export() -> KvExport {
+        KvExport {
+            kv_tokens: 11,
+            block_size: 4,
+            kv: KvChunk::default(),
+            rng_state: None,
+        }
+    }
+
+    /// Seeded sampling on a real model: P's sampler state travels with the KV, so P→D gives
+    /// the tokens of one local run.
+    #[tokio::test]
+    async fn seeded_sampling_continues_across_the_hand_off() {
+        use crate::backend::cpu::{CpuBackend, CpuOptions};
+        use crate::backend::Backend;
+        let cpu = || {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/models/tiny-llama");
+            let opts = CpuOptions {
+                kv_cache_bytes: 1 << 20,
+                block_size: 4,
+                threads: 1,
+                ..CpuOptions::default()
+            };
+            let backend = CpuBackend::load(&dir, opts).expect("model");
+            let limits = SchedulerLimits {
+                block_size: 4,
+                num_blocks: backend.info().num_blocks,
+                max_seq_len: 256,
+                max_queue_delay: Duration::from_micros(200),
+                ..SchedulerLimits::default()
+            };
+            let sched = Scheduler::new(limits).expect("scheduler");
+            Engine::spawn(sched, Box::new(backend)).expect("spawn").0
+        };
+        let sampled = |n| {
+            let mut r = req(n);
+            r.sampling.temperature = 1.0;
+            r.sampling.seed = 7;
+            r.ignore_eos = true;
+            r
+        };
+        let (p, d, local) = (cpu(), cpu(), cpu());
+        let mut sub = local.submit(sampled(12)).expect("submit");
+        let (want, ..) = collect(&mut sub).await;
+        let mut sub = p
+            .submit_holding_kv(sampled(1), Duration::from_secs(5))
+            .expect("submit");
+        let (first, ..) = collect(&mut sub).await;
+        let export = p.export_kv(sub.id).await.expect("export");
+        assert!(export.rng_state.is_some());
+        let mut sub2 = d
+            .submit_prefilled(sampled(12), first[0], export)
+            .await
+            .expect("adopted");
+        let (rest, ..) = collect(&mut sub2).await;
+        let mut got = first;
+        got.extend(rest);
+        assert_eq!(got, want, "P→D sampling equals one instance's");
+        assert_eq!(p.release_kv(sub.id).await, Ok(true));
+        all_free(&p).await;
         all_free(&d).await;
     }
 
