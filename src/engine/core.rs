@@ -497,37 +497,16 @@ fn to_batch(plan: &Plan) -> StepBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::mock::{MockBackend, MockOptions};
     use crate::engine::json_mode::{JsonConstraint, JsonMode};
     use crate::engine::EngineMonitor;
-    use crate::scheduler::SchedulerLimits;
-    use std::time::Duration;
 
     /// A JSON-mode request whose vocabulary cannot start an object ends with an error, not a
     /// garbage token, and its blocks come back.
     #[test]
     fn json_mode_with_nothing_allowed_ends_with_an_error_and_frees_blocks() {
-        let backend = MockBackend::new(MockOptions {
-            vocab_size: 16,
-            avoid: Vec::new(),
-            block_size: 4,
-            num_blocks: 8,
-            step_time: Duration::ZERO,
-            token_time: Duration::ZERO,
-            max_position: 64,
-            stall_file: None,
-            reply: None,
-        })
-        .expect("mock");
-        let cfg = SchedulerLimits {
-            block_size: 4,
-            num_blocks: 8,
-            max_seq_len: 64,
-            max_queue_delay: Duration::from_micros(500),
-            ..SchedulerLimits::default()
-        };
-        let (h, _join) = Engine::spawn(Scheduler::new(cfg).expect("scheduler"), Box::new(backend))
-            .expect("spawn");
+        let h = crate::engine::test_support::engine_on(Box::new(
+            crate::engine::test_support::mock(16, 8),
+        ));
         let texts = vec![b"x".to_vec(); 16];
         let mut sub = h
             .submit(GenRequest {

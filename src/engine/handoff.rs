@@ -102,33 +102,12 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::mock::{MockBackend, MockOptions};
+    use crate::engine::test_support::{engine_on, mock};
     use crate::engine::{EngineHandle, EngineMonitor};
-    use crate::scheduler::{Scheduler, SchedulerLimits};
     use std::time::Duration;
 
     fn engine() -> EngineHandle {
-        let backend = MockBackend::new(MockOptions {
-            vocab_size: 64,
-            avoid: vec![0],
-            block_size: 4,
-            num_blocks: 32,
-            step_time: Duration::ZERO,
-            token_time: Duration::ZERO,
-            max_position: 256,
-            stall_file: None,
-            reply: None,
-        })
-        .expect("mock");
-        let limits = SchedulerLimits {
-            block_size: 4,
-            num_blocks: 32,
-            max_seq_len: 256,
-            max_queue_delay: Duration::from_micros(200),
-            ..SchedulerLimits::default()
-        };
-        let sched = Scheduler::new(limits).expect("scheduler");
-        Engine::spawn(sched, Box::new(backend)).expect("spawn").0
+        engine_on(Box::new(mock(64, 32)))
     }
 
     fn req(max_new_tokens: usize) -> GenRequest {
@@ -262,7 +241,6 @@ mod tests {
     #[tokio::test]
     async fn seeded_sampling_continues_across_the_hand_off() {
         use crate::backend::cpu::{CpuBackend, CpuOptions};
-        use crate::backend::Backend;
         let cpu = || {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/models/tiny-llama");
@@ -272,16 +250,7 @@ mod tests {
                 threads: 1,
                 ..CpuOptions::default()
             };
-            let backend = CpuBackend::load(&dir, opts).expect("model");
-            let limits = SchedulerLimits {
-                block_size: 4,
-                num_blocks: backend.info().num_blocks,
-                max_seq_len: 256,
-                max_queue_delay: Duration::from_micros(200),
-                ..SchedulerLimits::default()
-            };
-            let sched = Scheduler::new(limits).expect("scheduler");
-            Engine::spawn(sched, Box::new(backend)).expect("spawn").0
+            engine_on(Box::new(CpuBackend::load(&dir, opts).expect("model")))
         };
         let sampled = |n| {
             let mut r = req(n);

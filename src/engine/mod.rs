@@ -121,6 +121,8 @@ pub mod request;
 pub mod sampler;
 #[cfg(test)]
 mod step_error_tests;
+#[cfg(test)]
+mod test_support;
 
 pub use handle::{EngineHandle, Submission, SubmitError};
 pub use handoff::{HandoffError, KvExport};

@@ -2,12 +2,11 @@
 //! turns the engine's health abnormal (ready false, the backend's reason), while a bad-input
 //! error leaves the engine ready for the next request.
 
-use super::core::Engine;
 use super::request::{Finish, GenRequest, TokenEvent};
+use super::test_support::{engine_on, mock};
 use super::EngineMonitor;
-use crate::backend::mock::{MockBackend, MockOptions};
+use crate::backend::mock::MockBackend;
 use crate::backend::{Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput};
-use crate::scheduler::{Scheduler, SchedulerLimits};
 use std::time::Duration;
 
 /// The mock, failing every step with the error `fail` makes.
@@ -32,29 +31,10 @@ impl Backend for Failing {
 }
 
 fn engine(fail: fn() -> BackendError) -> super::EngineHandle {
-    let inner = MockBackend::new(MockOptions {
-        vocab_size: 32,
-        avoid: Vec::new(),
-        block_size: 4,
-        num_blocks: 8,
-        step_time: Duration::ZERO,
-        token_time: Duration::ZERO,
-        max_position: 64,
-        stall_file: None,
-        reply: None,
-    })
-    .expect("mock");
-    let limits = SchedulerLimits {
-        block_size: 4,
-        num_blocks: 8,
-        max_seq_len: 64,
-        max_queue_delay: Duration::from_micros(200),
-        ..SchedulerLimits::default()
-    };
-    let sched = Scheduler::new(limits).expect("scheduler");
-    Engine::spawn(sched, Box::new(Failing { inner, fail }))
-        .expect("spawn")
-        .0
+    engine_on(Box::new(Failing {
+        inner: mock(32, 8),
+        fail,
+    }))
 }
 
 fn run_one(h: &super::EngineHandle) -> Finish {
