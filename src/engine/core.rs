@@ -100,9 +100,7 @@ impl Engine {
             }
             self.reap_cancelled();
             let now = Instant::now();
-            for id in self.scheduler.expire_leases(now) {
-                self.lease_rng.remove(&id);
-            }
+            self.expire_leases(now);
             let plan = self.scheduler.schedule(now);
             // schedule() may admit, preempt or end sequences: report that first.
             self.forward_events();
@@ -165,6 +163,8 @@ impl Engine {
                 }
             }
             Command::ExportKv { id, reply } => {
+                // A lease past its expiry is gone even if the loop has not expired it yet.
+                self.expire_leases(Instant::now());
                 let _ = reply.send(self.export_kv(id));
             }
             Command::ReleaseKv { id, reply } => {
@@ -214,6 +214,13 @@ impl Engine {
                 sampled: None,
             },
         );
+    }
+
+    /// Frees the KV leases past their expiry, and their sampler states.
+    fn expire_leases(&mut self, now: Instant) {
+        for id in self.scheduler.expire_leases(now) {
+            self.lease_rng.remove(&id);
+        }
     }
 
     /// Forgets a request's state once the scheduler has ended it; when its KV stays under a

@@ -102,7 +102,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_support::{engine_on, mock};
+    use crate::engine::test_support::{engine_on, mock, status_when_free};
     use crate::engine::{EngineHandle, EngineMonitor};
     use std::time::Duration;
 
@@ -139,8 +139,10 @@ mod tests {
     }
 
     async fn all_free(h: &EngineHandle) {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let st = h.status();
+        let h = h.clone();
+        let st = tokio::task::spawn_blocking(move || status_when_free(&h))
+            .await
+            .expect("status");
         assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
     }
 

@@ -3,11 +3,9 @@
 //! error leaves the engine ready for the next request.
 
 use super::request::{Finish, GenRequest, TokenEvent};
-use super::test_support::{engine_on, mock};
-use super::EngineMonitor;
+use super::test_support::{engine_on, mock, status_when_free};
 use crate::backend::mock::MockBackend;
 use crate::backend::{Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput};
-use std::time::Duration;
 
 /// The mock, failing every step with the error `fail` makes.
 struct Failing {
@@ -65,8 +63,7 @@ fn a_lost_device_fails_the_step_and_turns_health_abnormal() {
         matches!(&finish, Finish::Error(m) if m.contains("device lost")),
         "{finish:?}"
     );
-    std::thread::sleep(Duration::from_millis(30));
-    let st = h.status();
+    let st = status_when_free(&h);
     assert!(!st.ready, "{st:?}");
     assert!(
         st.reason.as_deref().is_some_and(|r| r.contains("NPU 0")),
@@ -81,8 +78,7 @@ fn a_lost_device_fails_the_step_and_turns_health_abnormal() {
 fn a_bad_step_fails_its_requests_but_the_engine_stays_ready() {
     let h = engine(|| BackendError::InvalidBatch("position out of range".into()));
     assert!(matches!(run_one(&h), Finish::Error(_)));
-    std::thread::sleep(Duration::from_millis(30));
-    let st = h.status();
+    let st = status_when_free(&h);
     assert!(st.ready, "{st:?}");
     assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
 }

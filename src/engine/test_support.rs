@@ -1,7 +1,7 @@
 //! Test support: small engines on the mock backend (or any backend) with block size 4.
 
 use super::core::Engine;
-use super::EngineHandle;
+use super::{EngineHandle, EngineMonitor, EngineStatus};
 use crate::backend::mock::{MockBackend, MockOptions};
 use crate::backend::Backend;
 use crate::scheduler::{Scheduler, SchedulerLimits};
@@ -34,4 +34,19 @@ pub fn engine_on(backend: Box<dyn Backend>) -> EngineHandle {
     };
     let sched = Scheduler::new(limits).expect("scheduler");
     Engine::spawn(sched, backend).expect("spawn").0
+}
+
+/// The engine's status once every KV block is free, polling for up to 5 s (the engine thread
+/// publishes right after it acts, but a loaded machine may not run it at once); the last
+/// status seen otherwise, for the caller's assertion to show.
+pub fn status_when_free(h: &EngineHandle) -> EngineStatus {
+    let mut st = h.status();
+    for _ in 0..500 {
+        if st.free_npu_blocks == st.total_npu_blocks {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        st = h.status();
+    }
+    st
 }
