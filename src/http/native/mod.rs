@@ -42,7 +42,7 @@ impl NativeRequest {
     /// `/infer`: text `inputs`.
     pub async fn text(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<MindIe>> {
         let text = input_text(body)?;
-        let params = Parameters::parse(body, &inf.sampling_defaults, vocab(inf))?;
+        let params = Parameters::read(body, inf)?;
         let ids = inf.encode_prompt(&text, "inputs", params.truncate).await?;
         Self::finish(body, ids, params)
     }
@@ -50,9 +50,9 @@ impl NativeRequest {
     /// `/infer_token`: token ids in `input_id`.
     pub fn tokens(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<MindIe>> {
         let ids = Fields::new(body)
-            .int_list("input_id", 0, vocab(inf) as i64 - 1)?
+            .int_list("input_id", 0, inf.vocab() as i64 - 1)?
             .ok_or_else(|| FieldError::new("input_id", "is required: a list of token ids"))?;
-        let params = Parameters::parse(body, &inf.sampling_defaults, vocab(inf))?;
+        let params = Parameters::read(body, inf)?;
         let ids = params.truncate_prompt(ids.into_iter().map(|i| i as u32).collect());
         let ids = inf.fit_prompt(ids, "input_id")?;
         Self::finish(body, ids, params)
@@ -96,10 +96,6 @@ async fn infer(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<Min
 async fn infer_token(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
     let req = NativeRequest::tokens(&body.map, &inf)?;
     run(&inf, req, body.keys).await
-}
-
-fn vocab(inf: &Serving) -> usize {
-    inf.tokenizer.tokenizer().vocab_size()
 }
 
 fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {

@@ -109,7 +109,7 @@ impl ChatRequest {
     /// `model` check comes after the shared fields, `messages` after it).
     pub async fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<OpenAi>> {
         let f = Fields::new(body);
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
+        let vocab = inf.vocab();
         let want_logprobs = f.bool("logprobs")?.unwrap_or(false);
         let top = f.int("top_logprobs", 0, MAX_TOP_LOGPROBS)?;
         if top.is_some() && !want_logprobs {

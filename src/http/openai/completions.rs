@@ -89,7 +89,7 @@ impl CompletionRequest {
     /// `model` check comes after the shared fields).
     pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<OpenAi>> {
         let f = Fields::new(body);
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
+        let vocab = inf.vocab();
         let logprobs = f.int("logprobs", 0, MAX_TOP_LOGPROBS)?.map(|k| k as usize);
         let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults)?;
         check_model(inf, &common.model)?;

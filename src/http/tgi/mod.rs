@@ -37,12 +37,8 @@ pub struct TgiRequest {
 impl TgiRequest {
     pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
         let f = Fields::new(body);
-        let inputs = f
-            .str("inputs")?
-            .ok_or_else(|| FieldError::new("inputs", "is required"))?
-            .to_string();
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
-        let params = Parameters::parse(body, &inf.sampling_defaults, vocab)?;
+        let inputs = f.required_str("inputs", "is required")?.to_string();
+        let params = Parameters::read(body, inf)?;
         if let Some(a) = f
             .object("parameters")?
             .and_then(|p| p.get("adapter_id"))

@@ -28,9 +28,7 @@ pub struct TokenizeRequest {
 impl TokenizeRequest {
     pub fn read(body: &Map<String, Value>) -> Result<Self, FieldError> {
         let f = Fields::new(body);
-        let text = f
-            .str("inputs")?
-            .ok_or_else(|| FieldError::new("inputs", "is required: a string"))?;
+        let text = f.required_str("inputs", "is required: a string")?;
         if text.is_empty() {
             return Err(FieldError::new("inputs", "must not be empty"));
         }

@@ -11,8 +11,8 @@ use crate::http::session::drive::{self, PerStep, Step};
 use crate::http::session::{Generation, Outcome, Piece, Serving};
 use crate::http::sse;
 use crate::http::tgi::reply::finish_reason;
-use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -44,17 +44,42 @@ impl TritonGenerate {
     pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
         let f = Fields::new(body);
         let id = request_id(&f)?;
-        let text = f
-            .str("text_input")?
-            .ok_or_else(|| FieldError::new("text_input", "is required"))?
-            .to_string();
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
-        let params = Parameters::parse(body, &inf.sampling_defaults, vocab)?;
+        let text = f.required_str("text_input", "is required")?.to_string();
+        let params = Parameters::read(body, inf)?;
         Ok(Self { id, text, params })
     }
 }
 
-/// Reads the request and starts its generation; the id is the client's.
+/// A generate request read, checked and started: what both generate routes begin with.
+/// Extracted in the order the checks have always run: the path's model, the body, the fields,
+/// then the prompt.
+pub struct Started {
+    pub model: String,
+    /// The client's id.
+    pub id: Option<String>,
+    pub generation: Generation,
+}
+
+impl FromRequest<Triton> for Started {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, t: &Triton) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let ServedModel(model) = ServedModel::from_request_parts(&mut parts, t).await?;
+        let body = Body::<MindIe>::from_request(Request::from_parts(parts, body), t)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        start(t, body)
+            .await
+            .map(|(generation, id)| Self {
+                model,
+                id,
+                generation,
+            })
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 async fn start(
     t: &Triton,
     body: Body<MindIe>,
@@ -70,19 +95,14 @@ async fn start(
     Ok((g, id))
 }
 
-pub async fn generate(
-    State(t): State<Triton>,
-    ServedModel(m): ServedModel,
-    body: Body<MindIe>,
-) -> Reply<MindIe> {
-    let (g, id) = start(&t, body).await?;
-    let started = g.started();
-    let folded = drive::fold(g).await?;
+pub async fn generate(s: Started) -> Reply<MindIe> {
+    let started = s.generation.started();
+    let folded = drive::fold(s.generation).await?;
     let first = folded.tokens.first().map(|t| t.at);
     let last = folded.tokens.last().map_or(started, |t| t.at);
     Ok(Json(json!({
-        "id": id.unwrap_or_default(),
-        "model_name": m,
+        "id": s.id.unwrap_or_default(),
+        "model_name": s.model,
         "model_version": null,
         "text_output": folded.text,
         "details": details(&folded.outcome, started, first, last),
@@ -90,12 +110,12 @@ pub async fn generate(
     .into_response())
 }
 
-pub async fn generate_stream(
-    State(t): State<Triton>,
-    ServedModel(m): ServedModel,
-    body: Body<MindIe>,
-) -> Reply<MindIe> {
-    let (g, id) = start(&t, body).await?;
+pub async fn generate_stream(s: Started) -> Reply<MindIe> {
+    let Started {
+        model: m,
+        id,
+        generation: g,
+    } = s;
     let started = g.started();
     let id = id.unwrap_or_default();
     let (tx, resp) = sse::channel();

@@ -33,8 +33,7 @@ fn input_ids(map: &Map<String, Value>, vocab: usize) -> Result<Vec<u32>, FieldEr
         return Err(FieldError::new("inputs[0]", "must be an object"));
     };
     let f = Fields::with_prefix(t, "inputs[0].");
-    f.str("name")?
-        .ok_or_else(|| FieldError::new("inputs[0].name", "is required"))?;
+    f.required_str("name", "is required")?;
     match f.str("datatype")? {
         Some("UINT32") => {}
         other => {
@@ -94,12 +93,12 @@ pub struct TritonInfer {
 impl TritonInfer {
     pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
         let id = request_id(&Fields::new(body))?;
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
+        let vocab = inf.vocab();
         Ok(Self {
             id,
             ids: input_ids(body, vocab)?,
             output: output_name(body)?,
-            params: Parameters::parse(body, &inf.sampling_defaults, vocab)?,
+            params: Parameters::read(body, inf)?,
         })
     }
 }

@@ -132,9 +132,7 @@ async fn model_config(State(t): State<Triton>, ServedModel(m): ServedModel) -> R
 }
 
 async fn stop_infer(State(t): State<Triton>, _: ServedModel, body: Body<MindIe>) -> Reply<MindIe> {
-    let id = Fields::new(&body.map)
-        .str("id")?
-        .ok_or_else(|| FieldError::new("id", "is required"))?;
+    let id = Fields::new(&body.map).required_str("id", "is required")?;
     let running = t.inf.registry.find(id);
     if running.is_empty() {
         return Err(ApiError::new(

@@ -25,12 +25,8 @@ pub struct VllmRequest {
 impl VllmRequest {
     pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
         let f = Fields::new(body);
-        let prompt = f
-            .str("prompt")?
-            .ok_or_else(|| FieldError::new("prompt", "is required"))?
-            .to_string();
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
-        let mut common = Common::parse_unnamed(&f, vocab, None, &inf.sampling_defaults)?;
+        let prompt = f.required_str("prompt", "is required")?.to_string();
+        let mut common = Common::parse_unnamed(&f, inf.vocab(), None, &inf.sampling_defaults)?;
         if common.stream && common.n > 1 {
             return Err(FieldError::new(
                 "n",
