@@ -122,6 +122,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A string that must be given; `missing` says what is expected when it is not (e.g. "is
+    /// required").
+    pub fn required_str(&self, key: &str, missing: &str) -> Result<&'a str, FieldError> {
+        self.str(key)?.ok_or_else(|| self.err(key, missing))
+    }
+
     /// An integer within `[min, max]`.
     pub fn int(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, FieldError> {
         let Some(v) = self.get(key) else {
@@ -337,6 +343,13 @@ mod tests {
         assert_eq!(f.int_list("ids", 0, 10).unwrap_err().field, "ids[2]");
         let p = Fields::with_prefix(&m, "parameters.");
         assert_eq!(p.bool("s").unwrap_err().field, "parameters.s");
+        assert_eq!(f.required_str("s", "is required").unwrap(), "x");
+        assert_eq!(
+            p.required_str("nul", "is required")
+                .unwrap_err()
+                .to_string(),
+            "parameters.nul: is required"
+        );
     }
 
     #[test]

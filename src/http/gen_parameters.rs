@@ -6,7 +6,7 @@
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{GenRequest, NO_OUTPUT_LIMIT};
 use crate::http::fields::{FieldError, Fields, Range};
-use crate::http::session::GenOptions;
+use crate::http::session::{GenOptions, Serving};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -124,6 +124,11 @@ impl Parameters {
                 .map_or(DEFAULT_PRIORITY, |p| p as u8),
             top_n_tokens: f.int("top_n_tokens", 0, 20)?.map(|n| n as usize),
         })
+    }
+
+    /// [`Parameters::parse`] with the served model's sampling defaults and vocabulary.
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
+        Self::parse(body, &inf.sampling_defaults, inf.vocab())
     }
 
     /// The engine request over `prompt` (the engine caps `max_new_tokens`).

@@ -1,6 +1,7 @@
 //! HTTP for every plane. Transport: listeners with their own TLS ([`server`]), admission
 //! control for the business plane — `maxLinkNum`, `maxRequestLength`, stopping, the
-//! `RequestUUID` tag — ([`admission`]), the two error shapes clients expect ([`error`]) and
+//! `RequestUUID` tag — ([`admission`]), the two error shapes clients expect ([`error`]), the body extractor and per-flavour error every
+//! handler starts from ([`extract`]) and
 //! streaming replies ([`sse`]). Requests: the generic JSON field reader ([`fields`]), the
 //! `parameters{}` object of TGI, MindIE-native and Triton ([`gen_parameters`]) and the
 //! per-request session every flavour drives ([`session`]). The flavours are thin wire ⇄
@@ -9,6 +10,7 @@
 
 pub mod admission;
 pub mod error;
+pub mod extract;
 pub mod fields;
 pub mod gen_parameters;
 pub mod native;

@@ -5,23 +5,23 @@
 //! generated_token_ids, seed}}`; stream events `{prefill_time, decode_time, token{id: [id],
 //! text}}` in milliseconds, the last one also carrying `generated_text` and `details`.
 
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{parse_object, show, FieldError, Fields};
+use crate::http::error::ErrorStyle;
+use crate::http::extract::{Body, Error, Flavour, MindIe, Reply};
+use crate::http::fields::{show, FieldError, Fields};
 use crate::http::gen_parameters::Parameters;
 use crate::http::session::drive::{self, PerStep, Step};
-use crate::http::session::{GenError, Outcome, Piece, Serving, TokenPiece};
+use crate::http::session::{Outcome, Piece, Serving, TokenPiece};
+use crate::http::sse;
 use crate::http::tgi::reply::finish_reason;
-use crate::http::{request_keys, sse};
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-const STYLE: ErrorStyle = ErrorStyle::MindIe;
+const STYLE: ErrorStyle = MindIe::STYLE;
 
 pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
@@ -30,12 +30,47 @@ pub fn router(inf: Arc<Serving>) -> Router {
         .with_state(inf)
 }
 
-fn field_err(e: FieldError) -> ApiError {
-    e.into_api(STYLE)
+/// A checked native request: the prompt's token ids (encoded, truncated and fitted), the
+/// `parameters` and `stream`.
+pub struct NativeRequest {
+    pub ids: Vec<u32>,
+    pub params: Parameters,
+    pub stream: bool,
 }
 
-fn gen_err(e: GenError) -> ApiError {
-    e.into_api(STYLE)
+impl NativeRequest {
+    /// `/infer`: text `inputs`.
+    pub async fn text(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<MindIe>> {
+        let text = input_text(body)?;
+        let params = Parameters::read(body, inf)?;
+        let ids = inf.encode_prompt(&text, "inputs", params.truncate).await?;
+        Self::finish(body, ids, params)
+    }
+
+    /// `/infer_token`: token ids in `input_id`.
+    pub fn tokens(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<MindIe>> {
+        let ids = Fields::new(body)
+            .int_list("input_id", 0, inf.vocab() as i64 - 1)?
+            .ok_or_else(|| FieldError::new("input_id", "is required: a list of token ids"))?;
+        let params = Parameters::read(body, inf)?;
+        let ids = params.truncate_prompt(ids.into_iter().map(|i| i as u32).collect());
+        let ids = inf.fit_prompt(ids, "input_id")?;
+        Self::finish(body, ids, params)
+    }
+
+    /// `stream` is read last, after the prompt (as it always was).
+    fn finish(
+        body: &Map<String, Value>,
+        ids: Vec<u32>,
+        params: Parameters,
+    ) -> Result<Self, Error<MindIe>> {
+        let stream = Fields::new(body).bool("stream")?.unwrap_or(false);
+        Ok(Self {
+            ids,
+            params,
+            stream,
+        })
+    }
 }
 
 /// The text of `inputs`: a string, or a list of text parts.
@@ -53,55 +88,14 @@ fn input_text(map: &Map<String, Value>) -> Result<String, FieldError> {
     }
 }
 
-async fn infer(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let keys = request_keys(&parts);
-    let result = async {
-        let map = parse_object(&body).map_err(field_err)?;
-        let text = input_text(&map).map_err(field_err)?;
-        let params =
-            Parameters::parse(&map, &inf.sampling_defaults, vocab(&inf)).map_err(field_err)?;
-        let ids = inf
-            .encode_prompt(&text, "inputs", params.truncate)
-            .await
-            .map_err(gen_err)?;
-        run(&inf, &map, params, ids, keys).await
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+async fn infer(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    let req = NativeRequest::text(&body.map, &inf).await?;
+    run(&inf, req, body.keys).await
 }
 
-async fn infer_token(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let keys = request_keys(&parts);
-    let result = async {
-        let map = parse_object(&body).map_err(field_err)?;
-        let f = Fields::new(&map);
-        let ids = f
-            .int_list("input_id", 0, vocab(&inf) as i64 - 1)
-            .map_err(field_err)?
-            .ok_or_else(|| {
-                field_err(FieldError::new(
-                    "input_id",
-                    "is required: a list of token ids",
-                ))
-            })?;
-        let params =
-            Parameters::parse(&map, &inf.sampling_defaults, vocab(&inf)).map_err(field_err)?;
-        let ids = params.truncate_prompt(ids.into_iter().map(|i| i as u32).collect());
-        let ids = inf.fit_prompt(ids, "input_id").map_err(gen_err)?;
-        run(&inf, &map, params, ids, keys).await
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn vocab(inf: &Serving) -> usize {
-    inf.tokenizer.tokenizer().vocab_size()
+async fn infer_token(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    let req = NativeRequest::tokens(&body.map, &inf)?;
+    run(&inf, req, body.keys).await
 }
 
 fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
@@ -114,23 +108,16 @@ fn details(o: &Outcome, ids: Vec<u32>, seed: u64) -> Value {
     })
 }
 
-async fn run(
-    inf: &Serving,
-    map: &Map<String, Value>,
-    params: Parameters,
-    ids: Vec<u32>,
-    keys: Vec<String>,
-) -> Result<Response, ApiError> {
-    let stream = Fields::new(map)
-        .bool("stream")
-        .map_err(field_err)?
-        .unwrap_or(false);
-    let g = inf
-        .start(params.gen_request(ids), params.gen_options(keys))
-        .map_err(gen_err)?;
+async fn run(inf: &Serving, req: NativeRequest, keys: Vec<String>) -> Reply<MindIe> {
+    let NativeRequest {
+        ids,
+        params,
+        stream,
+    } = req;
+    let g = inf.start(params.gen_request(ids), params.gen_options(keys))?;
     let seed = params.sampling.seed;
     if !stream {
-        let folded = drive::fold(g).await.map_err(gen_err)?;
+        let folded = drive::fold(g).await?;
         let ids = folded.tokens.iter().map(|t| t.id).collect();
         return Ok(Json(json!({
             "generated_text": folded.text,
@@ -193,7 +180,7 @@ async fn run(
                     .map(|h| event(&h, first, None))
                     .into_iter()
                     .collect();
-                out.push(format!("data: {}\n\n", gen_err(e).body()));
+                out.push(format!("data: {}\n\n", e.into_api(STYLE).body()));
                 out
             }
         }

@@ -5,15 +5,15 @@
 
 use super::request::{Common, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
-use super::{check_model, tools, Kind};
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{kind, parse_object, FieldError, Fields};
-use crate::http::session::{GenError, Serving};
+use super::tools::{self, ToolParser};
+use super::{check_model, Kind};
+use crate::engine::json_mode::JsonMode;
+use crate::http::extract::{Body, Error, OpenAi, Reply};
+use crate::http::fields::{kind, FieldError, Fields};
+use crate::http::session::Serving;
 use crate::tokenizer::ChatMessage;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 const ROLES: &[&str] = &["system", "user", "assistant", "tool", "developer"];
@@ -91,88 +91,88 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, FieldError> {
     Ok(out)
 }
 
-/// The handler.
-pub async fn chat(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    match run(&inf, &body, crate::http::request_keys(&parts)).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+/// A checked chat request: the shared fields, the messages and what shapes the prompt.
+pub struct ChatRequest {
+    pub common: Common,
+    pub messages: Vec<ChatMessage>,
+    /// `response_format: {"type": "json_object"}`: the constraint to decode under.
+    pub json: Option<JsonMode>,
+    /// Reads tool calls back out of replies when `tools` were given.
+    pub tool_parser: Option<ToolParser>,
+    pub tools: Option<Value>,
+    pub chat_template_kwargs: Option<Map<String, Value>>,
+    pub add_generation_prompt: bool,
+}
+
+impl ChatRequest {
+    /// Reads and checks the body, in the order the fields have always been checked (the
+    /// `model` check comes after the shared fields, `messages` after it).
+    pub async fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<OpenAi>> {
+        let f = Fields::new(body);
+        let vocab = inf.vocab();
+        let want_logprobs = f.bool("logprobs")?.unwrap_or(false);
+        let top = f.int("top_logprobs", 0, MAX_TOP_LOGPROBS)?;
+        if top.is_some() && !want_logprobs {
+            return Err(FieldError::new("top_logprobs", "requires logprobs to be true").into());
+        }
+        let logprobs = want_logprobs.then(|| top.unwrap_or(0) as usize);
+        let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults)?;
+        check_model(inf, &common.model)?;
+        let messages = messages(&f)?;
+        let json = match json_object(&f)? {
+            true => Some(inf.json_mode().await?),
+            false => None,
+        };
+        Ok(Self {
+            common,
+            messages,
+            json,
+            tool_parser: tools::from_request(f.get("tools"), f.get("tool_choice"))?,
+            tools: f.get("tools").filter(|v| v.is_array()).cloned(),
+            chat_template_kwargs: f.object("chat_template_kwargs")?.cloned(),
+            add_generation_prompt: f.bool("add_generation_prompt")?.unwrap_or(true),
+        })
     }
 }
 
-async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
-    let style = ErrorStyle::OpenAi;
-    let field_err = |e: FieldError| e.into_api(style);
-    let map = parse_object(body).map_err(field_err)?;
-    let f = Fields::new(&map);
-    let vocab = inf.tokenizer.tokenizer().vocab_size();
-    let want_logprobs = f.bool("logprobs").map_err(field_err)?.unwrap_or(false);
-    let top = f
-        .int("top_logprobs", 0, MAX_TOP_LOGPROBS)
-        .map_err(field_err)?;
-    if top.is_some() && !want_logprobs {
-        return Err(field_err(FieldError::new(
-            "top_logprobs",
-            "requires logprobs to be true",
-        )));
+/// `response_format`: true for `json_object`.
+fn json_object(f: &Fields<'_>) -> Result<bool, FieldError> {
+    let Some(rf) = f.object("response_format")? else {
+        return Ok(false);
+    };
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(false),
+        Some("json_object") => Ok(true),
+        Some("json_schema") => Err(FieldError::new(
+            "response_format.type",
+            "\"json_schema\" is not supported: schema-guided decoding is not implemented; use \"json_object\" (any JSON object) or \"text\"",
+        )),
+        other => Err(FieldError::new(
+            "response_format.type",
+            format!("{other:?} is not allowed: one of \"text\", \"json_object\""),
+        )),
     }
-    let logprobs = want_logprobs.then(|| top.unwrap_or(0) as usize);
-    let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults).map_err(field_err)?;
-    check_model(inf, &common.model)?;
-    let msgs = messages(&f).map_err(field_err)?;
-    let json_object = match f.object("response_format").map_err(field_err)? {
-        None => false,
-        Some(rf) => match rf.get("type").and_then(Value::as_str) {
-            Some("text") => false,
-            Some("json_object") => true,
-            Some("json_schema") => {
-                return Err(field_err(FieldError::new(
-                    "response_format.type",
-                    "\"json_schema\" is not supported: schema-guided decoding is not implemented; use \"json_object\" (any JSON object) or \"text\"",
-                )))
-            }
-            other => {
-                return Err(field_err(FieldError::new(
-                    "response_format.type",
-                    format!("{other:?} is not allowed: one of \"text\", \"json_object\""),
-                )))
-            }
-        },
-    };
-    let json = if json_object {
-        Some(inf.json_mode().await.map_err(|e| e.into_api(style))?)
-    } else {
-        None
-    };
-    let tool_parser =
-        tools::from_request(f.get("tools"), f.get("tool_choice")).map_err(field_err)?;
-    let tools = f.get("tools").filter(|v| v.is_array()).cloned();
-    let kwargs = f
-        .object("chat_template_kwargs")
-        .map_err(field_err)?
-        .cloned();
-    let add_generation_prompt = f
-        .bool("add_generation_prompt")
-        .map_err(field_err)?
-        .unwrap_or(true);
+}
+
+/// The handler.
+pub async fn chat(State(inf): State<Arc<Serving>>, body: Body<OpenAi>) -> Reply<OpenAi> {
+    let req = ChatRequest::read(&body.map, &inf).await?;
+    let common = req.common;
     let prompt = inf
         .tokenizer
-        .render_and_encode_chat(msgs, add_generation_prompt, tools, kwargs)
-        .await
-        .map_err(|e| GenError::from(e).into_api(style))?;
-    let ids = inf
-        .fit_prompt(prompt.ids, "messages")
-        .map_err(|e| e.into_api(style))?;
+        .render_and_encode_chat(
+            req.messages,
+            req.add_generation_prompt,
+            req.tools,
+            req.chat_template_kwargs,
+        )
+        .await?;
+    let ids = inf.fit_prompt(prompt.ids, "messages")?;
     let mut jobs = Vec::with_capacity(common.n);
     for j in 0..common.n {
-        let mut req = common.gen_request(ids.clone(), j);
-        req.json = json.clone();
-        let generation = inf
-            .start(req, common.gen_options(keys.clone()))
-            .map_err(|e| e.into_api(style))?;
+        let mut gen = common.gen_request(ids.clone(), j);
+        gen.json = req.json.clone();
+        let generation = inf.start(gen, common.gen_options(body.keys.clone()))?;
         jobs.push(Job {
             index: j,
             counts_prompt: j == 0,
@@ -182,6 +182,6 @@ async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, 
     }
     let mut meta = ReplyMeta::new(Kind::Chat, &common, inf.tokenizer.tokenizer().clone());
     meta.full_text = inf.limits.full_text;
-    meta.tools = tool_parser;
+    meta.tools = req.tool_parser;
     Ok(respond(meta, jobs).await)
 }

@@ -4,13 +4,11 @@
 use super::request::{Common, MAX_N, MAX_TOP_LOGPROBS};
 use super::respond::{respond, Job, ReplyMeta};
 use super::{check_model, Kind};
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{parse_object, show, FieldError, Fields};
-use crate::http::session::{GenError, Serving};
-use axum::body::Bytes;
+use crate::http::extract::{Body, Error, OpenAi, Reply};
+use crate::http::fields::{show, FieldError, Fields};
+use crate::http::session::Serving;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// One prompt as given.
@@ -79,51 +77,53 @@ fn prompts(body: &serde_json::Map<String, Value>, vocab: usize) -> Result<Vec<Pr
     Ok(out)
 }
 
-/// The handler.
-pub async fn completions(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    match run(&inf, &body, crate::http::request_keys(&parts)).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+/// A checked completion request: the shared fields and the prompts.
+pub struct CompletionRequest {
+    pub common: Common,
+    pub echo: bool,
+    prompts: Vec<Prompt>,
+}
+
+impl CompletionRequest {
+    /// Reads and checks the body, in the order the fields have always been checked (the
+    /// `model` check comes after the shared fields).
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, Error<OpenAi>> {
+        let f = Fields::new(body);
+        let vocab = inf.vocab();
+        let logprobs = f.int("logprobs", 0, MAX_TOP_LOGPROBS)?.map(|k| k as usize);
+        let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults)?;
+        check_model(inf, &common.model)?;
+        let echo = f.bool("echo")?.unwrap_or(false);
+        if f.str("suffix")?.is_some_and(|s| !s.is_empty()) {
+            return Err(FieldError::new("suffix", "is not supported by these models").into());
+        }
+        let prompts = prompts(body, vocab)?;
+        if (prompts.len() * common.n) as i64 > MAX_N {
+            return Err(FieldError::new(
+                "n",
+                format!(
+                    "{} prompts x n = {} choices: allowed at most {MAX_N}",
+                    prompts.len(),
+                    prompts.len() * common.n
+                ),
+            )
+            .into());
+        }
+        Ok(Self {
+            common,
+            echo,
+            prompts,
+        })
     }
 }
 
-async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, ApiError> {
-    let style = ErrorStyle::OpenAi;
-    let field_err = |e: FieldError| e.into_api(style);
-    let map = parse_object(body).map_err(field_err)?;
-    let f = Fields::new(&map);
-    let vocab = inf.tokenizer.tokenizer().vocab_size();
-    let logprobs = f
-        .int("logprobs", 0, MAX_TOP_LOGPROBS)
-        .map_err(field_err)?
-        .map(|k| k as usize);
-    let common = Common::parse(&f, vocab, logprobs, &inf.sampling_defaults).map_err(field_err)?;
-    check_model(inf, &common.model)?;
-    let echo = f.bool("echo").map_err(field_err)?.unwrap_or(false);
-    if f.str("suffix")
-        .map_err(field_err)?
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err(field_err(FieldError::new(
-            "suffix",
-            "is not supported by these models",
-        )));
-    }
-    let prompts = prompts(&map, vocab).map_err(field_err)?;
-    if (prompts.len() * common.n) as i64 > MAX_N {
-        return Err(field_err(FieldError::new(
-            "n",
-            format!(
-                "{} prompts x n = {} choices: allowed at most {MAX_N}",
-                prompts.len(),
-                prompts.len() * common.n
-            ),
-        )));
-    }
+/// The handler.
+pub async fn completions(State(inf): State<Arc<Serving>>, body: Body<OpenAi>) -> Reply<OpenAi> {
+    let CompletionRequest {
+        common,
+        echo,
+        prompts,
+    } = CompletionRequest::read(&body.map, &inf)?;
     let many = prompts.len() > 1;
     let mut jobs = Vec::new();
     for (pi, p) in prompts.into_iter().enumerate() {
@@ -134,33 +134,24 @@ async fn run(inf: &Serving, body: &[u8], keys: Vec<String>) -> Result<Response, 
         };
         let (text, ids) = match p {
             Prompt::Text(t) => {
-                let ids = inf
-                    .tokenizer
-                    .encode(t.clone(), true)
-                    .await
-                    .map_err(|e| GenError::from(e).into_api(style))?;
+                let ids = inf.tokenizer.encode(t.clone(), true).await?;
                 (Some(t), ids)
             }
             Prompt::Ids(ids) => (None, ids),
         };
-        let ids = inf.fit_prompt(ids, &field).map_err(|e| e.into_api(style))?;
-        let prefix = if echo {
-            Some(match text {
-                Some(t) => t,
-                None => inf
-                    .tokenizer
+        let ids = inf.fit_prompt(ids, &field)?;
+        let prefix = match (echo, text) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(
+                inf.tokenizer
                     .decode(ids.clone(), common.skip_special_tokens)
-                    .await
-                    .map_err(|e| GenError::from(e).into_api(style))?,
-            })
-        } else {
-            None
+                    .await?,
+            ),
         };
         for j in 0..common.n {
             let req = common.gen_request(ids.clone(), j);
-            let generation = inf
-                .start(req, common.gen_options(keys.clone()))
-                .map_err(|e| e.into_api(style))?;
+            let generation = inf.start(req, common.gen_options(body.keys.clone()))?;
             jobs.push(Job {
                 index: pi * common.n + j,
                 counts_prompt: j == 0,

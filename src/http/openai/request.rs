@@ -49,10 +49,7 @@ impl Common {
         logprobs: Option<usize>,
         defaults: &SamplingParams,
     ) -> Result<Self, FieldError> {
-        let model = f
-            .str("model")?
-            .ok_or_else(|| FieldError::new("model", "is required"))?
-            .to_string();
+        let model = f.required_str("model", "is required")?.to_string();
         Self::parse_fields(f, vocab, logprobs, defaults, model)
     }
 

@@ -97,6 +97,11 @@ impl Serving {
             .cloned()
     }
 
+    /// The tokenizer's vocabulary size (token ids are below it).
+    pub fn vocab(&self) -> usize {
+        self.tokenizer.tokenizer().vocab_size()
+    }
+
     /// Checks prompt ids against the vocabulary and the input limit, truncating when
     /// `truncation` says so. `field` names the request field in errors.
     pub fn fit_prompt(&self, mut ids: Vec<u32>, field: &str) -> Result<Vec<u32>, GenError> {

@@ -4,21 +4,21 @@
 
 pub mod reply;
 
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::error::ErrorStyle;
+use crate::http::extract::{Body, Flavour, MindIe, Reply};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::gen_parameters::Parameters;
 use crate::http::session::drive::{self, PerStep, Step};
-use crate::http::session::{GenError, Piece, Serving, TokenPiece};
+use crate::http::session::{Piece, Serving, TokenPiece};
 use crate::http::{sse, vllm};
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-const STYLE: ErrorStyle = ErrorStyle::MindIe;
+const STYLE: ErrorStyle = MindIe::STYLE;
 
 pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
@@ -28,63 +28,57 @@ pub fn router(inf: Arc<Serving>) -> Router {
         .with_state(inf)
 }
 
-fn field_err(e: FieldError) -> ApiError {
-    e.into_api(STYLE)
+/// A checked TGI request: the prompt text and its `parameters`.
+pub struct TgiRequest {
+    pub inputs: String,
+    pub params: Parameters,
 }
 
-fn gen_err(e: GenError) -> ApiError {
-    e.into_api(STYLE)
+impl TgiRequest {
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
+        let f = Fields::new(body);
+        let inputs = f.required_str("inputs", "is required")?.to_string();
+        let params = Parameters::read(body, inf)?;
+        if let Some(a) = f
+            .object("parameters")?
+            .and_then(|p| p.get("adapter_id"))
+            .and_then(Value::as_str)
+        {
+            if a != inf.model_name {
+                return Err(FieldError::new(
+                    "parameters.adapter_id",
+                    format!("{a:?}: no such adapter (LoRA adapters are not loaded)"),
+                ));
+            }
+        }
+        Ok(Self { inputs, params })
+    }
 }
 
 /// `POST /generate`: TGI when the body has `inputs`, vLLM legacy when it has `prompt`.
-async fn generate(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let keys = crate::http::request_keys(&parts);
-    let map = match parse_object(&body) {
-        Ok(m) => m,
-        Err(e) => return field_err(e).into_response(),
-    };
-    match (map.get("inputs"), map.get("prompt")) {
-        (Some(Value::String(_)), _) => run(&inf, map, Mode::Object, keys).await,
-        (None, Some(Value::String(_))) => vllm::run(&inf, map, keys).await,
-        _ => field_err(FieldError::new(
+async fn generate(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    match (body.map.get("inputs"), body.map.get("prompt")) {
+        (Some(Value::String(_)), _) => run(&inf, body, Mode::Object).await,
+        (None, Some(Value::String(_))) => vllm::run(&inf, body).await,
+        _ => Err(FieldError::new(
             "inputs",
             "is required: a string (TGI), or send \"prompt\" for the vLLM API",
-        ))
-        .into_response(),
+        )
+        .into()),
     }
 }
 
-async fn generate_stream(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let keys = crate::http::request_keys(&parts);
-    match parse_object(&body) {
-        Ok(map) => run(&inf, map, Mode::Stream, keys).await,
-        Err(e) => field_err(e).into_response(),
-    }
+async fn generate_stream(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    run(&inf, body, Mode::Stream).await
 }
 
-async fn general(
-    State(inf): State<Arc<Serving>>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let keys = crate::http::request_keys(&parts);
-    let map = match parse_object(&body) {
-        Ok(m) => m,
-        Err(e) => return field_err(e).into_response(),
+/// `POST /`: `stream` picks the mode.
+async fn general(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    let mode = match Fields::new(&body.map).bool("stream")? {
+        Some(true) => Mode::Stream,
+        _ => Mode::Array,
     };
-    match Fields::new(&map).bool("stream") {
-        Ok(Some(true)) => run(&inf, map, Mode::Stream, keys).await,
-        Ok(_) => run(&inf, map, Mode::Array, keys).await,
-        Err(e) => field_err(e).into_response(),
-    }
+    run(&inf, body, mode).await
 }
 
 /// How the reply is shaped.
@@ -98,48 +92,13 @@ enum Mode {
     Stream,
 }
 
-async fn run(inf: &Serving, map: Map<String, Value>, mode: Mode, keys: Vec<String>) -> Response {
-    match try_run(inf, map, mode, keys).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn try_run(
-    inf: &Serving,
-    map: Map<String, Value>,
-    mode: Mode,
-    keys: Vec<String>,
-) -> Result<Response, ApiError> {
-    let f = Fields::new(&map);
-    let inputs = f
-        .str("inputs")
-        .map_err(field_err)?
-        .ok_or_else(|| field_err(FieldError::new("inputs", "is required")))?
-        .to_string();
-    let vocab = inf.tokenizer.tokenizer().vocab_size();
-    let params = Parameters::parse(&map, &inf.sampling_defaults, vocab).map_err(field_err)?;
-    if let Some(a) = f
-        .object("parameters")
-        .map_err(field_err)?
-        .and_then(|p| p.get("adapter_id"))
-        .and_then(Value::as_str)
-    {
-        if a != inf.model_name {
-            return Err(field_err(FieldError::new(
-                "parameters.adapter_id",
-                format!("{a:?}: no such adapter (LoRA adapters are not loaded)"),
-            )));
-        }
-    }
+async fn run(inf: &Serving, body: Body<MindIe>, mode: Mode) -> Reply<MindIe> {
+    let TgiRequest { inputs, params } = TgiRequest::read(&body.map, inf)?;
     let ids = inf
         .encode_prompt(&inputs, "inputs", params.truncate)
-        .await
-        .map_err(gen_err)?;
+        .await?;
     let prefill = params.decoder_input_details.then(|| ids.clone());
-    let g = inf
-        .start(params.gen_request(ids), params.gen_options(keys))
-        .map_err(gen_err)?;
+    let g = inf.start(params.gen_request(ids), params.gen_options(body.keys))?;
     let tok = inf.tokenizer.tokenizer().clone();
     let seed = (!params.sampling.is_greedy()).then_some(params.sampling.seed);
     let full_prefix = if params.return_full_text {
@@ -148,7 +107,7 @@ async fn try_run(
         String::new()
     };
     if mode != Mode::Stream {
-        let folded = drive::fold(g).await.map_err(gen_err)?;
+        let folded = drive::fold(g).await?;
         let mut reply = json!({ "generated_text": format!("{full_prefix}{}", folded.text) });
         if params.details {
             reply["details"] = reply::details(
@@ -209,7 +168,7 @@ async fn try_run(
             Step::Failed(e) => {
                 let mut out: Vec<String> =
                     held.take().map(|h| event(&h, None)).into_iter().collect();
-                out.push(format!("data: {}\n\n", gen_err(e).body()));
+                out.push(format!("data: {}\n\n", e.into_api(STYLE).body()));
                 out
             }
         }

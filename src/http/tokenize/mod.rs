@@ -2,18 +2,15 @@
 //! the ids the model would see for `inputs` (special tokens added as for a prompt), or with
 //! `do_decode: true` the text of each token.
 
-use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{parse_object, FieldError, Fields};
-use crate::http::session::{GenError, Serving};
-use axum::body::Bytes;
+use crate::http::extract::{Body, MindIe, Reply};
+use crate::http::fields::{FieldError, Fields};
+use crate::http::session::Serving;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use std::sync::Arc;
-
-const STYLE: ErrorStyle = ErrorStyle::MindIe;
 
 pub fn router(inf: Arc<Serving>) -> Router {
     Router::new()
@@ -21,38 +18,38 @@ pub fn router(inf: Arc<Serving>) -> Router {
         .with_state(inf)
 }
 
-async fn tokenize(State(inf): State<Arc<Serving>>, body: Bytes) -> Response {
-    let result = async {
-        let map = parse_object(&body).map_err(|e| e.into_api(STYLE))?;
-        let f = Fields::new(&map);
-        let text = f
-            .str("inputs")
-            .map_err(|e| e.into_api(STYLE))?
-            .ok_or_else(|| FieldError::new("inputs", "is required: a string").into_api(STYLE))?;
+/// A checked tokenizer request.
+pub struct TokenizeRequest {
+    pub text: String,
+    /// Answer each token's text instead of its id.
+    pub decode: bool,
+}
+
+impl TokenizeRequest {
+    pub fn read(body: &Map<String, Value>) -> Result<Self, FieldError> {
+        let f = Fields::new(body);
+        let text = f.required_str("inputs", "is required: a string")?;
         if text.is_empty() {
-            return Err(FieldError::new("inputs", "must not be empty").into_api(STYLE));
+            return Err(FieldError::new("inputs", "must not be empty"));
         }
-        let decode = f
-            .bool("do_decode")
-            .map_err(|e| e.into_api(STYLE))?
-            .unwrap_or(false);
-        let ids = inf
-            .tokenizer
-            .encode(text.to_string(), true)
-            .await
-            .map_err(|e| GenError::from(e).into_api(STYLE))?;
-        let tokens = if decode {
-            let tok = inf.tokenizer.tokenizer();
-            json!(ids
-                .iter()
-                .map(|&id| tok.token_text(id).unwrap_or_default())
-                .collect::<Vec<_>>())
-        } else {
-            json!(ids)
-        };
-        Ok::<_, ApiError>(
-            Json(json!({ "token_number": ids.len(), "tokens": tokens })).into_response(),
-        )
+        Ok(Self {
+            text: text.to_string(),
+            decode: f.bool("do_decode")?.unwrap_or(false),
+        })
+    }
+}
+
+async fn tokenize(State(inf): State<Arc<Serving>>, body: Body<MindIe>) -> Reply<MindIe> {
+    let TokenizeRequest { text, decode } = TokenizeRequest::read(&body.map)?;
+    let ids = inf.tokenizer.encode(text, true).await?;
+    let tokens = if decode {
+        let tok = inf.tokenizer.tokenizer();
+        json!(ids
+            .iter()
+            .map(|&id| tok.token_text(id).unwrap_or_default())
+            .collect::<Vec<_>>())
+    } else {
+        json!(ids)
     };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+    Ok(Json(json!({ "token_number": ids.len(), "tokens": tokens })).into_response())
 }

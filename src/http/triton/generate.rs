@@ -3,19 +3,18 @@
 //! generated_tokens, first_token_cost, decode_cost}}`; streaming sends one such event per
 //! token with the text delta, `details` on the last.
 
-use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::error::ApiError;
-use crate::http::fields::{parse_object, FieldError, Fields};
+use super::{request_id, ServedModel, Triton, STYLE};
+use crate::http::extract::{Body, Error, MindIe, Reply};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::gen_parameters::Parameters;
 use crate::http::session::drive::{self, PerStep, Step};
-use crate::http::session::{Generation, Outcome, Piece};
+use crate::http::session::{Generation, Outcome, Piece, Serving};
+use crate::http::sse;
 use crate::http::tgi::reply::finish_reason;
-use crate::http::{request_keys, sse};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::time::Instant;
 
 /// Milliseconds between two instants.
@@ -34,71 +33,89 @@ fn details(o: &Outcome, started: Instant, first: Option<Instant>, last: Instant)
     })
 }
 
+/// A checked generate request: the client's id, the prompt text and its `parameters`.
+pub struct TritonGenerate {
+    pub id: Option<String>,
+    pub text: String,
+    pub params: Parameters,
+}
+
+impl TritonGenerate {
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
+        let f = Fields::new(body);
+        let id = request_id(&f)?;
+        let text = f.required_str("text_input", "is required")?.to_string();
+        let params = Parameters::read(body, inf)?;
+        Ok(Self { id, text, params })
+    }
+}
+
+/// A generate request read, checked and started: what both generate routes begin with.
+/// Extracted in the order the checks have always run: the path's model, the body, the fields,
+/// then the prompt.
+pub struct Started {
+    pub model: String,
+    /// The client's id.
+    pub id: Option<String>,
+    pub generation: Generation,
+}
+
+impl FromRequest<Triton> for Started {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, t: &Triton) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let ServedModel(model) = ServedModel::from_request_parts(&mut parts, t).await?;
+        let body = Body::<MindIe>::from_request(Request::from_parts(parts, body), t)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        start(t, body)
+            .await
+            .map(|(generation, id)| Self {
+                model,
+                id,
+                generation,
+            })
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 async fn start(
     t: &Triton,
-    m: &str,
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-) -> Result<(Generation, Option<String>), ApiError> {
-    check_model(&t.inf, m)?;
-    let map = parse_object(body).map_err(field_err)?;
-    let f = Fields::new(&map);
-    let id = request_id(&f)?;
-    let text = f
-        .str("text_input")
-        .map_err(field_err)?
-        .ok_or_else(|| field_err(FieldError::new("text_input", "is required")))?;
+    body: Body<MindIe>,
+) -> Result<(Generation, Option<String>), Error<MindIe>> {
     let inf = &t.inf;
-    let vocab = inf.tokenizer.tokenizer().vocab_size();
-    let params = Parameters::parse(&map, &inf.sampling_defaults, vocab).map_err(field_err)?;
+    let TritonGenerate { id, text, params } = TritonGenerate::read(&body.map, inf)?;
     let ids = inf
-        .encode_prompt(text, "text_input", params.truncate)
-        .await
-        .map_err(|e| e.into_api(STYLE))?;
-    let mut keys = request_keys(parts);
+        .encode_prompt(&text, "text_input", params.truncate)
+        .await?;
+    let mut keys = body.keys;
     keys.extend(id.clone());
-    let g = inf
-        .start(params.gen_request(ids), params.gen_options(keys))
-        .map_err(|e| e.into_api(STYLE))?;
+    let g = inf.start(params.gen_request(ids), params.gen_options(keys))?;
     Ok((g, id))
 }
 
-pub async fn generate(
-    State(t): State<Triton>,
-    Path(m): Path<String>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        let (g, id) = start(&t, &m, &parts, &body).await?;
-        let started = g.started();
-        let folded = drive::fold(g).await.map_err(|e| e.into_api(STYLE))?;
-        let first = folded.tokens.first().map(|t| t.at);
-        let last = folded.tokens.last().map_or(started, |t| t.at);
-        Ok::<_, ApiError>(
-            Json(json!({
-                "id": id.unwrap_or_default(),
-                "model_name": m,
-                "model_version": null,
-                "text_output": folded.text,
-                "details": details(&folded.outcome, started, first, last),
-            }))
-            .into_response(),
-        )
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+pub async fn generate(s: Started) -> Reply<MindIe> {
+    let started = s.generation.started();
+    let folded = drive::fold(s.generation).await?;
+    let first = folded.tokens.first().map(|t| t.at);
+    let last = folded.tokens.last().map_or(started, |t| t.at);
+    Ok(Json(json!({
+        "id": s.id.unwrap_or_default(),
+        "model_name": s.model,
+        "model_version": null,
+        "text_output": folded.text,
+        "details": details(&folded.outcome, started, first, last),
+    }))
+    .into_response())
 }
 
-pub async fn generate_stream(
-    State(t): State<Triton>,
-    Path(m): Path<String>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let (g, id) = match start(&t, &m, &parts, &body).await {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+pub async fn generate_stream(s: Started) -> Reply<MindIe> {
+    let Started {
+        model: m,
+        id,
+        generation: g,
+    } = s;
     let started = g.started();
     let id = id.unwrap_or_default();
     let (tx, resp) = sse::channel();
@@ -126,5 +143,5 @@ pub async fn generate_stream(
         }
     };
     drive::stream(vec![g], tx, PerStep(frame));
-    resp
+    Ok(resp)
 }

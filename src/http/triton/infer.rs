@@ -2,15 +2,13 @@
 //! shape, datatype: "UINT32", data}]`, `outputs: [{name}]`, `parameters`) → the generated ids
 //! as `outputs: [{name, shape: [1, n], datatype: "UINT32", data}]`.
 
-use super::{check_model, field_err, request_id, Triton, STYLE};
-use crate::http::error::ApiError;
-use crate::http::fields::{parse_object, FieldError, Fields};
+use super::{request_id, ServedModel, Triton};
+use crate::http::extract::{Body, MindIe, Reply};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::gen_parameters::Parameters;
-use crate::http::request_keys;
-use crate::http::session::drive;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use crate::http::session::{drive, Serving};
+use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -35,8 +33,7 @@ fn input_ids(map: &Map<String, Value>, vocab: usize) -> Result<Vec<u32>, FieldEr
         return Err(FieldError::new("inputs[0]", "must be an object"));
     };
     let f = Fields::with_prefix(t, "inputs[0].");
-    f.str("name")?
-        .ok_or_else(|| FieldError::new("inputs[0].name", "is required"))?;
+    f.required_str("name", "is required")?;
     match f.str("datatype")? {
         Some("UINT32") => {}
         other => {
@@ -84,46 +81,56 @@ fn output_name(map: &Map<String, Value>) -> Result<String, FieldError> {
     }
 }
 
+/// A checked infer request: the client's id, the input tensor's ids, the output tensor's
+/// name and the `parameters`.
+pub struct TritonInfer {
+    pub id: Option<String>,
+    pub ids: Vec<u32>,
+    pub output: String,
+    pub params: Parameters,
+}
+
+impl TritonInfer {
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
+        let id = request_id(&Fields::new(body))?;
+        let vocab = inf.vocab();
+        Ok(Self {
+            id,
+            ids: input_ids(body, vocab)?,
+            output: output_name(body)?,
+            params: Parameters::read(body, inf)?,
+        })
+    }
+}
+
 pub async fn infer(
     State(t): State<Triton>,
-    Path(m): Path<String>,
-    parts: axum::http::request::Parts,
-    body: Bytes,
-) -> Response {
-    let result = async {
-        check_model(&t.inf, &m)?;
-        let map = parse_object(&body).map_err(field_err)?;
-        let f = Fields::new(&map);
-        let id = request_id(&f)?;
-        let inf = &t.inf;
-        let vocab = inf.tokenizer.tokenizer().vocab_size();
-        let ids = input_ids(&map, vocab).map_err(field_err)?;
-        let out_name = output_name(&map).map_err(field_err)?;
-        let params = Parameters::parse(&map, &inf.sampling_defaults, vocab).map_err(field_err)?;
-        let ids = inf
-            .fit_prompt(params.truncate_prompt(ids), "inputs[0].data")
-            .map_err(|e| e.into_api(STYLE))?;
-        let mut keys = request_keys(&parts);
-        keys.extend(id.clone());
-        let g = inf
-            .start(params.gen_request(ids), params.gen_options(keys))
-            .map_err(|e| e.into_api(STYLE))?;
-        let folded = drive::fold(g).await.map_err(|e| e.into_api(STYLE))?;
-        let data: Vec<u32> = folded.tokens.iter().map(|t| t.id).collect();
-        Ok::<_, ApiError>(
-            Json(json!({
-                "id": id.unwrap_or_default(),
-                "model_name": m,
-                "model_version": null,
-                "outputs": [{
-                    "name": out_name,
-                    "shape": [1, data.len()],
-                    "datatype": "UINT32",
-                    "data": data,
-                }],
-            }))
-            .into_response(),
-        )
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+    ServedModel(m): ServedModel,
+    body: Body<MindIe>,
+) -> Reply<MindIe> {
+    let inf = &t.inf;
+    let TritonInfer {
+        id,
+        ids,
+        output,
+        params,
+    } = TritonInfer::read(&body.map, inf)?;
+    let ids = inf.fit_prompt(params.truncate_prompt(ids), "inputs[0].data")?;
+    let mut keys = body.keys;
+    keys.extend(id.clone());
+    let g = inf.start(params.gen_request(ids), params.gen_options(keys))?;
+    let folded = drive::fold(g).await?;
+    let data: Vec<u32> = folded.tokens.iter().map(|t| t.id).collect();
+    Ok(Json(json!({
+        "id": id.unwrap_or_default(),
+        "model_name": m,
+        "model_version": null,
+        "outputs": [{
+            "name": output,
+            "shape": [1, data.len()],
+            "datatype": "UINT32",
+            "data": data,
+        }],
+    }))
+    .into_response())
 }

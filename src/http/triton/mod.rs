@@ -9,10 +9,11 @@ mod infer;
 
 use crate::config::Loaded;
 use crate::http::error::{ApiError, ErrorStyle};
-use crate::http::fields::{parse_object, FieldError, Fields};
+use crate::http::extract::{Body, Flavour, MindIe, Reply};
+use crate::http::fields::{FieldError, Fields};
 use crate::http::session::Serving;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +21,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 
-const STYLE: ErrorStyle = ErrorStyle::MindIe;
+const STYLE: ErrorStyle = MindIe::STYLE;
 
 /// What the Triton routes share.
 #[derive(Clone)]
@@ -53,13 +54,25 @@ fn check_model(inf: &Serving, m: &str) -> Result<(), ApiError> {
     }
 }
 
-fn field_err(e: FieldError) -> ApiError {
-    e.into_api(STYLE)
+/// The path's `{model}`, checked to be the served model (404 `Model {m} not found.`
+/// otherwise) before the body is read.
+pub struct ServedModel(pub String);
+
+impl FromRequestParts<Triton> for ServedModel {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, t: &Triton) -> Result<Self, Response> {
+        let Path(m) = Path::<String>::from_request_parts(parts, t)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        check_model(&t.inf, &m).map_err(IntoResponse::into_response)?;
+        Ok(Self(m))
+    }
 }
 
 /// A client request id: at most 256 of `[A-Za-z0-9_-]`.
-fn request_id(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
-    let Some(id) = f.str("id").map_err(field_err)? else {
+fn request_id(f: &Fields<'_>) -> Result<Option<String>, FieldError> {
+    let Some(id) = f.str("id")? else {
         return Ok(None);
     };
     let ok = !id.is_empty()
@@ -68,10 +81,10 @@ fn request_id(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !ok {
-        return Err(field_err(FieldError::new(
+        return Err(FieldError::new(
             "id",
             format!("{id:?} is not allowed: 1 to 256 characters of letters, digits, '_' and '-'"),
-        )));
+        ));
     }
     Ok(Some(id.to_string()))
 }
@@ -90,10 +103,7 @@ async fn server_meta(State(t): State<Triton>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn model_meta(State(t): State<Triton>, Path(m): Path<String>) -> Response {
-    if let Err(e) = check_model(&t.inf, &m) {
-        return e.into_response();
-    }
+async fn model_meta(ServedModel(m): ServedModel) -> Json<serde_json::Value> {
     Json(json!({
         "name": m,
         "versions": [],
@@ -101,13 +111,9 @@ async fn model_meta(State(t): State<Triton>, Path(m): Path<String>) -> Response 
         "inputs": [{ "name": "input0", "datatype": "UINT32", "shape": [-1] }],
         "outputs": [{ "name": "output0", "datatype": "UINT32", "shape": [-1] }],
     }))
-    .into_response()
 }
 
-async fn model_config(State(t): State<Triton>, Path(m): Path<String>) -> Response {
-    if let Err(e) = check_model(&t.inf, &m) {
-        return e.into_response();
-    }
+async fn model_config(State(t): State<Triton>, ServedModel(m): ServedModel) -> Response {
     let c = &t.config.config;
     let model = c.model();
     Json(json!({
@@ -125,29 +131,19 @@ async fn model_config(State(t): State<Triton>, Path(m): Path<String>) -> Respons
     .into_response()
 }
 
-async fn stop_infer(State(t): State<Triton>, Path(m): Path<String>, body: Bytes) -> Response {
-    let result = (|| {
-        check_model(&t.inf, &m)?;
-        let map = parse_object(&body).map_err(field_err)?;
-        let f = Fields::new(&map);
-        let id = f
-            .str("id")
-            .map_err(field_err)?
-            .ok_or_else(|| field_err(FieldError::new("id", "is required")))?;
-        let running = t.inf.registry.find(id);
-        match running.is_empty() {
-            false => {
-                for engine_id in running {
-                    t.inf.engine.cancel(engine_id);
-                }
-                Ok(Json(json!({ "id": id, "result": "stopped" })).into_response())
-            }
-            true => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no running request with id {id:?}"),
-            )
-            .style(STYLE)),
-        }
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+async fn stop_infer(State(t): State<Triton>, _: ServedModel, body: Body<MindIe>) -> Reply<MindIe> {
+    let id = Fields::new(&body.map).required_str("id", "is required")?;
+    let running = t.inf.registry.find(id);
+    if running.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no running request with id {id:?}"),
+        )
+        .style(STYLE)
+        .into());
+    }
+    for engine_id in running {
+        t.inf.engine.cancel(engine_id);
+    }
+    Ok(Json(json!({ "id": id, "result": "stopped" })).into_response())
 }

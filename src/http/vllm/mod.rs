@@ -3,66 +3,56 @@
 //! output, ...]}` (one entry per `n`), and the stream is `{"text": [delta]}` objects each
 //! followed by a NUL byte (SPEC §1).
 
-use crate::http::error::{ApiError, ErrorStyle};
+use crate::http::error::ErrorStyle;
+use crate::http::extract::{Body, Flavour, MindIe, Reply};
 use crate::http::fields::{FieldError, Fields};
 use crate::http::openai::request::Common;
 use crate::http::session::drive::{self, PerStep, Step};
-use crate::http::session::{GenError, Piece, Serving};
+use crate::http::session::{Piece, Serving};
 use crate::http::sse;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-const STYLE: ErrorStyle = ErrorStyle::MindIe;
+const STYLE: ErrorStyle = MindIe::STYLE;
 
-/// Handles a vLLM legacy request (the body is already parsed).
-pub async fn run(inf: &Serving, map: Map<String, Value>, keys: Vec<String>) -> Response {
-    match try_run(inf, map, keys).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+/// A checked vLLM legacy request: the prompt and the OpenAI-style fields.
+pub struct VllmRequest {
+    pub prompt: String,
+    pub common: Common,
+}
+
+impl VllmRequest {
+    pub fn read(body: &Map<String, Value>, inf: &Serving) -> Result<Self, FieldError> {
+        let f = Fields::new(body);
+        let prompt = f.required_str("prompt", "is required")?.to_string();
+        let mut common = Common::parse_unnamed(&f, inf.vocab(), None, &inf.sampling_defaults)?;
+        if common.stream && common.n > 1 {
+            return Err(FieldError::new(
+                "n",
+                "must be 1 when streaming (the stream carries one text)",
+            ));
+        }
+        common.include_usage = None;
+        Ok(Self { prompt, common })
     }
 }
 
-async fn try_run(
-    inf: &Serving,
-    map: Map<String, Value>,
-    keys: Vec<String>,
-) -> Result<Response, ApiError> {
-    let field_err = |e: FieldError| e.into_api(STYLE);
-    let gen_err = |e: GenError| e.into_api(STYLE);
-    let f = Fields::new(&map);
-    let prompt = f
-        .str("prompt")
-        .map_err(field_err)?
-        .ok_or_else(|| field_err(FieldError::new("prompt", "is required")))?
-        .to_string();
-    let vocab = inf.tokenizer.tokenizer().vocab_size();
-    let mut common =
-        Common::parse_unnamed(&f, vocab, None, &inf.sampling_defaults).map_err(field_err)?;
-    if common.stream && common.n > 1 {
-        return Err(field_err(FieldError::new(
-            "n",
-            "must be 1 when streaming (the stream carries one text)",
-        )));
-    }
-    common.include_usage = None;
-    let ids = inf
-        .encode_prompt(&prompt, "prompt", None)
-        .await
-        .map_err(gen_err)?;
+/// Handles a vLLM legacy request (the TGI router parsed the body).
+pub async fn run(inf: &Serving, body: Body<MindIe>) -> Reply<MindIe> {
+    let VllmRequest { prompt, common } = VllmRequest::read(&body.map, inf)?;
+    let keys = body.keys;
+    let ids = inf.encode_prompt(&prompt, "prompt", None).await?;
     let mut gens = Vec::with_capacity(common.n);
     for j in 0..common.n {
         let opts = common.gen_options(keys.clone());
-        gens.push(
-            inf.start(common.gen_request(ids.clone(), j), opts)
-                .map_err(gen_err)?,
-        );
+        gens.push(inf.start(common.gen_request(ids.clone(), j), opts)?);
     }
     if !common.stream {
         let mut texts = Vec::with_capacity(gens.len());
         let folded = futures_util::future::join_all(gens.into_iter().map(drive::fold)).await;
         for r in folded {
-            texts.push(format!("{prompt} {}", r.map_err(gen_err)?.text));
+            texts.push(format!("{prompt} {}", r?.text));
         }
         return Ok(Json(json!({ "text": texts })).into_response());
     }
