@@ -216,6 +216,11 @@ impl Engine {
         );
     }
 
+    /// Rows of the LM head (token ids are below this).
+    pub(super) fn vocab(&self) -> usize {
+        self.vocab
+    }
+
     /// Frees the KV leases past their expiry, and their sampler states.
     fn expire_leases(&mut self, now: Instant) {
         for id in self.scheduler.expire_leases(now) {

@@ -64,6 +64,12 @@ impl Engine {
         kv: &KvExport,
         events: UnboundedSender<TokenEvent>,
     ) -> Result<(), HandoffError> {
+        if first_token as usize >= self.vocab() {
+            return Err(HandoffError::Backend(format!(
+                "first token {first_token} is outside the model's vocabulary of {}",
+                self.vocab()
+            )));
+        }
         if kv.kv_tokens != req.prompt.len() {
             return Err(HandoffError::Backend(format!(
                 "the KV covers {} tokens but the prompt has {}",
@@ -225,6 +231,14 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(err.to_string().contains("covers 5 tokens"), "{err}");
+        let err = d
+            .submit_prefilled(req(4), 64, bad_export())
+            .await
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("outside the model's vocabulary"),
+            "{err}"
+        );
         all_free(&d).await;
     }
 

@@ -69,11 +69,10 @@ impl Scheduler {
 
     /// Moves an ending sequence's blocks into a lease, if it asked for one (see module docs).
     pub(crate) fn take_lease(&mut self, seq: &mut Sequence, now: Instant) {
-        let (Some(ttl), Some(table)) = (seq.kv_lease, seq.table.take()) else {
+        let (Some(ttl), Some(mut table)) = (seq.kv_lease, seq.table.take()) else {
             return;
         };
         // Only the computed KV is worth keeping (an in-flight step's blocks are not).
-        let mut table = table;
         table.truncate(blocks_for(seq.computed, self.block_size()));
         if let Some(old) = self.leases.insert(
             seq.id,
