@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod engine;
+pub mod pd;
 
 use engine::{check_model_dir, start_engine};
 
@@ -182,6 +183,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         let listener = server::bind(&name, addr).await?;
         bound.push((s.planes.clone(), name, tls, listener));
     }
+    // dmi: the interComm plane (TLS checked, listener bound) before anything serves.
+    let pd_prepared = pd::prepare(&loaded, &mut checker).await?;
 
     let model = loaded
         .config
@@ -199,6 +202,16 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
     let sampling_defaults = crate::engine::defaults::sampling_defaults(&model_source.dir);
     let (handle, tok) = start_engine(&loaded, model_source, env).await?;
+    let pd_node = pd_prepared.map(|prep| {
+        pd::start(
+            prep,
+            &loaded,
+            handle.clone(),
+            metrics.clone(),
+            &model,
+            life.token(),
+        )
+    });
     let threads = loaded.config.backend_config.tokenizer_process_number as usize;
     let inference = Arc::new(Serving {
         engine: Arc::new(handle.clone()),
@@ -209,6 +222,9 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sampling_defaults,
         registry: Default::default(),
         json_mode: Default::default(),
+        stop_hook: pd_node
+            .clone()
+            .map(|n| n as Arc<dyn crate::http::session::StopHook>),
     });
     let engine: Arc<dyn EngineMonitor> = Arc::new(handle.clone());
     if let Some(m) = &metrics {
@@ -248,12 +264,20 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_request_length as usize,
         life.clone(),
     );
-    let business_router = http::business_router(BusinessState {
+    let mut business_router = http::business_router(BusinessState {
         serving: inference,
         card,
         config: loaded.clone(),
         admission,
     });
+    if let Some(node) = &pd_node {
+        // A decode instance replays handed-over requests through the routes without the gate.
+        let _ = node.replay.set(business_router.clone());
+        business_router = business_router.layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::pd::gate::business_gate,
+        ));
+    }
 
     let metrics_router = mgmt::metrics_plane::router(metrics);
     let mut planes = Vec::new();

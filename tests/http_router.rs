@@ -75,6 +75,7 @@ fn business_with_reply(reply: Option<&str>) -> (Router, tempfile::TempDir) {
         sampling_defaults: defaults::sampling_defaults(&fixture),
         registry: Default::default(),
         json_mode: Default::default(),
+        stop_hook: None,
     });
     let sc = &loaded.config.server_config;
     let admission = Admission::new(

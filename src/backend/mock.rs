@@ -102,6 +102,7 @@ impl MockBackend {
                 num_layers: 1,
                 num_kv_heads: 1,
                 head_dim: 1,
+                kv_layout: "mock-token-ids".into(),
             },
             candidates,
             slots,

@@ -69,6 +69,9 @@ pub struct BackendInfo {
     pub num_layers: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// The KV layout tag of exported blocks ([`KvChunk::layout`]): two instances can hand KV
+    /// to each other only when their tags are equal.
+    pub kv_layout: String,
 }
 
 /// One sequence's share of a packed step.

@@ -73,6 +73,13 @@ impl Engine {
                 .unwrap_or("unknown")
                 .to_string(),
             block_size: backend.info().block_size,
+            kv: super::KvShape {
+                num_layers: backend.info().num_layers,
+                num_kv_heads: backend.info().num_kv_heads,
+                head_dim: backend.info().head_dim,
+                bytes_per_block: backend.info().bytes_per_block,
+                layout: backend.info().kv_layout.clone(),
+            },
         };
         let vocab = backend.info().vocab_size.max(1);
         let engine = Engine {
@@ -166,6 +173,14 @@ impl Engine {
                 // A lease past its expiry is gone even if the loop has not expired it yet.
                 self.expire_leases(Instant::now());
                 let _ = reply.send(self.export_kv(id));
+            }
+            Command::LeaseBlocks { id, reply } => {
+                self.expire_leases(Instant::now());
+                let blocks = self
+                    .scheduler
+                    .lease(id)
+                    .map(|l| (l.block_ids().to_vec(), l.kv_tokens));
+                let _ = reply.send(blocks);
             }
             Command::ReleaseKv { id, reply } => {
                 self.lease_rng.remove(&id);

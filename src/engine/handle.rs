@@ -31,6 +31,12 @@ pub enum Command {
         id: RequestId,
         reply: oneshot::Sender<Result<KvExport, HandoffError>>,
     },
+    /// The blocks of a finished request's lease, in position order, and the tokens their KV
+    /// holds (`None`: no lease).
+    LeaseBlocks {
+        id: RequestId,
+        reply: oneshot::Sender<Option<(Vec<crate::backend::BlockId>, usize)>>,
+    },
     /// Return a lease's blocks to the pool (`false`: there was none).
     ReleaseKv {
         id: RequestId,
@@ -117,6 +123,12 @@ impl EngineHandle {
         Ok(Submission { id, events })
     }
 
+    /// A fresh request id, for a request submitted later under it
+    /// ([`EngineHandle::submit_prefilled_as`]).
+    pub fn reserve_id(&self) -> RequestId {
+        self.next_id()
+    }
+
     fn next_id(&self) -> RequestId {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -138,6 +150,17 @@ impl EngineHandle {
             .map_err(|_| HandoffError::from(SubmitError::Stopped))?
     }
 
+    /// The block ids of request `id`'s lease and the tokens they hold (`None`: no lease).
+    pub async fn lease_blocks(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<(Vec<crate::backend::BlockId>, usize)>, HandoffError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::LeaseBlocks { id, reply })?;
+        rx.await
+            .map_err(|_| HandoffError::from(SubmitError::Stopped))
+    }
+
     /// Frees request `id`'s lease; `false` if it held none (released, expired or never made).
     pub async fn release_kv(&self, id: RequestId) -> Result<bool, HandoffError> {
         let (reply, rx) = oneshot::channel();
@@ -157,7 +180,19 @@ impl EngineHandle {
         first_token: u32,
         kv: KvExport,
     ) -> Result<Submission, HandoffError> {
-        let id = self.next_id();
+        self.submit_prefilled_as(self.next_id(), req, first_token, kv)
+            .await
+    }
+
+    /// [`EngineHandle::submit_prefilled`] under an id from [`EngineHandle::reserve_id`], so
+    /// the caller can name (and cancel) the request before the engine took it.
+    pub async fn submit_prefilled_as(
+        &self,
+        id: RequestId,
+        req: GenRequest,
+        first_token: u32,
+        kv: KvExport,
+    ) -> Result<Submission, HandoffError> {
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let (reply, rx) = oneshot::channel();
         self.send(Command::SubmitPrefilled {
@@ -171,6 +206,13 @@ impl EngineHandle {
         rx.await
             .map_err(|_| HandoffError::from(SubmitError::Stopped))??;
         Ok(Submission { id, events })
+    }
+
+    /// [`EngineHandle::release_kv`] without waiting for the answer (from synchronous code,
+    /// e.g. a drop); an unknown lease is ignored.
+    pub fn release_kv_detached(&self, id: RequestId) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.try_send(Command::ReleaseKv { id, reply });
     }
 
     /// Cancels a request by id (e.g. Triton `stopInfer`); unknown ids are ignored.

@@ -9,6 +9,8 @@ use super::handle::{EngineHandle, RequestId, SubmitError};
 use super::request::{GenRequest, TokenEvent};
 use futures_util::stream::{Stream, StreamExt};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Something that runs generations.
@@ -34,6 +36,9 @@ pub struct TokenEvents {
     events: Events,
     /// `None` once the request finished or was cancelled.
     cancel: Option<Canceller>,
+    /// Set by a runner that handed the request on to another instance (PD prefill): the
+    /// events stop here without an end, and that is not a failure.
+    handed_off: Option<Arc<AtomicBool>>,
 }
 
 impl TokenEvents {
@@ -47,7 +52,23 @@ impl TokenEvents {
             id,
             events: Box::pin(events),
             cancel: Some(Box::new(cancel)),
+            handed_off: None,
         }
+    }
+
+    /// Marks the stream as one whose runner may hand the request on: once `flag` is set,
+    /// [`TokenEvents::is_handed_off`] says so.
+    pub fn with_handoff_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.handed_off = Some(flag);
+        self
+    }
+
+    /// Whether the runner handed the request on to another instance (no more events come,
+    /// and the request did not fail).
+    pub fn is_handed_off(&self) -> bool {
+        self.handed_off
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     /// The runner's id of this request (for cancels by id and logs).
@@ -109,8 +130,7 @@ impl Inference for EngineHandle {
 mod tests {
     use super::*;
     use crate::engine::Finish;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
     fn finished() -> TokenEvent {

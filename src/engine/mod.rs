@@ -74,6 +74,20 @@ pub struct EngineInfo {
     pub device: String,
     /// Tokens per KV block.
     pub block_size: usize,
+    /// The KV cache's shape, for PD peers to check they can exchange blocks.
+    #[serde(skip)]
+    pub kv: KvShape,
+}
+
+/// The shape of the engine's KV cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvShape {
+    pub num_layers: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub bytes_per_block: usize,
+    /// [`crate::backend::BackendInfo::kv_layout`].
+    pub layout: String,
 }
 
 impl Default for EngineInfo {
@@ -82,6 +96,7 @@ impl Default for EngineInfo {
             dtype: "unknown".into(),
             device: "unknown".into(),
             block_size: 0,
+            kv: KvShape::default(),
         }
     }
 }

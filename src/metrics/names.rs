@@ -12,6 +12,9 @@ const TPOT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 ];
 const E2E_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+const KV_PULL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 const TOKEN_BUCKETS: &[f64] = &[
     10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 16000.0, 20000.0, 32000.0,
     50000.0, 64000.0, 128000.0,
@@ -43,6 +46,24 @@ pub struct Metrics {
     pub e2e_request_latency: HistogramVec,
     pub request_prompt_tokens: HistogramVec,
     pub request_generation_tokens: HistogramVec,
+    /// PD (`inferMode: "dmi"`): the project's own series; MindIE exports none for PD.
+    /// Bytes of KV pulled from prefill instances (decode side).
+    pub pd_kv_transfer_bytes: IntCounterVec,
+    /// Duration of each KV pull, dial to last byte (decode side).
+    pub pd_kv_transfer_seconds: HistogramVec,
+    /// KV pulls that failed (decode side).
+    pub pd_kv_transfer_failed: IntCounterVec,
+    /// Requests handed to a decode instance (prefill side).
+    pub pd_handoffs: IntCounterVec,
+    /// Hand-offs whose decode instance never released the KV, freed when the lease expired
+    /// (prefill side).
+    pub pd_kv_leases_expired: IntCounterVec,
+    /// KV leases waiting for their pull now (prefill side).
+    pub pd_kv_leases_held: GaugeVec,
+    /// 1 while this instance's role is prefill (flex counts as both).
+    pub pd_role_prefill: GaugeVec,
+    /// 1 while this instance's role is decode (flex counts as both).
+    pub pd_role_decode: GaugeVec,
     /// TTFT/TBT of the latest requests (`/metrics-json`; not a Prometheus series).
     pub recent: super::recent::RecentLatency,
 }
@@ -188,6 +209,39 @@ impl Metrics {
                 "Number of generation tokens processed.",
                 TOKEN_BUCKETS,
             )?,
+            pd_kv_transfer_bytes: counter(
+                &r,
+                "pd_kv_transfer_bytes_total",
+                "Bytes of KV cache pulled from prefill instances.",
+            )?,
+            pd_kv_transfer_seconds: histogram(
+                &r,
+                "pd_kv_transfer_seconds",
+                "Histogram of KV cache pull durations in seconds.",
+                KV_PULL_BUCKETS,
+            )?,
+            pd_kv_transfer_failed: counter(
+                &r,
+                "pd_kv_transfer_failed_total",
+                "Count of failed KV cache pulls.",
+            )?,
+            pd_handoffs: counter(
+                &r,
+                "pd_handoffs_total",
+                "Count of requests handed to a decode instance.",
+            )?,
+            pd_kv_leases_expired: counter(
+                &r,
+                "pd_kv_leases_expired_total",
+                "Count of handed-off KV leases freed because no decode instance released them.",
+            )?,
+            pd_kv_leases_held: gauge(
+                &r,
+                "pd_kv_leases_held",
+                "KV leases waiting for a decode instance's pull.",
+            )?,
+            pd_role_prefill: gauge(&r, "pd_role_prefill", "1 while the PD role is prefill or flex.")?,
+            pd_role_decode: gauge(&r, "pd_role_decode", "1 while the PD role is decode or flex.")?,
             recent: super::recent::RecentLatency::default(),
             registry: r,
             model: model_names.join(" & "),
@@ -210,6 +264,10 @@ impl Metrics {
             &self.prompt_tokens,
             &self.generation_tokens,
             &self.num_preemptions,
+            &self.pd_kv_transfer_bytes,
+            &self.pd_kv_transfer_failed,
+            &self.pd_handoffs,
+            &self.pd_kv_leases_expired,
         ] {
             c.with_label_values(&l);
         }
@@ -225,6 +283,9 @@ impl Metrics {
             &self.npu_prefix_cache_hit_rate,
             &self.all_radix_match_num,
             &self.npu_radix_match_hit_num,
+            &self.pd_kv_leases_held,
+            &self.pd_role_prefill,
+            &self.pd_role_decode,
         ] {
             g.with_label_values(&l);
         }
@@ -234,9 +295,19 @@ impl Metrics {
             &self.e2e_request_latency,
             &self.request_prompt_tokens,
             &self.request_generation_tokens,
+            &self.pd_kv_transfer_seconds,
         ] {
             h.with_label_values(&l);
         }
+    }
+
+    /// One KV pull of `bytes` that took `took`.
+    pub fn kv_transfer(&self, bytes: u64, took: std::time::Duration) {
+        let l = [self.model.as_str()];
+        self.pd_kv_transfer_bytes.with_label_values(&l).inc_by(bytes);
+        self.pd_kv_transfer_seconds
+            .with_label_values(&l)
+            .observe(took.as_secs_f64());
     }
 
     /// Classic Prometheus text exposition of every metric.

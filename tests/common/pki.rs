@@ -38,7 +38,9 @@ pub struct Pki {
     pub ca: PathBuf,
     /// The CA's key (encrypted PKCS#8, passphrase [`CA_PASS`], also in `ca.pwd` in `dir`).
     pub ca_key: PathBuf,
-    /// Server certificate: `CN=localhost`, SAN `IP:127.0.0.1, DNS:localhost`, serverAuth.
+    /// Server certificate: `CN=localhost`, SAN `IP:127.0.0.1`–`127.0.0.4`, `DNS:localhost`,
+    /// serverAuth and clientAuth (it also serves as a PD instance's interComm identity, which
+    /// dials its peers with it).
     pub server_cert: PathBuf,
     /// Server key, `openssl genrsa -aes256` (OpenSSL 3: `ENCRYPTED PRIVATE KEY`).
     pub server_key: PathBuf,
@@ -100,8 +102,8 @@ authorityKeyIdentifier = keyid:always
 [server_ext]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,DNS:localhost
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,IP:127.0.0.4,DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 [client_ext]

@@ -175,6 +175,7 @@ impl CpuBackend {
             num_layers: s.layers,
             num_kv_heads: s.kv_heads,
             head_dim: s.head_dim,
+            kv_layout: cache.layout_tag(),
         };
         tracing::info!(
             dtype = model.dtype.as_str(),

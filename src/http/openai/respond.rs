@@ -4,6 +4,7 @@
 //! ([`super::stream`]). Dropping the merged pieces (client gone, error) drops every
 //! generation, which cancels their engine requests.
 
+use crate::pd::context::ReplyIdentity;
 use super::logprobs::Logprobs;
 use super::request::Common;
 use super::stream::ChunkFrames;
@@ -131,8 +132,11 @@ pub async fn respond(meta: ReplyMeta, jobs: Vec<Job>) -> Response {
         });
         gens.push(j.generation);
     }
-    let id = format!("{}{}", meta.kind.id_prefix(), uuid::Uuid::new_v4().simple());
-    let created = now_secs();
+    // Under PD both halves of a request write one reply: the scope keeps its identity.
+    let ReplyIdentity { id, created } = crate::pd::context::reply_identity(|| ReplyIdentity {
+        id: format!("{}{}", meta.kind.id_prefix(), uuid::Uuid::new_v4().simple()),
+        created: now_secs(),
+    });
     if meta.stream {
         let (tx, resp) = sse::channel();
         drive::stream(gens, tx, ChunkFrames::new(meta, id, created, choices));

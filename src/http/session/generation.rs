@@ -211,6 +211,21 @@ impl Generation {
         err
     }
 
+    /// The prefill side's share of a request handed to a decode instance: its prompt and
+    /// first token, neither a success nor a failure here.
+    fn record_handoff(&self) {
+        self.registry.remove(&self.keys, self.id);
+        if let Some(m) = &self.metrics {
+            let label = [m.model()];
+            m.prompt_tokens
+                .with_label_values(&label)
+                .inc_by(self.prompt_tokens as u64);
+            m.generation_tokens
+                .with_label_values(&label)
+                .inc_by(self.tokens as u64);
+        }
+    }
+
     fn record_end(&self, success: bool) {
         self.registry.remove(&self.keys, self.id);
         let Some(m) = &self.metrics else {
@@ -258,7 +273,12 @@ impl Drop for Generation {
         if matches!(self.state, State::Running | State::Ending(..)) {
             self.events.cancel();
             self.state = State::Done;
-            self.record_end(false);
+            if self.events.is_handed_off() {
+                // PD prefill: the decode instance finishes it and counts its end.
+                self.record_handoff();
+            } else {
+                self.record_end(false);
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ mod registry;
 
 pub use error::GenError;
 pub use generation::{GenOptions, Generation, Outcome, Piece, TokenPiece};
-pub use registry::Registry;
+pub use registry::{Registry, StopHook};
 
 use crate::config::{Config, Truncation};
 use crate::engine::json_mode::{JsonConstraint, JsonMode};
@@ -66,6 +66,8 @@ pub struct Serving {
     pub registry: Registry,
     /// Every token's text for JSON mode, made at its first use.
     pub json_mode: tokio::sync::OnceCell<JsonMode>,
+    /// What else `stopInfer` can end (PD leases and transfers; `None` in standard mode).
+    pub stop_hook: Option<Arc<dyn StopHook>>,
 }
 
 /// The token texts JSON mode masks with: special tokens never allowed.
@@ -174,7 +176,9 @@ impl Serving {
         } else {
             Detokenizer::new(self.tokenizer.tokenizer().clone(), text.skip_special_tokens)
         };
-        let sub = match self.engine.submit(req) {
+        // Under PD the request's scope decides where it runs (see `crate::pd::context`).
+        let engine = crate::pd::context::inference().unwrap_or_else(|| self.engine.clone());
+        let sub = match engine.submit(req) {
             Ok(s) => s,
             Err(e) => {
                 if let Some(m) = &self.metrics {

@@ -5,6 +5,13 @@ use crate::engine::handle::RequestId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Requests `stopInfer` can end that are not (or no longer) running generations here: under
+/// PD a prefill instance's KV lease waiting for its pull, a decode instance's KV transfer.
+pub trait StopHook: Send + Sync {
+    /// Ends what is known as `key`; false if nothing is.
+    fn stop(&self, key: &str) -> bool;
+}
+
 /// Running requests by the names clients may cancel them with (`stopInfer`).
 #[derive(Debug, Clone, Default)]
 pub struct Registry(Arc<Mutex<HashMap<String, Vec<RequestId>>>>);

@@ -134,7 +134,8 @@ async fn model_config(State(t): State<Triton>, ServedModel(m): ServedModel) -> R
 async fn stop_infer(State(t): State<Triton>, _: ServedModel, body: Body<MindIe>) -> Reply<MindIe> {
     let id = Fields::new(&body.map).required_str("id", "is required")?;
     let running = t.inf.registry.find(id);
-    if running.is_empty() {
+    let hooked = t.inf.stop_hook.as_ref().is_some_and(|h| h.stop(id));
+    if running.is_empty() && !hooked {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no running request with id {id:?}"),

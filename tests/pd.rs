@@ -1,0 +1,352 @@
+//! PD disaggregation on real binaries (SPEC-PD §2–3): a prefill and a decode instance on two
+//! loopback "hosts" (127.0.0.1 and 127.0.0.3, the same interCommPort) linked over gRPC with
+//! mutual TLS and a CRL, driven as the Coordinator drives them (role POSTs, DMI headers, a
+//! `/dresult` reader). Their answers are compared token for token with a standard instance
+//! of the same model, streamed and not, for chat and completions, with logprobs, stop strings
+//! and seeded sampling; cancels and failures leave no KV block held on either side.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::daemon::Home;
+use common::pd::{
+    client_reply, dmi_headers, link_pair, open_dresult, send, sse_events, status, Instance,
+};
+use common::pki::Pki;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A standard instance of the same model, for reference answers.
+fn standard(model: &str) -> Home {
+    let mut h = Home::new();
+    h.use_fixture_model(model);
+    h
+}
+
+/// The parts of a reply that must be equal between PD and one instance: every choice's text,
+/// finish reason and logprobs, and the usage; streamed replies are folded first.
+fn essence(reply: &Value) -> Value {
+    let c = &reply["choices"][0];
+    json!({
+        "text": c["message"]["content"].as_str().or(c["text"].as_str()),
+        "finish_reason": c["finish_reason"],
+        "logprobs": c["logprobs"],
+        "usage": reply["usage"],
+    })
+}
+
+fn fold_stream(events: &[Value]) -> Value {
+    let mut text = String::new();
+    let mut finish = Value::Null;
+    let mut logprobs: Vec<Value> = Vec::new();
+    let mut tokens: Vec<Value> = Vec::new();
+    let mut usage = Value::Null;
+    let ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(ids.len() <= 1, "one reply id across P's and D's chunks: {ids:?}");
+    for e in events.iter().filter(|e| e.is_object()) {
+        if !e["usage"].is_null() {
+            usage = e["usage"].clone();
+        }
+        let Some(c) = e["choices"].get(0) else { continue };
+        if let Some(t) = c["delta"]["content"].as_str().or(c["text"].as_str()) {
+            text.push_str(t);
+        }
+        if !c["finish_reason"].is_null() {
+            finish = c["finish_reason"].clone();
+        }
+        if let Some(lp) = c["logprobs"]["content"].as_array() {
+            logprobs.extend(lp.iter().cloned());
+        }
+        if let Some(lp) = c["logprobs"]["tokens"].as_array() {
+            tokens.extend(lp.iter().cloned());
+        }
+    }
+    json!({"text": text, "finish_reason": finish, "logprobs": logprobs, "tokens": tokens, "usage": usage})
+}
+
+async fn standard_reply(s: &Home, path: &str, body: &Value) -> Value {
+    let r = send(s.business(), "POST", path, Some(body), &[]).await;
+    assert_eq!(r.status, 200, "standard {path}: {}", r.text());
+    if body["stream"] == json!(true) {
+        fold_stream(&sse_events(&r.text()))
+    } else {
+        essence(&r.json())
+    }
+}
+
+/// Sends `body` to P as the Coordinator would and assembles the client's reply from P's
+/// answer and D's frames.
+async fn pd_reply(
+    p: &Instance,
+    d: &Instance,
+    frames: &common::pd::Frames,
+    req_id: &str,
+    path: &str,
+    body: &Value,
+) -> Value {
+    let r = send(p.business(), "POST", path, Some(body), &dmi_headers(req_id, d)).await;
+    assert_eq!(r.status, 200, "P {path}: {}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["reqId"], json!(req_id), "{answer}");
+    let stream = body["stream"] == json!(true);
+    assert_eq!(answer["isStream"], json!(stream), "{answer}");
+    let text = if answer["isLastResp"] == json!(true) {
+        answer["output"].as_str().unwrap().to_string()
+    } else {
+        let fs = frames.finished(req_id, Duration::from_secs(60)).await;
+        client_reply(&answer, &fs)
+    };
+    if stream {
+        fold_stream(&sse_events(&text))
+    } else {
+        essence(&serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    }
+}
+
+/// Every KV block is free on an instance (nothing leased, nothing running).
+async fn assert_all_blocks_free(inst: &Instance, what: &str) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = status(inst).await;
+        let r = &s["resource"];
+        if r["freeNpuBlockNums"] == r["totalNpuBlockNums"] && !r["freeNpuBlockNums"].is_null() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: KV blocks still held: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn parity_on(model: &str) {
+    let pki = Pki::shared();
+    let port = common::pd::inter_port();
+    let p = Instance::new(pki, "127.0.0.1", port, Some(model));
+    let d = Instance::new(pki, "127.0.0.3", port, Some(model));
+    let s = standard(model);
+    let (_pd, _dd, _sd) = (p.start(), d.start(), s.start(&[]));
+    link_pair(&p, &d).await;
+    let (frames, _reader) = open_dresult(&d).await;
+
+    let chat = |extra: Value| {
+        let mut b = json!({"model": "mock-model",
+            "messages": [{"role": "user", "content": "Tell me about the sea and the sky"}],
+            "max_tokens": 12, "temperature": 0, "logprobs": true, "top_logprobs": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let comp = |extra: Value| {
+        let mut b = json!({"model": "mock-model", "prompt": "Once upon a time",
+            "max_tokens": 12, "temperature": 0, "logprobs": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let mut cases = vec![
+        ("/v1/chat/completions", chat(json!({}))),
+        ("/v1/chat/completions", chat(json!({"stream": true}))),
+        ("/v1/completions", comp(json!({}))),
+        ("/v1/completions", comp(json!({"stream": true}))),
+        // Beyond MindIE: seeded sampling carries P's sampler state to D.
+        (
+            "/v1/chat/completions",
+            chat(json!({"temperature": 0.9, "top_k": 20, "seed": 7, "stream": true})),
+        ),
+        ("/v1/completions", comp(json!({"temperature": 1.1, "seed": 11}))),
+    ];
+    // A stop string from the middle of the reference answer.
+    let reference = standard_reply(&s, "/v1/completions", &comp(json!({}))).await;
+    let text = reference["text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() > 8 {
+        let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+        cases.push(("/v1/completions", comp(json!({"stop": [stop.clone()]}))));
+        cases.push(("/v1/completions", comp(json!({"stop": [stop], "stream": true}))));
+    }
+    for (i, (path, body)) in cases.iter().enumerate() {
+        let want = standard_reply(&s, path, body).await;
+        let req_id = format!("{:x}", 0xa000 + i);
+        let got = pd_reply(&p, &d, &frames, &req_id, path, body).await;
+        assert_eq!(got, want, "{model} case {i}: {path} {body}");
+    }
+    assert_all_blocks_free(&p, "prefill").await;
+    assert_all_blocks_free(&d, "decode").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_equals_one_instance_tiny_llama() {
+    parity_on("tiny-llama").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_equals_one_instance_tiny_qwen2() {
+    parity_on("tiny-qwen2").await;
+}
+
+/// A client configuration for the interComm plane with `cert`/`key` (or none).
+fn inter_comm_client(
+    pki: &Pki,
+    cert: Option<(&std::path::Path, &std::path::Path, Option<&std::path::Path>)>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    mindie::security::tls::client_config(std::slice::from_ref(&pki.ca), cert).unwrap()
+}
+
+/// What a decode instance gets from a prefill instance that is not there.
+fn orphan_params(req_id: &str, p_node_addr: &str) -> mindie::cluster::proto::pd::DecodeParameters {
+    let rs = json!({
+        "version": 1, "path": "/v1/completions",
+        "body": json!({"model": "mock-model", "prompt": "hi", "max_tokens": 4}).to_string(),
+        "content_type": "application/json", "identity": null, "sent_chunks": 0,
+        "first": {"id": 5, "logprob": null, "top": []},
+    });
+    mindie::cluster::proto::pd::DecodeParameters {
+        req_id: req_id.into(),
+        tokens: vec![1, 2, 3],
+        first_token: vec![5],
+        msg_type: 6,
+        p_node_addr: p_node_addr.into(),
+        mindie_rs_handoff: rs.to_string().into_bytes(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_failures_end_with_errors_and_free_every_block() {
+    let pki = Pki::shared();
+    let port = common::pd::inter_port();
+    let p = Instance::new(pki, "127.0.0.1", port, None);
+    let d = Instance::new(pki, "127.0.0.3", port, None);
+    let slow = [("MIES_MOCK_STEP_TIME_MS", "40")];
+    let _pd = p.start_env(&slow);
+    let mut dd = d.start_env(&slow);
+    link_pair(&p, &d).await;
+    let (frames, _reader) = open_dresult(&d).await;
+
+    // interComm refuses clients without a good certificate; the good one links.
+    use mindie::cluster::{kv, transport};
+    let good = inter_comm_client(
+        pki,
+        Some((&pki.client_cert, &pki.client_key, Some(&pki.client_key_pwd_file))),
+    );
+    let layout_probe = transport::dial(d.inter_comm(), Some(good.clone()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let refused = [
+        ("revoked", Some((pki.revoked_client_cert.as_path(), pki.revoked_client_key.as_path(), None))),
+        ("foreign", Some((pki.other_ca_client_cert.as_path(), pki.other_ca_client_key.as_path(), None))),
+        ("missing", None),
+    ];
+    for (what, cert) in refused {
+        let cfg = inter_comm_client(pki, cert);
+        let r = async {
+            let ch = transport::dial(d.inter_comm(), Some(cfg), Duration::from_secs(5)).await?;
+            kv::decode_request(ch, orphan_params("ab", "127.0.0.1"), Duration::from_secs(5)).await
+        }
+        .await;
+        assert!(r.is_err(), "{what} client certificate accepted on interComm: {r:?}");
+    }
+
+    // P unreachable from D: an `error:` frame, D's blocks free.
+    let reply = kv::decode_request(
+        layout_probe,
+        orphan_params("dead01", "127.0.0.9;1"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(reply.is_valid_decode_parameters, "{reply:?}");
+    let fs = frames.finished("dead01", Duration::from_secs(30)).await;
+    assert!(
+        fs.iter().any(|f| f.kind == mindie::pd::frames::FrameKind::Error
+            && f.payload == "Pull kv failed reversibly."),
+        "{fs:?}"
+    );
+    assert_all_blocks_free(&d, "decode after a failed pull").await;
+
+    // stopInfer on D mid-stream ends the request on both sides.
+    let body = json!({"model": "mock-model", "prompt": "Once upon a time", "max_tokens": 400,
+                      "stream": true, "ignore_eos": true});
+    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("c0ffee", &d)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = std::time::Instant::now();
+    while frames.all("c0ffee").len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no frames from D");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = send(
+        d.business(),
+        "POST",
+        "/v2/models/mock-model/stopInfer",
+        Some(&json!({"id": "c0ffee"})),
+        &[],
+    )
+    .await;
+    assert_eq!(stop.status, 200, "{}", stop.text());
+    frames.finished("c0ffee", Duration::from_secs(20)).await;
+    assert_all_blocks_free(&p, "prefill after stopInfer on D").await;
+    assert_all_blocks_free(&d, "decode after stopInfer").await;
+
+    // D killed mid-stream: P holds nothing afterwards (within the lease at the latest).
+    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("dead02", &d)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    dd.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_all_blocks_free(&p, "prefill after its decode instance died").await;
+
+    // D gone: the next hand-off fails at P with MindIE's text, nothing held.
+    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("dead03", &d)).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().starts_with("[P Node] Send D request failed:"), "{}", r.text());
+    assert_all_blocks_free(&p, "prefill after a failed hand-off").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_refuses_to_link_a_peer_with_another_kv_layout() {
+    let pki = Pki::shared();
+    let port = common::pd::inter_port();
+    let p = Instance::new(pki, "127.0.0.1", port, Some("tiny-llama"));
+    let d = Instance::new(pki, "127.0.0.3", port, None);
+    let (_pd, _dd) = (p.start(), d.start());
+    let (pe, de) = (p.entry(1), d.entry(2));
+    let r = common::pd::post_role(&p, "prefill", &json!({"local": pe, "peers": [de]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = status(&p).await;
+        let link = s.pointer("/linkStatus/peers/0/link").and_then(Value::as_str).unwrap_or("");
+        if link.starts_with("failed") {
+            assert!(link.contains("num_layers") || link.contains("layout"), "{s}");
+            assert_ne!(s["service"]["roleStatus"], json!("RoleReady"), "{s}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no failed link: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Inference without a ready role is refused with a clear error, and standard routes serve.
+    let r = send(p.business(), "GET", "/v1/models", None, &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmi_instance_without_role_refuses_inference_with_503() {
+    let pki = Pki::shared();
+    let p = Instance::new(pki, "127.0.0.1", common::pd::inter_port(), None);
+    let _pd = p.start();
+    let s = status(&p).await;
+    assert_eq!(s["service"]["roleStatus"], json!("RoleUnknown"), "{s}");
+    let body = json!({"model": "mock-model", "prompt": "hi", "max_tokens": 2});
+    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    // A first assignment without peers is refused as MindIE does.
+    let r = common::pd::post_role(&p, "prefill", &json!({"local": p.entry(1)})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let r = common::pd::post_role(&p, "prefill", &json!({"local": {"server_ip": "not-an-ip"}})).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+}
