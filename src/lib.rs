@@ -8,8 +8,10 @@
 //!   SSE; `http::session` is one request's life (tokenize, drive the [`engine::Inference`]
 //!   seam, detokenize, stop strings, timeouts, metrics); one folder per wire flavour
 //!   (`openai`, `tgi`, `vllm`, `native`, `triton`, `tokenize`); `http::business_router`.
-//! - [`mgmt`]: the management plane (health, status, config view, stopService) and the
-//!   metrics plane's route.
+//! - [`mgmt`]: the management plane (health, status, config view, stopService, PD role
+//!   posts) and the metrics plane's route.
+//! - [`pd`]: prefill/decode (dmi) protocol pieces: `/dresult` frames and hub, DMI headers,
+//!   role assignment and peer links.
 //! - [`metrics`]: MindIE's Prometheus metric names, registered and rendered in one place.
 //! - [`engine`]: the engine thread and its handle. The business routes see it only through the
 //!   [`engine::Inference`] trait (a remote instance can implement it too); KV hand-off commands
@@ -38,6 +40,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mgmt;
+pub mod pd;
 pub mod scheduler;
 pub mod security;
 pub mod tokenizer;

@@ -1,8 +1,9 @@
 //! The management plane (SPEC §2): health and readiness (with stuck-engine detection), the
 //! timed probe inference, model readiness and slots, `/info`, `/metrics-json`, the config
 //! view the Controller reads, the resource status, the engine running status, the run-time
-//! log level and `/stopService`. [`router`] assembles the routes over one shared
-//! [`MgmtState`]; [`condition`] judges the engine for every health answer.
+//! log level, `/stopService` and, in dmi mode, the PD role posts ([`role`]). [`router`]
+//! assembles the routes over one shared [`MgmtState`]; [`condition`] judges the engine for
+//! every health answer.
 
 pub mod condition;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod metrics_json;
 pub mod metrics_plane;
 pub mod model;
 pub mod probe;
+pub mod role;
 pub mod running;
 pub mod status;
 pub mod stop;
@@ -19,6 +21,7 @@ use crate::config::Loaded;
 use crate::engine::{EngineHandle, EngineMonitor};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::pd::role::RoleState;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
@@ -41,11 +44,14 @@ pub struct MgmtState {
     pub stall_after: Option<Duration>,
     /// The run-time log level (`None`: logging was not set up by the daemon).
     pub log: Option<Arc<log_level::LogControl>>,
+    /// The PD role and peer links in dmi mode (`None` in standard mode: no role routes, and
+    /// `/v1/status` keeps its standard shape).
+    pub pd: Option<RoleState>,
 }
 
-/// The management routes.
+/// The management routes (with the role routes in dmi mode).
 pub fn router(state: MgmtState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health::health))
         .route("/health/timed", get(probe::timed_default))
         .route("/health/{probe}", get(probe::timed))
@@ -68,6 +74,11 @@ pub fn router(state: MgmtState) -> Router {
                 .post(log_level::set_level)
                 .delete(log_level::reset_level),
         )
-        .route("/stopService", get(stop::stop_service))
-        .with_state(state)
+        .route("/stopService", get(stop::stop_service));
+    let routes = if state.pd.is_some() {
+        routes.merge(role::routes())
+    } else {
+        routes
+    };
+    routes.with_state(state)
 }

@@ -1,9 +1,15 @@
 //! `/v1/config` (what MindIE's Controller reads) and `/v1/status`, `/v2/status` (role and
 //! resources), with the shapes of SPEC §2. The role is `RoleReady` only while the engine's
 //! [`Condition`] serves requests (a stuck engine is `RoleUnknown`).
+//!
+//! In dmi mode ([`MgmtState::pd`]) `service` and `linkStatus` come from the PD role state
+//! (SPEC-PD §3.3), weighed with the engine: no role yet, or an engine that is stopping or
+//! abnormal, is `RoleUnknown`; a role taken while the engine still starts (the model loads
+//! once the role is posted) is `RoleSwitching`; otherwise the role state's own status.
 
 use super::condition::Condition;
 use super::MgmtState;
+use crate::pd::role::{self, RoleState, RoleStatus};
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -54,7 +60,30 @@ fn resource(s: &MgmtState, v2: bool) -> Value {
     r
 }
 
+/// The role status shown in dmi mode: the role state's, unless the engine cannot serve.
+fn dmi_role_status(role: RoleStatus, engine: &Condition) -> RoleStatus {
+    match (role, engine) {
+        (RoleStatus::RoleUnknown, _) => RoleStatus::RoleUnknown,
+        (_, c) if c.serving() => role,
+        (_, Condition::Init(_)) => RoleStatus::RoleSwitching,
+        _ => RoleStatus::RoleUnknown,
+    }
+}
+
+fn dmi_status(s: &MgmtState, pd: &RoleState, v2: bool) -> Value {
+    let snap = pd.snapshot();
+    let shown = dmi_role_status(snap.view.status, &Condition::of(s));
+    json!({
+        "service": role::status::service_json(&snap.view, shown, v2),
+        "resource": resource(s, v2),
+        "linkStatus": role::status::link_status_json(&snap.peers, v2),
+    })
+}
+
 fn status(s: &MgmtState, v2: bool) -> Value {
+    if let Some(pd) = &s.pd {
+        return dmi_status(s, pd, v2);
+    }
     let (role_status, current_role) = role(s);
     json!({
         "service": { "roleStatus": role_status, "currentRole": current_role },
@@ -71,4 +100,26 @@ pub async fn status_v1(State(s): State<MgmtState>) -> Json<Value> {
 /// GET `/v2/status`.
 pub async fn status_v2(State(s): State<MgmtState>) -> Json<Value> {
     Json(status(&s, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_weighs_on_the_dmi_role_status() {
+        use RoleStatus::*;
+        let init = Condition::Init("loading".into());
+        for c in [Condition::Idle, Condition::Serving, Condition::Busy] {
+            assert_eq!(dmi_role_status(RoleReady, &c), RoleReady);
+            assert_eq!(dmi_role_status(RoleSwitching, &c), RoleSwitching);
+            assert_eq!(dmi_role_status(RoleUnknown, &c), RoleUnknown);
+        }
+        assert_eq!(dmi_role_status(RoleReady, &init), RoleSwitching);
+        assert_eq!(dmi_role_status(RoleUnknown, &init), RoleUnknown);
+        assert_eq!(
+            dmi_role_status(RoleReady, &Condition::Stopping),
+            RoleUnknown
+        );
+    }
 }
