@@ -246,8 +246,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         stall_after,
         log: log_control,
-        // dmi mode: the PD wiring sets the role state (`pd::role::RoleState`).
-        pd: None,
+        pd: pd_node.as_ref().map(|n| n.role.clone()),
     };
     mgmt::condition::spawn_watch(mgmt_state.clone(), life.token());
     let mgmt_router = mgmt::router(mgmt_state);

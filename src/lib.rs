@@ -32,6 +32,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod engine;
