@@ -19,6 +19,10 @@
 //! `ka:heartbeat\0` when nothing was queued for more than five seconds (the `idle` time),
 //! while the hub is active. [`DresultHub::set_active`]`(false)` (the role became prefill) stops
 //! the heartbeats; [`DresultHub::follow_role`] does that from the role watch.
+//!
+//! The route itself belongs to the business plane: it answers 400 with [`NOT_DMI`] in
+//! standard mode and with [`check_role`]'s error when the role is not decode or flex, then
+//! calls [`DresultHub::connect`].
 
 use super::frames::{self, Frame, HEARTBEAT, REPLACED};
 use super::role::{Role, RoleView};
@@ -46,6 +50,22 @@ pub const READER_QUEUE: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no /dresult reader is connected: the Coordinator cannot receive this request's output")]
 pub struct NoReader;
+
+/// MindIE's 400 text for `GET /dresult` outside dmi mode.
+pub const NOT_DMI: &str = "Non DMI does not support dresult request";
+
+/// `GET /dresult` on an instance that is not decode or flex (400, MindIE's text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Only the Decode node supports dresult but you send to {0}")]
+pub struct NotDecode(pub &'static str);
+
+/// Only decode and flex instances have a `/dresult` reader.
+pub fn check_role(view: &RoleView) -> Result<(), NotDecode> {
+    match view.role {
+        Some(Role::Decode | Role::Flex) => Ok(()),
+        other => Err(NotDecode(other.map_or("none", Role::as_str))),
+    }
+}
 
 /// See the module docs. Cheap to clone; clones share the reader.
 #[derive(Clone)]
@@ -459,6 +479,22 @@ mod tests {
         drop(response);
         assert_eq!(hub.send(&Frame::data("n", "x")).await, Err(NoReader));
         assert!(!hub.connected());
+    }
+
+    #[test]
+    fn only_decode_and_flex_read() {
+        let view = |role| RoleView {
+            role,
+            ..RoleView::default()
+        };
+        assert_eq!(check_role(&view(Some(Role::Decode))), Ok(()));
+        assert_eq!(check_role(&view(Some(Role::Flex))), Ok(()));
+        let e = check_role(&view(Some(Role::Prefill))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Only the Decode node supports dresult but you send to prefill"
+        );
+        assert_eq!(check_role(&view(None)), Err(NotDecode("none")));
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! The DMI headers the Coordinator puts on a prefill instance's inference requests
 //! (SPEC-PD §2.1, §2.2): `req-type: prefill`, `req-id`, `d-target: <D ip>[;<D interCommPort>]`
 //! and the optional `is-recompute`. [`parse`] reads and checks them; `d-port` is ignored, as
-//! MindIE ignores it. The role checks (RoleUnknown → 503, not prefill → 400) belong to the
-//! caller, which knows the role; each [`DmiHeaderError`] says which header, the value found
-//! (shortened) and what is allowed, and maps to 400 at the edge.
+//! MindIE ignores it. Each [`DmiHeaderError`] says which header, the value found (shortened)
+//! and what is allowed, and maps to 400 at the edge. [`check_role`] is the check MindIE makes
+//! first on every inference route in dmi mode: no role yet → 503, not a prefill instance →
+//! 400 ([`DmiRoleError`]).
 
+use super::role::{Role, RoleStatus, RoleView};
 use axum::http::HeaderMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -84,6 +86,36 @@ pub enum DmiHeaderError {
         "Parameter is-recompute is optional; when set it must be true or false, but got {0:?}"
     )]
     IsRecompute(String),
+}
+
+/// Why this instance takes no DMI (prefill) request now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DmiRoleError {
+    /// No role yet (503, MindIE's text).
+    #[error("The server cannot process the inference request due to an unknown status.")]
+    Unknown,
+    /// Not a prefill instance (400).
+    #[error(
+        "DMI inference requests can be sent only to a prefill instance or a flex instance \
+         with p_percentage > 0; this instance is {0}"
+    )]
+    NotPrefill(String),
+}
+
+/// The role check of SPEC-PD §2.2, made before the headers: RoleUnknown refuses everything;
+/// then only prefill, or flex with a non-zero prefill share (or none given), takes requests.
+pub fn check_role(view: &RoleView) -> Result<(), DmiRoleError> {
+    if view.status == RoleStatus::RoleUnknown {
+        return Err(DmiRoleError::Unknown);
+    }
+    match (view.role, view.p_percentage) {
+        (Some(Role::Prefill), _) => Ok(()),
+        (Some(Role::Flex), p) if p != Some(0) => Ok(()),
+        (Some(Role::Flex), _) => Err(DmiRoleError::NotPrefill("flex at 0 % prefill".into())),
+        (role, _) => Err(DmiRoleError::NotPrefill(
+            role.map_or("none", Role::as_str).into(),
+        )),
+    }
 }
 
 /// Shortens a value for an error message.
@@ -329,6 +361,39 @@ mod tests {
             parse(&h),
             Err(DmiHeaderError::NotText { header: REQ_ID, .. })
         ));
+    }
+
+    #[test]
+    fn role_checks() {
+        let view = |status, role, p| RoleView {
+            status,
+            role,
+            p_percentage: p,
+        };
+        use RoleStatus::*;
+        assert_eq!(
+            check_role(&view(RoleUnknown, None, None)),
+            Err(DmiRoleError::Unknown)
+        );
+        assert_eq!(
+            check_role(&view(RoleSwitching, Some(Role::Prefill), None)),
+            Ok(())
+        );
+        assert_eq!(
+            check_role(&view(RoleReady, Some(Role::Flex), Some(30))),
+            Ok(())
+        );
+        assert_eq!(check_role(&view(RoleReady, Some(Role::Flex), None)), Ok(()));
+        let e = check_role(&view(RoleReady, Some(Role::Flex), Some(0))).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("this instance is flex at 0 % prefill"),
+            "{e}"
+        );
+        assert_eq!(
+            check_role(&view(RoleReady, Some(Role::Decode), None)),
+            Err(DmiRoleError::NotPrefill("decode".into()))
+        );
     }
 
     #[test]
