@@ -226,7 +226,7 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
     let d = Instance::new(pki, "127.0.0.3", port, None);
     let slow = [("MIES_MOCK_STEP_TIME_MS", "40")];
     let _pd = p.start_env(&slow);
-    let mut dd = d.start_env(&slow);
+    let dd = d.start_env(&slow);
     link_pair(&p, &d).await;
     let (frames, _reader) = open_dresult(&d).await;
 
@@ -311,8 +311,11 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
 async fn pd_refuses_to_link_a_peer_with_another_kv_layout() {
     let pki = Pki::shared();
     let port = common::pd::inter_port();
-    let p = Instance::new(pki, "127.0.0.1", port, Some("tiny-llama"));
-    let d = Instance::new(pki, "127.0.0.3", port, None);
+    let mut p = Instance::new(pki, "127.0.0.1", port, Some("tiny-llama"));
+    let mut d = Instance::new(pki, "127.0.0.3", port, None);
+    // Links are retried until kv_link_timeout; a short one lets the failure show soon.
+    p.home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout", 3);
+    d.home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout", 3);
     let (_pd, _dd) = (p.start(), d.start());
     let (pe, de) = (p.entry(1), d.entry(2));
     let r = common::pd::post_role(&p, "prefill", &json!({"local": pe, "peers": [de]})).await;

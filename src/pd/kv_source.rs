@@ -15,6 +15,10 @@ impl KvSource for LeasedKv {
         self.0.layout.clone()
     }
 
+    fn instance_id(&self) -> u32 {
+        self.0.role.snapshot().local.and_then(|l| l.id).unwrap_or(0)
+    }
+
     fn export(
         &self,
         req_id: &str,
