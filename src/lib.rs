@@ -24,6 +24,8 @@
 //! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
 //! - [`config`]: MindIE's `config.json` ([`config::Config`]) — schema, paths, env, validation.
 //!   (The HF model's `config.json` is `backend::cpu::HfModelConfig`.)
+//! - [`cluster`]: the inter-instance gRPC layer for PD (MindIE's `DecodeService` /
+//!   `PrefillService` and our `KvTransfer`) served and dialled over our own rustls.
 //! - [`security`]: permission checks on every trusted file, rustls configs (mTLS, CRL, keys).
 //! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
 //!

@@ -474,9 +474,14 @@ async fn within<T>(
         .unwrap_or(Err(LinkError::Deadline(deadline)))
 }
 
+/// What the peer is told of a deadline (`grpc-timeout`) beyond the deadline itself, so that
+/// the caller's own timer fires first and reports [`LinkError::Deadline`] whichever way the
+/// call was going; the peer still stops working on it soon after.
+const PEER_DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
 fn request<T>(msg: T, deadline: Duration) -> Request<T> {
     let mut req = Request::new(msg);
-    req.set_timeout(deadline);
+    req.set_timeout(deadline + PEER_DEADLINE_GRACE);
     req
 }
 

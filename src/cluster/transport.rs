@@ -39,8 +39,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// maximal message per connection, so a pull is not throttled by the 64 KiB default.
 const STREAM_WINDOW: u32 = 4 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Keep-alive pings on idle client connections, so a dead peer is noticed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Keep-alive pings while calls are open, so a dead peer is noticed. Not on idle
+/// connections: gRPC C++ servers (a MindIE peer) answer frequent idle pings with GOAWAY
+/// `too_many_pings`.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Back-off after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -188,7 +190,7 @@ pub async fn dial(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(false);
     let service = tower::service_fn(move |_: Uri| {
         let connector = connector.clone();
         async move {
@@ -231,7 +233,7 @@ async fn connect_io(
     // a refusal (revoked, unknown CA) only shows on the first read. An HTTP/2 server sends
     // its SETTINGS at once, so read that first record here and report a refusal as a TLS
     // failure of the dial, not as a broken first call. A server that stays silent is left
-    // to HTTP/2.
+    // to HTTP/2 (after waiting `timeout` once).
     let mut first = vec![0u8; FIRST_READ_BYTES];
     let n = match tokio::time::timeout(timeout, tls.read(&mut first)).await {
         Ok(Ok(0)) => {
@@ -307,8 +309,11 @@ pub fn rpc_error(status: tonic::Status, deadline: Duration) -> LinkError {
             },
         };
     }
-    if find_in_chain::<tonic::TimeoutExpired>(&status).is_some() {
-        // Our own `grpc-timeout` ran out (tonic reports it as CANCELLED).
+    // tonic reports a `grpc-timeout` that ran out as CANCELLED "Timeout expired": on the
+    // client with `TimeoutExpired` as the source, from a tonic server with the text only.
+    if find_in_chain::<tonic::TimeoutExpired>(&status).is_some()
+        || (status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired")
+    {
         return LinkError::Deadline(deadline);
     }
     match status.code() {
