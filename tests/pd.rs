@@ -45,12 +45,17 @@ fn fold_stream(events: &[Value]) -> Value {
         .iter()
         .filter_map(|e| e["id"].as_str().map(str::to_string))
         .collect();
-    assert!(ids.len() <= 1, "one reply id across P's and D's chunks: {ids:?}");
+    assert!(
+        ids.len() <= 1,
+        "one reply id across P's and D's chunks: {ids:?}"
+    );
     for e in events.iter().filter(|e| e.is_object()) {
         if !e["usage"].is_null() {
             usage = e["usage"].clone();
         }
-        let Some(c) = e["choices"].get(0) else { continue };
+        let Some(c) = e["choices"].get(0) else {
+            continue;
+        };
         if let Some(t) = c["delta"]["content"].as_str().or(c["text"].as_str()) {
             text.push_str(t);
         }
@@ -87,18 +92,23 @@ async fn pd_reply(
     path: &str,
     body: &Value,
 ) -> Value {
-    let r = send(p.business(), "POST", path, Some(body), &dmi_headers(req_id, d)).await;
+    let r = send(
+        p.business(),
+        "POST",
+        path,
+        Some(body),
+        &dmi_headers(req_id, d),
+    )
+    .await;
     assert_eq!(r.status, 200, "P {path}: {}", r.text());
     let answer = r.json();
     assert_eq!(answer["reqId"], json!(req_id), "{answer}");
     let stream = body["stream"] == json!(true);
     assert_eq!(answer["isStream"], json!(stream), "{answer}");
-    let text = if answer["isLastResp"] == json!(true) {
-        answer["output"].as_str().unwrap().to_string()
-    } else {
-        let fs = frames.finished(req_id, Duration::from_secs(60)).await;
-        client_reply(&answer, &fs)
-    };
+    // Every case here runs past its first token: P hands it to D.
+    assert_ne!(answer["isLastResp"], json!(true), "not handed on: {answer}");
+    let fs = frames.finished(req_id, Duration::from_secs(60)).await;
+    let text = client_reply(&answer, &fs);
     if stream {
         fold_stream(&sse_events(&text))
     } else {
@@ -160,7 +170,10 @@ async fn parity_on(model: &str) {
             "/v1/chat/completions",
             chat(json!({"temperature": 0.9, "top_k": 20, "seed": 7, "stream": true})),
         ),
-        ("/v1/completions", comp(json!({"temperature": 1.1, "seed": 11}))),
+        (
+            "/v1/completions",
+            comp(json!({"temperature": 1.1, "seed": 11})),
+        ),
     ];
     // A stop string from the middle of the reference answer.
     let reference = standard_reply(&s, "/v1/completions", &comp(json!({}))).await;
@@ -169,7 +182,10 @@ async fn parity_on(model: &str) {
     if chars.len() > 8 {
         let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
         cases.push(("/v1/completions", comp(json!({"stop": [stop.clone()]}))));
-        cases.push(("/v1/completions", comp(json!({"stop": [stop], "stream": true}))));
+        cases.push((
+            "/v1/completions",
+            comp(json!({"stop": [stop], "stream": true})),
+        ));
     }
     for (i, (path, body)) in cases.iter().enumerate() {
         let want = standard_reply(&s, path, body).await;
@@ -179,6 +195,24 @@ async fn parity_on(model: &str) {
     }
     assert_all_blocks_free(&p, "prefill").await;
     assert_all_blocks_free(&d, "decode").await;
+    // Both sides count what they did.
+    let pm = send(p.metrics(), "GET", "/metrics", None, &[]).await.text();
+    assert!(
+        pm.contains(&format!(
+            "pd_handoffs_total{{model_name=\"mock-model\"}} {}",
+            cases.len()
+        )),
+        "{pm}"
+    );
+    let dm = send(d.metrics(), "GET", "/metrics", None, &[]).await.text();
+    assert!(
+        dm.contains("pd_kv_transfer_seconds_count{model_name=\"mock-model\"}"),
+        "{dm}"
+    );
+    assert!(
+        !dm.contains("pd_kv_transfer_bytes_total{model_name=\"mock-model\"} 0\n"),
+        "{dm}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,14 +268,32 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
     use mindie::cluster::{kv, transport};
     let good = inter_comm_client(
         pki,
-        Some((&pki.client_cert, &pki.client_key, Some(&pki.client_key_pwd_file))),
+        Some((
+            &pki.client_cert,
+            &pki.client_key,
+            Some(&pki.client_key_pwd_file),
+        )),
     );
     let layout_probe = transport::dial(d.inter_comm(), Some(good.clone()), Duration::from_secs(5))
         .await
         .unwrap();
     let refused = [
-        ("revoked", Some((pki.revoked_client_cert.as_path(), pki.revoked_client_key.as_path(), None))),
-        ("foreign", Some((pki.other_ca_client_cert.as_path(), pki.other_ca_client_key.as_path(), None))),
+        (
+            "revoked",
+            Some((
+                pki.revoked_client_cert.as_path(),
+                pki.revoked_client_key.as_path(),
+                None,
+            )),
+        ),
+        (
+            "foreign",
+            Some((
+                pki.other_ca_client_cert.as_path(),
+                pki.other_ca_client_key.as_path(),
+                None,
+            )),
+        ),
         ("missing", None),
     ];
     for (what, cert) in refused {
@@ -251,7 +303,10 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
             kv::decode_request(ch, orphan_params("ab", "127.0.0.1"), Duration::from_secs(5)).await
         }
         .await;
-        assert!(r.is_err(), "{what} client certificate accepted on interComm: {r:?}");
+        assert!(
+            r.is_err(),
+            "{what} client certificate accepted on interComm: {r:?}"
+        );
     }
 
     // P unreachable from D: an `error:` frame, D's blocks free.
@@ -265,8 +320,9 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
     assert!(reply.is_valid_decode_parameters, "{reply:?}");
     let fs = frames.finished("dead01", Duration::from_secs(30)).await;
     assert!(
-        fs.iter().any(|f| f.kind == mindie::pd::frames::FrameKind::Error
-            && f.payload == "Pull kv failed reversibly."),
+        fs.iter()
+            .any(|f| f.kind == mindie::pd::frames::FrameKind::Error
+                && f.payload == "Pull kv failed reversibly."),
         "{fs:?}"
     );
     assert_all_blocks_free(&d, "decode after a failed pull").await;
@@ -274,7 +330,14 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
     // stopInfer on D mid-stream ends the request on both sides.
     let body = json!({"model": "mock-model", "prompt": "Once upon a time", "max_tokens": 400,
                       "stream": true, "ignore_eos": true});
-    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("c0ffee", &d)).await;
+    let r = send(
+        p.business(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &dmi_headers("c0ffee", &d),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let t0 = std::time::Instant::now();
     while frames.all("c0ffee").len() < 3 {
@@ -295,15 +358,33 @@ async fn pd_failures_end_with_errors_and_free_every_block() {
     assert_all_blocks_free(&d, "decode after stopInfer").await;
 
     // D killed mid-stream: P holds nothing afterwards (within the lease at the latest).
-    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("dead02", &d)).await;
+    let r = send(
+        p.business(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &dmi_headers("dead02", &d),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     dd.signal(nix::sys::signal::Signal::SIGKILL);
     assert_all_blocks_free(&p, "prefill after its decode instance died").await;
 
     // D gone: the next hand-off fails at P with MindIE's text, nothing held.
-    let r = send(p.business(), "POST", "/v1/completions", Some(&body), &dmi_headers("dead03", &d)).await;
+    let r = send(
+        p.business(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &dmi_headers("dead03", &d),
+    )
+    .await;
     assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.text().starts_with("[P Node] Send D request failed:"), "{}", r.text());
+    assert!(
+        r.text().starts_with("[P Node] Send D request failed:"),
+        "{}",
+        r.text()
+    );
     assert_all_blocks_free(&p, "prefill after a failed hand-off").await;
 }
 
@@ -314,8 +395,14 @@ async fn pd_refuses_to_link_a_peer_with_another_kv_layout() {
     let mut p = Instance::new(pki, "127.0.0.1", port, Some("tiny-llama"));
     let mut d = Instance::new(pki, "127.0.0.3", port, None);
     // Links are retried until kv_link_timeout; a short one lets the failure show soon.
-    p.home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout", 3);
-    d.home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout", 3);
+    p.home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout",
+        3,
+    );
+    d.home.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/kv_link_timeout",
+        3,
+    );
     let (_pd, _dd) = (p.start(), d.start());
     let (pe, de) = (p.entry(1), d.entry(2));
     let r = common::pd::post_role(&p, "prefill", &json!({"local": pe, "peers": [de]})).await;
@@ -323,13 +410,22 @@ async fn pd_refuses_to_link_a_peer_with_another_kv_layout() {
     let t0 = std::time::Instant::now();
     loop {
         let s = status(&p).await;
-        let link = s.pointer("/linkStatus/peers/0/link").and_then(Value::as_str).unwrap_or("");
+        let link = s
+            .pointer("/linkStatus/peers/0/link")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if link.starts_with("failed") {
-            assert!(link.contains("num_layers") || link.contains("layout"), "{s}");
+            assert!(
+                link.contains("num_layers") || link.contains("layout"),
+                "{s}"
+            );
             assert_ne!(s["service"]["roleStatus"], json!("RoleReady"), "{s}");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no failed link: {s}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no failed link: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Inference without a ready role is refused with a clear error, and standard routes serve.
@@ -350,6 +446,7 @@ async fn dmi_instance_without_role_refuses_inference_with_503() {
     // A first assignment without peers is refused as MindIE does.
     let r = common::pd::post_role(&p, "prefill", &json!({"local": p.entry(1)})).await;
     assert_eq!(r.status, 503, "{}", r.text());
-    let r = common::pd::post_role(&p, "prefill", &json!({"local": {"server_ip": "not-an-ip"}})).await;
+    let r =
+        common::pd::post_role(&p, "prefill", &json!({"local": {"server_ip": "not-an-ip"}})).await;
     assert_eq!(r.status, 422, "{}", r.text());
 }

@@ -139,8 +139,17 @@ pub fn start(
         Arc::new(DecodeSide(node.clone())),
         Arc::new(LeasedKv(node.clone())),
     );
-    let scheme = if prep.server_tls.is_some() { "grpcs (mutual TLS)" } else { "grpc (plain h2c)" };
-    tracing::info!(plane = "interComm", "listening on {scheme} {}:{}", prep.ip, prep.port);
+    let scheme = if prep.server_tls.is_some() {
+        "grpcs (mutual TLS)"
+    } else {
+        "grpc (plain h2c)"
+    };
+    tracing::info!(
+        plane = "interComm",
+        "listening on {scheme} {}:{}",
+        prep.ip,
+        prep.port
+    );
     let (listener, tls, stop) = (prep.listener, prep.server_tls, shutdown.clone());
     tokio::spawn(async move {
         if let Err(e) = transport::serve(listener, tls, routes, stop).await {

@@ -240,8 +240,16 @@ impl Metrics {
                 "pd_kv_leases_held",
                 "KV leases waiting for a decode instance's pull.",
             )?,
-            pd_role_prefill: gauge(&r, "pd_role_prefill", "1 while the PD role is prefill or flex.")?,
-            pd_role_decode: gauge(&r, "pd_role_decode", "1 while the PD role is decode or flex.")?,
+            pd_role_prefill: gauge(
+                &r,
+                "pd_role_prefill",
+                "1 while the PD role is prefill or flex.",
+            )?,
+            pd_role_decode: gauge(
+                &r,
+                "pd_role_decode",
+                "1 while the PD role is decode or flex.",
+            )?,
             recent: super::recent::RecentLatency::default(),
             registry: r,
             model: model_names.join(" & "),
@@ -304,7 +312,9 @@ impl Metrics {
     /// One KV pull of `bytes` that took `took`.
     pub fn kv_transfer(&self, bytes: u64, took: std::time::Duration) {
         let l = [self.model.as_str()];
-        self.pd_kv_transfer_bytes.with_label_values(&l).inc_by(bytes);
+        self.pd_kv_transfer_bytes
+            .with_label_values(&l)
+            .inc_by(bytes);
         self.pd_kv_transfer_seconds
             .with_label_values(&l)
             .observe(took.as_secs_f64());

@@ -94,7 +94,10 @@ async fn send(node: &PdNode, req_id: &str, kind: FrameKind, payload: String) -> 
         .await
         .is_ok();
     if !ok {
-        tracing::warn!(req_id, "no /dresult reader took the frame; the request ends here");
+        tracing::warn!(
+            req_id,
+            "no /dresult reader took the frame; the request ends here"
+        );
     }
     ok
 }
@@ -113,17 +116,36 @@ async fn decode_one(node: Arc<PdNode>, inc: Incoming) {
         Err(msg) => {
             tracing::warn!(req_id = %req_id, "{msg}");
             if let Some(m) = &node.metrics {
-                m.pd_kv_transfer_failed.with_label_values(&[m.model()]).inc();
+                m.pd_kv_transfer_failed
+                    .with_label_values(&[m.model()])
+                    .inc();
             }
-            send(&node, &req_id, FrameKind::Error, PULL_FAILED_REVERSIBLY.to_string()).await;
+            send(
+                &node,
+                &req_id,
+                FrameKind::Error,
+                PULL_FAILED_REVERSIBLY.to_string(),
+            )
+            .await;
             return;
         }
     };
-    let run = DecodeRun::new(node.engine.clone(), inc.prompt.clone(), inc.first.clone(), kv);
+    let run = DecodeRun::new(
+        node.engine.clone(),
+        inc.prompt.clone(),
+        inc.first.clone(),
+        kv,
+    );
     let ended = run.ended();
     let scope = Scope::new(run, inc.rs.identity.clone());
     let Some(router) = node.replay.get().cloned() else {
-        send(&node, &req_id, FrameKind::Error, "decode instance is not ready".into()).await;
+        send(
+            &node,
+            &req_id,
+            FrameKind::Error,
+            "decode instance is not ready".into(),
+        )
+        .await;
         return;
     };
     let mut req = Request::post(&inc.rs.path);
@@ -133,7 +155,13 @@ async fn decode_one(node: Arc<PdNode>, inc: Incoming) {
     let mut req = match req.body(Body::from(inc.rs.body.clone())) {
         Ok(r) => r,
         Err(e) => {
-            send(&node, &req_id, FrameKind::Error, format!("replaying the request: {e}")).await;
+            send(
+                &node,
+                &req_id,
+                FrameKind::Error,
+                format!("replaying the request: {e}"),
+            )
+            .await;
             return;
         }
     };
@@ -192,7 +220,13 @@ async fn pull(node: &PdNode, inc: &Incoming) -> Result<crate::engine::KvExport, 
 /// Writes the replayed reply to `/dresult`: the chunks after the first `skip` as `data:`,
 /// the last as `lastData:`; a complete (non-streamed) reply as one `lastData:`; an error
 /// reply as `error:`.
-async fn relay(node: &PdNode, req_id: &str, skip: usize, resp: axum::response::Response, ended: &AtomicBool) {
+async fn relay(
+    node: &PdNode,
+    req_id: &str,
+    skip: usize,
+    resp: axum::response::Response,
+    ended: &AtomicBool,
+) {
     let status = resp.status();
     let complete = resp.body().size_hint().exact().is_some();
     let mut body = resp.into_body();
@@ -219,7 +253,13 @@ async fn relay(node: &PdNode, req_id: &str, skip: usize, resp: axum::response::R
             },
             Some(Err(e)) => {
                 tracing::warn!(req_id, "replayed reply failed: {e}");
-                send(node, req_id, FrameKind::Error, format!("decode instance: {e}")).await;
+                send(
+                    node,
+                    req_id,
+                    FrameKind::Error,
+                    format!("decode instance: {e}"),
+                )
+                .await;
                 return;
             }
             None => break,
@@ -244,7 +284,13 @@ async fn relay(node: &PdNode, req_id: &str, skip: usize, resp: axum::response::R
             send(node, req_id, FrameKind::LastData, text_of(&last)).await;
         }
         None => {
-            send(node, req_id, FrameKind::Error, "the decode instance's reply ended without a last chunk".into()).await;
+            send(
+                node,
+                req_id,
+                FrameKind::Error,
+                "the decode instance's reply ended without a last chunk".into(),
+            )
+            .await;
         }
     }
 }

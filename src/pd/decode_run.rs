@@ -26,7 +26,12 @@ pub struct DecodeRun {
 }
 
 impl DecodeRun {
-    pub fn new(engine: EngineHandle, prompt: Vec<u32>, first: FirstToken, kv: KvExport) -> Arc<Self> {
+    pub fn new(
+        engine: EngineHandle,
+        prompt: Vec<u32>,
+        first: FirstToken,
+        kv: KvExport,
+    ) -> Arc<Self> {
         Arc::new(Self {
             engine,
             prompt,

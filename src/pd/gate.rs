@@ -73,8 +73,7 @@ pub async fn business_gate(State(node): State<Arc<PdNode>>, req: Request, next: 
 /// `d-target` names this very instance (its ip, and its interCommPort when a port is given).
 fn is_self(node: &PdNode, h: &DmiHeaders) -> bool {
     h.d_target.ip == node.settings.ip
-        && h
-            .d_target
+        && h.d_target
             .port
             .is_none_or(|p| p == node.settings.inter_comm_port)
 }

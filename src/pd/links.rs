@@ -28,7 +28,12 @@ impl Links {
 
     /// The channel to `addr`, dialled now if there is none.
     pub async fn channel(&self, addr: SocketAddr) -> Result<Channel, LinkError> {
-        if let Some(c) = self.channels.lock().ok().and_then(|m| m.get(&addr).cloned()) {
+        if let Some(c) = self
+            .channels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&addr).cloned())
+        {
             return Ok(c);
         }
         let c = transport::dial(addr, self.tls.clone(), CONNECT_TIMEOUT).await?;

@@ -6,7 +6,9 @@
 //! `max_tokens: 1`, a stop string) ends here as usual and its lease is freed at once.
 
 use crate::engine::handle::RequestId;
-use crate::engine::{EngineHandle, Finish, GenRequest, Inference, SubmitError, TokenEvent, TokenEvents};
+use crate::engine::{
+    EngineHandle, Finish, GenRequest, Inference, SubmitError, TokenEvent, TokenEvents,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -44,7 +46,10 @@ pub struct PrefillRun {
 impl PrefillRun {
     /// A runner whose lease lives `lease_ttl` without a pull, and the receiver of its
     /// hand-off (dropped unsent when the request ends on the prefill side).
-    pub fn new(engine: EngineHandle, lease_ttl: Duration) -> (Arc<Self>, oneshot::Receiver<Handoff>) {
+    pub fn new(
+        engine: EngineHandle,
+        lease_ttl: Duration,
+    ) -> (Arc<Self>, oneshot::Receiver<Handoff>) {
         let (tx, rx) = oneshot::channel();
         let run = Arc::new(Self {
             engine,
@@ -55,7 +60,9 @@ impl PrefillRun {
         (run, rx)
     }
 
-    fn take_sender(slot: &Mutex<Option<oneshot::Sender<Handoff>>>) -> Option<oneshot::Sender<Handoff>> {
+    fn take_sender(
+        slot: &Mutex<Option<oneshot::Sender<Handoff>>>,
+    ) -> Option<oneshot::Sender<Handoff>> {
         slot.lock().ok().and_then(|mut g| g.take())
     }
 }

@@ -59,9 +59,7 @@ pub async fn prefill(
     };
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     // `stopInfer {"id": <req-id>}` finds the request by its req-id.
-    parts
-        .extensions
-        .insert(RequestUuid(dmi.req_id.clone()));
+    parts.extensions.insert(RequestUuid(dmi.req_id.clone()));
     let path = parts
         .uri
         .path_and_query()
@@ -255,9 +253,11 @@ async fn hand_on(
         dmi.d_target.ip.into(),
         dmi.d_target.port.unwrap_or(own_port),
     );
-    let channel = node.links.channel(target).await.map_err(|e| {
-        format!(" cannot reach the decode instance at {target}: {e}")
-    })?;
+    let channel = node
+        .links
+        .channel(target)
+        .await
+        .map_err(|e| format!(" cannot reach the decode instance at {target}: {e}"))?;
     let reply = kv_client::decode_request(channel, params, kv_client::DECODE_REQUEST_DEADLINE)
         .await
         .map_err(|e| {

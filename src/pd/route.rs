@@ -71,7 +71,8 @@ impl RouteKind {
 /// Whether a request body asks for several choices (`n` or `best_of` above 1), which PD
 /// serves whole on the prefill instance (one hand-off carries one sequence).
 pub fn wants_several_choices(body: &serde_json::Value) -> bool {
-    let above_one = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_u64()).is_some_and(|n| n > 1);
+    let above_one =
+        |v: Option<&serde_json::Value>| v.and_then(|v| v.as_u64()).is_some_and(|n| n > 1);
     above_one(body.get("n"))
         || above_one(body.get("best_of"))
         || above_one(body.pointer("/parameters/n"))
@@ -88,7 +89,10 @@ mod tests {
         let post = Method::POST;
         let k = |p: &str| RouteKind::of(&post, p);
         assert_eq!(k("/v1/chat/completions"), Some(RouteKind::Chat));
-        assert_eq!(k("/v2/models/m/generate_stream"), Some(RouteKind::TritonGenerate));
+        assert_eq!(
+            k("/v2/models/m/generate_stream"),
+            Some(RouteKind::TritonGenerate)
+        );
         assert_eq!(k("/v2/models/m/infer"), Some(RouteKind::TritonInfer));
         assert_eq!(k("/v2/models/m/stopInfer"), None);
         assert_eq!(k("/v1/models"), None);
@@ -108,7 +112,9 @@ mod tests {
     #[test]
     fn several_choices() {
         assert!(wants_several_choices(&json!({"n": 2})));
-        assert!(wants_several_choices(&json!({"parameters": {"best_of": 3}})));
+        assert!(wants_several_choices(
+            &json!({"parameters": {"best_of": 3}})
+        ));
         assert!(!wants_several_choices(&json!({"n": 1})));
         assert!(!wants_several_choices(&json!({"prompt": "x"})));
     }

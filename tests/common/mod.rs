@@ -4,6 +4,6 @@
 
 pub mod client;
 pub mod daemon;
-pub mod pki;
 pub mod pd;
+pub mod pki;
 pub mod sse;

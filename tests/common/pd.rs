@@ -49,8 +49,14 @@ impl Instance {
             .set("/ServerConfig/interCommPort", inter_port)
             .set("/ServerConfig/interCommTlsCaPath", ca_dir.as_str())
             .set("/ServerConfig/interCommTlsCaFiles", json!([ca_name]))
-            .set("/ServerConfig/interCommTlsCert", pki.server_cert.to_str().unwrap())
-            .set("/ServerConfig/interCommPk", pki.server_key.to_str().unwrap())
+            .set(
+                "/ServerConfig/interCommTlsCert",
+                pki.server_cert.to_str().unwrap(),
+            )
+            .set(
+                "/ServerConfig/interCommPk",
+                pki.server_key.to_str().unwrap(),
+            )
             .set(
                 "/ServerConfig/interCommPkPwd",
                 pki.server_key_pwd_file.to_str().unwrap(),
@@ -74,6 +80,10 @@ impl Instance {
 
     pub fn mgmt(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.home.mgmt_port)
+    }
+
+    pub fn metrics(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.home.metrics_port)
     }
 
     pub fn inter_comm(&self) -> SocketAddr {
@@ -131,7 +141,13 @@ pub async fn send(
         .expect("send");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
     Reply {
         status,
         headers,
@@ -141,7 +157,14 @@ pub async fn send(
 
 /// Posts a role to an instance's management port.
 pub async fn post_role(inst: &Instance, role: &str, body: &Value) -> Reply {
-    send(inst.mgmt(), "POST", &format!("/v1/role/{role}"), Some(body), &[]).await
+    send(
+        inst.mgmt(),
+        "POST",
+        &format!("/v1/role/{role}"),
+        Some(body),
+        &[],
+    )
+    .await
 }
 
 /// `GET /v1/status` of an instance.
@@ -211,7 +234,12 @@ impl Frames {
     }
 
     pub fn all(&self, req_id: &str) -> Vec<Frame> {
-        self.0.lock().unwrap().get(req_id).cloned().unwrap_or_default()
+        self.0
+            .lock()
+            .unwrap()
+            .get(req_id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -4,7 +4,6 @@
 //! ([`super::stream`]). Dropping the merged pieces (client gone, error) drops every
 //! generation, which cancels their engine requests.
 
-use crate::pd::context::ReplyIdentity;
 use super::logprobs::Logprobs;
 use super::request::Common;
 use super::stream::ChunkFrames;
@@ -14,6 +13,7 @@ use crate::http::error::ErrorStyle;
 use crate::http::session::drive::{self, Item};
 use crate::http::session::{Generation, Outcome, Piece};
 use crate::http::sse;
+use crate::pd::context::ReplyIdentity;
 use crate::tokenizer::Tokenizer;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
