@@ -177,6 +177,24 @@ async fn decode_one(node: Arc<PdNode>, inc: Incoming) {
 /// Pulls the request's KV from its prefill instance, then tells it to release the blocks.
 async fn pull(node: &PdNode, inc: &Incoming) -> Result<crate::engine::KvExport, String> {
     let addr = p_node(&inc.p_node_addr, node.settings.inter_comm_port)?;
+    let req = kvwire::PullBlocksRequest {
+        req_id: inc.req_id.clone(),
+        p_instance_id: inc.p_instance_id,
+        dp_rank: 0,
+        src_block_ids: inc.src_blocks.clone(),
+        num_tokens: inc.prompt.len() as u64,
+    };
+    pull_from(node, addr, req).await
+}
+
+/// Pulls `req` from the prefill instance at `addr` within `kv_trans_timeout`, then tells it
+/// to release the blocks (success or not), and counts the transfer.
+pub(super) async fn pull_from(
+    node: &PdNode,
+    addr: SocketAddr,
+    req: kvwire::PullBlocksRequest,
+) -> Result<crate::engine::KvExport, String> {
+    let req_id = req.req_id.clone();
     let started = Instant::now();
     let result = async {
         let ch = node
@@ -184,13 +202,6 @@ async fn pull(node: &PdNode, inc: &Incoming) -> Result<crate::engine::KvExport, 
             .channel(addr)
             .await
             .map_err(|e| format!("KV pull from {addr}: {e}"))?;
-        let req = kvwire::PullBlocksRequest {
-            req_id: inc.req_id.clone(),
-            p_instance_id: inc.p_instance_id,
-            dp_rank: 0,
-            src_block_ids: inc.src_blocks.clone(),
-            num_tokens: inc.prompt.len() as u64,
-        };
         kv_client::pull(ch, req, node.settings.kv_trans_timeout)
             .await
             .map_err(|e| {
@@ -202,18 +213,18 @@ async fn pull(node: &PdNode, inc: &Incoming) -> Result<crate::engine::KvExport, 
     // Success or not, the prefill instance frees its blocks now.
     let release = async {
         let ch = node.links.channel(addr).await.map_err(|e| e.to_string())?;
-        kv_client::release(ch, &inc.req_id, kv_client::RELEASE_DEADLINE)
+        kv_client::release(ch, &req_id, kv_client::RELEASE_DEADLINE)
             .await
             .map_err(|e| e.to_string())
     };
     if let Err(e) = release.await {
-        tracing::warn!(req_id = %inc.req_id, "ReleaseKVCacheChannel to {addr}: {e} (the prefill instance frees the blocks when its lease expires)");
+        tracing::warn!(req_id = %req_id, "ReleaseKVCacheChannel to {addr}: {e} (the prefill instance frees the blocks when its lease expires)");
     }
     let (kv, stats) = result?;
     if let Some(m) = &node.metrics {
-        m.kv_transfer(stats.bytes as u64, started.elapsed());
+        m.kv_transfer(stats.bytes, started.elapsed());
     }
-    tracing::info!(req_id = %inc.req_id, bytes = stats.bytes, ms = started.elapsed().as_millis() as u64, "KV pulled from {addr}");
+    tracing::info!(req_id = %req_id, bytes = stats.bytes, ms = started.elapsed().as_millis() as u64, "KV pulled from {addr}");
     Ok(kv)
 }
 

@@ -8,7 +8,9 @@ use super::headers::{self, DmiHeaders};
 use super::node::PdNode;
 use super::role::{Role, RoleStatus, RoleView};
 use super::route::RouteKind;
+use super::vllm;
 use crate::http::error::{ApiError, ErrorStyle};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -29,6 +31,34 @@ pub async fn business_gate(State(node): State<Arc<PdNode>>, req: Request, next: 
     }
     let Some(kind) = RouteKind::of(req.method(), &path) else {
         return next.run(req).await;
+    };
+    let dmi = headers::parse(req.headers());
+    let req = if matches!(dmi, Ok(None)) {
+        // Without DMI headers: maybe vLLM's protocol (`kv_transfer_params`, any role).
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, node.settings.max_request_bytes).await {
+            Ok(b) => b,
+            Err(e) => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &path,
+                    format!("request body: {e} (ServerConfig.maxRequestLength)"),
+                )
+            }
+        };
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        match vllm::side(&json) {
+            Err(msg) => return refuse(StatusCode::BAD_REQUEST, &path, msg),
+            Ok(Some(vllm::Side::Prefill)) => {
+                return vllm::prefill(node, parts, Body::from(bytes), next).await
+            }
+            Ok(Some(vllm::Side::Decode(remote))) => {
+                return vllm::decode(node, parts, Body::from(bytes), remote, next).await
+            }
+            Ok(None) => Request::from_parts(parts, Body::from(bytes)),
+        }
+    } else {
+        req
     };
     let view = node.role.view();
     if view.status == RoleStatus::RoleUnknown {
@@ -51,7 +81,7 @@ pub async fn business_gate(State(node): State<Arc<PdNode>>, req: Request, next: 
             ),
         );
     }
-    let dmi = match headers::parse(req.headers()) {
+    let dmi = match dmi {
         Ok(Some(h)) => h,
         Ok(None) => {
             return refuse(

@@ -42,3 +42,4 @@ pub mod prefill;
 pub mod prefill_route;
 pub mod role;
 pub mod route;
+pub mod vllm;

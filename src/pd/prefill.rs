@@ -34,11 +34,22 @@ pub struct Handoff {
     pub first: FirstToken,
 }
 
+/// What a [`PrefillRun`] does after the first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFirst {
+    /// MindIE's protocol: the request parks there (unless it ended) and is handed on.
+    HandOn,
+    /// vLLM's protocol: the request (asked for one token) ends normally and its KV stays
+    /// published under the lease for a decode instance the router picks.
+    Publish,
+}
+
 /// Runs one client request's prefill (see the module docs). Only the first sequence a
 /// request submits is handed on; any further one runs whole on the local engine.
 pub struct PrefillRun {
     engine: EngineHandle,
     lease_ttl: Duration,
+    mode: AfterFirst,
     submitted: AtomicBool,
     handoff: Arc<Mutex<Option<oneshot::Sender<Handoff>>>>,
 }
@@ -49,11 +60,13 @@ impl PrefillRun {
     pub fn new(
         engine: EngineHandle,
         lease_ttl: Duration,
+        mode: AfterFirst,
     ) -> (Arc<Self>, oneshot::Receiver<Handoff>) {
         let (tx, rx) = oneshot::channel();
         let run = Arc::new(Self {
             engine,
             lease_ttl,
+            mode,
             submitted: AtomicBool::new(false),
             handoff: Arc::new(Mutex::new(Some(tx))),
         });
@@ -69,7 +82,8 @@ impl PrefillRun {
 
 impl Inference for PrefillRun {
     fn submit(&self, req: GenRequest) -> Result<TokenEvents, SubmitError> {
-        if self.submitted.swap(true, Ordering::AcqRel) || req.max_new_tokens <= 1 {
+        let publish = self.mode == AfterFirst::Publish;
+        if self.submitted.swap(true, Ordering::AcqRel) || (req.max_new_tokens <= 1 && !publish) {
             // Nothing to hand on: one token is the whole answer (or a second sequence).
             Self::take_sender(&self.handoff);
             return Inference::submit(&self.engine, req);
@@ -77,6 +91,7 @@ impl Inference for PrefillRun {
         let original = req.clone();
         let mut one = req;
         one.max_new_tokens = 1;
+        let handing_on = !publish;
         let sub = self.engine.submit_holding_kv(one, self.lease_ttl)?;
         let (id, mut rx) = (sub.id, sub.events);
         let handed = Arc::new(AtomicBool::new(false));
@@ -106,6 +121,23 @@ impl Inference for PrefillRun {
                         logprob: *logprob,
                         top: top.clone(),
                     });
+                }
+                TokenEvent::Finished { finish, .. } if !handing_on => {
+                    // Published: the KV stays leased for the decode instance's pull.
+                    let sender = Self::take_sender(&slot);
+                    let normal = matches!(finish, Finish::Length | Finish::Stop);
+                    if let (true, Some(f), Some(tx)) = (normal, first.take(), sender) {
+                        let handoff = Handoff {
+                            engine_id: id,
+                            req: original.clone(),
+                            first: f,
+                        };
+                        if tx.send(handoff).is_ok() {
+                            flag.store(true, Ordering::Release);
+                            return Poll::Ready(Some(ev));
+                        }
+                    }
+                    engine.release_kv_detached(id);
                 }
                 TokenEvent::Finished { finish, .. } => {
                     let sender = Self::take_sender(&slot);

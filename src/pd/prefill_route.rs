@@ -9,7 +9,7 @@ use super::context::Scope;
 use super::handoff_msg::{self, Outgoing, RsHandoff, VERSION};
 use super::headers::DmiHeaders;
 use super::node::PdNode;
-use super::prefill::{Handoff, PrefillRun};
+use super::prefill::{AfterFirst, Handoff, PrefillRun};
 use super::route::{wants_several_choices, RouteKind};
 use crate::cluster::kv as kv_client;
 use crate::http::admission::RequestUuid;
@@ -81,7 +81,11 @@ pub async fn prefill(
         let resp = next.run(req).await;
         return whole(&dmi.req_id, resp).await;
     }
-    let (run, handoff_rx) = PrefillRun::new(node.engine.clone(), node.settings.lease_ttl());
+    let (run, handoff_rx) = PrefillRun::new(
+        node.engine.clone(),
+        node.settings.lease_ttl(),
+        AfterFirst::HandOn,
+    );
     let scope = Scope::new(run, None);
     let ended = run_until_handoff(scope.clone(), req, next, handoff_rx).await;
     let (handoff, sent, stream) = match ended {
@@ -276,7 +280,11 @@ async fn hand_on(
 
 /// Forgets a hand-off whose decode instance never released it once its lease is over (the
 /// engine frees the blocks itself at the expiry), and counts it.
-fn watch_lease(node: &Arc<PdNode>, req_id: &str, engine_id: crate::engine::handle::RequestId) {
+pub(super) fn watch_lease(
+    node: &Arc<PdNode>,
+    req_id: &str,
+    engine_id: crate::engine::handle::RequestId,
+) {
     let node = node.clone();
     let req_id = req_id.to_string();
     let ttl = node.settings.lease_ttl() + std::time::Duration::from_secs(1);
