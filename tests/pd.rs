@@ -450,3 +450,126 @@ async fn dmi_instance_without_role_refuses_inference_with_503() {
         common::pd::post_role(&p, "prefill", &json!({"local": {"server_ip": "not-an-ip"}})).await;
     assert_eq!(r.status, 422, "{}", r.text());
 }
+
+/// A reply without what differs between two runs of one request (timings, ids, clocks, the
+/// random seed of a request that named none).
+fn without_clocks(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    !(k.contains("time")
+                        || k.contains("cost")
+                        || ["created", "id", "seed"].contains(&k.as_str()))
+                })
+                .map(|(k, v)| (k.clone(), without_clocks(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_clocks).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The events of a streamed reply (SSE `data:` events, or NUL-separated JSON), normalised.
+fn events_of(text: &str) -> Vec<Value> {
+    let evs = if text.contains("data:") {
+        sse_events(text)
+    } else {
+        text.split(['\0', '\n'])
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s:?}")))
+            .collect()
+    };
+    evs.iter().map(without_clocks).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_serves_every_flavour_like_one_instance() {
+    let pki = Pki::shared();
+    let port = common::pd::inter_port();
+    let p = Instance::new(pki, "127.0.0.1", port, Some("tiny-llama"));
+    let d = Instance::new(pki, "127.0.0.3", port, Some("tiny-llama"));
+    let s = standard("tiny-llama");
+    let (_pd, _dd, _sd) = (p.start(), d.start(), s.start(&[]));
+    link_pair(&p, &d).await;
+    let (frames, _reader) = open_dresult(&d).await;
+    let prompt = "Once upon a time";
+    let params = json!({"max_new_tokens": 8, "details": true});
+    let cases: Vec<(&str, Value, bool)> = vec![
+        (
+            "/generate",
+            json!({"inputs": prompt, "parameters": params}),
+            false,
+        ),
+        (
+            "/generate_stream",
+            json!({"inputs": prompt, "parameters": params}),
+            true,
+        ),
+        (
+            "/",
+            json!({"inputs": prompt, "parameters": params, "stream": false}),
+            false,
+        ),
+        (
+            "/generate",
+            json!({"prompt": prompt, "max_tokens": 8, "temperature": 0}),
+            false,
+        ),
+        (
+            "/infer",
+            json!({"inputs": prompt, "parameters": {"max_new_tokens": 8}}),
+            false,
+        ),
+        (
+            "/infer",
+            json!({"inputs": prompt, "stream": true, "parameters": {"max_new_tokens": 8}}),
+            true,
+        ),
+        (
+            "/v2/models/mock-model/generate",
+            json!({"id": "t-1", "text_input": prompt, "parameters": {"max_new_tokens": 8}}),
+            false,
+        ),
+        (
+            "/v2/models/mock-model/generate_stream",
+            json!({"text_input": prompt, "parameters": {"max_new_tokens": 8}}),
+            true,
+        ),
+    ];
+    for (i, (path, body, stream)) in cases.iter().enumerate() {
+        let want = send(s.business(), "POST", path, Some(body), &[]).await;
+        assert_eq!(want.status, 200, "standard {path}: {}", want.text());
+        let req_id = format!("{:x}", 0xf000 + i);
+        let r = send(
+            p.business(),
+            "POST",
+            path,
+            Some(body),
+            &dmi_headers(&req_id, &d),
+        )
+        .await;
+        assert_eq!(r.status, 200, "P {path}: {}", r.text());
+        let answer = r.json();
+        assert_eq!(answer["isStream"], json!(stream), "{path}: {answer}");
+        assert_ne!(
+            answer["isLastResp"],
+            json!(true),
+            "{path}: not handed on: {answer}"
+        );
+        let fs = frames.finished(&req_id, Duration::from_secs(60)).await;
+        let got = client_reply(&answer, &fs);
+        if *stream {
+            assert_eq!(events_of(&got), events_of(&want.text()), "{path} {body}");
+        } else {
+            let got: Value = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}: {got}"));
+            assert_eq!(
+                without_clocks(&got),
+                without_clocks(&want.json()),
+                "{path} {body}"
+            );
+        }
+    }
+    assert_all_blocks_free(&p, "prefill").await;
+    assert_all_blocks_free(&d, "decode").await;
+}

@@ -86,7 +86,7 @@ impl Parameters {
         }
         sampling.seed = f
             .seed("seed")?
-            .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+            .unwrap_or_else(crate::pd::context::fresh_seed);
         if f.bool("watermark")? == Some(true) {
             return Err(FieldError::new(
                 "parameters.watermark",

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 pub struct Scope {
     inference: Arc<dyn Inference>,
     identity: Mutex<Option<ReplyIdentity>>,
+    /// The seed chosen for a request that named none (made on P, preset on D).
+    seed: Mutex<Option<u64>>,
 }
 
 /// A reply's client-visible id and creation time (OpenAI's `id` and `created`).
@@ -33,10 +35,25 @@ impl Scope {
     /// A scope whose generations run on `inference`; `identity` is preset on the decode side
     /// (the prefill side's), `None` on the prefill side (made by the first reply).
     pub fn new(inference: Arc<dyn Inference>, identity: Option<ReplyIdentity>) -> Arc<Self> {
+        Self::with_seed(inference, identity, None)
+    }
+
+    /// [`Scope::new`] with the seed the prefill side chose (decode side).
+    pub fn with_seed(
+        inference: Arc<dyn Inference>,
+        identity: Option<ReplyIdentity>,
+        seed: Option<u64>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             inference,
             identity: Mutex::new(identity),
+            seed: Mutex::new(seed),
         })
+    }
+
+    /// The seed chosen in this scope for a request that named none.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed.lock().ok().and_then(|g| *g)
     }
 
     /// The reply identity made or preset in this scope.
@@ -76,4 +93,15 @@ pub fn reply_identity(make: impl FnOnce() -> ReplyIdentity) -> ReplyIdentity {
             created: 0,
         },
     }
+}
+
+/// A random seed for a request that named none; inside a scope the first one is kept, so
+/// both halves of a PD request report (and sample with) the same seed.
+pub fn fresh_seed() -> u64 {
+    let make = || uuid::Uuid::new_v4().as_u64_pair().0;
+    SCOPE
+        .try_with(|s| s.seed.lock().ok().map(|mut g| *g.get_or_insert_with(make)))
+        .ok()
+        .flatten()
+        .unwrap_or_else(make)
 }

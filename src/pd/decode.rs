@@ -137,7 +137,7 @@ async fn decode_one(node: Arc<PdNode>, inc: Incoming) {
         kv,
     );
     let ended = run.ended();
-    let scope = Scope::new(run, inc.rs.identity.clone());
+    let scope = Scope::with_seed(run, inc.rs.identity.clone(), inc.rs.seed);
     let Some(router) = node.replay.get().cloned() else {
         send(
             &node,

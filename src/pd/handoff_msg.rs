@@ -21,6 +21,9 @@ pub struct RsHandoff {
     pub body: String,
     pub content_type: Option<String>,
     pub identity: Option<ReplyIdentity>,
+    /// The seed P chose for a request that named none.
+    #[serde(default)]
+    pub seed: Option<u64>,
     /// Reply chunks the prefill instance already wrote (its first streamed chunks).
     pub sent_chunks: usize,
     pub first: FirstToken,

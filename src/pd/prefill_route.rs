@@ -102,6 +102,7 @@ pub async fn prefill(
         body: String::from_utf8_lossy(&bytes).into_owned(),
         content_type,
         identity: scope.identity(),
+        seed: scope.seed(),
         sent_chunks: sent.len(),
         first: handoff.first.clone(),
     };

@@ -45,6 +45,8 @@ pub struct Remote {
     pub block_ids: Vec<i64>,
     pub first: FirstToken,
     pub prompt: Vec<u32>,
+    /// The seed P chose for a request that named none.
+    pub seed: Option<u64>,
 }
 
 fn bad(field: &str, why: impl std::fmt::Display) -> String {
@@ -95,6 +97,7 @@ pub fn side(body: &Value) -> Result<Option<Side>, String> {
         block_ids,
         first,
         prompt,
+        seed: ours["seed"].as_u64(),
     })))
 }
 
@@ -124,7 +127,9 @@ pub async fn prefill(node: Arc<PdNode>, parts: Parts, body: Body, next: Next) ->
         node.settings.lease_ttl(),
         AfterFirst::Publish,
     );
-    let resp = Scope::new(run, None)
+    let scope = Scope::new(run, None);
+    let resp = scope
+        .clone()
         .run(next.run(Request::from_parts(parts, body)))
         .await;
     let (mut head, body) = resp.into_parts();
@@ -168,7 +173,7 @@ pub async fn prefill(node: Arc<PdNode>, parts: Parts, body: Body, next: Next) ->
         "remote_port": node.settings.inter_comm_port,
         "remote_request_id": req_id,
         "tp_size": 1,
-        "mindie_rs": {"first": handoff.first, "prompt": handoff.req.prompt},
+        "mindie_rs": {"first": handoff.first, "prompt": handoff.req.prompt, "seed": scope.seed()},
     });
     tracing::info!(req_id = %req_id, engine_id = handoff.engine_id, "KV published for a decode instance (vLLM protocol)");
     head.headers.remove(header::CONTENT_LENGTH);
@@ -210,7 +215,7 @@ pub async fn decode(
         }
     };
     let run = DecodeRun::new(node.engine.clone(), remote.prompt, remote.first, kv);
-    Scope::new(run, None)
+    Scope::with_seed(run, None, remote.seed)
         .run(next.run(Request::from_parts(parts, body)))
         .await
 }

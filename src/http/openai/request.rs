@@ -180,7 +180,7 @@ fn sampling(f: &Fields<'_>, d: &SamplingParams) -> Result<SamplingParams, FieldE
     };
     let seed = match f.seed("seed")? {
         Some(s) => s,
-        None => uuid::Uuid::new_v4().as_u64_pair().0,
+        None => crate::pd::context::fresh_seed(),
     };
     Ok(SamplingParams {
         temperature: f
