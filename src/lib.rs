@@ -24,6 +24,8 @@
 //! - [`tokenizer`]: HF tokenizer, chat templates, incremental detokenizer, stop strings, pool.
 //! - [`config`]: MindIE's `config.json` ([`config::Config`]) — schema, paths, env, validation.
 //!   (The HF model's `config.json` is `backend::cpu::HfModelConfig`.)
+//! - [`pd`]: prefill/decode disaggregation (`inferMode: "dmi"`): roles, DMI headers,
+//!   `/dresult`, the P→D hand-off (MindIE's and vLLM's protocols) and KV leases.
 //! - [`cluster`]: the inter-instance gRPC layer for PD (MindIE's `DecodeService` /
 //!   `PrefillService` and our `KvTransfer`) served and dialled over our own rustls.
 //! - [`security`]: permission checks on every trusted file, rustls configs (mTLS, CRL, keys).
