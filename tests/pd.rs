@@ -573,3 +573,152 @@ async fn pd_serves_every_flavour_like_one_instance() {
     assert_all_blocks_free(&p, "prefill").await;
     assert_all_blocks_free(&d, "decode").await;
 }
+
+/// A decode instance that accepts every hand-off and never pulls (a D that hangs after the
+/// RPC): P's lease must end by `stopInfer` or by its expiry.
+struct SilentDecode;
+
+impl mindie::cluster::kv::DecodeHandler for SilentDecode {
+    fn decode_request(
+        &self,
+        _p: mindie::cluster::proto::pd::DecodeParameters,
+    ) -> futures_util::future::BoxFuture<'static, mindie::cluster::proto::pd::DecodeRequestResponse>
+    {
+        Box::pin(async {
+            mindie::cluster::proto::pd::DecodeRequestResponse {
+                is_valid_decode_parameters: true,
+                error_message: String::new(),
+            }
+        })
+    }
+}
+
+struct NoKv;
+
+impl mindie::cluster::kv::KvSource for NoKv {
+    fn layout(&self) -> mindie::cluster::kv::KvLayout {
+        mindie::cluster::kv::KvLayout {
+            model_name: String::new(),
+            num_layers: 0,
+            num_kv_heads: 0,
+            head_dim: 0,
+            dtype: String::new(),
+            block_size: 0,
+            tp_size: 1,
+            layout: String::new(),
+            bytes_per_block: 0,
+        }
+    }
+    fn instance_id(&self) -> u32 {
+        9
+    }
+    fn export(
+        &self,
+        _req_id: &str,
+        _src: &[i64],
+        _n: u64,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<mindie::engine::KvExport, mindie::cluster::kv::KvSourceError>,
+    > {
+        Box::pin(async { Err(mindie::cluster::kv::KvSourceError::NotFound("none".into())) })
+    }
+    fn release(&self, _req_id: &str) -> futures_util::future::BoxFuture<'static, bool> {
+        Box::pin(async { false })
+    }
+}
+
+/// KV blocks in use on an instance now.
+async fn blocks_in_use(inst: &Instance) -> u64 {
+    let s = status(inst).await;
+    let r = &s["resource"];
+    r["totalNpuBlockNums"].as_u64().unwrap() - r["freeNpuBlockNums"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefill_lease_ends_by_stop_infer_or_expiry() {
+    let pki = Pki::shared();
+    let port = common::pd::inter_port();
+    let p = Instance::new(pki, "127.0.0.1", port, None);
+    let _pd = p.start();
+    // The silent D on 127.0.0.3, same interComm port, same PKI.
+    let mut checker = mindie::security::perms::PermChecker::new(false);
+    let tls = mindie::security::tls::server_config(&pki.server_files(true), &mut checker).unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.3", port))
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let routes =
+        mindie::cluster::kv::routes(std::sync::Arc::new(SilentDecode), std::sync::Arc::new(NoKv));
+    tokio::spawn(mindie::cluster::transport::serve(
+        listener,
+        Some(tls),
+        routes,
+        stop.clone(),
+    ));
+    let d = common::pd::Instance::new(pki, "127.0.0.3", port, None);
+    let r = common::pd::post_role(
+        &p,
+        "prefill",
+        &json!({"local": p.entry(1), "peers": [d.entry(2)]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let body = json!({"model": "mock-model", "prompt": "Once upon a time", "max_tokens": 40});
+    let r = send(
+        p.business(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &dmi_headers("beef01", &d),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        blocks_in_use(&p).await > 0,
+        "the lease holds the prompt's blocks"
+    );
+    let stop_reply = send(
+        p.business(),
+        "POST",
+        "/v2/models/mock-model/stopInfer",
+        Some(&json!({"id": "beef01"})),
+        &[],
+    )
+    .await;
+    assert_eq!(stop_reply.status, 200, "{}", stop_reply.text());
+    assert_all_blocks_free(&p, "prefill after stopInfer").await;
+
+    // No release and no stop: the lease expires after kv_trans_timeout (2 s) + 10 s.
+    let r = send(
+        p.business(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &dmi_headers("beef02", &d),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(blocks_in_use(&p).await > 0);
+    let t0 = std::time::Instant::now();
+    while blocks_in_use(&p).await > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited > Duration::from_secs(5),
+        "freed too early ({waited:?}): no pull came"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pm = send(p.metrics(), "GET", "/metrics", None, &[]).await.text();
+    assert!(
+        pm.contains("pd_kv_leases_expired_total{model_name=\"mock-model\"} 1"),
+        "{pm}"
+    );
+    stop.cancel();
+}
