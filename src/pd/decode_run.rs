@@ -10,6 +10,7 @@ use crate::engine::handle::RequestId;
 use crate::engine::{
     EngineHandle, Finish, GenRequest, Inference, KvExport, SubmitError, TokenEvent, TokenEvents,
 };
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -157,5 +158,3 @@ impl Inference for DecodeRun {
         self.engine.cancel(id);
     }
 }
-
-use std::future::Future;

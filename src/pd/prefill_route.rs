@@ -170,7 +170,7 @@ async fn run_until_handoff(
                 }
                 Some(Err(_)) | None => {
                     let all: Vec<u8> = sent.iter().flat_map(|b| b.iter().copied()).collect();
-                    return Ended::Whole(Response::from_parts(parts, Body::from(all)).map(|b| b));
+                    return Ended::Whole(Response::from_parts(parts, Body::from(all)));
                 }
             },
             h = &mut handoff, if waiting => match h {
