@@ -69,13 +69,6 @@ pub fn business_router(state: BusinessState) -> Router {
         .merge(native::router(state.serving.clone()))
         .merge(tokenize::router(state.serving))
         .merge(triton::router(triton))
-        // Liveness on the business port, as vLLM (and routers that probe it) expect: 200
-        // while the instance takes requests (a stopping instance is refused by admission).
-        // The management plane's `/health` is the full check.
-        .route(
-            "/health",
-            axum::routing::get(|| async { axum::http::StatusCode::OK }),
-        )
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.admission,

@@ -2,13 +2,14 @@
 //! role; a prefill instance takes them with the DMI headers (`req-type`, `req-id`,
 //! `d-target`) and runs them through [`super::prefill_route`]; a decode instance takes its
 //! work over gRPC and answers on `GET /dresult`. Every other route is served as in standard
-//! mode.
+//! mode, except `GET /health`, which answers here as on vLLM.
 
 use super::headers::{self, DmiHeaders};
 use super::node::PdNode;
 use super::role::{Role, RoleStatus, RoleView};
 use super::route::RouteKind;
 use super::vllm;
+use crate::engine::EngineMonitor;
 use crate::http::error::{ApiError, ErrorStyle};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -28,6 +29,16 @@ pub async fn business_gate(State(node): State<Arc<PdNode>>, req: Request, next: 
     let path = req.uri().path().to_string();
     if req.method() == Method::GET && path == "/dresult" {
         return dresult(&node);
+    }
+    if req.method() == Method::GET && path == "/health" {
+        // Liveness on the business port, which routers speaking vLLM's protocol probe before
+        // they send work: 200 while the instance serves (the management plane's `/health`,
+        // which answers here instead when both planes share a port, is the full check).
+        return if node.engine.status().ready {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        };
     }
     let Some(kind) = RouteKind::of(req.method(), &path) else {
         return next.run(req).await;
