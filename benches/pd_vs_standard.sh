@@ -76,7 +76,8 @@ done
 LOAD=(--concurrency "$CONC" --prompt-tokens "$PROMPT" --output-tokens "$OUT"
       --requests "$REQUESTS" --tokenizer "$MODEL/tokenizer.json" --model bench)
 echo "== PD (P + D + vllm-router on this machine)"
-cargo bench -q --bench loadgen -- --url "http://127.0.0.1:$RPORT" "${LOAD[@]}" --json "$WORK/pd.json"
+cargo bench -q --bench loadgen -- --url "http://127.0.0.1:$RPORT" "${LOAD[@]}" --json "$WORK/pd.json" ||
+    echo "(some PD requests failed: see above and $WORK/*.log)"
 cleanup
 PIDS=()
 echo "== one standard instance"
