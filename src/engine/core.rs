@@ -47,6 +47,8 @@ pub struct Engine {
     status: Arc<Mutex<EngineStatus>>,
     /// Sampler state of finished requests whose KV is leased (see `retire`).
     pub(super) lease_rng: HashMap<RequestId, u64>,
+    /// Leased KV already copied out, readable without a round trip to this thread.
+    pub(super) ready: super::handoff::ReadyLeases,
     /// Set when the backend reported its device lost: health turns abnormal with this reason
     /// (requests still get an error each, never a hang).
     fault: Option<String>,
@@ -91,12 +93,14 @@ impl Engine {
             status: status.clone(),
             fault: None,
             lease_rng: HashMap::new(),
+            ready: Default::default(),
         };
+        let ready = engine.ready.clone();
         engine.publish_status();
         let join = std::thread::Builder::new()
             .name("mindie-engine".into())
             .spawn(move || engine.run(rx))?;
-        Ok((EngineHandle::new(tx, status, info), join))
+        Ok((EngineHandle::new(tx, status, info, ready), join))
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -184,6 +188,7 @@ impl Engine {
             }
             Command::ReleaseKv { id, reply } => {
                 self.lease_rng.remove(&id);
+                self.unpublish_lease(id);
                 let _ = reply.send(self.scheduler.release_lease(id));
             }
             Command::SubmitPrefilled {
@@ -240,6 +245,7 @@ impl Engine {
     fn expire_leases(&mut self, now: Instant) {
         for id in self.scheduler.expire_leases(now) {
             self.lease_rng.remove(&id);
+            self.unpublish_lease(id);
         }
     }
 
@@ -249,6 +255,7 @@ impl Engine {
         let l = self.live.remove(&id)?;
         if self.scheduler.lease(id).is_some() {
             self.lease_rng.insert(id, l.rng.state());
+            self.publish_lease(id);
         }
         Some(l)
     }

@@ -2,7 +2,7 @@
 //! dropping the stream cancels the request within one engine step. Also the engine's state
 //! snapshot for management and metrics.
 
-use super::handoff::{HandoffError, KvExport};
+use super::handoff::{HandoffError, KvExport, ReadyLease, ReadyLeases};
 use super::request::{GenRequest, TokenEvent};
 use super::{EngineInfo, EngineMonitor, EngineStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +76,8 @@ pub struct EngineHandle {
     next_id: Arc<AtomicU64>,
     status: Arc<Mutex<EngineStatus>>,
     info: Arc<EngineInfo>,
+    /// Leased KV copied out by the engine: pulls read it without waiting for a step.
+    ready: ReadyLeases,
 }
 
 impl EngineHandle {
@@ -83,12 +85,14 @@ impl EngineHandle {
         tx: SyncSender<Command>,
         status: Arc<Mutex<EngineStatus>>,
         info: EngineInfo,
+        ready: ReadyLeases,
     ) -> Self {
         Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
             status,
             info: Arc::new(info),
+            ready,
         }
     }
 
@@ -144,6 +148,9 @@ impl EngineHandle {
     /// The KV of request `id`'s lease (it must have been submitted with
     /// [`EngineHandle::submit_holding_kv`] and have ended normally).
     pub async fn export_kv(&self, id: RequestId) -> Result<KvExport, HandoffError> {
+        if let Some(r) = self.ready_lease(id) {
+            return Ok(r.export);
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::ExportKv { id, reply })?;
         rx.await
@@ -155,14 +162,32 @@ impl EngineHandle {
         &self,
         id: RequestId,
     ) -> Result<Option<(Vec<crate::backend::BlockId>, usize)>, HandoffError> {
+        if let Some(r) = self.ready_lease(id) {
+            return Ok(Some((r.blocks, r.export.kv_tokens)));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::LeaseBlocks { id, reply })?;
         rx.await
             .map_err(|_| HandoffError::from(SubmitError::Stopped))
     }
 
+    /// Request `id`'s lease as the engine copied it out, if it has not expired.
+    fn ready_lease(&self, id: RequestId) -> Option<ReadyLease> {
+        let m = self.ready.lock().ok()?;
+        m.get(&id)
+            .filter(|r| std::time::Instant::now() < r.expires)
+            .cloned()
+    }
+
+    fn forget_ready(&self, id: RequestId) {
+        if let Ok(mut m) = self.ready.lock() {
+            m.remove(&id);
+        }
+    }
+
     /// Frees request `id`'s lease; `false` if it held none (released, expired or never made).
     pub async fn release_kv(&self, id: RequestId) -> Result<bool, HandoffError> {
+        self.forget_ready(id);
         let (reply, rx) = oneshot::channel();
         self.send(Command::ReleaseKv { id, reply })?;
         rx.await
@@ -211,6 +236,7 @@ impl EngineHandle {
     /// [`EngineHandle::release_kv`] without waiting for the answer (from synchronous code,
     /// e.g. a drop); an unknown lease is ignored.
     pub fn release_kv_detached(&self, id: RequestId) {
+        self.forget_ready(id);
         let (reply, _) = oneshot::channel();
         let _ = self.tx.try_send(Command::ReleaseKv { id, reply });
     }

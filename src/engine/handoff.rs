@@ -24,6 +24,20 @@ pub struct KvExport {
     pub rng_state: Option<u64>,
 }
 
+/// A lease's KV, copied out when the lease was taken so a pull never waits for the engine's
+/// running step (a CPU prefill step may take seconds): the bytes, the blocks they came from
+/// and the lease's expiry. Shared by the engine thread and every [`EngineHandle`] clone.
+#[derive(Debug, Clone)]
+pub struct ReadyLease {
+    pub blocks: Vec<crate::backend::BlockId>,
+    pub export: KvExport,
+    pub expires: Instant,
+}
+
+/// Ready leases by request id.
+pub type ReadyLeases =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<RequestId, ReadyLease>>>;
+
 /// Why a hand-off command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandoffError {
@@ -38,6 +52,36 @@ pub enum HandoffError {
 }
 
 impl Engine {
+    /// Copies a just-taken lease out into the ready leases (see [`ReadyLease`]).
+    pub(super) fn publish_lease(&self, id: RequestId) {
+        let Some(lease) = self.scheduler.lease(id) else {
+            return;
+        };
+        let (blocks, expires) = (lease.block_ids().to_vec(), lease.expires);
+        match self.export_kv(id) {
+            Ok(export) => {
+                if let Ok(mut m) = self.ready.lock() {
+                    m.insert(
+                        id,
+                        ReadyLease {
+                            blocks,
+                            export,
+                            expires,
+                        },
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(id, "copying a leased KV out failed: {e}"),
+        }
+    }
+
+    /// Forgets a lease's copied-out KV.
+    pub(super) fn unpublish_lease(&self, id: RequestId) {
+        if let Ok(mut m) = self.ready.lock() {
+            m.remove(&id);
+        }
+    }
+
     /// [`super::handle::Command::ExportKv`].
     pub(super) fn export_kv(&self, id: RequestId) -> Result<KvExport, HandoffError> {
         let lease = self.scheduler.lease(id).ok_or(HandoffError::NoLease(id))?;
@@ -150,6 +194,56 @@ mod tests {
             .await
             .expect("status");
         assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_exported_without_waiting_for_the_running_step() {
+        // A slow engine: each step takes 400 ms.
+        let backend = crate::backend::mock::MockBackend::new(crate::backend::mock::MockOptions {
+            step_time: Duration::from_millis(400),
+            ..mock_options()
+        })
+        .expect("mock");
+        let e = engine_on(Box::new(backend));
+        let mut sub = e
+            .submit_holding_kv(req(1), Duration::from_secs(30))
+            .expect("submit");
+        collect(&mut sub).await;
+        // Another request keeps the engine inside its (slow) steps.
+        let mut busy = e.submit(req(50)).expect("submit");
+        assert!(matches!(
+            busy.events.recv().await,
+            Some(TokenEvent::Token { .. })
+        ));
+        let t0 = std::time::Instant::now();
+        let blocks = e.lease_blocks(sub.id).await.expect("lease").expect("held");
+        let export = e.export_kv(sub.id).await.expect("export");
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "the export waited for a step: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!((blocks.0.len(), export.kv_tokens), (3, 11));
+        assert_eq!(e.release_kv(sub.id).await, Ok(true));
+        assert!(
+            e.export_kv(sub.id).await.is_err(),
+            "released: nothing to export"
+        );
+        e.cancel(busy.id);
+    }
+
+    fn mock_options() -> crate::backend::mock::MockOptions {
+        crate::backend::mock::MockOptions {
+            vocab_size: 64,
+            avoid: Vec::new(),
+            block_size: 4,
+            num_blocks: 32,
+            step_time: Duration::ZERO,
+            token_time: Duration::ZERO,
+            max_position: 256,
+            stall_file: None,
+            reply: None,
+        }
     }
 
     #[tokio::test]
