@@ -10,7 +10,8 @@ mod common;
 
 use common::daemon::Home;
 use common::pd::{
-    client_reply, dmi_headers, link_pair, open_dresult, send, sse_events, status, Instance,
+    assert_all_blocks_free, client_reply, dmi_headers, link_pair, open_dresult, send, sse_events,
+    status, Instance,
 };
 use common::pki::Pki;
 use serde_json::{json, Value};
@@ -113,23 +114,6 @@ async fn pd_reply(
         fold_stream(&sse_events(&text))
     } else {
         essence(&serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
-    }
-}
-
-/// Every KV block is free on an instance (nothing leased, nothing running).
-async fn assert_all_blocks_free(inst: &Instance, what: &str) {
-    let t0 = std::time::Instant::now();
-    loop {
-        let s = status(inst).await;
-        let r = &s["resource"];
-        if r["freeNpuBlockNums"] == r["totalNpuBlockNums"] && !r["freeNpuBlockNums"].is_null() {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{what}: KV blocks still held: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

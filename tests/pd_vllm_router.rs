@@ -12,7 +12,7 @@
 mod common;
 
 use common::daemon::{free_port, Home};
-use common::pd::{send, sse_events, status, Instance};
+use common::pd::{send, sse_events, Instance};
 use common::pki::Pki;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -171,19 +171,6 @@ async fn vllm_router_drives_our_prefill_and_decode() {
         dm.contains("pd_kv_transfer_seconds_count{model_name=\"mock-model\"} 4"),
         "{dm}"
     );
-    for inst in [&p, &d] {
-        let t0 = Instant::now();
-        loop {
-            let st = status(inst).await;
-            let r = &st["resource"];
-            if r["freeNpuBlockNums"] == r["totalNpuBlockNums"] && !r["freeNpuBlockNums"].is_null() {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "KV still held: {st}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    common::pd::assert_all_blocks_free(&p, "prefill").await;
+    common::pd::assert_all_blocks_free(&d, "decode").await;
 }

@@ -42,13 +42,19 @@ impl Admission {
     }
 }
 
+/// A client-sent request id kept as it is: 1 to 128 visible ASCII characters (else `None`,
+/// and the caller makes its own).
+pub fn usable_request_id(v: &str) -> Option<&str> {
+    (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
+}
+
 /// Outermost layer of every plane: gives the request an id and puts it on the reply.
 pub async fn tag_request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_UUID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .and_then(usable_request_id)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestUuid(id.clone()));

@@ -11,17 +11,31 @@ use super::route::RouteKind;
 use super::vllm;
 use crate::engine::EngineMonitor;
 use crate::http::error::{ApiError, ErrorStyle};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-fn refuse(status: StatusCode, path: &str, msg: impl Into<String>) -> Response {
+/// An error reply in the style of `path`'s flavour.
+pub(super) fn refuse(status: StatusCode, path: &str, msg: impl Into<String>) -> Response {
     ApiError::new(status, msg)
         .style(ErrorStyle::for_path(path))
         .into_response()
+}
+
+/// A request body read whole, at most `ServerConfig.maxRequestLength` (413 beyond).
+pub(super) async fn read_body(node: &PdNode, path: &str, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, node.settings.max_request_bytes)
+        .await
+        .map_err(|e| {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                path,
+                format!("request body: {e} (ServerConfig.maxRequestLength)"),
+            )
+        })
 }
 
 /// The gate in front of a dmi instance's business routes.
@@ -47,15 +61,9 @@ pub async fn business_gate(State(node): State<Arc<PdNode>>, req: Request, next: 
     let req = if matches!(dmi, Ok(None)) {
         // Without DMI headers: maybe vLLM's protocol (`kv_transfer_params`, any role).
         let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, node.settings.max_request_bytes).await {
+        let bytes = match read_body(&node, &path, body).await {
             Ok(b) => b,
-            Err(e) => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &path,
-                    format!("request body: {e} (ServerConfig.maxRequestLength)"),
-                )
-            }
+            Err(refused) => return refused,
         };
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         match vllm::side(&json) {

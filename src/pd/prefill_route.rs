@@ -47,15 +47,9 @@ pub async fn prefill(
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, node.settings.max_request_bytes).await {
+    let bytes = match super::gate::read_body(&node, parts.uri.path(), body).await {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body: {e} (ServerConfig.maxRequestLength)"),
-            )
-                .into_response()
-        }
+        Err(refused) => return refused,
     };
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     // `stopInfer {"id": <req-id>}` finds the request by its req-id.

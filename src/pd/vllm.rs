@@ -15,16 +15,16 @@
 use super::context::Scope;
 use super::decode::pull_from;
 use super::decode_run::DecodeRun;
+use super::gate::refuse;
 use super::node::PdNode;
 use super::prefill::{AfterFirst, FirstToken, PrefillRun};
 use super::prefill_route::watch_lease;
 use crate::cluster::proto::kv as kvwire;
-use crate::http::error::{ApiError, ErrorStyle};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, request::Parts, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -101,19 +101,13 @@ pub fn side(body: &Value) -> Result<Option<Side>, String> {
     })))
 }
 
-fn refuse(status: StatusCode, path: &str, msg: impl Into<String>) -> Response {
-    ApiError::new(status, msg)
-        .style(ErrorStyle::for_path(path))
-        .into_response()
-}
-
 /// The request id vLLM's router sent (`x-request-id`), or a fresh one.
 fn request_id(parts: &Parts) -> String {
     parts
         .headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .and_then(crate::http::admission::usable_request_id)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }

@@ -173,6 +173,24 @@ pub async fn status(inst: &Instance) -> Value {
     serde_json::from_slice(&r.body).unwrap_or(Value::Null)
 }
 
+/// Waits until every KV block of `inst` is free (nothing leased, nothing running); panics
+/// after 20 s naming `what`.
+pub async fn assert_all_blocks_free(inst: &Instance, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let s = status(inst).await;
+        let r = &s["resource"];
+        if r["freeNpuBlockNums"] == r["totalNpuBlockNums"] && !r["freeNpuBlockNums"].is_null() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: KV blocks still held: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the instance reports `RoleReady` (panics after `limit`).
 pub async fn wait_ready(inst: &Instance, limit: Duration) -> Value {
     let t0 = Instant::now();
