@@ -29,6 +29,11 @@
 //! - [`cluster`]: the inter-instance gRPC layer for PD (MindIE's `DecodeService` /
 //!   `PrefillService` and our `KvTransfer`) served and dialled over our own rustls.
 //! - [`security`]: permission checks on every trusted file, rustls configs (mTLS, CRL, keys).
+//! - [`motor`]: what MindIE-Motor's Controller and Coordinator share: their JSON config files
+//!   with Motor's permission rules, `tls_config` items, an HTTP(S) client toward instances, and
+//!   the instance list the Controller pushes to the Coordinator.
+//! - [`controller`]: the `controller` subcommand (MindIE-Motor's Controller).
+//! - [`coordinator`]: the `coordinator` subcommand (MindIE-Motor's Coordinator).
 //! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
 //!
 //! `unsafe` is denied crate-wide (`Cargo.toml` `[lints]`) except in the CPU kernel and mmap
@@ -38,6 +43,8 @@ pub mod backend;
 pub mod check;
 pub mod cluster;
 pub mod config;
+pub mod controller;
+pub mod coordinator;
 pub mod daemon;
 pub mod engine;
 pub mod http;
@@ -45,6 +52,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod mgmt;
+pub mod motor;
 pub mod pd;
 pub mod scheduler;
 pub mod security;

@@ -23,6 +23,25 @@ struct Cli {
 enum Command {
     /// Validate config, file permissions, certificates and the model folder without starting.
     Check,
+    /// MindIE-Motor's Controller: roles from the global ranktable, health, re-assignment
+    /// (`ms_controller.json`: `$MINDIE_MS_CONTROLLER_CONFIG_FILE_PATH`, else `./conf/ms_controller.json`).
+    Controller,
+    /// MindIE-Motor's Coordinator: the users' entry point of a PD cluster
+    /// (`ms_coordinator.json`: `$MINDIE_MS_COORDINATOR_CONFIG_FILE_PATH`).
+    Coordinator {
+        /// Overrides `http_config.predict_ip` (then also the other ports' address).
+        predict_ip: Option<String>,
+        /// Overrides `http_config.manage_ip`.
+        manage_ip: Option<String>,
+    },
+    /// MindIE's gen_cert: a new RSA key and certificate signed by your CA, as `gen_cert.json` says.
+    GenCert {
+        /// The `gen_cert.json` file (ca_cert, ca_key, ca_key_pwd, cert_config, output_path).
+        config: std::path::PathBuf,
+        /// Extra IP subject alternative names, comma-separated: `--ip=10.0.0.3,127.0.0.1`.
+        #[arg(long = "ip", value_delimiter = ',')]
+        ip: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +66,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some(Command::Controller) => mindie::controller::main(),
+        Some(Command::Coordinator {
+            predict_ip,
+            manage_ip,
+        }) => mindie::coordinator::main(predict_ip, manage_ip),
+        Some(Command::GenCert { config, ip }) => mindie::security::certgen::main(&config, &ip),
         None => {
             if cli.expert_parallel == Some(true) {
                 eprintln!("mindieservice_daemon: --expert-parallel true is not supported by this daemon; ignoring it");

@@ -3,6 +3,7 @@
 //! encrypted key, CA and CRL files ([`keys`] decrypts private keys, [`certinfo`] inspects
 //! certificates for `check` and start-up warnings).
 
+pub mod certgen;
 pub mod certinfo;
 pub mod keys;
 pub mod pem;
