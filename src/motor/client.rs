@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderValue, Method, Request, Response, Uri};
+use axum::http::{header, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -27,17 +27,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum ClientError {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
-    #[error("{method} {uri}: no complete answer within {secs} s")]
-    Timeout { method: Method, uri: Uri, secs: u64 },
-    #[error("{method} {uri}: {reason}")]
-    Http {
-        method: Method,
-        uri: Uri,
-        reason: String,
-    },
+    #[error("{call}: no complete answer within {secs} s")]
+    Timeout { call: String, secs: u64 },
+    #[error("{call}: {reason}")]
+    Http { call: String, reason: String },
     #[error("{uri}: answer {status} is not the JSON expected: {reason}")]
     Json {
-        uri: Uri,
+        uri: String,
         status: u16,
         reason: String,
     },
@@ -64,7 +60,7 @@ impl Reply {
     /// The body parsed as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
         serde_json::from_slice(&self.body).map_err(|e| ClientError::Json {
-            uri: self.uri.clone(),
+            uri: self.uri.to_string(),
             status: self.status,
             reason: e.to_string(),
         })
@@ -164,8 +160,7 @@ impl HttpClient {
                 }
             } else {
                 ClientError::Http {
-                    method,
-                    uri,
+                    call: format!("{method} {uri}"),
                     reason: error_chain(&e),
                 }
             }
@@ -203,7 +198,20 @@ impl HttpClient {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let timeout = self.timeout;
-        let call = async {
+        match tokio::time::timeout(timeout, self.whole_untimed(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                call: format!("{method} {uri}"),
+                secs: timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Sends `req` and reads the whole answer; the caller bounds the time.
+    pub async fn whole_untimed(&self, req: Request<Body>) -> Result<Reply, ClientError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        {
             let resp = self.send(req).await?;
             let status = resp.status().as_u16();
             let body = resp
@@ -211,8 +219,7 @@ impl HttpClient {
                 .collect()
                 .await
                 .map_err(|e| ClientError::Http {
-                    method: method.clone(),
-                    uri: uri.clone(),
+                    call: format!("{method} {uri}"),
                     reason: format!("reading the answer: {e}"),
                 })?
                 .to_bytes();
@@ -221,14 +228,6 @@ impl HttpClient {
                 body,
                 uri: uri.clone(),
             })
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                method,
-                uri,
-                secs: timeout.as_secs(),
-            }),
         }
     }
 }
