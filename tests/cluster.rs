@@ -1,0 +1,305 @@
+//! A whole PD cluster on loopback, started exactly as the README's "PD cluster" block says
+//! (two dmi servers on 127.0.0.1 and 127.0.0.3, the Controller on 127.0.0.2, the Coordinator
+//! on 127.0.0.4, real processes from a copy of the binary), driven through the Coordinator
+//! with the official OpenAI Python SDK: completions and chat, streamed and not, and 16
+//! concurrent streams, greedy output equal to one standard instance's; streams hung up
+//! mid-way leave no KV block held; `SIGKILL` of the decode instance ends in-flight requests
+//! with an error within seconds, readiness drops, and the restarted instance gets its role
+//! back and the cluster serves again.
+//!
+//! The SDK runs from `OPENAI_PYTHON` (a python with `openai`), else `target/sdk-venv`, which
+//! this test makes with `python3 -m venv` + `pip install openai==` [`SDK_VERSION`] when missing
+//! (`.ci/run` makes it first).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::daemon::{Home, BIN};
+use common::pd::send;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SDK_VERSION: &str = "1.109.1";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A python with the OpenAI SDK.
+fn sdk_python() -> PathBuf {
+    if let Ok(p) = std::env::var("OPENAI_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join("target/sdk-venv");
+    let py = venv.join("bin/python");
+    let has = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import openai"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !has(&py) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "python3 -m venv {} failed (install python3-venv)", venv.display());
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", &format!("openai=={SDK_VERSION}")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "pip install openai=={SDK_VERSION} failed");
+    }
+    py
+}
+
+/// Runs tests/cluster/sdk_check.py against `base` and returns its JSON.
+fn sdk(base: &str, model: &str, extra: &[&str]) -> Value {
+    let out = Command::new(sdk_python())
+        .arg(repo().join("tests/cluster/sdk_check.py"))
+        .args([base, model])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sdk_check.py {base} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The README's shell block after `<!-- cluster-quickstart -->`.
+fn readme_block() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let after = readme
+        .split("<!-- cluster-quickstart -->")
+        .nth(1)
+        .expect("README has the cluster-quickstart marker");
+    let start = after.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = after[start..].find("```").expect("block end");
+    after[start..start + end].to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the repository's layout the README block runs in, and the processes it starts
+/// (killed when dropped).
+struct Install {
+    dir: tempfile::TempDir,
+}
+
+impl Install {
+    fn new() -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        std::fs::create_dir_all(home.join("bin")).unwrap();
+        let bin = home.join("bin/mindieservice_daemon");
+        if std::fs::hard_link(BIN, &bin).is_err() {
+            std::fs::copy(BIN, &bin).unwrap();
+        }
+        copy_dir(&repo().join("conf/cluster"), &home.join("conf/cluster"));
+        copy_dir(
+            &repo().join("tests/fixtures/models/tiny-llama"),
+            &home.join("tests/fixtures/models/tiny-llama"),
+        );
+        Install { dir }
+    }
+
+    fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn bash(&self, script: &str) {
+        let st = Command::new("bash")
+            .args(["-euc", script])
+            .current_dir(self.home())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .status()
+            .unwrap();
+        assert!(st.success(), "script failed: {script}");
+    }
+
+    /// The pid of the process whose command line contains `needle` (and this install's path).
+    fn pid_of(&self, needle: &str) -> Option<i32> {
+        let out = Command::new("pgrep").args(["-f", needle]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .find(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|cwd| cwd == self.home())
+                    .unwrap_or(false)
+            })
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.home().join(name)).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        ["server-1.log", "server-2.log", "controller.log", "coordinator.log"]
+            .iter()
+            .map(|n| format!("--- {n}\n{}", self.log(n)))
+            .collect()
+    }
+}
+
+impl Drop for Install {
+    fn drop(&mut self) {
+        for needle in ["server-1.json", "server-2.json", " controller", " coordinator"] {
+            while let Some(pid) = self.pid_of(needle) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+async fn status_code(a: SocketAddr, path: &str) -> u16 {
+    send(a, "GET", path, None, &[]).await.status
+}
+
+async fn wait_status(inst: &Install, a: SocketAddr, path: &str, want: u16, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        if status_code(a, path).await == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{a}{path} not {want} after {limit:?}\n{}",
+            inst.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every KV block of the instance whose management port is `mgmt` is free (20 s at most).
+async fn blocks_free(mgmt: SocketAddr, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let r = send(mgmt, "GET", "/v1/status", None, &[]).await;
+        let s: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let res = &s["resource"];
+        if !res["freeNpuBlockNums"].is_null() && res["freeNpuBlockNums"] == res["totalNpuBlockNums"] {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: KV blocks held: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a long stream through the Coordinator and returns the whole answer text when the
+/// connection ends.
+async fn long_stream(coord: SocketAddr) -> String {
+    let body = json!({"model": "tiny-llama", "prompt": "Once upon a time", "max_tokens": 2000,
+                      "stream": true, "ignore_eos": true})
+    .to_string();
+    let mut s = tokio::net::TcpStream::connect(coord).await.unwrap();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all).await;
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readme_cluster_serves_fails_over_and_recovers() {
+    let inst = Install::new();
+    let block = readme_block();
+    inst.bash(&block);
+    let coord = addr("127.0.0.4:1025");
+    let status = addr("127.0.0.4:1029");
+    let (p_mgmt, d_mgmt) = (addr("127.0.0.1:1026"), addr("127.0.0.3:1026"));
+    wait_status(&inst, status, "/v1/startup", 200, Duration::from_secs(30)).await;
+    wait_status(&inst, status, "/v1/readiness", 200, Duration::from_secs(90)).await;
+
+    // One standard instance of the same model for reference answers.
+    let mut reference = Home::new();
+    reference.use_fixture_model("tiny-llama");
+    reference.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName", "tiny-llama");
+    let _r = reference.start(&[]);
+    let want = sdk(&format!("http://{}", reference.business()), "tiny-llama", &[]);
+    let got = sdk(&format!("http://{coord}"), "tiny-llama", &[]);
+    for key in ["completion", "completion_stream", "chat", "chat_stream", "completion_tokens", "chat_finish"] {
+        assert_eq!(got[key], want[key], "{key}: cluster {got} vs standard {want}");
+    }
+    assert_eq!(want["completion"], want["completion_stream"], "{want}");
+    let streams = got["concurrent"].as_array().unwrap();
+    assert_eq!(streams.len(), 16);
+    assert!(streams.iter().all(|t| *t == want["chat"]), "{got}");
+
+    // Users who hang up mid-stream leave nothing held on P or D.
+    let hung = sdk(&format!("http://{coord}"), "tiny-llama", &["hangup", "4"]);
+    assert_eq!(hung["hung_up"], json!([2, 2, 2, 2]), "{hung}");
+    blocks_free(p_mgmt, "prefill after hang-ups").await;
+    blocks_free(d_mgmt, "decode after hang-ups").await;
+
+    // SIGKILL of D: the in-flight stream ends with an error within seconds, readiness drops,
+    // new requests are refused at once.
+    let inflight = tokio::spawn(long_stream(coord));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d_pid = inst.pid_of("server-2.json").expect("decode server running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let text = tokio::time::timeout(Duration::from_secs(10), inflight)
+        .await
+        .expect("the in-flight request ended within 10 s")
+        .unwrap();
+    assert!(text.contains("\"error\""), "no error for the in-flight request: {text}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    wait_status(&inst, status, "/v1/readiness", 503, Duration::from_secs(10)).await;
+    let body = json!({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4});
+    let r = send(coord, "POST", "/v1/completions", Some(&body), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    blocks_free(p_mgmt, "prefill after D died").await;
+
+    // D restarted with the README's own line: it gets its role back, the cluster serves.
+    let line = block
+        .lines()
+        .find(|l| l.contains("server-2.json"))
+        .unwrap()
+        .to_string();
+    inst.bash(&line);
+    wait_status(&inst, status, "/v1/readiness", 200, Duration::from_secs(90)).await;
+    let again = sdk(&format!("http://{coord}"), "tiny-llama", &[]);
+    assert_eq!(again["completion"], want["completion"], "{again}");
+    assert_eq!(again["chat_stream"], want["chat"], "{again}");
+}
