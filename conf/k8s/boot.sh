@@ -88,9 +88,11 @@ pick_role() {
     esac
 }
 
+# Runs in the background of the exec'd Controller ($$ is then the Controller's PID) and
+# ends with it.
 sync_ranktable() {
     local src="$1" dst="$2"
-    while sleep "$RANKTABLE_SYNC_SECONDS"; do
+    while sleep "$RANKTABLE_SYNC_SECONDS" && kill -0 "$$" 2>/dev/null; do
         if [ -r "$src" ] && [ "$(cat "$src")" != "$(cat "$dst" 2>/dev/null)" ]; then
             cp "$src" "$dst.new" && chmod 0640 "$dst.new" && mv -f "$dst.new" "$dst" &&
                 echo "boot.sh: ranktable updated from $src" >&2
