@@ -261,8 +261,7 @@ fn different_bucket_layouts_are_refused() {
         MergeError::BucketLayout {
             origin: Origin::Instance(2),
             line: 2,
-            family: "h".into(),
-            labels: String::new(),
+            series: "h".into(),
             found: "2,+Inf".into(),
             expected: "1,+Inf".into(),
             first: Origin::Instance(0),
