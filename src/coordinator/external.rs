@@ -1,5 +1,6 @@
 //! The external port: `GET /metrics` scrapes every listed instance's metrics port
-//! concurrently and answers the merged text ([`super::metrics_merge`]) with the
+//! concurrently and answers the merged text ([`super::metrics_merge`], cache usage weighted
+//! by each instance's `total_block_num` from the refresh) with the
 //! Coordinator's own request counters; 503 when any instance fails its scrape.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::metrics_merge;
+use super::metrics_merge::{self, Merged, Scrape};
 use super::out::text;
 use super::shared::Shared;
 
@@ -29,9 +30,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     }))
     .await;
     let mut texts = Vec::with_capacity(scrapes.len());
-    for (id, r) in scrapes {
+    for ((id, r), m) in scrapes.into_iter().zip(&members) {
         match r {
-            Ok(r) if r.ok() => texts.push(r.text()),
+            Ok(r) if r.ok() => {
+                texts.push((r.text(), (m.total_blocks > 0).then_some(m.total_blocks)))
+            }
             Ok(r) => {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -46,16 +49,30 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
             }
         }
     }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    match metrics_merge::merge(&refs, &s.metrics.render()) {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            )],
-            body,
-        )
-            .into_response(),
+    let scrapes: Vec<Scrape<'_>> = texts
+        .iter()
+        .map(|(text, total_blocks)| Scrape {
+            text,
+            total_blocks: *total_blocks,
+        })
+        .collect();
+    match metrics_merge::merge_weighted(&scrapes, &s.metrics.render()) {
+        Ok(Merged {
+            text: body,
+            unweighted,
+        }) => {
+            if !unweighted.is_empty() {
+                tracing::debug!(?unweighted, "cache usage averaged without block counts");
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                )],
+                body,
+            )
+                .into_response()
+        }
         Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
