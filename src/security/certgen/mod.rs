@@ -118,7 +118,7 @@ pub fn run(config: &Path, ips: &[String], enforce: bool) -> Result<Written, Cert
         &mut checker,
         config,
         FileRole::Config,
-        "the gen-cert argument",
+        "gen_cert.json (the gen-cert argument)",
     )?;
     let cfg = input::gen_cert_config(config)?;
     let field = |name: &str| format!("gen_cert.json `{name}`");
