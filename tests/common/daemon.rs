@@ -152,50 +152,7 @@ impl Home {
 
     /// Starts the daemon on the config file as it is on disk.
     pub fn start_without_write(&self, extra_env: &[(&str, &str)]) -> Daemon {
-        let mut child = self
-            .command(extra_env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn daemon");
-        let out = Arc::new(Mutex::new(String::new()));
-        let err = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let (o, e) = (out.clone(), err.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut g = o.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
-            e.lock().unwrap().push_str(&s);
-        });
-        let mut d = Daemon { child, out, err };
-        let t0 = Instant::now();
-        loop {
-            if d.stdout().contains("Daemon start success!") {
-                return d;
-            }
-            if let Ok(Some(st)) = d.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}",
-                    d.stdout(),
-                    d.stderr()
-                );
-            }
-            if t0.elapsed() > Duration::from_secs(60) {
-                let _ = d.child.kill();
-                panic!("daemon did not start in 60 s\nstdout:\n{}", d.stdout());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Daemon::spawn(self.command(extra_env), "Daemon start success!")
     }
 
     /// Runs the daemon (or `check`) expecting it to exit by itself; returns status and output.
@@ -239,6 +196,54 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Spawns `cmd` (the binary with its arguments and environment) and waits until its
+    /// stdout shows `ready`; panics with its output when it exits first or takes over 60 s.
+    pub fn spawn(mut cmd: Command, ready: &str) -> Daemon {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (o, e) = (out.clone(), err.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut g = o.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            e.lock().unwrap().push_str(&s);
+        });
+        let mut d = Daemon { child, out, err };
+        let t0 = Instant::now();
+        loop {
+            if d.stdout().contains(ready) {
+                return d;
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}",
+                    d.stdout(),
+                    d.stderr()
+                );
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = d.child.kill();
+                panic!("daemon did not start in 60 s\nstdout:\n{}", d.stdout());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn stdout(&self) -> String {
         self.out.lock().unwrap().clone()
     }

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod coord;
 pub mod daemon;
 pub mod pd;
 pub mod pki;

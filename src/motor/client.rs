@@ -1,0 +1,252 @@
+//! The HTTP/1.1 client the Controller and Coordinator use toward instances and each other:
+//! pooled keep-alive connections, over rustls (mutual TLS with the `tls_config` item's
+//! certificate, server name = the peer's IP) when a client config is given, plain otherwise.
+//! Whole-body calls ([`HttpClient::get`], [`HttpClient::post_json`]) carry a timeout; streamed
+//! calls ([`HttpClient::send`]) leave the body's pace to the caller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How long a TCP connect may take before the attempt counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a call failed. `Connect` is kept apart: callers retry connects, not requests.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("{call}: no complete answer within {secs} s")]
+    Timeout { call: String, secs: u64 },
+    #[error("{call}: {reason}")]
+    Http { call: String, reason: String },
+    #[error("{uri}: answer {status} is not the JSON expected: {reason}")]
+    Json {
+        uri: String,
+        status: u16,
+        reason: String,
+    },
+    #[error("bad request path {path:?}: {reason}")]
+    BadPath { path: String, reason: String },
+}
+
+impl ClientError {
+    /// Whether the connection could not be made at all (nothing was sent).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
+    }
+}
+
+/// A whole answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+    uri: Uri,
+}
+
+impl Reply {
+    /// The body parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::Json {
+            uri: self.uri.to_string(),
+            status: self.status,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the status is 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+type Body = Full<Bytes>;
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
+/// A pooled client; cheap to clone (clones share the pool).
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Inner,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// A client over TLS when `tls` is given (`https://` to peers), plain HTTP otherwise;
+    /// `timeout` bounds each whole-body call.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64);
+        let inner = match tls {
+            Some(cfg) => {
+                let https = HttpsConnectorBuilder::new()
+                    .with_tls_config((*cfg).clone())
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(http);
+                Inner::Tls(builder.build(https))
+            }
+            None => Inner::Plain(builder.build(http)),
+        };
+        HttpClient { inner, timeout }
+    }
+
+    /// Whether calls go over TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+
+    /// The whole-body timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The URI of `path` (with its query) on `addr`, `https` when this client uses TLS.
+    pub fn uri(&self, addr: SocketAddr, path: &str) -> Result<Uri, ClientError> {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| ClientError::BadPath {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sends `req` (its URI made by [`Self::uri`]) and returns the head as soon as it arrives;
+    /// the body streams. Only the connect is bounded here.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let result = match &self.inner {
+            Inner::Plain(c) => c.request(req).await,
+            Inner::Tls(c) => c.request(req).await,
+        };
+        result.map_err(|e| {
+            if e.is_connect() {
+                let addr = uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                ClientError::Connect {
+                    addr,
+                    reason: error_chain(&e),
+                }
+            } else {
+                ClientError::Http {
+                    call: format!("{method} {uri}"),
+                    reason: error_chain(&e),
+                }
+            }
+        })
+    }
+
+    /// `GET path` on `addr`, whole body, within the client's timeout.
+    pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<Reply, ClientError> {
+        let req = Request::get(self.uri(addr, path)?)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| bad_path(path, e))?;
+        self.whole(req).await
+    }
+
+    /// `POST path` on `addr` with a JSON body, whole answer, within the client's timeout.
+    pub async fn post_json<T: Serialize + ?Sized>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &T,
+    ) -> Result<Reply, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| bad_path(path, e))?;
+        let req = Request::post(self.uri(addr, path)?)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| bad_path(path, e))?;
+        self.whole(req).await
+    }
+
+    /// Sends `req` and reads the whole answer within the client's timeout.
+    pub async fn whole(&self, req: Request<Body>) -> Result<Reply, ClientError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.whole_untimed(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                call: format!("{method} {uri}"),
+                secs: timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Sends `req` and reads the whole answer; the caller bounds the time.
+    pub async fn whole_untimed(&self, req: Request<Body>) -> Result<Reply, ClientError> {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        {
+            let resp = self.send(req).await?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http {
+                    call: format!("{method} {uri}"),
+                    reason: format!("reading the answer: {e}"),
+                })?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                body,
+                uri: uri.clone(),
+            })
+        }
+    }
+}
+
+fn bad_path(path: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::BadPath {
+        path: path.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// An error and its sources, joined, so "connection refused" is not lost behind "client error".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
