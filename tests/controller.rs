@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn ids(v: &Value) -> Vec<u64> {
-    let mut ids: Vec<u64> = v["ids"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    let mut ids: Vec<u64> = v["ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
     ids.sort_unstable();
     ids
 }
@@ -69,7 +72,10 @@ async fn controller_assigns_roles_follows_failures_and_stops_the_cluster() {
 
     // Roles: first in the ranktable is P (id 0), the second D (id 1); both linked.
     let t0 = Instant::now();
-    let v = coord.refreshes.wait_for(t0, WAIT, "P and D listed", pair_listed).await;
+    let v = coord
+        .refreshes
+        .wait_for(t0, WAIT, "P and D listed", pair_listed)
+        .await;
     let pi = instance(&v, 0);
     assert_eq!(pi["ip"], "127.0.0.1");
     assert_eq!(pi["port"], json!(p.home.port.to_string()));
@@ -77,32 +83,46 @@ async fn controller_assigns_roles_follows_failures_and_stops_the_cluster() {
     assert_eq!(pi["inter_comm_port"], json!(port.to_string()));
     assert_eq!(pi["model_name"], "mock-model");
     assert_eq!(pi["static_info"]["group_id"], 2);
-    assert!(pi["static_info"]["block_size"].as_u64().unwrap() >= 1, "{pi}");
+    assert!(
+        pi["static_info"]["block_size"].as_u64().unwrap() >= 1,
+        "{pi}"
+    );
     assert_eq!(instance(&v, 1)["ip"], "127.0.0.3");
     assert_eq!(current_role(&p).await, "prefill");
     assert_eq!(current_role(&d).await, "decode");
-    let decided = std::fs::read_to_string(home.path().join("logs/controller_process_status.json")).unwrap();
-    assert!(decided.contains("prefill") && decided.contains("decode"), "{decided}");
+    let decided =
+        std::fs::read_to_string(home.path().join("logs/controller_process_status.json")).unwrap();
+    assert!(
+        decided.contains("prefill") && decided.contains("decode"),
+        "{decided}"
+    );
 
     // The D dies: within seconds a refresh without it (its P has no linked peer left either).
     drop(d_daemon);
     let killed = Instant::now();
     let v = coord
         .refreshes
-        .wait_for(killed, Duration::from_secs(10), "D left out", |v| !ids(v).contains(&1))
+        .wait_for(killed, Duration::from_secs(10), "D left out", |v| {
+            !ids(v).contains(&1)
+        })
         .await;
     assert!(instance(&v, 1).is_null(), "{v}");
 
     // The D comes back without a role: it gets decode again, with P as its peer.
     let d_daemon = d.start();
     let back = Instant::now();
-    let v = coord.refreshes.wait_for(back, WAIT, "D rejoins", pair_listed).await;
+    let v = coord
+        .refreshes
+        .wait_for(back, WAIT, "D rejoins", pair_listed)
+        .await;
     assert_eq!(instance(&v, 1)["dynamic_info"]["peers"], json!([0]));
     assert_eq!(current_role(&d).await, "decode");
 
     // SIGTERM stops the Controller only.
     ctl.signal(Signal::SIGTERM);
-    let st = ctl.wait_exit(Duration::from_secs(10)).expect("controller exits on SIGTERM");
+    let st = ctl
+        .wait_exit(Duration::from_secs(10))
+        .expect("controller exits on SIGTERM");
     assert!(st.success(), "{st}\n{}", ctl.output());
     assert_eq!(current_role(&p).await, "prefill", "servers keep running");
     assert_eq!(current_role(&d).await, "decode");
@@ -110,23 +130,36 @@ async fn controller_assigns_roles_follows_failures_and_stops_the_cluster() {
     // A new Controller recovers the decisions (same ids and roles) and lists the pair.
     let mut ctl = home.start(&[]);
     let again = Instant::now();
-    coord.refreshes.wait_for(again, WAIT, "pair listed after restart", pair_listed).await;
+    coord
+        .refreshes
+        .wait_for(again, WAIT, "pair listed after restart", pair_listed)
+        .await;
     assert!(ctl.output().contains("recovered"), "{}", ctl.output());
 
     // SIGUSR1: stop the cluster (both servers get /stopService?mode=Force), then exit 0.
     ctl.signal(Signal::SIGUSR1);
-    let st = ctl.wait_exit(Duration::from_secs(10)).expect("controller exits on SIGUSR1");
+    let st = ctl
+        .wait_exit(Duration::from_secs(10))
+        .expect("controller exits on SIGUSR1");
     assert!(st.success(), "{st}\n{}", ctl.output());
-    assert!(p_daemon.wait_exit(Duration::from_secs(15)).is_some(), "P still running");
+    assert!(
+        p_daemon.wait_exit(Duration::from_secs(15)).is_some(),
+        "P still running"
+    );
     let mut d_daemon = d_daemon;
-    assert!(d_daemon.wait_exit(Duration::from_secs(15)).is_some(), "D still running");
+    assert!(
+        d_daemon.wait_exit(Duration::from_secs(15)).is_some(),
+        "D still running"
+    );
 }
 
 #[test]
 fn bad_files_exit_1_naming_the_field() {
     let home = ControllerHome::new(common::daemon::free_port());
-    let good_table = rank_table(&[json!({"server_ip": "127.0.0.1", "mgmt_port": "2026"}),
-                                  json!({"server_ip": "127.0.0.3", "mgmt_port": "2026"})]);
+    let good_table = rank_table(&[
+        json!({"server_ip": "127.0.0.1", "mgmt_port": "2026"}),
+        json!({"server_ip": "127.0.0.3", "mgmt_port": "2026"}),
+    ]);
     home.write_rank_table(&good_table);
 
     let mut cfg = home.config.clone();
@@ -142,7 +175,10 @@ fn bad_files_exit_1_naming_the_field() {
     std::fs::write(home.config_path(), cfg.to_string()).unwrap();
     let (st, out) = home.run_to_exit(&[]);
     assert_eq!(st.code(), Some(1), "{out}");
-    assert!(out.contains("default_p_rate") && out.contains("767"), "{out}");
+    assert!(
+        out.contains("default_p_rate") && out.contains("767"),
+        "{out}"
+    );
 
     // The environment's rates are checked like the file's.
     home.write_config();
@@ -154,7 +190,10 @@ fn bad_files_exit_1_naming_the_field() {
     home.write_rank_table(&rank_table(&[json!({"server_ip": "127.0.0.300"})]));
     let (st, out) = home.run_to_exit(&[]);
     assert_eq!(st.code(), Some(1), "{out}");
-    assert!(out.contains("server_list[0].server_ip") && out.contains("127.0.0.300"), "{out}");
+    assert!(
+        out.contains("server_list[0].server_ip") && out.contains("127.0.0.300"),
+        "{out}"
+    );
     home.write_rank_table(&good_table);
 
     // A bad POD_IP.
@@ -169,10 +208,18 @@ fn bad_files_exit_1_naming_the_field() {
     assert!(out.contains("ms_controller.json"), "{out}");
     let mut ctl = home.start(&[("MINDIE_CHECK_INPUTFILES_PERMISSION", "0")]);
     ctl.signal(Signal::SIGTERM);
-    assert!(ctl.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", ctl.output());
+    assert!(
+        ctl.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        ctl.output()
+    );
 
     // The config file from the environment variable; a missing one is named.
-    let (st, out) = home.run_to_exit(&[("MINDIE_MS_CONTROLLER_CONFIG_FILE_PATH", "/nonexistent/ms_controller.json")]);
+    let (st, out) = home.run_to_exit(&[(
+        "MINDIE_MS_CONTROLLER_CONFIG_FILE_PATH",
+        "/nonexistent/ms_controller.json",
+    )]);
     assert_eq!(st.code(), Some(1), "{out}");
     assert!(out.contains("/nonexistent/ms_controller.json"), "{out}");
 }

@@ -92,13 +92,16 @@ impl Reader<'_> {
     fn int(&self, pointer: &str, min: u64, max: u64, default: u64) -> Result<u64, ConfigError> {
         match self.get(pointer) {
             None => Ok(default),
-            Some(v) => v.as_u64().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
-                self.err(
-                    &Self::field(pointer),
-                    Some(v),
-                    format!("must be an integer in {min}..={max}"),
-                )
-            }),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    self.err(
+                        &Self::field(pointer),
+                        Some(v),
+                        format!("must be an integer in {min}..={max}"),
+                    )
+                }),
         }
     }
 
@@ -156,7 +159,9 @@ fn check_rates(p: u64, d: u64, file: &str) -> Result<(), ConfigError> {
         rule: rule.to_string(),
     };
     if (p == 0) != (d == 0) {
-        return Err(bad("must both be 0 (decide automatically) or both be non-zero"));
+        return Err(bad(
+            "must both be 0 (decide automatically) or both be non-zero",
+        ));
     }
     if p + d > MAX_RATE_SUM {
         return Err(bad(&format!("their sum must be at most {MAX_RATE_SUM}")));
@@ -294,7 +299,11 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = load(json!({"http_server": {"ip": "127.0.0.2", "port": 2000}}), &[]).expect("ok");
+        let c = load(
+            json!({"http_server": {"ip": "127.0.0.2", "port": 2000}}),
+            &[],
+        )
+        .expect("ok");
         assert_eq!(c.http_server, "127.0.0.2:2000".parse().expect("addr"));
         assert_eq!(c.cluster_sync, Duration::from_secs(1));
         assert_eq!((c.p_rate, c.d_rate), (0, 0));

@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 /// Why the Controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("ms_controller.json {path}: {source}")]
-    ConfigFile { path: String, source: crate::motor::files::FileError },
+    #[error(transparent)]
+    ConfigFile(crate::motor::files::FileError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
@@ -68,9 +68,8 @@ pub fn main() -> ExitCode {
 
 fn load_config(env: &Env) -> Result<Config, StartError> {
     let path = config::path(env);
-    let root = crate::motor::files::read_json(&path, "ms_controller.json").map_err(|source| {
-        StartError::ConfigFile { path: path.display().to_string(), source }
-    })?;
+    let root = crate::motor::files::read_json(&path, "ms_controller.json")
+        .map_err(StartError::ConfigFile)?;
     Ok(Config::from_json(&root, &path, env)?)
 }
 
@@ -82,15 +81,18 @@ fn tls_files(
     cfg: &Config,
     item: &'static str,
 ) -> Result<Option<crate::security::TlsFiles>, StartError> {
-    tls_items::item(cfg.tls_config.as_ref(), item, &cwd())
-        .map_err(|e| StartError::Tls { item, reason: e.to_string() })
+    tls_items::item(cfg.tls_config.as_ref(), item, &cwd()).map_err(|e| StartError::Tls {
+        item,
+        reason: e.to_string(),
+    })
 }
 
 fn client_for(cfg: &Config, item: &'static str) -> Result<HttpClient, StartError> {
     let tls = match tls_files(cfg, item)? {
-        Some(files) => Some(
-            tls_items::client_tls(&files).map_err(|e| StartError::Tls { item, reason: e.to_string() })?,
-        ),
+        Some(files) => Some(tls_items::client_tls(&files).map_err(|e| StartError::Tls {
+            item,
+            reason: e.to_string(),
+        })?),
         None => None,
     };
     Ok(HttpClient::new(tls, cfg.http_timeout))
@@ -99,7 +101,9 @@ fn client_for(cfg: &Config, item: &'static str) -> Result<HttpClient, StartError
 fn run(env: &Env) -> Result<(), StartError> {
     let cfg = load_config(env)?;
     let settings = LogSettings {
-        level: logging::tracing_level(&cfg.log_level).unwrap_or("info").to_string(),
+        level: logging::tracing_level(&cfg.log_level)
+            .unwrap_or("info")
+            .to_string(),
         to_stdout: true,
         to_file: false,
         dir: PathBuf::from("."),
@@ -112,13 +116,16 @@ fn run(env: &Env) -> Result<(), StartError> {
         Some(p) => process_file::read(p)?.unwrap_or_default(),
         None => Vec::new(),
     };
-    let servers = Servers { client: client_for(&cfg, "request_server")?, retries: cfg.http_retries };
+    let servers = Servers {
+        client: client_for(&cfg, "request_server")?,
+        retries: cfg.http_retries,
+    };
     let coordinator = client_for(&cfg, "request_coordinator")?;
     let probe_tls = match tls_files(&cfg, "http_server")? {
-        Some(files) => Some(
-            tls_items::server_tls(&files)
-                .map_err(|e| StartError::Tls { item: "http_server", reason: e.to_string() })?,
-        ),
+        Some(files) => Some(tls_items::server_tls(&files).map_err(|e| StartError::Tls {
+            item: "http_server",
+            reason: e.to_string(),
+        })?),
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

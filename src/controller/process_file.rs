@@ -28,12 +28,18 @@ struct File {
 /// A process file that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessFileError {
-    #[error("process_manager.file_path {path}: {source}")]
-    Read { path: String, source: crate::motor::files::FileError },
+    #[error(transparent)]
+    Read(crate::motor::files::FileError),
     #[error("process_manager.file_path {path}: not this Controller's decisions: {source}")]
-    Format { path: String, source: serde_json::Error },
+    Format {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("process_manager.file_path {path}: cannot write: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The decisions in `path`; `None` when there is no such file.
@@ -43,19 +49,27 @@ pub fn read(path: &Path) -> Result<Option<Vec<Decision>>, ProcessFileError> {
     }
     let shown = path.display().to_string();
     let v = crate::motor::files::read_json(path, "process_manager.file_path")
-        .map_err(|source| ProcessFileError::Read { path: shown.clone(), source })?;
-    let f: File = serde_json::from_value(v).map_err(|source| ProcessFileError::Format { path: shown, source })?;
+        .map_err(ProcessFileError::Read)?;
+    let f: File = serde_json::from_value(v).map_err(|source| ProcessFileError::Format {
+        path: shown,
+        source,
+    })?;
     Ok(Some(f.instances))
 }
 
 /// Writes `decisions` to `path` (creating its folder).
 pub fn write(path: &Path, decisions: &[Decision]) -> Result<(), ProcessFileError> {
-    let err = |source| ProcessFileError::Write { path: path.display().to_string(), source };
+    let err = |source| ProcessFileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let body = serde_json::to_vec_pretty(&File { instances: decisions.to_vec() })
-        .map_err(|e| err(std::io::Error::other(e)))?;
+    let body = serde_json::to_vec_pretty(&File {
+        instances: decisions.to_vec(),
+    })
+    .map_err(|e| err(std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

@@ -77,13 +77,22 @@ impl Ctx<'_> {
 
     /// A string or a number holding an unsigned integer (Motor writes strings; some tools
     /// write numbers).
-    fn unsigned(&self, obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64>, RankTableError> {
+    fn unsigned(
+        &self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<u64>, RankTableError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
             Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
                 s.parse().map(Some).map_err(|_| {
-                    self.err(&format!("{path}.{key}"), obj.get(key), "must be an unsigned integer")
+                    self.err(
+                        &format!("{path}.{key}"),
+                        obj.get(key),
+                        "must be an unsigned integer",
+                    )
                 })
             }
             v => Err(self.err(
@@ -94,28 +103,56 @@ impl Ctx<'_> {
         }
     }
 
-    fn port(&self, obj: &Map<String, Value>, key: &str, path: &str, default: u16) -> Result<u16, RankTableError> {
+    fn port(
+        &self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+        default: u16,
+    ) -> Result<u16, RankTableError> {
         match self.unsigned(obj, key, path)? {
             None => Ok(default),
             Some(p) if (1024..=65_535).contains(&p) => Ok(u16::try_from(p).unwrap_or(default)),
-            Some(_) => Err(self.err(&format!("{path}.{key}"), obj.get(key), "must be a port in 1024..=65535")),
+            Some(_) => Err(self.err(
+                &format!("{path}.{key}"),
+                obj.get(key),
+                "must be a port in 1024..=65535",
+            )),
         }
     }
 
-    fn ip(&self, obj: &Map<String, Value>, key: &str, path: &str) -> Result<IpAddr, RankTableError> {
+    fn ip(
+        &self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<IpAddr, RankTableError> {
         let v = obj.get(key);
         v.and_then(Value::as_str)
             .and_then(|s| s.trim().parse::<IpAddr>().ok())
             .filter(|ip| !ip.is_unspecified())
-            .ok_or_else(|| self.err(&format!("{path}.{key}"), v, "must be an IP address string other than 0.0.0.0"))
+            .ok_or_else(|| {
+                self.err(
+                    &format!("{path}.{key}"),
+                    v,
+                    "must be an IP address string other than 0.0.0.0",
+                )
+            })
     }
 
-    fn digit_string(&self, d: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, RankTableError> {
+    fn digit_string(
+        &self,
+        d: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<String>, RankTableError> {
         Ok(self.unsigned(d, key, path)?.map(|n| n.to_string()))
     }
 
     fn device(&self, v: &Value, path: &str) -> Result<Value, RankTableError> {
-        let d = v.as_object().ok_or_else(|| self.err(path, Some(v), "must be an object"))?;
+        let d = v
+            .as_object()
+            .ok_or_else(|| self.err(path, Some(v), "must be an object"))?;
         let device_id = self
             .digit_string(d, "device_id", path)?
             .ok_or_else(|| self.err(&format!("{path}.device_id"), None, "is required"))?;
@@ -143,11 +180,22 @@ pub fn parse(root: &Value, file: &str, ports: DefaultPorts) -> Result<RankTable,
     let groups = root
         .get("server_group_list")
         .and_then(Value::as_array)
-        .ok_or_else(|| c.err("server_group_list", root.get("server_group_list"), "must be an array"))?;
-    let mut table = RankTable { coordinator: None, servers: Vec::new() };
+        .ok_or_else(|| {
+            c.err(
+                "server_group_list",
+                root.get("server_group_list"),
+                "must be an array",
+            )
+        })?;
+    let mut table = RankTable {
+        coordinator: None,
+        servers: Vec::new(),
+    };
     for (gi, g) in groups.iter().enumerate() {
         let gpath = format!("server_group_list[{gi}]");
-        let g = g.as_object().ok_or_else(|| c.err(&gpath, Some(g), "must be an object"))?;
+        let g = g
+            .as_object()
+            .ok_or_else(|| c.err(&gpath, Some(g), "must be an object"))?;
         let group_id = c
             .unsigned(g, "group_id", &gpath)?
             .ok_or_else(|| c.err(&format!("{gpath}.group_id"), None, "is required"))?;
@@ -158,7 +206,9 @@ pub fn parse(root: &Value, file: &str, ports: DefaultPorts) -> Result<RankTable,
         };
         for (si, s) in list.iter().enumerate() {
             let path = format!("{gpath}.server_list[{si}]");
-            let s = s.as_object().ok_or_else(|| c.err(&path, Some(s), "must be an object"))?;
+            let s = s
+                .as_object()
+                .ok_or_else(|| c.err(&path, Some(s), "must be an object"))?;
             let server_ip = c.ip(s, "server_ip", &path)?;
             match group_id {
                 0 => {
@@ -179,7 +229,10 @@ pub fn parse(root: &Value, file: &str, ports: DefaultPorts) -> Result<RankTable,
                             .collect::<Result<_, _>>()?,
                         v => return Err(c.err(&format!("{path}.device"), v, "must be an array")),
                     };
-                    let super_pod_id = s.get("super_pod_id").and_then(Value::as_str).map(str::to_string);
+                    let super_pod_id = s
+                        .get("super_pod_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                     table.servers.push(Server {
                         group_id,
                         server_ip,
@@ -187,7 +240,12 @@ pub fn parse(root: &Value, file: &str, ports: DefaultPorts) -> Result<RankTable,
                         predict_port: c.port(s, "predict_port", &path, ports.predict)?,
                         mgmt_port: c.port(s, "mgmt_port", &path, ports.mgmt)?,
                         metric_port: c.port(s, "metric_port", &path, ports.metric)?,
-                        inter_comm_port: c.port(s, "inter_comm_port", &path, DEFAULT_INTER_COMM_PORT)?,
+                        inter_comm_port: c.port(
+                            s,
+                            "inter_comm_port",
+                            &path,
+                            DEFAULT_INTER_COMM_PORT,
+                        )?,
                         super_pod_id,
                         devices,
                     });
@@ -240,7 +298,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const PORTS: DefaultPorts = DefaultPorts { predict: 1025, mgmt: 1026, metric: 1027 };
+    const PORTS: DefaultPorts = DefaultPorts {
+        predict: 1025,
+        mgmt: 1026,
+        metric: 1027,
+    };
 
     fn table(servers: Value) -> Value {
         json!({"version": "1.0", "status": "completed", "server_group_list": [
@@ -270,13 +332,26 @@ mod tests {
 
     #[test]
     fn refusals_name_the_field() {
-        let e = parse(&table(json!([{"server_ip": "10.0.0.999"}])), "rt.json", PORTS).expect_err("ip");
+        let e = parse(
+            &table(json!([{"server_ip": "10.0.0.999"}])),
+            "rt.json",
+            PORTS,
+        )
+        .expect_err("ip");
         assert_eq!(e.field, "server_group_list[0].server_list[0].server_ip");
-        let e = parse(&table(json!([{"server_ip": "10.0.0.3", "mgmt_port": "80"}])), "rt.json", PORTS)
-            .expect_err("port");
+        let e = parse(
+            &table(json!([{"server_ip": "10.0.0.3", "mgmt_port": "80"}])),
+            "rt.json",
+            PORTS,
+        )
+        .expect_err("port");
         assert!(e.to_string().contains("mgmt_port"), "{e}");
-        let e = parse(&table(json!([{"server_ip": "10.0.0.3"}, {"server_ip": "10.0.0.3"}])), "rt.json", PORTS)
-            .expect_err("twice");
+        let e = parse(
+            &table(json!([{"server_ip": "10.0.0.3"}, {"server_ip": "10.0.0.3"}])),
+            "rt.json",
+            PORTS,
+        )
+        .expect_err("twice");
         assert!(e.rule.contains("twice"));
     }
 

@@ -23,7 +23,10 @@ pub fn build(id: u64, server: &Server, peers: &[(u64, &Server)]) -> Value {
     local.insert("instance_idx_in_pod".into(), 0.into());
     local.insert("num_instances_per_pod".into(), 1.into());
     local.insert("is_single_container".into(), false.into());
-    let peers: Vec<Value> = peers.iter().map(|(pid, s)| Value::Object(entry(*pid, s))).collect();
+    let peers: Vec<Value> = peers
+        .iter()
+        .map(|(pid, s)| Value::Object(entry(*pid, s)))
+        .collect();
     json!({"local": local, "peers": peers})
 }
 
@@ -42,7 +45,9 @@ mod tests {
             metric_port: 1027,
             inter_comm_port: 1121,
             super_pod_id: None,
-            devices: vec![json!({"device_id": "0", "device_ip": ip, "device_logical_id": "0", "rank_id": "0"})],
+            devices: vec![
+                json!({"device_id": "0", "device_ip": ip, "device_logical_id": "0", "rank_id": "0"}),
+            ],
         }
     }
 

@@ -54,7 +54,13 @@ fn share(p_rate: u64, d_rate: u64) -> (u64, u64) {
 
 /// Roles for `new` instances (ids in the order to decide) given `prefills` and `decodes`
 /// already assigned.
-pub fn decide(prefills: usize, decodes: usize, new: &[u64], p_rate: u64, d_rate: u64) -> Vec<(u64, Role)> {
+pub fn decide(
+    prefills: usize,
+    decodes: usize,
+    new: &[u64],
+    p_rate: u64,
+    d_rate: u64,
+) -> Vec<(u64, Role)> {
     let (num, den) = share(p_rate, d_rate);
     let (mut p, mut d) = (prefills as u64, decodes as u64);
     new.iter()
@@ -65,7 +71,11 @@ pub fn decide(prefills: usize, decodes: usize, new: &[u64], p_rate: u64, d_rate:
             if t >= 2 {
                 want = want.clamp(1, t - 1);
             }
-            let role = if p < want { Role::Prefill } else { Role::Decode };
+            let role = if p < want {
+                Role::Prefill
+            } else {
+                Role::Decode
+            };
             match role {
                 Role::Prefill => p += 1,
                 Role::Decode => d += 1,
@@ -91,7 +101,10 @@ mod tests {
             let (p, d) = counts(&decide(0, 0, &ids, 0, 0));
             assert_eq!((p as u64, d as u64), (n.div_ceil(2), n / 2), "n={n}");
         }
-        assert_eq!(decide(0, 0, &[4, 7], 0, 0), vec![(4, Role::Prefill), (7, Role::Decode)]);
+        assert_eq!(
+            decide(0, 0, &[4, 7], 0, 0),
+            vec![(4, Role::Prefill), (7, Role::Decode)]
+        );
     }
 
     #[test]

@@ -18,11 +18,25 @@ const MAX_U32: u64 = 4_294_967_295;
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
     #[error("{addr}{path}: {reason}")]
-    Unreachable { addr: SocketAddr, path: String, reason: String },
+    Unreachable {
+        addr: SocketAddr,
+        path: String,
+        reason: String,
+    },
     #[error("{addr}{path}: HTTP {status}: {body}")]
-    Refused { addr: SocketAddr, path: String, status: u16, body: String },
-    #[error("{addr}{path}: {field} = {value}: {rule}")]
-    Invalid { addr: SocketAddr, path: String, field: String, value: String, rule: String },
+    Refused {
+        addr: SocketAddr,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    /// `detail` names the field, its value and the rule.
+    #[error("{addr}{path}: {detail}")]
+    Invalid {
+        addr: SocketAddr,
+        path: String,
+        detail: String,
+    },
 }
 
 /// `GET /v1/config`, the instance's static facts.
@@ -65,21 +79,43 @@ impl Status {
     }
 }
 
-fn invalid(addr: SocketAddr, path: &str, field: &str, value: Option<&Value>, rule: &str) -> AskError {
+fn invalid(
+    addr: SocketAddr,
+    path: &str,
+    field: &str,
+    value: Option<&Value>,
+    rule: &str,
+) -> AskError {
     AskError::Invalid {
         addr,
         path: path.to_string(),
-        field: field.to_string(),
-        value: value.map_or_else(|| "(absent)".into(), Value::to_string),
-        rule: rule.to_string(),
+        detail: format!(
+            "{field} = {}: {rule}",
+            value.map_or_else(|| "(absent)".into(), Value::to_string)
+        ),
     }
 }
 
-fn int_in(v: &Value, ptr: &str, min: u64, max: u64, addr: SocketAddr, path: &str) -> Result<u64, AskError> {
+fn int_in(
+    v: &Value,
+    ptr: &str,
+    min: u64,
+    max: u64,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<u64, AskError> {
     let got = v.pointer(ptr);
     got.and_then(Value::as_u64)
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| invalid(addr, path, ptr, got, &format!("must be an integer in {min}..={max}")))
+        .ok_or_else(|| {
+            invalid(
+                addr,
+                path,
+                ptr,
+                got,
+                &format!("must be an integer in {min}..={max}"),
+            )
+        })
 }
 
 /// The instance's management client: one [`HttpClient`] and the retry count.
@@ -92,15 +128,26 @@ pub struct Servers {
 
 impl Servers {
     async fn get_json(&self, addr: SocketAddr, path: &str) -> Result<Value, AskError> {
-        let reply = self.client.get(addr, path).await.map_err(|e| AskError::Unreachable {
-            addr,
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
+        let reply = self
+            .client
+            .get(addr, path)
+            .await
+            .map_err(|e| AskError::Unreachable {
+                addr,
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
         if reply.status != 200 {
-            return Err(AskError::Refused { addr, path: path.to_string(), status: reply.status, body: reply.text() });
+            return Err(AskError::Refused {
+                addr,
+                path: path.to_string(),
+                status: reply.status,
+                body: reply.text(),
+            });
         }
-        reply.json::<Value>().map_err(|e| invalid(addr, path, "body", None, &format!("must be JSON: {e}")))
+        reply
+            .json::<Value>()
+            .map_err(|e| invalid(addr, path, "body", None, &format!("must be JSON: {e}")))
     }
 
     /// `GET /v1/config`.
@@ -115,7 +162,15 @@ impl Servers {
             model_name: model
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| invalid(addr, PATH, "/modelName", model, "must be a non-empty string"))?
+                .ok_or_else(|| {
+                    invalid(
+                        addr,
+                        PATH,
+                        "/modelName",
+                        model,
+                        "must be a non-empty string",
+                    )
+                })?
                 .to_string(),
         })
     }
@@ -129,12 +184,28 @@ impl Servers {
             Some("RoleUnknown") => RoleStatus::Unknown,
             Some("RoleSwitching") => RoleStatus::Switching,
             Some("RoleReady") => RoleStatus::Ready,
-            _ => return Err(invalid(addr, PATH, "/service/roleStatus", rs, "must be RoleUnknown, RoleSwitching or RoleReady")),
+            _ => {
+                return Err(invalid(
+                    addr,
+                    PATH,
+                    "/service/roleStatus",
+                    rs,
+                    "must be RoleUnknown, RoleSwitching or RoleReady",
+                ))
+            }
         };
         let cr = v.pointer("/service/currentRole");
         let current_role = match cr.and_then(Value::as_str) {
             Some(r @ ("prefill" | "decode" | "flex" | "none")) => r.to_string(),
-            _ => return Err(invalid(addr, PATH, "/service/currentRole", cr, "must be prefill, decode, flex or none")),
+            _ => {
+                return Err(invalid(
+                    addr,
+                    PATH,
+                    "/service/currentRole",
+                    cr,
+                    "must be prefill, decode, flex or none",
+                ))
+            }
         };
         let opt = |ptr: &str| v.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
         let mut ok_links = BTreeSet::new();
@@ -164,7 +235,12 @@ impl Servers {
     }
 
     /// `POST /v1/role/{role}`; needs 200 with `"result":"ok"`. Tried `1 + retries` times.
-    pub async fn post_role(&self, addr: SocketAddr, role: Role, body: &Value) -> Result<(), AskError> {
+    pub async fn post_role(
+        &self,
+        addr: SocketAddr,
+        role: Role,
+        body: &Value,
+    ) -> Result<(), AskError> {
         let path = format!("/v1/role/{}", role.name());
         let mut last = None;
         for attempt in 0..=self.retries {
@@ -172,34 +248,60 @@ impl Servers {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             match self.client.post_json(addr, &path, body).await {
-                Err(e) => last = Some(AskError::Unreachable { addr, path: path.clone(), reason: e.to_string() }),
+                Err(e) => {
+                    last = Some(AskError::Unreachable {
+                        addr,
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                }
                 Ok(r) => {
                     let ok = r.status == 200
-                        && r.json::<Value>().ok().and_then(|v| v.get("result").cloned())
+                        && r.json::<Value>()
+                            .ok()
+                            .and_then(|v| v.get("result").cloned())
                             == Some(Value::from("ok"));
                     if ok {
                         return Ok(());
                     }
                     // A refusal is the server's answer: trying again changes nothing.
-                    return Err(AskError::Refused { addr, path, status: r.status, body: r.text() });
+                    return Err(AskError::Refused {
+                        addr,
+                        path,
+                        status: r.status,
+                        body: r.text(),
+                    });
                 }
             }
         }
-        Err(last.unwrap_or(AskError::Unreachable { addr, path, reason: "no attempt".into() }))
+        Err(last.unwrap_or(AskError::Unreachable {
+            addr,
+            path,
+            reason: "no attempt".into(),
+        }))
     }
 
     /// `GET /stopService?mode=Force`.
     pub async fn stop(&self, addr: SocketAddr) -> Result<(), AskError> {
         const PATH: &str = "/stopService?mode=Force";
-        let r = self.client.get(addr, PATH).await.map_err(|e| AskError::Unreachable {
-            addr,
-            path: PATH.into(),
-            reason: e.to_string(),
-        })?;
+        let r = self
+            .client
+            .get(addr, PATH)
+            .await
+            .map_err(|e| AskError::Unreachable {
+                addr,
+                path: PATH.into(),
+                reason: e.to_string(),
+            })?;
         if r.status == 200 {
             Ok(())
         } else {
-            Err(AskError::Refused { addr, path: PATH.into(), status: r.status, body: r.text() })
+            Err(AskError::Refused {
+                addr,
+                path: PATH.into(),
+                status: r.status,
+                body: r.text(),
+            })
         }
     }
 }

@@ -94,7 +94,9 @@ impl Cluster {
         self.nodes
             .iter()
             .filter(|(_, n)| {
-                n.online() && n.role == Some(role.opposite()) && n.server.group_id == me.server.group_id
+                n.online()
+                    && n.role == Some(role.opposite())
+                    && n.server.group_id == me.server.group_id
             })
             .map(|(pid, _)| *pid)
             .collect()
@@ -135,7 +137,10 @@ impl Cluster {
             return Some(PostReason::PeersChanged);
         }
         let settled = now.saturating_duration_since(*at) >= settle;
-        if status.role_status != RoleStatus::Switching && status.current_role != role.name() && settled {
+        if status.role_status != RoleStatus::Switching
+            && status.current_role != role.name()
+            && settled
+        {
             return Some(PostReason::WrongRole);
         }
         let any_ok = peers.iter().any(|p| status.ok_links.contains(p));
@@ -149,9 +154,17 @@ impl Cluster {
     /// The instance list for the Coordinator's `POST /v1/instances/refresh`.
     pub fn refresh(&self) -> Refresh {
         let usable = |n: &Node| {
-            n.online() && n.role.is_some_and(|r| n.status.as_ref().is_some_and(|s| s.current_role == r.name()))
+            n.online()
+                && n.role.is_some_and(|r| {
+                    n.status
+                        .as_ref()
+                        .is_some_and(|s| s.current_role == r.name())
+                })
         };
-        let mut out = Refresh { ids: Vec::new(), instances: Vec::new() };
+        let mut out = Refresh {
+            ids: Vec::new(),
+            instances: Vec::new(),
+        };
         for (&id, n) in &self.nodes {
             let (Some(role), Some(config), Some(status)) = (n.role, &n.config, &n.status) else {
                 continue;
@@ -234,7 +247,10 @@ mod tests {
 
     fn pair() -> Cluster {
         let mut c = Cluster::default();
-        for (id, ip, role) in [(0, "10.0.0.1", Role::Prefill), (1, "10.0.0.3", Role::Decode)] {
+        for (id, ip, role) in [
+            (0, "10.0.0.1", Role::Prefill),
+            (1, "10.0.0.3", Role::Decode),
+        ] {
             let mut n = Node::new(server(ip));
             n.role = Some(role);
             n.config = Some(StaticConfig {
@@ -259,11 +275,20 @@ mod tests {
         for id in [0, 1] {
             c.nodes.get_mut(&id).expect("node").posted = Some((now, c.peers_of(id)));
         }
-        c.nodes.get_mut(&0).expect("p").observe(Some(status("prefill", RoleStatus::Ready, &[1])));
+        c.nodes
+            .get_mut(&0)
+            .expect("p")
+            .observe(Some(status("prefill", RoleStatus::Ready, &[1])));
         // Only one end lists the link: not in the refresh yet.
-        c.nodes.get_mut(&1).expect("d").observe(Some(status("decode", RoleStatus::Switching, &[])));
+        c.nodes
+            .get_mut(&1)
+            .expect("d")
+            .observe(Some(status("decode", RoleStatus::Switching, &[])));
         assert!(c.refresh().ids.is_empty());
-        c.nodes.get_mut(&1).expect("d").observe(Some(status("decode", RoleStatus::Ready, &[0])));
+        c.nodes
+            .get_mut(&1)
+            .expect("d")
+            .observe(Some(status("decode", RoleStatus::Ready, &[0])));
         let r = c.refresh();
         assert_eq!(r.ids, vec![0, 1]);
         assert_eq!(r.instances[0].static_info.role, b'P');
@@ -272,14 +297,27 @@ mod tests {
         // D dies: left out, and P's peers change.
         c.nodes.get_mut(&1).expect("d").observe(None);
         assert!(c.refresh().ids.is_empty());
-        assert_eq!(c.needs_post(0, now, settle), None, "no peers: nothing to post");
+        assert_eq!(
+            c.needs_post(0, now, settle),
+            None,
+            "no peers: nothing to post"
+        );
         // D is back without a role: both get posted.
-        c.nodes.get_mut(&1).expect("d").observe(Some(status("none", RoleStatus::Unknown, &[])));
+        c.nodes
+            .get_mut(&1)
+            .expect("d")
+            .observe(Some(status("none", RoleStatus::Unknown, &[])));
         assert_eq!(c.needs_post(1, now, settle), Some(PostReason::NoRole));
         // A P whose peers went and came back unchanged is not re-posted; a P that lost a
         // link is, once settled.
-        c.nodes.get_mut(&0).expect("p").observe(Some(status("prefill", RoleStatus::Ready, &[])));
+        c.nodes
+            .get_mut(&0)
+            .expect("p")
+            .observe(Some(status("prefill", RoleStatus::Ready, &[])));
         assert_eq!(c.needs_post(0, now, settle), None);
-        assert_eq!(c.needs_post(0, now + settle, settle), Some(PostReason::NoLink));
+        assert_eq!(
+            c.needs_post(0, now + settle, settle),
+            Some(PostReason::NoLink)
+        );
     }
 }

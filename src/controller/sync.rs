@@ -30,8 +30,8 @@ const ROUND_PAUSE: Duration = Duration::from_secs(3);
 /// Why the ranktable could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("global ranktable {path}: {source}")]
-    Read { path: String, source: crate::motor::files::FileError },
+    #[error(transparent)]
+    Read(crate::motor::files::FileError),
     #[error(transparent)]
     Invalid(#[from] ranktable::RankTableError),
 }
@@ -39,8 +39,7 @@ pub enum TableError {
 /// Reads and checks the ranktable named by the config.
 pub fn load_table(cfg: &Config) -> Result<RankTable, TableError> {
     let path = &cfg.rank_table_path;
-    let v = crate::motor::files::read_json(path, "global ranktable")
-        .map_err(|source| TableError::Read { path: path.display().to_string(), source })?;
+    let v = crate::motor::files::read_json(path, "global ranktable").map_err(TableError::Read)?;
     let ports = DefaultPorts {
         predict: cfg.server_port,
         mgmt: cfg.server_control_port,
@@ -79,7 +78,9 @@ impl Controller {
             ids.remember((d.server_ip, d.mgmt_port), d.id);
             roles.insert((d.server_ip, d.mgmt_port), d.role);
         }
-        let wait = cfg.online_wait.saturating_mul(u32::try_from(cfg.online_attempts).unwrap_or(u32::MAX));
+        let wait = cfg
+            .online_wait
+            .saturating_mul(u32::try_from(cfg.online_attempts).unwrap_or(u32::MAX));
         let now = Instant::now();
         let mut c = Self {
             cfg,
@@ -123,7 +124,13 @@ impl Controller {
                 }
             }
         }
-        let gone: Vec<u64> = self.cluster.nodes.iter().filter(|(_, n)| !n.listed).map(|(id, _)| *id).collect();
+        let gone: Vec<u64> = self
+            .cluster
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.listed)
+            .map(|(id, _)| *id)
+            .collect();
         for id in gone {
             if let Some(n) = self.cluster.nodes.remove(&id) {
                 tracing::info!(id, ip = %n.server.server_ip, "server left the ranktable: dropped");
@@ -206,12 +213,27 @@ impl Controller {
             }
         }
         if !self.decided_once && !all_online {
-            let missing: Vec<u64> = self.cluster.nodes.iter().filter(|(_, n)| !n.online()).map(|(id, _)| *id).collect();
-            tracing::warn!(?missing, "servers still offline after server_online_attempt_times; deciding without them");
+            let missing: Vec<u64> = self
+                .cluster
+                .nodes
+                .iter()
+                .filter(|(_, n)| !n.online())
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::warn!(
+                ?missing,
+                "servers still offline after server_online_attempt_times; deciding without them"
+            );
         }
         self.decided_once = true;
         if !new.is_empty() {
-            let count = |r: Role| self.cluster.nodes.values().filter(|n| n.role == Some(r)).count();
+            let count = |r: Role| {
+                self.cluster
+                    .nodes
+                    .values()
+                    .filter(|n| n.role == Some(r))
+                    .count()
+            };
             let (p, d) = (count(Role::Prefill), count(Role::Decode));
             for (id, role) in roles::decide(p, d, &new, self.cfg.p_rate, self.cfg.d_rate) {
                 tracing::info!(id, role = role.name(), "role decided");
@@ -235,7 +257,12 @@ impl Controller {
             .nodes
             .iter()
             .filter_map(|(&id, n)| {
-                n.role.map(|role| Decision { id, server_ip: n.server.server_ip, mgmt_port: n.server.mgmt_port, role })
+                n.role.map(|role| Decision {
+                    id,
+                    server_ip: n.server.server_ip,
+                    mgmt_port: n.server.mgmt_port,
+                    role,
+                })
             })
             .collect();
         if let Err(e) = process_file::write(path, &decisions) {
@@ -285,7 +312,9 @@ impl Controller {
                         n.posted = Some((Instant::now(), peers));
                     }
                 }
-                Some(e) => tracing::error!(id, error = %e, "role post failed; tried again next round"),
+                Some(e) => {
+                    tracing::error!(id, error = %e, "role post failed; tried again next round")
+                }
             }
         }
     }
@@ -299,7 +328,11 @@ impl Controller {
             if let (Some(role), Some((at, _)), Some(s)) = (n.role, &n.posted, &n.status) {
                 let late = at.elapsed();
                 if !s.ready_as(role) && late > limit && late <= limit + self.cfg.cluster_sync {
-                    tracing::error!(id, role = role.name(), "not RoleReady after check_role_attempt_times × check_role_wait_seconds");
+                    tracing::error!(
+                        id,
+                        role = role.name(),
+                        "not RoleReady after check_role_attempt_times × check_role_wait_seconds"
+                    );
                 }
             }
         }
@@ -316,7 +349,11 @@ impl Controller {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            result = match self.coordinator_client.post_json(addr, "/v1/instances/refresh", &refresh).await {
+            result = match self
+                .coordinator_client
+                .post_json(addr, "/v1/instances/refresh", &refresh)
+                .await
+            {
                 Ok(r) if r.status == 200 => Ok(()),
                 Ok(r) => Err(format!("HTTP {}: {}", r.status, r.text())),
                 Err(e) => Err(e.to_string()),
@@ -345,7 +382,9 @@ impl Controller {
             self.table_read_at = Instant::now();
             match load_table(&self.cfg) {
                 Ok(t) => self.apply_table(t),
-                Err(e) => tracing::error!(error = %e, "ranktable re-read failed; keeping the last good one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "ranktable re-read failed; keeping the last good one")
+                }
             }
         }
         self.probe_all().await;

@@ -25,7 +25,13 @@ impl Refreshes {
     }
 
     /// Waits for a body received after `since` that `pred` accepts; panics after `limit`.
-    pub async fn wait_for(&self, since: Instant, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let t0 = Instant::now();
         loop {
             let found = self
@@ -159,7 +165,11 @@ impl ControllerHome {
             "log_info": {"log_level": "INFO", "to_file": false, "to_stdout": true,
                          "run_log_path": "./logs/ms_controller_run_log.txt"}
         });
-        Self { dir, config, probe_port }
+        Self {
+            dir,
+            config,
+            probe_port,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -227,7 +237,11 @@ impl ControllerHome {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!("controller exited {st} before start:\n{}", c.output());
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "controller did not start:\n{}", c.output());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "controller did not start:\n{}",
+                c.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         c
@@ -253,7 +267,11 @@ impl ControllerHome {
         let o = child.wait_with_output().unwrap();
         (
             o.status,
-            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
         )
     }
 }
