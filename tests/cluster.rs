@@ -50,7 +50,11 @@ fn sdk_python() -> PathBuf {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "python3 -m venv {} failed (install python3-venv)", venv.display());
+        assert!(
+            ok,
+            "python3 -m venv {} failed (install python3-venv)",
+            venv.display()
+        );
         let ok = Command::new(venv.join("bin/pip"))
             .args(["install", "-q", &format!("openai=={SDK_VERSION}")])
             .status()
@@ -160,16 +164,26 @@ impl Install {
     }
 
     fn logs(&self) -> String {
-        ["server-1.log", "server-2.log", "controller.log", "coordinator.log"]
-            .iter()
-            .map(|n| format!("--- {n}\n{}", self.log(n)))
-            .collect()
+        [
+            "server-1.log",
+            "server-2.log",
+            "controller.log",
+            "coordinator.log",
+        ]
+        .iter()
+        .map(|n| format!("--- {n}\n{}", self.log(n)))
+        .collect()
     }
 }
 
 impl Drop for Install {
     fn drop(&mut self) {
-        for needle in ["server-1.json", "server-2.json", " controller", " coordinator"] {
+        for needle in [
+            "server-1.json",
+            "server-2.json",
+            " controller",
+            " coordinator",
+        ] {
             while let Some(pid) = self.pid_of(needle) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -185,7 +199,11 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The status of `GET path`, 0 while nothing listens there.
 async fn status_code(a: SocketAddr, path: &str) -> u16 {
+    if tokio::net::TcpStream::connect(a).await.is_err() {
+        return 0;
+    }
     send(a, "GET", path, None, &[]).await.status
 }
 
@@ -211,17 +229,21 @@ async fn blocks_free(mgmt: SocketAddr, what: &str) {
         let r = send(mgmt, "GET", "/v1/status", None, &[]).await;
         let s: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         let res = &s["resource"];
-        if !res["freeNpuBlockNums"].is_null() && res["freeNpuBlockNums"] == res["totalNpuBlockNums"] {
+        if !res["freeNpuBlockNums"].is_null() && res["freeNpuBlockNums"] == res["totalNpuBlockNums"]
+        {
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: KV blocks held: {s}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: KV blocks held: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Starts a long stream through the Coordinator and returns the whole answer text when the
-/// connection ends.
-async fn long_stream(coord: SocketAddr) -> String {
+/// Starts a long stream through the Coordinator, says on `started` once 3 chunks arrived,
+/// and returns the whole answer text when the connection ends.
+async fn long_stream(coord: SocketAddr, started: tokio::sync::oneshot::Sender<()>) -> String {
     let body = json!({"model": "tiny-llama", "prompt": "Once upon a time", "max_tokens": 2000,
                       "stream": true, "ignore_eos": true})
     .to_string();
@@ -232,7 +254,20 @@ async fn long_stream(coord: SocketAddr) -> String {
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all).await;
+    let mut buf = [0u8; 4096];
+    let mut started = Some(started);
+    loop {
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&all).matches("data:").count() >= 3 {
+            if let Some(tx) = started.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
     String::from_utf8_lossy(&all).into_owned()
 }
 
@@ -250,12 +285,29 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
     // One standard instance of the same model for reference answers.
     let mut reference = Home::new();
     reference.use_fixture_model("tiny-llama");
-    reference.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName", "tiny-llama");
+    reference.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
+        "tiny-llama",
+    );
     let _r = reference.start(&[]);
-    let want = sdk(&format!("http://{}", reference.business()), "tiny-llama", &[]);
+    let want = sdk(
+        &format!("http://{}", reference.business()),
+        "tiny-llama",
+        &[],
+    );
     let got = sdk(&format!("http://{coord}"), "tiny-llama", &[]);
-    for key in ["completion", "completion_stream", "chat", "chat_stream", "completion_tokens", "chat_finish"] {
-        assert_eq!(got[key], want[key], "{key}: cluster {got} vs standard {want}");
+    for key in [
+        "completion",
+        "completion_stream",
+        "chat",
+        "chat_stream",
+        "completion_tokens",
+        "chat_finish",
+    ] {
+        assert_eq!(
+            got[key], want[key],
+            "{key}: cluster {got} vs standard {want}"
+        );
     }
     assert_eq!(want["completion"], want["completion_stream"], "{want}");
     let streams = got["concurrent"].as_array().unwrap();
@@ -270,8 +322,9 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
 
     // SIGKILL of D: the in-flight stream ends with an error within seconds, readiness drops,
     // new requests are refused at once.
-    let inflight = tokio::spawn(long_stream(coord));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (tx, started) = tokio::sync::oneshot::channel();
+    let inflight = tokio::spawn(long_stream(coord, tx));
+    started.await.expect("the long stream started");
     let d_pid = inst.pid_of("server-2.json").expect("decode server running");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d_pid),
@@ -283,7 +336,10 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
         .await
         .expect("the in-flight request ended within 10 s")
         .unwrap();
-    assert!(text.contains("\"error\""), "no error for the in-flight request: {text}");
+    assert!(
+        text.contains("\"error\""),
+        "no error for the in-flight request: {text}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(10));
     wait_status(&inst, status, "/v1/readiness", 503, Duration::from_secs(10)).await;
     let body = json!({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4});
