@@ -359,3 +359,228 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
     assert_eq!(again["completion"], want["completion"], "{again}");
     assert_eq!(again["chat_stream"], want["chat"], "{again}");
 }
+
+/// Rewrites the install's configs for TLS on every link (servers' business, management and
+/// interComm planes; the Controller's probe server and its clients; the Coordinator's four
+/// servers and its clients), all from the test PKI, on ports 1000 above the plain cluster's
+/// so both tests can run at once.
+fn secure(inst: &Install, pki: &common::pki::Pki) {
+    let home = inst.home().join("conf/cluster");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let dir_of = |p: &Path| format!("{}/", p.parent().unwrap().display());
+    let name_of = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let edit = |file: &str, f: &dyn Fn(&mut Value)| {
+        let p = home.join(file);
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    };
+    for file in ["server-1.json", "server-2.json"] {
+        edit(file, &|v| {
+            let s = &mut v["ServerConfig"];
+            s["port"] = json!(2025);
+            s["managementPort"] = json!(2026);
+            s["metricsPort"] = json!(2027);
+            s["interCommPort"] = json!(2121);
+            s["httpsEnabled"] = json!(true);
+            s["interCommTLSEnabled"] = json!(true);
+            for (ca_path, ca_files, cert, key, pwd, crl_path, crl_files) in [
+                (
+                    "tlsCaPath",
+                    "tlsCaFile",
+                    "tlsCert",
+                    "tlsPk",
+                    "tlsPkPwd",
+                    "tlsCrlPath",
+                    "tlsCrlFiles",
+                ),
+                (
+                    "managementTlsCaPath",
+                    "managementTlsCaFile",
+                    "managementTlsCert",
+                    "managementTlsPk",
+                    "managementTlsPkPwd",
+                    "managementTlsCrlPath",
+                    "managementTlsCrlFiles",
+                ),
+                (
+                    "interCommTlsCaPath",
+                    "interCommTlsCaFiles",
+                    "interCommTlsCert",
+                    "interCommPk",
+                    "interCommPkPwd",
+                    "interCommTlsCrlPath",
+                    "interCommTlsCrlFiles",
+                ),
+            ] {
+                s[ca_path] = json!(dir_of(&pki.ca));
+                s[ca_files] = json!([name_of(&pki.ca)]);
+                s[cert] = json!(path(&pki.server_cert));
+                s[key] = json!(path(&pki.server_key));
+                s[pwd] = json!(path(&pki.server_key_pwd_file));
+                s[crl_path] = json!(dir_of(&pki.crl));
+                s[crl_files] = json!([name_of(&pki.crl)]);
+            }
+        });
+    }
+    let item = json!({"ca_cert": path(&pki.ca), "tls_cert": path(&pki.server_cert),
+                      "tls_key": path(&pki.server_key), "tls_passwd": path(&pki.server_key_pwd_file),
+                      "tls_crl": path(&pki.crl)});
+    edit("ms_controller.json", &|v| {
+        v["mindie_server_port"] = json!(2025);
+        v["mindie_server_control_port"] = json!(2026);
+        v["mindie_server_metric_port"] = json!(2027);
+        v["mindie_ms_coordinator_port"] = json!(2026);
+        v["http_server"]["port"] = json!(2030);
+        for x in ["request_coordinator", "request_server", "http_server"] {
+            v["tls_config"][format!("{x}_tls_enable")] = json!(true);
+            v["tls_config"][format!("{x}_tls_items")] = item.clone();
+        }
+    });
+    edit("ms_coordinator.json", &|v| {
+        let h = &mut v["http_config"];
+        for (k, p) in [
+            ("predict_port", "2025"),
+            ("manage_port", "2026"),
+            ("alarm_port", "2027"),
+            ("external_port", "2028"),
+            ("status_port", "2029"),
+        ] {
+            h[k] = json!(p);
+        }
+        for x in [
+            "controller_server",
+            "request_server",
+            "mindie_client",
+            "mindie_mangment",
+            "external",
+            "status",
+        ] {
+            v["tls_config"][format!("{x}_tls_enable")] = json!(true);
+            v["tls_config"][format!("{x}_tls_items")] = item.clone();
+        }
+    });
+    edit("global_rank_table_file.json", &|v| {
+        for s in v["server_group_list"][0]["server_list"]
+            .as_array_mut()
+            .unwrap()
+        {
+            s["predict_port"] = json!("2025");
+            s["mgmt_port"] = json!("2026");
+            s["metric_port"] = json!("2027");
+            s["inter_comm_port"] = json!("2121");
+        }
+    });
+}
+
+/// `GET path` over mutual TLS with the test PKI's client certificate; 0 when it fails.
+async fn tls_status(
+    a: SocketAddr,
+    path: &str,
+    client: &std::sync::Arc<rustls::ClientConfig>,
+) -> u16 {
+    common::client::send(a, Some(client.clone()), "GET", path, None)
+        .await
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_with_tls_on_every_link() {
+    let pki = common::pki::Pki::shared();
+    let inst = Install::new();
+    secure(&inst, pki);
+    inst.bash(&readme_block());
+    let client = mindie::security::tls::client_config(
+        std::slice::from_ref(&pki.ca),
+        Some((
+            &pki.client_cert,
+            &pki.client_key,
+            Some(&pki.client_key_pwd_file),
+        )),
+    )
+    .unwrap();
+    let status = addr("127.0.0.4:2029");
+    let t0 = Instant::now();
+    while tls_status(status, "/v1/readiness", &client).await != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "not ready over TLS\n{}",
+            inst.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The Controller's probe server and the servers' planes are TLS too.
+    assert_eq!(
+        tls_status(addr("127.0.0.2:2030"), "/v1/health", &client).await,
+        200
+    );
+    assert_eq!(
+        tls_status(addr("127.0.0.3:2026"), "/v2/health/ready", &client).await,
+        200
+    );
+    // A client without a certificate is refused at the Coordinator's predict port.
+    let anonymous =
+        mindie::security::tls::client_config(std::slice::from_ref(&pki.ca), None).unwrap();
+    let r = common::client::send(
+        addr("127.0.0.4:2025"),
+        Some(anonymous),
+        "POST",
+        "/v1/completions",
+        Some("{}"),
+    )
+    .await;
+    assert!(
+        r.is_err(),
+        "accepted without a client certificate: {:?}",
+        r.map(|r| r.status)
+    );
+
+    let mut reference = Home::new();
+    reference.use_fixture_model("tiny-llama");
+    reference.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
+        "tiny-llama",
+    );
+    let _r = reference.start(&[]);
+    let want = sdk(
+        &format!("http://{}", reference.business()),
+        "tiny-llama",
+        &[],
+    );
+    let out = Command::new(sdk_python())
+        .arg(repo().join("tests/cluster/sdk_check.py"))
+        .args(["https://127.0.0.4:2025", "tiny-llama"])
+        .env("SDK_CA", &pki.ca)
+        .env("SDK_CERT", &pki.client_cert)
+        .env("SDK_KEY", &pki.client_key)
+        .env("SDK_KEY_PASSWORD_FILE", &pki.client_key_pwd_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK over mutual TLS failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        inst.logs()
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["completion", "completion_stream", "chat", "chat_stream"] {
+        assert_eq!(
+            got[key], want[key],
+            "{key}: cluster over TLS {got} vs standard {want}"
+        );
+    }
+    // The Coordinator's aggregated metrics come from every instance over mutual TLS.
+    let m = common::client::send(
+        addr("127.0.0.4:2028"),
+        Some(client.clone()),
+        "GET",
+        "/metrics",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.status, 200, "{}", m.text());
+    assert!(m.text().contains("request_success_total"), "{}", m.text());
+}

@@ -57,9 +57,12 @@ impl Waiters {
             tracing::debug!(req_id = %frame.req_id, kind = ?frame.kind, "frame for no waiting request");
             return;
         };
-        let gone = w.tx.send(frame.clone()).is_err();
-        if done || gone {
-            map.remove(&frame.req_id);
+        if done {
+            let id = frame.req_id.clone();
+            let _ = w.tx.send(frame);
+            map.remove(&id);
+        } else if let Err(mpsc::error::SendError(f)) = w.tx.send(frame) {
+            map.remove(&f.req_id);
         }
     }
 

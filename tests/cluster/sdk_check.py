@@ -6,12 +6,38 @@ usage: sdk_check.py BASE_URL MODEL            (the checks)
 """
 import asyncio
 import json
+import os
+import ssl
 import sys
 
+import httpx
 from openai import AsyncOpenAI, OpenAI
 
 base, model = sys.argv[1], sys.argv[2]
-client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def tls():
+    """Mutual TLS from SDK_CA, SDK_CERT, SDK_KEY, SDK_KEY_PASSWORD_FILE when set."""
+    if "SDK_CA" not in os.environ:
+        return {}
+    ctx = ssl.create_default_context(cafile=os.environ["SDK_CA"])
+    with open(os.environ["SDK_KEY_PASSWORD_FILE"]) as f:
+        password = f.read().rstrip("\n")
+    ctx.load_cert_chain(os.environ["SDK_CERT"], os.environ["SDK_KEY"], password=password)
+    return {"verify": ctx}
+
+
+def sync_http():
+    kw = tls()
+    return {"http_client": httpx.Client(**kw)} if kw else {}
+
+
+def async_http():
+    kw = tls()
+    return {"http_client": httpx.AsyncClient(**kw)} if kw else {}
+
+
+client = OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120, **sync_http())
 PROMPT = "Once upon a time"
 MESSAGES = [{"role": "user", "content": "Tell me a story."}]
 
@@ -42,13 +68,13 @@ async def one_stream(ac):
 
 
 async def concurrent(n):
-    ac = AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+    ac = AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300, **async_http())
     texts = await asyncio.gather(*[one_stream(ac) for _ in range(n)])
     return texts
 
 
 async def hang_up(n):
-    ac = AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300)
+    ac = AsyncOpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=300, **async_http())
 
     async def one():
         s = await ac.completions.create(model=model, prompt=PROMPT, max_tokens=400, temperature=0, stream=True,
