@@ -34,35 +34,8 @@ fn sdk_python() -> PathBuf {
     if let Ok(p) = std::env::var("OPENAI_PYTHON") {
         return PathBuf::from(p);
     }
-    let venv = repo().join("target/sdk-venv");
-    let py = venv.join("bin/python");
-    let has = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import openai"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if !has(&py) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "python3 -m venv {} failed (install python3-venv)",
-            venv.display()
-        );
-        let ok = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", &format!("openai=={SDK_VERSION}")])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "pip install openai=={SDK_VERSION} failed");
-    }
-    py
+    common::venv::venv("sdk-venv", &format!("openai=={SDK_VERSION}"), "bin/openai")
+        .join("bin/python")
 }
 
 /// Runs tests/cluster/sdk_check.py against `base` and returns its JSON.
@@ -80,6 +53,22 @@ fn sdk(base: &str, model: &str, extra: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The SDK's answers from one standard instance of the same model.
+fn reference_answers() -> Value {
+    let mut reference = Home::new();
+    reference.use_fixture_model("tiny-llama");
+    reference.set(
+        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
+        "tiny-llama",
+    );
+    let _daemon = reference.start(&[]);
+    sdk(
+        &format!("http://{}", reference.business()),
+        "tiny-llama",
+        &[],
+    )
 }
 
 /// The README's shell block after `<!-- cluster-quickstart -->`.
@@ -283,18 +272,7 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
     wait_status(&inst, status, "/v1/readiness", 200, Duration::from_secs(90)).await;
 
     // One standard instance of the same model for reference answers.
-    let mut reference = Home::new();
-    reference.use_fixture_model("tiny-llama");
-    reference.set(
-        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
-        "tiny-llama",
-    );
-    let _r = reference.start(&[]);
-    let want = sdk(
-        &format!("http://{}", reference.business()),
-        "tiny-llama",
-        &[],
-    );
+    let want = reference_answers();
     let got = sdk(&format!("http://{coord}"), "tiny-llama", &[]);
     for key in [
         "completion",
@@ -536,18 +514,7 @@ async fn cluster_with_tls_on_every_link() {
         r.map(|r| r.status)
     );
 
-    let mut reference = Home::new();
-    reference.use_fixture_model("tiny-llama");
-    reference.set(
-        "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
-        "tiny-llama",
-    );
-    let _r = reference.start(&[]);
-    let want = sdk(
-        &format!("http://{}", reference.business()),
-        "tiny-llama",
-        &[],
-    );
+    let want = reference_answers();
     let out = Command::new(sdk_python())
         .arg(repo().join("tests/cluster/sdk_check.py"))
         .args(["https://127.0.0.4:2025", "tiny-llama"])

@@ -44,34 +44,11 @@ fn k8s_dir() -> PathBuf {
 
 /// `target/k8s-venv/bin/<tool>`, making the venv first when missing.
 fn venv_bin(tool: &str) -> PathBuf {
-    let venv = repo().join("target/k8s-venv");
-    let validate = venv.join("bin/kubernetes-validate");
-    if !validate.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "python3 -m venv {} failed (install python3-venv)",
-            venv.display()
-        );
-        let ok = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "-q",
-                &format!("kubernetes-validate=={VALIDATE_VERSION}"),
-            ])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "pip install kubernetes-validate=={VALIDATE_VERSION} failed"
-        );
-    }
+    let venv = common::venv::venv(
+        "k8s-venv",
+        &format!("kubernetes-validate=={VALIDATE_VERSION}"),
+        "bin/kubernetes-validate",
+    );
     venv.join("bin").join(tool)
 }
 

@@ -15,7 +15,7 @@ use common::daemon::{free_port, Home};
 use common::pd::{send, sse_events, Instance};
 use common::pki::Pki;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,29 +26,12 @@ fn router_binary() -> PathBuf {
     if let Ok(p) = std::env::var("VLLM_ROUTER") {
         return PathBuf::from(p);
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pd-venv");
-    let bin = venv.join("bin/vllm-router");
-    if bin.exists() {
-        return bin;
-    }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "python3 -m venv {} failed (install python3-venv)",
-        venv.display()
-    );
-    let ok = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", &format!("vllm-router=={ROUTER_VERSION}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "pip install vllm-router=={ROUTER_VERSION} failed");
-    bin
+    common::venv::venv(
+        "pd-venv",
+        &format!("vllm-router=={ROUTER_VERSION}"),
+        "bin/vllm-router",
+    )
+    .join("bin/vllm-router")
 }
 
 struct Router(Child);

@@ -3,15 +3,14 @@
 //! from which the real `mindieservice_daemon controller` is started.
 #![allow(dead_code)]
 
-use super::daemon::{free_port, BIN};
+use super::daemon::{free_port, Daemon, BIN};
 use super::pd::Instance;
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -205,109 +204,17 @@ impl ControllerHome {
         c
     }
 
-    /// Starts the Controller on the files as they are; waits until its probe server answers.
+    /// Starts the Controller on the files as they are; waits until it says it started.
     pub fn start(&self, env: &[(&str, &str)]) -> Controller {
-        let mut child = self
-            .command(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (o, e) = (out.clone(), out.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut g = o.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
-            e.lock().unwrap().push_str(&s);
-        });
-        let mut c = Controller { child, out };
-        let t0 = Instant::now();
-        while !c.output().contains("Controller start success") {
-            if let Ok(Some(st)) = c.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("controller exited {st} before start:\n{}", c.output());
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "controller did not start:\n{}",
-                c.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        c
+        Daemon::spawn(self.command(env), "Controller start success")
     }
 
-    /// Runs the Controller expecting it to exit by itself within 20 s.
+    /// Runs the Controller expecting it to exit by itself; returns its status and output.
     pub fn run_to_exit(&self, env: &[(&str, &str)]) -> (ExitStatus, String) {
-        let mut child = self
-            .command(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if t0.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!("controller did not exit within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = child.wait_with_output().unwrap();
-        (
-            o.status,
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
+        let (st, out, err) = super::daemon::run_to_exit(self.command(env));
+        (st, format!("{out}{err}"))
     }
 }
 
 /// A running Controller; killed on drop.
-pub struct Controller {
-    pub child: Child,
-    out: Arc<Mutex<String>>,
-}
-
-impl Controller {
-    /// stdout and stderr so far.
-    pub fn output(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sig).unwrap();
-    }
-
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let t0 = Instant::now();
-        while t0.elapsed() < limit {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub type Controller = Daemon;

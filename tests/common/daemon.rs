@@ -162,30 +162,36 @@ impl Home {
         extra_env: &[(&str, &str)],
     ) -> (ExitStatus, String, String) {
         let mut c = self.command(extra_env);
-        c.args(args).stdin(Stdio::null());
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let t0 = Instant::now();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                panic!("daemon did not exit within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("output");
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        c.args(args);
+        run_to_exit(c)
     }
+}
+
+/// Runs `cmd` expecting it to exit by itself within 30 s; returns status, stdout, stderr.
+pub fn run_to_exit(mut cmd: Command) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("process did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A running daemon; killed on drop if still running.
@@ -250,6 +256,11 @@ impl Daemon {
 
     pub fn stderr(&self) -> String {
         self.err.lock().unwrap().clone()
+    }
+
+    /// stdout then stderr so far.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {

@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod pd;
 pub mod pki;
 pub mod sse;
+pub mod venv;
