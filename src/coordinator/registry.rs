@@ -95,9 +95,11 @@ impl Member {
         self.role.decodes() && self.dresult_up && !self.offline
     }
 
-    /// Whether `self` (a prefill) and `d` are linked: either lists the other as a peer.
+    /// Whether `self` (a prefill) and `d` are two instances linked with each other: either
+    /// lists the other as a peer. A flex instance is not paired with itself: its answer to a
+    /// plain request is not the prefill protocol the relay reads.
     fn linked_with(&self, d: &Member) -> bool {
-        self.id == d.id || self.peers.contains(&d.id) || d.peers.contains(&self.id)
+        self.id != d.id && (self.peers.contains(&d.id) || d.peers.contains(&self.id))
     }
 }
 

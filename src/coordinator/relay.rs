@@ -296,23 +296,21 @@ impl Relay {
                 .clone()
                 .unwrap_or(HeaderValue::from_static("application/json")),
         );
-        // The same instance for both halves (flex) gets a plain request (SPEC-PD §2.1).
-        if p.business != d.business {
-            let h = |v: &str| HeaderValue::from_str(v).ok();
-            let pairs = [
-                ("req-type", h("prefill")),
-                ("req-id", h(&self.req_id)),
-                ("d-target", h(&d.d_target)),
-                ("d-port", h(&d.business.port().to_string())),
-                (
-                    "is-recompute",
-                    recompute.then(|| HeaderValue::from_static("true")),
-                ),
-            ];
-            for (name, value) in pairs {
-                if let Some(v) = value {
-                    headers.insert(HeaderName::from_static(name), v);
-                }
+        // P and D are always two instances (a flex instance is not paired with itself).
+        let h = |v: &str| HeaderValue::from_str(v).ok();
+        let pairs = [
+            ("req-type", h("prefill")),
+            ("req-id", h(&self.req_id)),
+            ("d-target", h(&d.d_target)),
+            ("d-port", h(&d.business.port().to_string())),
+            (
+                "is-recompute",
+                recompute.then(|| HeaderValue::from_static("true")),
+            ),
+        ];
+        for (name, value) in pairs {
+            if let Some(v) = value {
+                headers.insert(HeaderName::from_static(name), v);
             }
         }
         Ok(built)
