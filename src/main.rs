@@ -29,9 +29,9 @@ enum Command {
     /// MindIE-Motor's Coordinator: the users' entry point of a PD cluster
     /// (`ms_coordinator.json`: `$MINDIE_MS_COORDINATOR_CONFIG_FILE_PATH`).
     Coordinator {
-        /// Overrides `http_config.predict_ip` (then also the other ports' address).
+        /// Overrides `http_config.predict_ip` (the predict port's address).
         predict_ip: Option<String>,
-        /// Overrides `http_config.manage_ip`.
+        /// Overrides `http_config.manage_ip` (the manage, status and external ports' address).
         manage_ip: Option<String>,
     },
     /// MindIE's gen_cert: a new RSA key and certificate signed by your CA, as `gen_cert.json` says.
