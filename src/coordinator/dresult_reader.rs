@@ -29,12 +29,7 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// first connection is open (`true`) or every attempt failed (`false`).
 pub async fn open(shared: &Arc<Shared>, id: u64) -> bool {
     let stop = shared.stop.child_token();
-    if let Some(old) = shared
-        .readers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, stop.clone())
-    {
+    if let Some(old) = shared.readers().insert(id, stop.clone()) {
         old.cancel();
     }
     let (first_tx, first_rx) = oneshot::channel();
@@ -44,12 +39,7 @@ pub async fn open(shared: &Arc<Shared>, id: u64) -> bool {
 
 /// Stops the reader of `id` (the instance left the list) and fails its requests.
 pub fn close(shared: &Shared, id: u64) {
-    if let Some(t) = shared
-        .readers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id)
-    {
+    if let Some(t) = shared.readers().remove(&id) {
         t.cancel();
     }
     shared.registry.set_dresult(id, false);
@@ -106,11 +96,7 @@ async fn run(shared: Arc<Shared>, id: u64, stop: CancellationToken, first: onesh
                         let _ = tx.send(false);
                     }
                     shared.registry.remove(id);
-                    shared
-                        .readers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
+                    shared.readers().remove(&id);
                     shared
                         .waiters
                         .fail_decoder(id, &format!("decode instance {id} is unreachable"));

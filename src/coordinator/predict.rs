@@ -6,10 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
@@ -178,11 +177,6 @@ fn pick_affine(st: &Predict, body: &Value) -> Option<super::registry::Member> {
         st.affinity.put(k, m.id);
     }
     Some(m)
-}
-
-/// An empty body (for routes that answer nothing).
-pub fn empty(status: StatusCode) -> Response {
-    (status, Body::empty()).into_response()
 }
 
 #[cfg(test)]

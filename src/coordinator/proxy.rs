@@ -5,7 +5,6 @@
 //! route's: inference or tokenizer) the whole request.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, Request, StatusCode};
@@ -15,6 +14,7 @@ use super::out::Out;
 use super::registry::Member;
 use super::relay::UserRequest;
 use super::shared::Shared;
+use crate::motor::client::ClientError;
 
 /// Which timeout text applies.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +35,7 @@ pub async fn run(shared: Arc<Shared>, req: UserRequest, target: Member, kind: Ki
             "Request tokenizer timeout",
         ),
     };
-    let _load = {
-        target
-            .load
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        LoadGuard(target.load.clone())
-    };
+    let _load = target.hold();
     let work = forward(&shared, &req, &target, &mut out);
     let result = match limit {
         Some(l) => tokio::time::timeout(l, work)
@@ -58,14 +53,6 @@ pub async fn run(shared: Arc<Shared>, req: UserRequest, target: Member, kind: Ki
     out.finish();
 }
 
-struct LoadGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for LoadGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 async fn forward(
     shared: &Arc<Shared>,
     req: &UserRequest,
@@ -73,44 +60,41 @@ async fn forward(
     out: &mut Out,
 ) -> Result<(), (StatusCode, String)> {
     let err = |status: StatusCode, msg: &str| (status, msg.to_string());
-    let uri = shared
-        .business
-        .uri(target.business, &req.target)
-        .map_err(|e| err(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let mut upstream = Request::builder()
-        .method(req.method.clone())
-        .uri(uri)
-        .body(Full::new(req.body.clone()))
-        .map_err(|e| err(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    upstream.headers_mut().insert(
-        header::CONTENT_TYPE,
-        req.content_type
-            .clone()
-            .unwrap_or(HeaderValue::from_static("application/json")),
-    );
-    let head = async {
-        let mut last = None;
-        for attempt in 0..super::relay::CONNECT_ATTEMPTS {
-            match shared.business.send(clone_req(&upstream)).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_connect() => {
-                    last = Some(e);
-                    if attempt + 1 < super::relay::CONNECT_ATTEMPTS {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                Err(e) => return Err(err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
-            }
-        }
-        shared.registry.suspect(target.id);
-        tracing::warn!(
-            instance = target.id,
-            "instance refused connections: {last:?}"
+    let build = || -> Result<Request<Full<Bytes>>, ClientError> {
+        let uri = shared.business.uri(target.business, &req.target)?;
+        let mut upstream = Request::builder()
+            .method(req.method.clone())
+            .uri(uri)
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| ClientError::BadPath {
+                path: req.target.clone(),
+                reason: e.to_string(),
+            })?;
+        upstream.headers_mut().insert(
+            header::CONTENT_TYPE,
+            req.content_type
+                .clone()
+                .unwrap_or(HeaderValue::from_static("application/json")),
         );
-        Err(err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Connect to instance failed",
-        ))
+        Ok(upstream)
+    };
+    let head = async {
+        match shared
+            .business
+            .send_connecting(super::relay::CONNECT_ATTEMPTS, build)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_connect() => {
+                shared.registry.suspect(target.id);
+                tracing::warn!(instance = target.id, "instance refused connections: {e}");
+                Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Connect to instance failed",
+                ))
+            }
+            Err(e) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        }
     };
     let head = tokio::select! {
         h = async {
@@ -156,15 +140,4 @@ async fn forward(
             }
         }
     }
-}
-
-fn clone_req(r: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut b = Request::builder()
-        .method(r.method().clone())
-        .uri(r.uri().clone());
-    if let Some(h) = b.headers_mut() {
-        *h = r.headers().clone();
-    }
-    b.body(r.body().clone())
-        .unwrap_or_else(|_| Request::new(r.body().clone()))
 }

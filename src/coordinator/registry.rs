@@ -71,7 +71,22 @@ pub struct Member {
     pub offline: bool,
 }
 
+/// Counts one request on an instance while it is held (see [`Member::hold`]).
+pub struct Hold(Arc<AtomicUsize>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Member {
+    /// Counts a request on this instance until the returned guard drops.
+    pub fn hold(&self) -> Hold {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        Hold(self.load.clone())
+    }
+
     /// Requests in flight here.
     pub fn load(&self) -> usize {
         self.load.load(Ordering::Relaxed)
@@ -195,7 +210,7 @@ impl Registry {
             .enumerate()
             .map(|(i, inst)| member(i, inst))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.write();
         let mut changes = Changes::default();
         let mut next = BTreeMap::new();
         for mut m in fresh {
@@ -237,27 +252,19 @@ impl Registry {
 
     /// Removes instances (a decode instance whose `/dresult` cannot be reopened).
     pub fn remove(&self, id: u64) -> Option<Member> {
-        self.members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
+        self.write().remove(&id)
     }
 
     /// Marks a decode instance's `/dresult` stream open or closed.
     pub fn set_dresult(&self, id: u64, up: bool) {
-        if let Some(m) = self
-            .members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(m) = self.write().get_mut(&id) {
             m.dresult_up = up;
         }
     }
 
     /// Takes instances offline (no new requests) or back online; returns the ids not known.
     pub fn set_offline(&self, ids: &[u64], offline: bool) -> Vec<u64> {
-        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.write();
         let mut unknown = vec![];
         for id in ids {
             match members.get_mut(id) {
@@ -270,12 +277,7 @@ impl Registry {
 
     /// Leaves a prefill instance out of scheduling for [`SUSPECT_FOR`].
     pub fn suspect(&self, id: u64) {
-        if let Some(m) = self
-            .members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&id)
-        {
+        if let Some(m) = self.write().get_mut(&id) {
             m.suspect_until = Some(Instant::now() + SUSPECT_FOR);
         }
     }
@@ -348,6 +350,10 @@ impl Registry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Member>> {
         self.members.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Member>> {
+        self.members.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -14,7 +14,6 @@
 //! 4. The user hanging up, `first_token_timeout` (until the prefill answer) or
 //!    `infer_timeout` (the whole request) cancel on both instances at once (`stopInfer`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,22 +58,6 @@ impl Failure {
             text: text.into(),
             cancel,
         }
-    }
-}
-
-/// Counts a request on an instance while it is there.
-struct Load(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Load {
-    fn on(m: &Member) -> Self {
-        m.load.fetch_add(1, Ordering::Relaxed);
-        Load(m.load.clone())
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -153,7 +136,7 @@ impl Relay {
                 .waiters
                 .register(&self.req_id, d.id)
                 .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string(), false))?;
-            let _p_load = Load::on(&p);
+            let _p_load = p.hold();
             let sent = tokio::select! {
                 r = self.first_answer(&p, &d, false, None) => r,
                 _ = out.closed() => return Err(gone()),
@@ -192,7 +175,7 @@ impl Relay {
                 }
             }
         };
-        let _d_load = Load::on(&d);
+        let _d_load = d.hold();
         let mut first = self.read_answer(answer)?;
         let mut retries = 0;
         while let Some(first_now) = first.take() {
@@ -243,26 +226,13 @@ impl Relay {
         let shared = &self.shared;
         let body = body.unwrap_or_else(|| self.req.body.clone());
         let send = async {
-            let mut last = None;
-            for attempt in 0..CONNECT_ATTEMPTS {
-                let req = self
-                    .build(p, d, recompute, body.clone())
-                    .map_err(SendError::Client)?;
-                match shared.business.whole_untimed(req).await {
-                    Ok(r) => return Ok(r),
-                    Err(e) if e.is_connect() => {
-                        last = Some(e);
-                        if attempt + 1 < CONNECT_ATTEMPTS {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                    Err(e) => return Err(SendError::Client(e)),
-                }
-            }
-            Err(SendError::Client(last.unwrap_or(ClientError::BadPath {
-                path: self.req.target.clone(),
-                reason: "no attempt made".into(),
-            })))
+            shared
+                .business
+                .whole_connecting(CONNECT_ATTEMPTS, || {
+                    self.build(p, d, recompute, body.clone())
+                })
+                .await
+                .map_err(SendError::Client)
         };
         match shared.cfg.exceptions.first_token_timeout {
             Some(limit) => tokio::time::timeout(limit, send)

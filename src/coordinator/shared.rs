@@ -24,7 +24,7 @@ pub struct Shared {
     /// Toward instances' metrics (and management) ports (`mindie_mangment` TLS).
     pub management: HttpClient,
     /// `/dresult` reader of each decode instance, by id.
-    pub readers: Mutex<HashMap<u64, CancellationToken>>,
+    readers: Mutex<HashMap<u64, CancellationToken>>,
     /// User requests being served now.
     pub in_flight: AtomicUsize,
     pub metrics: OwnMetrics,
@@ -66,6 +66,11 @@ impl Shared {
     pub fn next_req_id(&self) -> String {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
         (self.id_base | n).to_string()
+    }
+
+    /// The `/dresult` readers by decode instance.
+    pub fn readers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Single-node deployment (instances serve whole requests).

@@ -209,27 +209,72 @@ impl HttpClient {
 
     /// Sends `req` and reads the whole answer; the caller bounds the time.
     pub async fn whole_untimed(&self, req: Request<Body>) -> Result<Reply, ClientError> {
-        let method = req.method().clone();
+        let call = format!("{} {}", req.method(), req.uri());
         let uri = req.uri().clone();
-        {
-            let resp = self.send(req).await?;
-            let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Http {
-                    call: format!("{method} {uri}"),
-                    reason: format!("reading the answer: {e}"),
-                })?
-                .to_bytes();
-            Ok(Reply {
-                status,
-                body,
-                uri: uri.clone(),
-            })
+        let resp = self.send(req).await?;
+        read_whole(resp, uri, call).await
+    }
+
+    /// Sends the request `make` builds, making the connection up to `attempts` times (50 ms
+    /// apart). Only connects are repeated: a request that reached the peer is never sent twice.
+    pub async fn send_connecting(
+        &self,
+        attempts: u32,
+        make: impl Fn() -> Result<Request<Body>, ClientError>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        self.send_made(attempts, make)
+            .await
+            .map(|(resp, _, _)| resp)
+    }
+
+    /// [`Self::send_connecting`], then the whole answer; the caller bounds the time.
+    pub async fn whole_connecting(
+        &self,
+        attempts: u32,
+        make: impl Fn() -> Result<Request<Body>, ClientError>,
+    ) -> Result<Reply, ClientError> {
+        let (resp, uri, call) = self.send_made(attempts, make).await?;
+        read_whole(resp, uri, call).await
+    }
+
+    async fn send_made(
+        &self,
+        attempts: u32,
+        make: impl Fn() -> Result<Request<Body>, ClientError>,
+    ) -> Result<(Response<Incoming>, Uri, String), ClientError> {
+        let mut tried = 1;
+        loop {
+            let req = make()?;
+            let uri = req.uri().clone();
+            let call = format!("{} {uri}", req.method());
+            match self.send(req).await {
+                Ok(resp) => return Ok((resp, uri, call)),
+                Err(e) if e.is_connect() && tried < attempts => {
+                    tried += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
+}
+
+async fn read_whole(
+    resp: Response<Incoming>,
+    uri: Uri,
+    call: String,
+) -> Result<Reply, ClientError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http {
+            call,
+            reason: format!("reading the answer: {e}"),
+        })?
+        .to_bytes();
+    Ok(Reply { status, body, uri })
 }
 
 fn bad_path(path: &str, e: impl std::fmt::Display) -> ClientError {
