@@ -96,6 +96,86 @@ async fn coordinator_relays_and_survives_a_dead_decode_instance() {
         200
     );
 
+    assert_eq!(
+        get_status(coord.status_addr(), "/v2/health/live").await,
+        200
+    );
+    assert_eq!(
+        get_status(coord.status_addr(), "/v2/models/mock-model/ready").await,
+        200
+    );
+    assert_eq!(
+        get_status(coord.status_addr(), "/v2/models/other/ready").await,
+        503
+    );
+    // The Controller's other routes: tasks per instance (-1 unknown), offline/online.
+    let m = coord.manage_addr();
+    let r = send(m, "GET", "/v1/instances/tasks?id=0&id=7", None, &[]).await;
+    assert_eq!(r.json(), json!({"tasks": [0, -1]}));
+    let r = send(
+        m,
+        "POST",
+        "/v1/instances/query_tasks",
+        Some(&json!({"ids": [1]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.json(), json!({"tasks": [0]}));
+    let r = send(m, "GET", "/v1/coordinator_info", None, &[]).await;
+    assert_eq!(
+        r.json()["schedule_info"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text()
+    );
+    let r = send(
+        m,
+        "POST",
+        "/v1/instances/refresh",
+        Some(&json!({"ids": [1]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = send(
+        m,
+        "POST",
+        "/v1/instances/offline",
+        Some(&json!({"ids": [0]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get_status(coord.status_addr(), "/v1/readiness").await, 503);
+    let r = send(
+        coord.predict_addr(),
+        "POST",
+        "/v1/completions",
+        Some(&body),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let r = send(
+        m,
+        "POST",
+        "/v1/instances/online",
+        Some(&json!({"ids": [0]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get_status(coord.status_addr(), "/v1/readiness").await, 200);
+    let r = send(
+        m,
+        "POST",
+        "/v1/instances/offline",
+        Some(&json!({"ids": [9]})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
     // Not streamed: D's lastData body is the answer.
     let r = send(
         coord.predict_addr(),
