@@ -1,13 +1,16 @@
 //! Build script: compiles `proto/*.proto` into Rust (prost messages, tonic clients and servers)
 //! with `protox` (a pure-Rust protobuf compiler, so no system `protoc` is needed) feeding
 //! `tonic-prost-build`. The generated files land in `OUT_DIR` and are included by
-//! `src/cluster/proto.rs`.
+//! `src/cluster/proto.rs` and
+//! `src/multinode/proto.rs`.
 
 use std::path::Path;
 
-const PROTOS: [&str; 2] = [
+const PROTOS: [&str; 4] = [
     "proto/prefillAndDecodeCommunication.proto",
     "proto/mindie_rs_kv.proto",
+    "proto/model_execute_data.proto",
+    "proto/mindie_rs_pipeline.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(true)
         // KV bytes are sliced out of one buffer without copying.
         .bytes(".mindie_rs.kv.v1.KvChunkMsg.data")
+        // Activations of a pipeline step (multi-node) travel as one buffer.
+        .bytes(".mindie_rs.pipeline.v1.StageStep.hidden")
+        .bytes(".mindie_rs.pipeline.v1.StageResult.hidden")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -53,6 +53,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mgmt;
 pub mod motor;
+pub mod multinode;
 pub mod pd;
 pub mod scheduler;
 pub mod security;

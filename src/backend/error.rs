@@ -26,6 +26,10 @@ pub enum BackendError {
     /// The device stopped answering or reported a fatal error: nothing more will run on it.
     #[error("device lost: {0}")]
     DeviceLost(String),
+    /// Another node of this instance (multi-node) is gone or did not answer; steps fail until
+    /// it is back, and then they run again.
+    #[error("node unavailable: {0}")]
+    NodeUnavailable(String),
     #[error("backend: {0}")]
     Other(String),
 }
@@ -42,6 +46,9 @@ pub enum BackendErrorKind {
     DeviceLost,
     /// The model or request asks for something this backend cannot do.
     Unsupported,
+    /// A part of the instance on another node is unavailable for now (health follows the
+    /// node, not the engine).
+    NodeUnavailable,
 }
 
 impl BackendError {
@@ -56,6 +63,7 @@ impl BackendError {
             BackendError::OutOfMemory(_) => BackendErrorKind::OutOfMemory,
             BackendError::DeviceLost(_) => BackendErrorKind::DeviceLost,
             BackendError::Unsupported(_) => BackendErrorKind::Unsupported,
+            BackendError::NodeUnavailable(_) => BackendErrorKind::NodeUnavailable,
         }
     }
 }

@@ -141,4 +141,9 @@ pub trait Backend: Send {
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError>;
     /// Writes blocks exported by a compatible backend into `ids`.
     fn import_blocks(&mut self, ids: &[BlockId], kv: &KvChunk) -> Result<(), BackendError>;
+    /// Changes whenever KV the backend held was lost outside a step (a multi-node slave that
+    /// restarted); the engine then ends its requests and forgets its prefix cache.
+    fn kv_epoch(&self) -> u64 {
+        0
+    }
 }

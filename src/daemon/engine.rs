@@ -144,6 +144,17 @@ impl MockEnv {
     }
 }
 
+/// The CPU backend's options from `cpuMemSize`, `cacheBlockSize` and the environment (the
+/// whole model; a multi-node share is set by the caller).
+pub fn cpu_options(config: &Config, model: &ModelConfig, env: &Env) -> CpuOptions {
+    CpuOptions {
+        kv_cache_bytes: kv_budget_bytes(model),
+        block_size: config.backend_config.schedule_config.cache_block_size as usize,
+        knobs: CpuKnobs::from_env(env),
+        ..CpuOptions::default()
+    }
+}
+
 /// What the backend needs, resolved from config, environment and the tokenizer.
 fn backend_spec(
     config: &Config,
@@ -157,12 +168,7 @@ fn backend_spec(
     Ok(match source.kind {
         BackendKind::Cpu => BackendSpec::Cpu {
             model_dir: source.dir.clone(),
-            options: CpuOptions {
-                kv_cache_bytes: kv_budget_bytes(model),
-                block_size,
-                knobs: CpuKnobs::from_env(env),
-                ..CpuOptions::default()
-            },
+            options: cpu_options(config, model, env),
         },
         BackendKind::Mock => {
             // The tokenizer's vocabulary, never a special token or EOS.
@@ -213,8 +219,17 @@ pub fn build_engine(
             _ => format!("model {}: {e}", source.dir.display()),
         })
     })?;
+    spawn_engine(config, source.kind, backend)
+}
+
+/// Starts the engine thread on a built backend, with the scheduler `config` asks for.
+pub fn spawn_engine(
+    config: &Config,
+    kind: BackendKind,
+    backend: Box<dyn crate::backend::Backend>,
+) -> Result<EngineHandle, StartError> {
     let info = backend.info().clone();
-    match source.kind {
+    match kind {
         BackendKind::Mock => tracing::info!(
             kv_blocks = info.num_blocks,
             block_size = info.block_size,

@@ -52,6 +52,8 @@ pub struct Engine {
     /// Set when the backend reported its device lost: health turns abnormal with this reason
     /// (requests still get an error each, never a hang).
     fault: Option<String>,
+    /// The backend's last seen [`Backend::kv_epoch`].
+    kv_epoch: u64,
 }
 
 impl Engine {
@@ -84,6 +86,7 @@ impl Engine {
             },
         };
         let vocab = backend.info().vocab_size.max(1);
+        let kv_epoch = backend.kv_epoch();
         let engine = Engine {
             scheduler,
             backend,
@@ -92,6 +95,7 @@ impl Engine {
             vocab,
             status: status.clone(),
             fault: None,
+            kv_epoch,
             lease_rng: HashMap::new(),
             ready: Default::default(),
         };
@@ -110,6 +114,7 @@ impl Engine {
                 self.apply(cmd);
             }
             self.reap_cancelled();
+            self.check_kv_epoch();
             let now = Instant::now();
             self.expire_leases(now);
             let plan = self.scheduler.schedule(now);
@@ -303,6 +308,29 @@ impl Engine {
         if !self.live.is_empty() {
             self.forward_events();
         }
+    }
+
+    /// A backend whose KV was lost somewhere (a multi-node slave restarted: its layers' KV is
+    /// empty) bumps its [`Backend::kv_epoch`]: every live request ends with an error and the
+    /// prefix cache forgets its blocks, so no later request reuses KV that is only half there.
+    fn check_kv_epoch(&mut self) {
+        let epoch = self.backend.kv_epoch();
+        if epoch == self.kv_epoch {
+            return;
+        }
+        self.kv_epoch = epoch;
+        let live: Vec<RequestId> = self.live.keys().copied().collect();
+        let why = "the KV cache of a node of this instance was lost (a node restarted)";
+        for id in &live {
+            self.end(*id, Finish::Error(why.into()));
+        }
+        self.forward_events();
+        let forgotten = self.scheduler.block_manager().forget_cached();
+        tracing::warn!(
+            ended = live.len(),
+            forgotten_blocks = forgotten,
+            "backend KV epoch {epoch}: {why}; requests ended, prefix cache cleared"
+        );
     }
 
     fn run_step(&mut self, plan: Plan) {

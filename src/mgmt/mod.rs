@@ -47,6 +47,14 @@ pub struct MgmtState {
     /// The PD role and peer links in dmi mode (`None` in standard mode: no role routes, and
     /// `/v1/status` keeps its standard shape).
     pub pd: Option<RoleState>,
+    /// A multi-node master's view of its nodes, shown as `/v1/status`'s `multiNode` (`None`:
+    /// a single node).
+    pub multinode: Option<Arc<dyn NodeView>>,
+}
+
+/// Something that describes the nodes of a multi-node instance for `/v1/status`.
+pub trait NodeView: Send + Sync {
+    fn json(&self) -> serde_json::Value;
 }
 
 /// The management routes (with the role routes in dmi mode).

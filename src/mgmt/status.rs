@@ -85,11 +85,15 @@ fn status(s: &MgmtState, v2: bool) -> Value {
         return dmi_status(s, pd, v2);
     }
     let (role_status, current_role) = role(s);
-    json!({
+    let mut v = json!({
         "service": { "roleStatus": role_status, "currentRole": current_role },
         "resource": resource(s, v2),
         "linkStatus": { "peers": [] },
-    })
+    });
+    if let (Some(nodes), Some(obj)) = (&s.multinode, v.as_object_mut()) {
+        obj.insert("multiNode".into(), nodes.json());
+    }
+    v
 }
 
 /// GET `/v1/status`.

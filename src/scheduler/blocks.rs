@@ -173,6 +173,18 @@ impl BlockManager {
         }
     }
 
+    /// Drops every idle block from the prefix cache into the free list (their KV can no longer
+    /// be trusted); returns how many. Blocks in use stay with their owners.
+    pub fn forget_cached(&self) -> usize {
+        let mut p = lock(&self.pool);
+        let mut n = 0;
+        while let Some(block) = p.cache.evict_lru() {
+            p.free.push(block);
+            n += 1;
+        }
+        n
+    }
+
     pub fn prefix_stats(&self) -> PrefixStats {
         lock(&self.pool).cache.stats
     }

@@ -72,6 +72,7 @@ fn state(pd: Option<RoleState>) -> MgmtState {
         stall_after: None,
         log: None,
         pd,
+        multinode: None,
     }
 }
 
