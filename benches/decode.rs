@@ -387,6 +387,7 @@ fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::err
             bf16_dot,
             ..knobs()
         },
+        share: None,
     };
     let t = Instant::now();
     let mut b = CpuBackend::load(&dir, opts)?;

@@ -97,6 +97,7 @@ fn load(model_dir: &str, block_size: usize) -> CpuBackend {
             bf16_dot: false,
             ..CpuKnobs::from_env(&Env::from_process())
         },
+        share: None,
     };
     CpuBackend::load(&fixtures().join("models").join(model_dir), opts).expect("model loads")
 }

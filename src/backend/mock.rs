@@ -100,6 +100,8 @@ impl MockBackend {
                 // Only a scripted reply ends on EOS; otherwise none is ever produced.
                 eos_token_ids: o.reply.iter().map(|(_, eos)| *eos).collect(),
                 num_layers: 1,
+                held_layers: 0..1,
+                weight_bytes: 0,
                 num_kv_heads: 1,
                 head_dim: 1,
                 kv_layout: "mock-token-ids".into(),

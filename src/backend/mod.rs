@@ -43,6 +43,14 @@ impl DType {
             DType::F16 => "float16",
         }
     }
+
+    /// Bytes of one stored element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::BF16 | DType::F16 => 2,
+        }
+    }
 }
 
 /// What a backend is and holds; fixed after load.
@@ -60,13 +68,20 @@ pub struct BackendInfo {
     pub block_size: usize,
     /// KV blocks in the cache (block ids are `0..num_blocks`).
     pub num_blocks: usize,
-    /// Bytes one KV block occupies (all layers, keys and values).
+    /// Bytes one KV block occupies (all held layers, keys and values).
     pub bytes_per_block: usize,
     /// `max_position_embeddings` of the model.
     pub max_position: usize,
     /// End-of-sequence ids (`generation_config.json`, else `config.json`).
     pub eos_token_ids: Vec<u32>,
+    /// Decoder layers of the model (all of them, also when this backend holds only some).
     pub num_layers: usize,
+    /// Decoder layers this backend holds, by global index: `0..num_layers` for a whole model,
+    /// a part of it for a node of a model split by layers (`cpu::LayerShare`).
+    pub held_layers: Range<usize>,
+    /// Bytes of the weight tensors this backend holds, as stored (a tied embedding counted
+    /// once); 0 for a backend without weights.
+    pub weight_bytes: u64,
     pub num_kv_heads: usize,
     pub head_dim: usize,
     /// The KV layout tag of exported blocks ([`KvChunk::layout`]): two instances can hand KV

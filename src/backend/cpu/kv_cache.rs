@@ -5,11 +5,23 @@
 //! `[block][kv_head][head_dim][slot]`, so the attention kernel scores a run of slots with one
 //! vector per dimension instead of a horizontal sum per key. Its size comes from a byte budget
 //! given at construction.
+//!
+//! A cache may hold only a range of the model's layers (a node's share of a model split by
+//! layers, [`KvCache::for_layers`]): its arrays are indexed by local slot (global layer minus
+//! the range's start), its block is that much smaller (the budget buys more of them), and its
+//! layout tag names the range, so KV moves only between caches of the same share.
+
+use std::ops::Range;
 
 use crate::backend::{BackendError, BlockId, KvChunk};
 
 pub struct KvCache {
+    /// Layers held (the length of [`KvCache::held`]).
     pub layers: usize,
+    /// Global indices of the layers held; local slot `i` is layer `held.start + i`.
+    pub held: Range<usize>,
+    /// Decoder layers of the whole model.
+    pub model_layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub block_size: usize,
@@ -24,9 +36,32 @@ impl KvCache {
         layers * 2 * kv_heads * bs * head_dim * std::mem::size_of::<f32>()
     }
 
-    /// As many blocks as fit in `budget_bytes` (at least one, or an error).
+    /// A cache of all `layers` layers with as many blocks as fit in `budget_bytes` (at least
+    /// one, or an error).
     pub fn with_budget(
         layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+        budget_bytes: usize,
+    ) -> Result<Self, BackendError> {
+        Self::for_layers(
+            0..layers,
+            layers,
+            kv_heads,
+            head_dim,
+            block_size,
+            budget_bytes,
+        )
+    }
+
+    /// A cache of the layers `held` of a model of `model_layers` layers, with as many blocks
+    /// as fit in `budget_bytes`. An empty `held` (a node holding only the embedding and LM
+    /// head) stores nothing; its block count is what the budget buys at one layer's block, so
+    /// the block pool built on it stays the budget's size rather than unbounded.
+    pub fn for_layers(
+        held: Range<usize>,
+        model_layers: usize,
         kv_heads: usize,
         head_dim: usize,
         block_size: usize,
@@ -35,7 +70,13 @@ impl KvCache {
         if block_size == 0 {
             return Err(BackendError::KvCache("block size must be positive".into()));
         }
-        let per_block = Self::bytes_per_block(layers, kv_heads, head_dim, block_size);
+        if held.start > held.end || held.end > model_layers {
+            return Err(BackendError::KvCache(format!(
+                "layers {held:?} are outside the model's 0..{model_layers}"
+            )));
+        }
+        let layers = held.len();
+        let per_block = Self::bytes_per_block(layers.max(1), kv_heads, head_dim, block_size);
         let num_blocks = budget_bytes / per_block.max(1);
         if num_blocks == 0 {
             return Err(BackendError::KvCache(format!(
@@ -54,6 +95,8 @@ impl KvCache {
         }
         Ok(Self {
             layers,
+            held,
+            model_layers,
             kv_heads,
             head_dim,
             block_size,
@@ -71,13 +114,14 @@ impl KvCache {
         self.block_size * self.head_dim
     }
 
-    /// Keys and values of one layer.
+    /// Keys and values of one layer, by local slot.
     pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
         let (k, v) = &self.data[layer];
         (k, v)
     }
 
-    /// Writes the keys/values of one token (`kv_heads × head_dim` each) into `block`, `slot`.
+    /// Writes the keys/values of one token (`kv_heads × head_dim` each) into `block`, `slot`
+    /// of the layer at local slot `layer`.
     pub fn write(&mut self, layer: usize, block: BlockId, slot: usize, k: &[f32], v: &[f32]) {
         let hd = self.head_dim;
         let stride = self.head_stride();
@@ -104,11 +148,18 @@ impl KvCache {
         }
     }
 
+    /// `cpu-f32-kt/l{model layers}/h{kv heads}/d{head dim}/b{block size}`, with
+    /// `;layers={a}..{b}` appended when the cache holds only the layers `a..b`.
     pub fn layout_tag(&self) -> String {
-        format!(
+        let base = format!(
             "cpu-f32-kt/l{}/h{}/d{}/b{}",
-            self.layers, self.kv_heads, self.head_dim, self.block_size
-        )
+            self.model_layers, self.kv_heads, self.head_dim, self.block_size
+        );
+        if self.held == (0..self.model_layers) {
+            base
+        } else {
+            format!("{base};layers={}..{}", self.held.start, self.held.end)
+        }
     }
 
     /// Copies blocks out, each as layer-major keys then values, little-endian f32.
@@ -201,5 +252,31 @@ mod tests {
         b.import(&[0], &chunk).expect("import");
         assert_eq!(b.export(&[0]).expect("export").data, chunk.data);
         assert!(b.import(&[9], &chunk).is_err());
+    }
+
+    #[test]
+    fn a_share_holds_fewer_layers_and_tags_them() {
+        let budget = KvCache::bytes_per_block(4, 2, 4, 2) * 3;
+        let whole = KvCache::with_budget(4, 2, 4, 2, budget).expect("fits");
+        let part = KvCache::for_layers(1..3, 4, 2, 4, 2, budget).expect("fits");
+        assert_eq!(whole.num_blocks, 3);
+        assert_eq!(part.num_blocks, 6, "half the layers: twice the blocks");
+        assert_eq!(
+            part.bytes_per_block_total() * 2,
+            whole.bytes_per_block_total()
+        );
+        assert_eq!(whole.layout_tag(), "cpu-f32-kt/l4/h2/d4/b2");
+        assert_eq!(part.layout_tag(), "cpu-f32-kt/l4/h2/d4/b2;layers=1..3");
+        let mut other = KvCache::for_layers(1..3, 4, 2, 4, 2, budget).expect("fits");
+        let chunk = part.export(&[5]).expect("export");
+        other.import(&[0], &chunk).expect("same share imports");
+        let mut whole = whole;
+        assert!(
+            whole.import(&[0], &chunk).is_err(),
+            "a share's KV is not a whole's"
+        );
+        let none = KvCache::for_layers(2..2, 4, 2, 4, 2, budget).expect("fits");
+        assert_eq!((none.num_blocks, none.bytes_per_block_total()), (12, 0));
+        assert!(KvCache::for_layers(3..5, 4, 2, 4, 2, budget).is_err());
     }
 }

@@ -5,7 +5,11 @@
 //!   through `mmap` (file mapping, typed views of [`Pod`](pod::Pod) elements).
 //! - `kernels`, [`linear`], `rope`, `attention`: the numerics (`kernels` also holds CPU feature
 //!   detection and the AVX-512 / AMX kernels); [`kv_cache`]: KV storage; `model`: the layer
-//!   sequence, whole or a range of layers ([`CpuBackend::step_stage`]). `unsafe` lives only in `mmap` and the kernel modules that need it.
+//!   sequence, whole or a range of layers ([`CpuBackend::step_stage`]). `unsafe` lives only in
+//!   `mmap` and the kernel modules that need it.
+//! - [`share`]: [`LayerShare`], the part of a model a process holds when the model is split by
+//!   layers across machines ([`CpuOptions::share`]): only those layers' weights are read and
+//!   prefaulted, only their KV is allocated; [`layer_weight_bytes`] sizes the parts.
 //! - this file: [`CpuBackend`] — load, validate each [`StepBatch`], run it.
 //!
 //! Knobs ([`CpuKnobs`], in [`CpuOptions::knobs`]): the daemon builds them from its environment
@@ -38,6 +42,9 @@ mod mmap;
 mod model;
 mod pod;
 mod rope;
+pub mod share;
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod stage_tests;
 pub mod weights;
@@ -49,6 +56,7 @@ pub use hf_config::{Arch, HfModelConfig, SUPPORTED_ARCHITECTURES};
 pub use kernels::{detected_level, has_amx, has_avx512_bf16, SimdLevel};
 pub use knobs::CpuKnobs;
 pub use model::{Stage, StageInput, StageOutput};
+pub use share::{layer_weight_bytes, LayerShare};
 
 use self::kv_cache::KvCache;
 use self::model::Model;
@@ -71,6 +79,9 @@ pub struct CpuOptions {
     /// `bf16_dot` is ignored (with a warning) unless the weights are bf16 and the CPU has
     /// `avx512_bf16`.
     pub knobs: CpuKnobs,
+    /// The part of the model this process holds (a node of a model split by layers); `None`
+    /// is the whole model. A partial backend runs only [`CpuBackend::step_stage`].
+    pub share: Option<LayerShare>,
 }
 
 impl Default for CpuOptions {
@@ -81,6 +92,7 @@ impl Default for CpuOptions {
             threads: 0,
             prefault_weights: true,
             knobs: CpuKnobs::default(),
+            share: None,
         }
     }
 }
@@ -94,6 +106,8 @@ pub struct CpuBackend {
     level: SimdLevel,
     /// The bf16 dot-product matmuls are on (asked for, bf16 weights, CPU support).
     bf16_dot: bool,
+    /// The part of the model held (the whole model when loaded without a share).
+    share: LayerShare,
 }
 
 impl CpuBackend {
@@ -109,13 +123,28 @@ impl CpuBackend {
             "loading model from {}",
             model_dir.display()
         );
+        let share = opts
+            .share
+            .clone()
+            .unwrap_or_else(|| LayerShare::whole(spec.layers));
+        share.check(spec.layers)?;
+        if !share.is_whole(spec.layers) {
+            tracing::info!(
+                layers = ?share.layers,
+                ends = share.ends,
+                "holding a share of the model's {} layers",
+                spec.layers
+            );
+        }
         let store = WeightStore::open(model_dir)?;
-        let model = Model::load(spec, &store)?;
+        let model = Model::load(spec, &store, &share)?;
         if opts.prefault_weights {
             store.prefault();
         }
+        let weight_bytes = store.opened_bytes();
         let s = &model.spec;
-        let cache = KvCache::with_budget(
+        let cache = KvCache::for_layers(
+            share.layers.clone(),
             s.layers,
             s.kv_heads,
             s.head_dim,
@@ -173,13 +202,15 @@ impl CpuBackend {
             max_position: s.max_position,
             eos_token_ids: s.eos_token_ids.clone(),
             num_layers: s.layers,
+            held_layers: share.layers.clone(),
+            weight_bytes,
             num_kv_heads: s.kv_heads,
             head_dim: s.head_dim,
             kv_layout: cache.layout_tag(),
         };
         tracing::info!(
             dtype = model.dtype.as_str(),
-            weights_mib = store.mapped_bytes() >> 20,
+            weights_mib = weight_bytes >> 20,
             kv_blocks = cache.num_blocks,
             block_size = cache.block_size,
             device = %info.device,
@@ -193,11 +224,17 @@ impl CpuBackend {
             pool,
             level,
             bf16_dot,
+            share,
         })
     }
 
     pub fn spec(&self) -> &HfModelConfig {
         &self.model.spec
+    }
+
+    /// The part of the model this backend holds.
+    pub fn share(&self) -> &LayerShare {
+        &self.share
     }
 
     fn validate(&self, b: &StepBatch) -> Result<(), BackendError> {
@@ -270,23 +307,19 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
-    /// Runs one packed step over a share of the model's layers (see [`Stage`]): the layer
-    /// range must lie within the model and a hidden-state input must have `tokens × hidden`
-    /// values. [`Backend::step`] is the stage of all layers from tokens to logits.
+    /// Runs one packed step over a range of the model's layers (see [`Stage`]): the range must
+    /// lie within the held layers (an empty range at either end of them is fine), a token input
+    /// or logits need the ends ([`LayerShare::ends`]), and a hidden-state input must have
+    /// `tokens × hidden` values. [`Backend::step`] is the stage of all layers from tokens to
+    /// logits.
     pub fn step_stage(
         &mut self,
         batch: &StepBatch,
         stage: Stage<'_>,
     ) -> Result<StageOutput, BackendError> {
         self.validate(batch)?;
-        let layers = self.info.num_layers;
+        self.model.check_stage(&stage)?;
         let hidden = self.model.spec.hidden;
-        if stage.layers.start > stage.layers.end || stage.layers.end > layers {
-            return Err(BackendError::InvalidBatch(format!(
-                "layer range {:?} is outside the model's 0..{layers}",
-                stage.layers
-            )));
-        }
         if let StageInput::Hidden(x) = stage.input {
             let want = batch.tokens.len() * hidden;
             if x.len() != want {
@@ -308,9 +341,8 @@ impl CpuBackend {
             });
         }
         let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
-        Ok(self
-            .pool
-            .install(|| model.forward_stage(level, dot, batch, stage, cache)))
+        self.pool
+            .install(|| model.forward_stage(level, dot, batch, stage, cache))
     }
 }
 
@@ -320,6 +352,19 @@ impl Backend for CpuBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError> {
+        if !self.share.is_whole(self.info.num_layers) {
+            return Err(BackendError::Unsupported(format!(
+                "this backend holds layers {:?} only of the model's 0..{}{}; run it by stages \
+                 (step_stage)",
+                self.share.layers,
+                self.info.num_layers,
+                if self.share.ends {
+                    ", with the embedding and LM head"
+                } else {
+                    ", without the embedding and LM head"
+                }
+            )));
+        }
         self.validate(batch)?;
         if batch.tokens.is_empty() {
             return Ok(StepOutput {
@@ -328,9 +373,8 @@ impl Backend for CpuBackend {
             });
         }
         let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
-        Ok(self
-            .pool
-            .install(|| model.forward(level, dot, batch, cache)))
+        self.pool
+            .install(|| model.forward(level, dot, batch, cache))
     }
 
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {

@@ -4,6 +4,10 @@
 //! for the rows that want logits. [`Model::forward_stage`] runs any contiguous range of layers
 //! from tokens or hidden states to logits or hidden states (a node's share of a model split by
 //! layers); [`Model::forward`] is the stage of all layers.
+//!
+//! A model may hold only a [`LayerShare`]: its layers (indexed locally, global index minus the
+//! share's start, here and in the [`KvCache`]) and, when the share has the ends, the
+//! embedding, final norm and LM head. [`Model::check_stage`] refuses a stage it cannot run.
 
 use rayon::prelude::*;
 use std::ops::Range;
@@ -15,6 +19,7 @@ use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
 use super::linear::{matmul_with, Linear};
 use super::rope::Rope;
+use super::share::LayerShare;
 use super::weights::{Matrix, WeightData, WeightStore};
 use crate::backend::{BackendError, DType, StepBatch, StepOutput};
 
@@ -30,12 +35,20 @@ struct Layer {
     down: Linear,
 }
 
-pub struct Model {
-    pub spec: HfModelConfig,
+/// The token embedding, final norm and LM head: the "ends" of a [`LayerShare`].
+struct Ends {
     embed: Matrix,
-    layers: Vec<Layer>,
     norm: Vec<f32>,
     lm_head: Matrix,
+}
+
+pub struct Model {
+    pub spec: HfModelConfig,
+    /// Global indices of `layers` (the share's range).
+    held: Range<usize>,
+    /// The held decoder layers; `layers[i]` is global layer `held.start + i`.
+    layers: Vec<Layer>,
+    ends: Option<Ends>,
     rope: Rope,
     pub dtype: DType,
     /// Activation buffers reused across steps (a prefill step's are tens of MB; fresh ones
@@ -90,89 +103,101 @@ fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
     m
 }
 
+/// Decoder layer `i` (global index) of `spec` from `store`.
+fn load_layer(
+    spec: &HfModelConfig,
+    store: &WeightStore,
+    i: usize,
+    copied: &mut usize,
+) -> Result<Layer, BackendError> {
+    let (h, inter) = (spec.hidden, spec.intermediate);
+    let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
+    let p = format!("model.layers.{i}");
+    let attn = |name: &str, rows, cols, bias, copied: &mut usize| {
+        linear(
+            store,
+            &format!("{p}.self_attn.{name}"),
+            rows,
+            cols,
+            bias,
+            copied,
+        )
+    };
+    let mlp = |name: &str, rows, cols, copied: &mut usize| {
+        linear(
+            store,
+            &format!("{p}.mlp.{name}"),
+            rows,
+            cols,
+            spec.mlp_bias,
+            copied,
+        )
+    };
+    Ok(Layer {
+        input_norm: store.vector(&format!("{p}.input_layernorm.weight"), h)?,
+        q: attn("q_proj", qd, h, spec.qkv_bias, copied)?,
+        k: attn("k_proj", kvd, h, spec.qkv_bias, copied)?,
+        v: attn("v_proj", kvd, h, spec.qkv_bias, copied)?,
+        o: attn("o_proj", h, qd, spec.o_bias, copied)?,
+        post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+        gate: mlp("gate_proj", inter, h, copied)?,
+        up: mlp("up_proj", inter, h, copied)?,
+        down: mlp("down_proj", h, inter, copied)?,
+    })
+}
+
+/// The embedding, final norm and LM head (tied: the embedding again, read once).
+fn load_ends(
+    spec: &HfModelConfig,
+    store: &WeightStore,
+    copied: &mut usize,
+) -> Result<Ends, BackendError> {
+    let h = spec.hidden;
+    let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
+    let norm = store.vector("model.norm.weight", h)?;
+    let lm_head = if spec.tie_word_embeddings {
+        embed.clone()
+    } else if store.contains("lm_head.weight") {
+        store.matrix("lm_head.weight", spec.vocab, h)?
+    } else {
+        return Err(BackendError::Weights(
+            "missing `lm_head.weight` and tie_word_embeddings is false".into(),
+        ));
+    };
+    let lm_head = tile_aligned(lm_head, copied);
+    Ok(Ends {
+        embed,
+        norm,
+        lm_head,
+    })
+}
+
 impl Model {
-    pub fn load(spec: HfModelConfig, store: &WeightStore) -> Result<Self, BackendError> {
-        let (h, inter) = (spec.hidden, spec.intermediate);
-        let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
-        let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
-        let dtype = embed.data.dtype();
-        let mut layers = Vec::with_capacity(spec.layers);
+    /// Reads the tensors of `share` (checked against the model first) from `store`, and no
+    /// others: a share without the ends never opens the embedding or LM head.
+    pub fn load(
+        spec: HfModelConfig,
+        store: &WeightStore,
+        share: &LayerShare,
+    ) -> Result<Self, BackendError> {
+        share.check(spec.layers)?;
         let mut copied = 0usize;
-        for i in 0..spec.layers {
-            let p = format!("model.layers.{i}");
-            let layer = Layer {
-                input_norm: store.vector(&format!("{p}.input_layernorm.weight"), h)?,
-                q: linear(
-                    store,
-                    &format!("{p}.self_attn.q_proj"),
-                    qd,
-                    h,
-                    spec.qkv_bias,
-                    &mut copied,
-                )?,
-                k: linear(
-                    store,
-                    &format!("{p}.self_attn.k_proj"),
-                    kvd,
-                    h,
-                    spec.qkv_bias,
-                    &mut copied,
-                )?,
-                v: linear(
-                    store,
-                    &format!("{p}.self_attn.v_proj"),
-                    kvd,
-                    h,
-                    spec.qkv_bias,
-                    &mut copied,
-                )?,
-                o: linear(
-                    store,
-                    &format!("{p}.self_attn.o_proj"),
-                    h,
-                    qd,
-                    spec.o_bias,
-                    &mut copied,
-                )?,
-                post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate: linear(
-                    store,
-                    &format!("{p}.mlp.gate_proj"),
-                    inter,
-                    h,
-                    spec.mlp_bias,
-                    &mut copied,
-                )?,
-                up: linear(
-                    store,
-                    &format!("{p}.mlp.up_proj"),
-                    inter,
-                    h,
-                    spec.mlp_bias,
-                    &mut copied,
-                )?,
-                down: linear(
-                    store,
-                    &format!("{p}.mlp.down_proj"),
-                    h,
-                    inter,
-                    spec.mlp_bias,
-                    &mut copied,
-                )?,
-            };
-            layers.push(layer);
-        }
-        let norm = store.vector("model.norm.weight", h)?;
-        let lm_head = if spec.tie_word_embeddings {
-            embed.clone()
-        } else if store.contains("lm_head.weight") {
-            store.matrix("lm_head.weight", spec.vocab, h)?
+        let ends = if share.ends {
+            Some(load_ends(&spec, store, &mut copied)?)
         } else {
-            return Err(BackendError::Weights(
-                "missing `lm_head.weight` and tie_word_embeddings is false".into(),
-            ));
+            None
         };
-        let lm_head = tile_aligned(lm_head, &mut copied);
+        let layers = share
+            .layers
+            .clone()
+            .map(|i| load_layer(&spec, store, i, &mut copied))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = match (&ends, layers.first()) {
+            (Some(e), _) => e.embed.data.dtype(),
+            (None, Some(l)) => l.q.w.data.dtype(),
+            // (Refused by `share.check`: no layers and no ends.)
+            (None, None) => DType::F32,
+        };
         if copied > 0 {
             tracing::info!(
                 mib = copied >> 20,
@@ -183,14 +208,49 @@ impl Model {
         let rope = Rope::new(spec.head_dim, spec.rope_theta, spec.rope_llama3.as_ref());
         Ok(Self {
             spec,
-            embed,
+            held: share.layers.clone(),
             layers,
-            norm,
-            lm_head,
+            ends,
             rope,
             dtype,
             scratch: std::sync::Mutex::new(Scratch::default()),
         })
+    }
+
+    /// Refuses a stage this model's share cannot run: layers outside the held ones (an empty
+    /// range at either end of them is fine), a token input or logits without the ends.
+    pub fn check_stage(&self, stage: &Stage<'_>) -> Result<(), BackendError> {
+        let (r, held, n) = (&stage.layers, &self.held, self.spec.layers);
+        let holds = || {
+            let ends = if self.ends.is_some() {
+                "with"
+            } else {
+                "without"
+            };
+            format!(
+                "this backend holds layers {held:?} of the model's 0..{n}, {ends} the \
+                 embedding, final norm and LM head"
+            )
+        };
+        if r.start > r.end || r.start < held.start || r.end > held.end {
+            return Err(BackendError::InvalidBatch(format!(
+                "layer range {r:?} is outside the held layers: {}",
+                holds()
+            )));
+        }
+        if self.ends.is_none() && matches!(stage.input, StageInput::Tokens) {
+            return Err(BackendError::InvalidBatch(format!(
+                "a stage from tokens needs the token embedding: {}",
+                holds()
+            )));
+        }
+        if self.ends.is_none() && stage.logits {
+            return Err(BackendError::InvalidBatch(format!(
+                "a stage to logits needs the final norm and LM head: {}",
+                holds()
+            )));
+        }
+        Ok(())
     }
 
     /// Runs one validated packed step over the whole model; writes KV into `cache`.
@@ -201,19 +261,19 @@ impl Model {
         bf16_dot: bool,
         batch: &StepBatch,
         cache: &mut KvCache,
-    ) -> StepOutput {
+    ) -> Result<StepOutput, BackendError> {
         let all = Stage {
-            layers: 0..self.layers.len(),
+            layers: 0..self.spec.layers,
             input: StageInput::Tokens,
             logits: true,
         };
-        match self.forward_stage(level, bf16_dot, batch, all, cache) {
-            StageOutput::Logits(out) => out,
+        match self.forward_stage(level, bf16_dot, batch, all, cache)? {
+            StageOutput::Logits(out) => Ok(out),
             // (Unreachable: the stage asked for logits.)
-            StageOutput::Hidden(_) => StepOutput {
+            StageOutput::Hidden(_) => Ok(StepOutput {
                 vocab_size: self.spec.vocab,
                 ..StepOutput::default()
-            },
+            }),
         }
     }
 
@@ -221,7 +281,8 @@ impl Model {
     /// split by layers): from the token embeddings or from the hidden states of the stage
     /// before, to logits (final norm and LM head) or to hidden states for the stage after.
     /// Writes the KV of those layers only. The full forward is the stage of every layer from
-    /// tokens to logits. `stage.layers` must lie within the model's layers; hidden inputs are
+    /// tokens to logits. `stage.layers` (global indices) must lie within the held layers
+    /// ([`Model::check_stage`], else an error before anything runs); hidden inputs are
     /// `tokens × hidden` f32 rows.
     pub fn forward_stage(
         &self,
@@ -230,7 +291,8 @@ impl Model {
         batch: &StepBatch,
         stage: Stage<'_>,
         cache: &mut KvCache,
-    ) -> StageOutput {
+    ) -> Result<StageOutput, BackendError> {
+        self.check_stage(&stage)?;
         let h = self.spec.hidden;
         let t = batch.tokens.len();
         // A poisoned lock only means an earlier step panicked; the buffers are overwritten.
@@ -240,25 +302,28 @@ impl Model {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let sc = &mut *guard;
         sc.x.resize(t * h, 0.0);
-        match stage.input {
-            StageInput::Tokens => {
+        match (stage.input, &self.ends) {
+            (StageInput::Tokens, Some(ends)) => {
                 for (row, &tok) in sc.x.chunks_exact_mut(h).zip(&batch.tokens) {
-                    embed_row(&self.embed, tok as usize, row);
+                    embed_row(&ends.embed, tok as usize, row);
                 }
             }
-            StageInput::Hidden(hidden) => sc.x.copy_from_slice(&hidden[..t * h]),
+            (StageInput::Hidden(hidden), _) => sc.x.copy_from_slice(&hidden[..t * h]),
+            // (Refused by `check_stage`.)
+            (StageInput::Tokens, None) => sc.x.fill(0.0),
         }
-        let layers =
-            stage.layers.start.min(self.layers.len())..stage.layers.end.min(self.layers.len());
-        self.run_layers(level, bf16_dot, batch, layers, sc, cache);
-        if stage.logits {
-            StageOutput::Logits(self.logits(level, bf16_dot, batch, &sc.x))
-        } else {
-            StageOutput::Hidden(sc.x[..t * h].to_vec())
+        // Local slots of the stage's layers (inside `held`: `check_stage`).
+        let local = stage.layers.start - self.held.start..stage.layers.end - self.held.start;
+        self.run_layers(level, bf16_dot, batch, local, sc, cache);
+        match (stage.logits, &self.ends) {
+            (true, Some(ends)) => Ok(StageOutput::Logits(
+                self.logits(ends, level, bf16_dot, batch, &sc.x),
+            )),
+            _ => Ok(StageOutput::Hidden(sc.x[..t * h].to_vec())),
         }
     }
 
-    /// The decoder layers `layers` over the residual stream `sc.x`.
+    /// The held decoder layers at local slots `layers` over the residual stream `sc.x`.
     fn run_layers(
         &self,
         level: SimdLevel,
@@ -350,7 +415,14 @@ impl Model {
     }
 
     /// Final norm and LM head for the last row of each sequence that wants logits.
-    fn logits(&self, level: SimdLevel, bf16_dot: bool, batch: &StepBatch, x: &[f32]) -> StepOutput {
+    fn logits(
+        &self,
+        ends: &Ends,
+        level: SimdLevel,
+        bf16_dot: bool,
+        batch: &StepBatch,
+        x: &[f32],
+    ) -> StepOutput {
         let s = &self.spec;
         let h = s.hidden;
         let mut seq_indices = Vec::new();
@@ -359,7 +431,7 @@ impl Model {
             if seq.want_logits {
                 let r = seq.token_range.end - 1;
                 let mut normed = vec![0f32; h];
-                kernels::rms_norm(&x[r * h..(r + 1) * h], &self.norm, s.rms_eps, &mut normed);
+                kernels::rms_norm(&x[r * h..(r + 1) * h], &ends.norm, s.rms_eps, &mut normed);
                 last_rows.extend_from_slice(&normed);
                 seq_indices.push(i);
             }
@@ -370,7 +442,7 @@ impl Model {
             bf16_dot,
             &last_rows,
             seq_indices.len(),
-            &self.lm_head,
+            &ends.lm_head,
             &mut logits,
         );
         StepOutput {
@@ -384,7 +456,8 @@ impl Model {
 /// Which share of the model a [`Model::forward_stage`] runs.
 #[derive(Debug, Clone)]
 pub struct Stage<'a> {
-    /// Decoder layers, by index.
+    /// Decoder layers, by global index (an empty range runs none: e.g. the logits stage of
+    /// the node holding the ends, after the other nodes' layers).
     pub layers: Range<usize>,
     pub input: StageInput<'a>,
     /// End with the final norm and LM head (else return hidden states).

@@ -20,7 +20,7 @@ fn load(model: &str) -> CpuBackend {
 }
 
 /// Two prompts (5 and 3 tokens) in blocks 0–1 and 2.
-fn prefill() -> StepBatch {
+pub(super) fn prefill() -> StepBatch {
     StepBatch {
         tokens: vec![11, 12, 13, 14, 15, 21, 22, 23],
         positions: vec![0, 1, 2, 3, 4, 0, 1, 2],
@@ -42,7 +42,7 @@ fn prefill() -> StepBatch {
 }
 
 /// One new token each, attending to the prefill's KV.
-fn decode() -> StepBatch {
+pub(super) fn decode() -> StepBatch {
     StepBatch {
         tokens: vec![16, 24],
         positions: vec![5, 3],

@@ -1,11 +1,14 @@
 //! Safetensors weights: one `model.safetensors` or shards listed by
 //! `model.safetensors.index.json`, memory-mapped and validated (header, dtype, shape, bounds).
 //! Tensors stay in their stored dtype (f32, bf16, f16) and are viewed in place when aligned.
+//! The store remembers which tensors were opened, so a process holding only a share of a
+//! model ([`LayerShare`](super::LayerShare)) prefaults and counts only those bytes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 
 use memmap2::Mmap;
 use serde_json::Value;
@@ -13,6 +16,10 @@ use serde_json::Value;
 use super::mmap::{self, MappedSlice};
 use super::pod::Pod;
 use crate::backend::{BackendError, DType};
+
+/// The page size prefaulting steps by (a smaller real page size only leaves some pages to
+/// fault at first use).
+const PAGE: usize = 4096;
 
 /// A header larger than this is refused as corrupt (real headers are a few MB at most).
 const MAX_HEADER_BYTES: u64 = 256 << 20;
@@ -156,6 +163,8 @@ struct Entry {
 pub struct WeightStore {
     files: Vec<(PathBuf, Arc<Mmap>)>,
     entries: HashMap<String, Entry>,
+    /// Names of the tensors handed out by [`WeightStore::tensor`] (the held ones).
+    opened: Mutex<BTreeSet<String>>,
 }
 
 fn corrupt(path: &Path, msg: impl std::fmt::Display) -> BackendError {
@@ -180,6 +189,7 @@ impl WeightStore {
         let mut store = Self {
             files: Vec::new(),
             entries: HashMap::new(),
+            opened: Mutex::new(BTreeSet::new()),
         };
         for (i, name) in names.iter().enumerate() {
             let path = model_dir.join(name);
@@ -283,25 +293,55 @@ impl WeightStore {
         self.files.iter().map(|(_, m)| m.len()).sum()
     }
 
-    /// Reads one byte per page of every file so the first steps do not page-fault, logging
-    /// progress for large models.
+    /// Names of the tensors opened so far, sorted.
+    pub fn opened(&self) -> Vec<String> {
+        self.opened_set().iter().cloned().collect()
+    }
+
+    /// Stored bytes of the tensors opened so far (each counted once, however often opened).
+    pub fn opened_bytes(&self) -> u64 {
+        self.opened_set()
+            .iter()
+            .filter_map(|n| self.entries.get(n))
+            .map(|e| (e.end - e.start) as u64)
+            .sum()
+    }
+
+    fn opened_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A poisoned lock only means a panic while inserting a name; the set is still valid.
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads one byte per page of every tensor opened so far (the held ones, not the whole
+    /// files) so the first steps do not page-fault, logging progress for large models.
     pub fn prefault(&self) {
-        let total = self.mapped_bytes().max(1);
-        let mut done = 0usize;
+        let names = self.opened();
+        let total = self.opened_bytes().max(1);
+        let mut done = 0u64;
         let mut next_report = total / 10;
         let mut sink = 0u8;
-        for (path, map) in &self.files {
-            for chunk in map.chunks(64 << 20) {
-                sink ^= chunk.iter().step_by(4096).fold(0u8, |a, &b| a ^ b);
-                done += chunk.len();
-                if total > (256 << 20) && done >= next_report {
-                    tracing::info!(
-                        file = %path.display(),
-                        percent = done * 100 / total,
-                        "loading weights"
-                    );
-                    next_report += total / 10;
-                }
+        for name in &names {
+            let Some(e) = self.entries.get(name) else {
+                continue;
+            };
+            let (path, map) = &self.files[e.file];
+            // One byte in each page the tensor touches: its first byte, then every page start.
+            let first_page_end = (e.start / PAGE + 1) * PAGE;
+            sink ^= map[e.start..e.end].first().copied().unwrap_or(0);
+            if first_page_end < e.end {
+                sink ^= map[first_page_end..e.end]
+                    .iter()
+                    .step_by(PAGE)
+                    .fold(0u8, |a, &b| a ^ b);
+            }
+            done += (e.end - e.start) as u64;
+            if total > (256 << 20) && done >= next_report {
+                tracing::info!(
+                    file = %path.display(),
+                    percent = done * 100 / total,
+                    "loading weights"
+                );
+                next_report += total / 10;
             }
         }
         std::hint::black_box(sink);
@@ -346,6 +386,7 @@ impl WeightStore {
                 format!("tensor `{name}`: byte size does not match shape"),
             ));
         }
+        self.opened_set().insert(name.to_string());
         Ok(make(Arc::clone(map), e.start, numel))
     }
 
