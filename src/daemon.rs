@@ -27,9 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod engine;
+pub mod multinode;
 pub mod pd;
 
+use crate::multinode::monitor::{MasterMonitor, MasterView};
 use engine::{check_model_dir, start_engine};
+use multinode::NodeRole;
+use tokio_util::sync::CancellationToken;
 
 /// What the command line says.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +64,9 @@ pub enum StartError {
     Address(String),
     #[error("{0}")]
     Setting(String),
+    /// A multi-node slave lost its master for good.
+    #[error("{0}")]
+    Slave(String),
 }
 
 /// The path of this executable, for locating the install home.
@@ -97,8 +104,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let _keep = log;
     rt.block_on(async move {
         let running = start(&opts, &env).await?;
-        running.wait().await;
-        Ok(())
+        running.wait().await
     })
 }
 
@@ -147,6 +153,10 @@ pub struct Running {
     life: Arc<Lifecycle>,
     planes: Vec<tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>>,
     signals: tokio::task::JoinHandle<()>,
+    /// A multi-node master's slaves, told to stop once the master has drained.
+    slaves: Option<Arc<crate::multinode::slaves::SlaveSet>>,
+    /// Why a multi-node slave stopped, when it failed.
+    failure: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Starts everything; returns once every listener is bound and serving.
@@ -164,6 +174,11 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     if !sc.https_enabled {
         tracing::warn!("ServerConfig.httpsEnabled is false: every plane serves PLAIN HTTP without authentication; do not expose these ports beyond this host");
     }
+    let mut master = match multinode::prepare(&loaded, env, &mut checker).await? {
+        NodeRole::Single => None,
+        NodeRole::Master(m) => Some(m),
+        NodeRole::Slave(settings) => return start_slave(loaded, settings, &mut checker).await,
+    };
 
     // One listener per distinct ip:port; planes that share one are served by one server
     // under the TLS settings of its first plane (business, then management, then metrics).
@@ -201,7 +216,21 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let life = Lifecycle::new();
     let drain_deadline = Duration::from_secs(u64::from(sc.e2e_timeout));
     let sampling_defaults = crate::engine::defaults::sampling_defaults(&model_source.dir);
-    let (handle, tok) = start_engine(&loaded, model_source, env).await?;
+    // A multi-node master serves its slaves first (they load while it does), then waits for
+    // all of them before its engine starts.
+    let master = multinode::serve_master(&mut master, CancellationToken::new());
+    let (handle, tok, share) = match &master {
+        Some((set, layers, ..)) => {
+            let (h, t, s) =
+                multinode::start_master_engine(&loaded, model_source, env, set.clone(), layers.clone())
+                    .await?;
+            (h, t, Some(s))
+        }
+        None => {
+            let (h, t) = start_engine(&loaded, model_source, env).await?;
+            (h, t, None)
+        }
+    };
     let pd_node = pd_prepared.map(|prep| {
         pd::start(
             prep,
@@ -226,7 +255,24 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
             .clone()
             .map(|n| n as Arc<dyn crate::http::session::StopHook>),
     });
-    let engine: Arc<dyn EngineMonitor> = Arc::new(handle.clone());
+    let engine: Arc<dyn EngineMonitor> = match &master {
+        Some((set, ..)) => Arc::new(MasterMonitor {
+            engine: handle.clone(),
+            set: set.clone(),
+        }),
+        None => Arc::new(handle.clone()),
+    };
+    let node_view = match (&master, share) {
+        (Some((set, _, addr, num_layers)), Some(mut local)) => {
+            local.addr = addr.ip().to_string();
+            Some(Arc::new(MasterView {
+                local,
+                set: set.clone(),
+                num_layers: *num_layers,
+            }) as Arc<dyn mgmt::NodeView>)
+        }
+        _ => None,
+    };
     if let Some(m) = &metrics {
         metrics::collector::spawn(m.clone(), engine.clone(), life.token());
     }
@@ -247,6 +293,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         stall_after,
         log: log_control,
         pd: pd_node.as_ref().map(|n| n.role.clone()),
+        multinode: node_view,
     };
     mgmt::condition::spawn_watch(mgmt_state.clone(), life.token());
     let mgmt_router = mgmt::router(mgmt_state);
@@ -277,6 +324,12 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         business_router = business_router.layer(axum::middleware::from_fn_with_state(
             node.clone(),
             crate::pd::gate::business_gate,
+        ));
+    }
+    if let Some((set, ..)) = &master {
+        business_router = business_router.layer(axum::middleware::from_fn_with_state(
+            set.clone(),
+            crate::multinode::monitor::gate,
         ));
     }
 
@@ -325,6 +378,62 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         life,
         planes: handles,
         signals,
+        slaves: master.map(|(set, ..)| set),
+        failure: Default::default(),
+    })
+}
+
+/// A multi-node slave: its management plane only (no business plane), and the link to its
+/// master. `Daemon start success!` once it has joined and loaded its layers.
+async fn start_slave(
+    loaded: Loaded,
+    settings: crate::multinode::slave::SlaveSettings,
+    checker: &mut PermChecker,
+) -> Result<Running, StartError> {
+    check_model_dir(&loaded, checker)?;
+    let sc = &loaded.config.server_config;
+    let mgmt_socket = sc
+        .http_sockets()
+        .into_iter()
+        .find(|s| s.planes.contains(&Plane::Management))
+        .ok_or_else(|| StartError::Setting("no management listener configured".into()))?;
+    let tls = tls_for(&loaded, Plane::Management, "management", checker)?;
+    let addr = socket(&mgmt_socket.ip, mgmt_socket.port)?;
+    let listener = server::bind("management", addr).await?;
+    let life = Lifecycle::new();
+    let status = crate::multinode::slave::SlaveStatus::default();
+    let router = crate::multinode::slave_mgmt::router(status.clone())
+        .layer(axum::middleware::from_fn(admission::tag_request_id));
+    let stop_signals = StopSignals::install();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(plane = "management", "listening on {scheme}://{addr} (multi-node slave: no business plane)");
+    let plane = server::Plane {
+        name: "management".into(),
+        listener,
+        tls,
+        router,
+    };
+    let handles = vec![tokio::spawn(server::serve(plane, life.token()))];
+    let failure: Arc<std::sync::OnceLock<String>> = Default::default();
+    let (l, f) = (life.clone(), failure.clone());
+    tokio::spawn(async move {
+        let joined = || {
+            println!("Daemon start success!");
+            tracing::info!("Daemon start success! (multi-node slave joined its master)");
+        };
+        if let Err(why) = crate::multinode::slave::run(settings, status, l.token(), joined).await {
+            tracing::error!("{why}");
+            let _ = f.set(why);
+        }
+        l.trigger(StopMode::Graceful);
+    });
+    let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), Duration::from_secs(1)));
+    Ok(Running {
+        life,
+        planes: handles,
+        signals,
+        slaves: None,
+        failure,
     })
 }
 
@@ -384,8 +493,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 impl Running {
     /// Waits for a stop (signals or `/stopService`: both drain before pulling the trigger),
     /// closes the listeners and lets open connections finish, then returns.
-    pub async fn wait(self) {
+    pub async fn wait(self) -> Result<(), StartError> {
         self.life.triggered().await;
+        if let Some(set) = &self.slaves {
+            tracing::info!("multi-node: telling the slaves to stop");
+            set.finalize_all();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tracing::info!(
             inflight = self.life.inflight(),
             "stopping: listeners closed"
@@ -413,5 +527,9 @@ impl Running {
         }
         self.signals.abort();
         tracing::info!("Daemon stopped");
+        match self.failure.get() {
+            Some(why) => Err(StartError::Slave(why.clone())),
+            None => Ok(()),
+        }
     }
 }

@@ -19,7 +19,6 @@ use crate::security::perms::PermChecker;
 use crate::security::tls;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,15 +63,12 @@ fn step_timeout(env: &Env) -> Result<Duration, StartError> {
 }
 
 /// The layer ranges of every node, master first ([`split::LAYERS_ENV`] or balanced by bytes).
-fn plan(spec: &HfModelConfig, dir: &Path, nodes: usize, env: &Env) -> Result<Vec<Range<usize>>, StartError> {
+fn plan(spec: &HfModelConfig, nodes: usize, env: &Env) -> Result<Vec<Range<usize>>, StartError> {
     if let Some(v) = env.get(split::LAYERS_ENV).filter(|v| !v.trim().is_empty()) {
         return split::from_counts(v, spec.layers, nodes).map_err(err);
     }
-    let dtype = crate::backend::cpu::weights::WeightStore::open(dir)
-        .ok()
-        .and_then(|s| s.embedding_dtype())
-        .unwrap_or(crate::backend::DType::F32);
-    let (layer, ends) = layer_weight_bytes(spec, dtype);
+    // Every tensor has the checkpoint's one dtype, so f32 sizes give the same proportions.
+    let (layer, ends) = layer_weight_bytes(spec, crate::backend::DType::F32);
     split::balanced(spec.layers, nodes, layer, ends).map_err(err)
 }
 
@@ -134,7 +130,7 @@ pub async fn prepare(
         Some(f) => Some(tls::server_config(f, checker).map_err(tls_err)?),
         None => None,
     };
-    let ranges = plan(&spec, &dir, nodes, env)?;
+    let ranges = plan(&spec, nodes, env)?;
     let slaves = placement
         .slaves()
         .into_iter()
