@@ -1,0 +1,3 @@
+//! Multi-node inference: one model across several machines (SPEC-PD §5).
+
+pub mod ranktable;
