@@ -4,6 +4,7 @@
 
 use crate::config::{Env, Loaded, Plane};
 use crate::daemon::{self, Options};
+use crate::multinode::ranktable::{self, Placement, RankTableError, RANK_TABLE_ENV};
 use crate::security::certinfo::{self, Severity};
 use crate::security::perms::{FileRole, PermChecker};
 use std::path::Path;
@@ -181,6 +182,55 @@ fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) 
     }
 }
 
+/// The multi-node ranktable: loaded and this node placed in it when `multiNodesInferEnabled`,
+/// else only a warning when `RANK_TABLE_FILE` is set but unreadable.
+fn check_ranktable(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded, env: &Env) {
+    let backend = &loaded.config.backend_config;
+    if !backend.multi_nodes_infer_enabled {
+        if let Some(w) = ranktable::warn_if_unused(env) {
+            report.push(Severity::Warning, RANK_TABLE_ENV, w);
+        }
+        return;
+    }
+    let what = env.get(RANK_TABLE_ENV).unwrap_or(RANK_TABLE_ENV).to_string();
+    match ranktable::from_env(env, checker) {
+        Ok(p) => report.push(
+            Severity::Ok,
+            what,
+            placement_summary(&p, backend.multi_nodes_infer_port),
+        ),
+        Err(RankTableError::Invalid { problems, .. }) => {
+            for p in problems {
+                report.push(Severity::Error, what.clone(), format!("ranktable: {p}"));
+            }
+        }
+        Err(e) => report.push(Severity::Error, what, e.to_string()),
+    }
+}
+
+/// "ranktable valid: 2 servers, world size 16; this node is server_list[1] (10.0.0.2, 8
+/// devices), slave 1 of 1; master server_list[0] at 10.0.0.1:1120".
+fn placement_summary(p: &Placement, port: u16) -> String {
+    let servers = p.table.servers.len();
+    let local_devices = p.local_device_ids().len();
+    let role = if p.is_master() {
+        "the master".to_string()
+    } else {
+        let slaves = p.slaves();
+        let n = slaves.iter().position(|&i| i == p.local).map_or(0, |k| k + 1);
+        format!("slave {n} of {}", slaves.len())
+    };
+    format!(
+        "ranktable valid: {servers} servers, world size {}; this node is server_list[{}] ({}, \
+         {local_devices} devices), {role}; master server_list[{}] at {}",
+        p.world_size(),
+        p.local,
+        p.local_addr(),
+        p.master,
+        std::net::SocketAddr::new(p.master_addr(), port)
+    )
+}
+
 /// Runs every check; never starts a listener.
 pub fn run(opts: &Options, env: &Env) -> Report {
     let mut report = Report::default();
@@ -227,6 +277,7 @@ pub fn run(opts: &Options, env: &Env) -> Report {
         }
     }
     check_model(&mut report, &mut checker, &loaded);
+    check_ranktable(&mut report, &mut checker, &loaded, env);
     for w in &checker.warnings {
         report.push(Severity::Warning, "permissions", w.clone());
     }

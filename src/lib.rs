@@ -34,6 +34,8 @@
 //!   the instance list the Controller pushes to the Coordinator.
 //! - [`controller`]: the `controller` subcommand (MindIE-Motor's Controller).
 //! - [`coordinator`]: the `coordinator` subcommand (MindIE-Motor's Coordinator).
+//! - [`multinode`]: multi-node inference (one model across machines): the per-instance
+//!   ranktable (`RANK_TABLE_FILE`) and this node's place in it.
 //! - [`lifecycle`]: readiness, stopping, in-flight accounting and the shutdown trigger.
 //!
 //! `unsafe` is denied crate-wide (`Cargo.toml` `[lints]`) except in the CPU kernel and mmap
