@@ -221,9 +221,14 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let master = multinode::serve_master(&mut master, CancellationToken::new());
     let (handle, tok, share) = match &master {
         Some((set, layers, ..)) => {
-            let (h, t, s) =
-                multinode::start_master_engine(&loaded, model_source, env, set.clone(), layers.clone())
-                    .await?;
+            let (h, t, s) = multinode::start_master_engine(
+                &loaded,
+                model_source,
+                env,
+                set.clone(),
+                layers.clone(),
+            )
+            .await?;
             (h, t, Some(s))
         }
         None => {
@@ -406,7 +411,10 @@ async fn start_slave(
         .layer(axum::middleware::from_fn(admission::tag_request_id));
     let stop_signals = StopSignals::install();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(plane = "management", "listening on {scheme}://{addr} (multi-node slave: no business plane)");
+    tracing::info!(
+        plane = "management",
+        "listening on {scheme}://{addr} (multi-node slave: no business plane)"
+    );
     let plane = server::Plane {
         name: "management".into(),
         listener,
@@ -427,7 +435,11 @@ async fn start_slave(
         }
         l.trigger(StopMode::Graceful);
     });
-    let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), Duration::from_secs(1)));
+    let signals = tokio::spawn(signal_stop(
+        stop_signals,
+        life.clone(),
+        Duration::from_secs(1),
+    ));
     Ok(Running {
         life,
         planes: handles,

@@ -51,7 +51,11 @@ fn err(e: impl std::fmt::Display) -> StartError {
 }
 
 fn step_timeout(env: &Env) -> Result<Duration, StartError> {
-    match env.get(STEP_TIMEOUT_ENV).map(str::trim).filter(|v| !v.is_empty()) {
+    match env
+        .get(STEP_TIMEOUT_ENV)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
         None => Ok(DEFAULT_STEP_TIMEOUT),
         Some(v) => match v.parse::<f64>() {
             Ok(s) if s.is_finite() && (0.1..=3600.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
@@ -108,7 +112,8 @@ pub async fn prepare(
         source,
     };
     let dir = crate::config::paths::resolve(&loaded.home, &model.model_weight_path);
-    let spec = HfModelConfig::load(&dir).map_err(|e| err(format!("model {}: {e}", dir.display())))?;
+    let spec =
+        HfModelConfig::load(&dir).map_err(|e| err(format!("model {}: {e}", dir.display())))?;
     let nodes = placement.table.servers.len();
     if !placement.is_master() {
         let client = match &tls_files {
@@ -162,10 +167,17 @@ pub async fn prepare(
 }
 
 /// Serves `MasterService` until `stop`, and checks the slaves' heartbeats every second.
-pub fn serve_master(prep: &mut Option<MasterPrep>, stop: CancellationToken) -> Option<(Arc<SlaveSet>, Range<usize>, SocketAddr, usize)> {
+pub fn serve_master(
+    prep: &mut Option<MasterPrep>,
+    stop: CancellationToken,
+) -> Option<(Arc<SlaveSet>, Range<usize>, SocketAddr, usize)> {
     let p = prep.take()?;
     let routes = service::routes(p.set.clone());
-    let scheme = if p.tls.is_some() { "grpcs" } else { "grpc (plain)" };
+    let scheme = if p.tls.is_some() {
+        "grpcs"
+    } else {
+        "grpc (plain)"
+    };
     tracing::info!(plane = "interNode", "listening on {scheme}://{}", p.addr);
     let token = stop.clone();
     tokio::spawn(async move {
@@ -196,7 +208,10 @@ pub async fn start_master_engine(
     layers: Range<usize>,
 ) -> Result<(EngineHandle, crate::tokenizer::Tokenizer, LocalShare), StartError> {
     let config = loaded.config.clone();
-    let model = config.model().ok_or_else(|| err("ModelConfig is empty"))?.clone();
+    let model = config
+        .model()
+        .ok_or_else(|| err("ModelConfig is empty"))?
+        .clone();
     let mut options = super::engine::cpu_options(&config, &model, env);
     options.share = Some(LayerShare {
         layers: layers.clone(),
@@ -204,7 +219,8 @@ pub async fn start_master_engine(
     });
     let dir = source.dir.clone();
     let local = tokio::task::spawn_blocking(move || {
-        let tok = crate::tokenizer::Tokenizer::load(&dir).map_err(|e| StartError::Model(e.to_string()))?;
+        let tok = crate::tokenizer::Tokenizer::load(&dir)
+            .map_err(|e| StartError::Model(e.to_string()))?;
         let backend = CpuBackend::load(&dir, options)
             .map_err(|e| StartError::Model(format!("model {}: {e}", dir.display())))?;
         Ok::<_, StartError>((tok, backend))

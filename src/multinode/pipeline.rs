@@ -8,9 +8,7 @@
 use super::slaves::SlaveSet;
 use super::wire;
 use crate::backend::cpu::{CpuBackend, Stage, StageInput, StageOutput};
-use crate::backend::{
-    Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput,
-};
+use crate::backend::{Backend, BackendError, BackendInfo, BlockId, KvChunk, StepBatch, StepOutput};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -62,7 +60,9 @@ impl Backend for PipelineBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError> {
-        self.set.all_ready().map_err(BackendError::NodeUnavailable)?;
+        self.set
+            .all_ready()
+            .map_err(BackendError::NodeUnavailable)?;
         let first = Stage {
             layers: self.layers.clone(),
             input: StageInput::Tokens,
@@ -98,9 +98,9 @@ impl Backend for PipelineBackend {
         };
         match self.local_stage(batch, last)? {
             StageOutput::Logits(out) => Ok(out),
-            StageOutput::Hidden(_) => Err(BackendError::Other(
-                "the last stage gave no logits".into(),
-            )),
+            StageOutput::Hidden(_) => {
+                Err(BackendError::Other("the last stage gave no logits".into()))
+            }
         }
     }
 

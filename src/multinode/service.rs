@@ -6,9 +6,7 @@
 //! stream's end, or a failure, is the slave going down.
 
 use super::proto::model_execute_data as med;
-use super::proto::model_execute_data::master_service_server::{
-    MasterService, MasterServiceServer,
-};
+use super::proto::model_execute_data::master_service_server::{MasterService, MasterServiceServer};
 use super::slaves::SlaveSet;
 use crate::cluster::transport::PeerInfo;
 use futures_util::Stream;

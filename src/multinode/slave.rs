@@ -39,7 +39,9 @@ pub fn join_window(env: &Env) -> Result<Duration, String> {
         None => Ok(Duration::from_secs(120)),
         Some(v) => match v.parse::<u64>() {
             Ok(s) if (1..=86_400).contains(&s) => Ok(Duration::from_secs(s)),
-            _ => Err(format!("{JOIN_ENV} = {v:?}: must be whole seconds in [1, 86400]")),
+            _ => Err(format!(
+                "{JOIN_ENV} = {v:?}: must be whole seconds in [1, 86400]"
+            )),
         },
     }
 }
@@ -127,7 +129,7 @@ pub async fn run(
             }
             Ended::NotJoined(why) => {
                 attempts += 1;
-                if attempts == 1 || attempts % 10 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(10) {
                     tracing::warn!(master = %s.master, attempts, "multi-node: cannot join the master yet: {why}");
                 }
                 edit(&status, |st| st.last_error = Some(why.clone()));
@@ -261,7 +263,11 @@ async fn session(
 pub fn rss_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     pages * 4096
 }
@@ -365,7 +371,12 @@ async fn init(
         st.kv_blocks = info.num_blocks as u64;
         st.device = info.device.clone();
     });
-    tracing::info!(?layers, kv_blocks = info.num_blocks, weight_mib = info.weight_bytes >> 20, "multi-node: this node's layers are loaded");
+    tracing::info!(
+        ?layers,
+        kv_blocks = info.num_blocks,
+        weight_mib = info.weight_bytes >> 20,
+        "multi-node: this node's layers are loaded"
+    );
     med::ExecuteResponse {
         msg_type: med::ExecuteType::RemoteModelInit as i32,
         status: 0,

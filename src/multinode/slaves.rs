@@ -390,7 +390,10 @@ impl SlaveSet {
             link.steps.insert(step, tx);
             if link.tx.send(Ok(envelope(slot.spec.stage, req))).is_err() {
                 link.steps.remove(&step);
-                return Err(format!("multi-node slave {}: its stream is closed", slot.spec.addr));
+                return Err(format!(
+                    "multi-node slave {}: its stream is closed",
+                    slot.spec.addr
+                ));
             }
             link.id
         };

@@ -14,7 +14,9 @@ pub const LAYERS_ENV: &str = "MINDIE_PIPELINE_LAYERS";
 /// Why no assignment could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
-    #[error("the model has {layers} decoder layers; {slaves} slave node(s) need at least one each")]
+    #[error(
+        "the model has {layers} decoder layers; {slaves} slave node(s) need at least one each"
+    )]
     TooFewLayers { layers: usize, slaves: usize },
     #[error("{LAYERS_ENV} = {value:?}: {rule}")]
     Override { value: String, rule: String },
@@ -34,12 +36,10 @@ pub fn balanced(
     }
     let total = layers as u64 * layer_bytes + ends_bytes;
     let share = total / nodes as u64;
-    let master = if layer_bytes == 0 {
-        layers / nodes
-    } else {
-        // Round to the nearest layer count that brings the master closest to a fair share.
-        ((share.saturating_sub(ends_bytes) + layer_bytes / 2) / layer_bytes) as usize
-    };
+    // Round to the nearest layer count that brings the master closest to a fair share.
+    let master = (share.saturating_sub(ends_bytes) + layer_bytes / 2)
+        .checked_div(layer_bytes)
+        .map_or(layers / nodes, |n| n as usize);
     let master = master.min(layers - slaves);
     Ok(ranges(&spread(master, layers - master, slaves)))
 }
@@ -67,7 +67,11 @@ fn ranges(counts: &[usize]) -> Vec<Range<usize>> {
 }
 
 /// Layer ranges from an operator's [`LAYERS_ENV`] value.
-pub fn from_counts(value: &str, layers: usize, nodes: usize) -> Result<Vec<Range<usize>>, SplitError> {
+pub fn from_counts(
+    value: &str,
+    layers: usize,
+    nodes: usize,
+) -> Result<Vec<Range<usize>>, SplitError> {
     let bad = |rule: String| SplitError::Override {
         value: value.to_string(),
         rule,

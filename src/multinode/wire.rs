@@ -48,7 +48,11 @@ pub fn bytes_f32(b: &[u8], want: usize) -> Result<Vec<f32>, WireError> {
 }
 
 fn forward_type(batch: &StepBatch) -> med::ForwardType {
-    let prompt = batch.seqs.iter().filter(|s| s.token_range.len() > 1).count();
+    let prompt = batch
+        .seqs
+        .iter()
+        .filter(|s| s.token_range.len() > 1)
+        .count();
     match prompt {
         0 => med::ForwardType::Decode,
         n if n == batch.seqs.len() => med::ForwardType::Prefill,
@@ -250,7 +254,9 @@ mod tests {
         }
         assert!(read_infer(&too_many, 2).is_err());
         let mut bad_pos = good.clone();
-        if let Some(med::execute_request::Request::ExecuteModelRequest(m)) = bad_pos.request.as_mut() {
+        if let Some(med::execute_request::Request::ExecuteModelRequest(m)) =
+            bad_pos.request.as_mut()
+        {
             m.seq_group_metadata_list[1].split_start_pos = vec![-1];
         }
         assert!(read_infer(&bad_pos, 2).is_err());
