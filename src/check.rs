@@ -192,7 +192,10 @@ fn check_ranktable(report: &mut Report, checker: &mut PermChecker, loaded: &Load
         }
         return;
     }
-    let what = env.get(RANK_TABLE_ENV).unwrap_or(RANK_TABLE_ENV).to_string();
+    let what = env
+        .get(RANK_TABLE_ENV)
+        .unwrap_or(RANK_TABLE_ENV)
+        .to_string();
     match ranktable::from_env(env, checker) {
         Ok(p) => report.push(
             Severity::Ok,
@@ -217,7 +220,10 @@ fn placement_summary(p: &Placement, port: u16) -> String {
         "the master".to_string()
     } else {
         let slaves = p.slaves();
-        let n = slaves.iter().position(|&i| i == p.local).map_or(0, |k| k + 1);
+        let n = slaves
+            .iter()
+            .position(|&i| i == p.local)
+            .map_or(0, |k| k + 1);
         format!("slave {n} of {}", slaves.len())
     };
     format!(

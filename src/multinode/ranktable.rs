@@ -122,7 +122,10 @@ pub enum RankTableError {
         .problems.len(),
         .problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n  ")
     )]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
     #[error(
         "this node is not in ranktable {file}: {ip_env} = {ip} matches none of its servers \
          ({}); fix: set {CONTAINER_IP_ENV} to this node's container_ip or {HOST_IP_ENV} to its \
@@ -300,7 +303,10 @@ pub fn locate(table: RankTable, env: &Env) -> Result<Placement, RankTableError> 
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect();
             let (ip_env, ip) = if tried.is_empty() {
-                (format!("{CONTAINER_IP_ENV} / {HOST_IP_ENV}"), "(unset)".into())
+                (
+                    format!("{CONTAINER_IP_ENV} / {HOST_IP_ENV}"),
+                    "(unset)".into(),
+                )
             } else {
                 let names: Vec<&str> = tried.iter().map(|(k, _)| *k).collect();
                 let values: Vec<&str> = tried.iter().map(|(_, v)| *v).collect();
@@ -503,11 +509,7 @@ impl Checker {
         let list = match obj.get("server_list") {
             Some(Value::Array(a)) if !a.is_empty() => a.as_slice(),
             other => {
-                self.problem(
-                    "server_list",
-                    render(other),
-                    "a non-empty array of servers",
-                );
+                self.problem("server_list", render(other), "a non-empty array of servers");
                 &[]
             }
         };
@@ -552,7 +554,11 @@ impl Checker {
         let container_ip = match obj.get("container_ip") {
             None | Some(Value::Null) => Some(None),
             v => self
-                .ip(v, ip_path.clone(), "an IP address (or leave container_ip out)")
+                .ip(
+                    v,
+                    ip_path.clone(),
+                    "an IP address (or leave container_ip out)",
+                )
                 .map(Some),
         };
         match (&server_id, container_ip) {
@@ -704,9 +710,7 @@ impl Checker {
                 found.push(Problem {
                     path: "server_list[*].device[*].rank_id".into(),
                     value: format!("(no device has {})", ranges(&missing)),
-                    rule: format!(
-                        "the ranks are exactly 0..={last}, one per device ({n} devices)"
-                    ),
+                    rule: format!("the ranks are exactly 0..={last}, one per device ({n} devices)"),
                 });
             }
         }

@@ -130,7 +130,10 @@ fn empty_or_missing_server_list() {
     let mut v = two();
     v["server_list"][1]["device"] = json!([]);
     let p = problems(&v);
-    assert!(p.iter().any(|p| p.path == "server_list[1].device"), "{p:#?}");
+    assert!(
+        p.iter().any(|p| p.path == "server_list[1].device"),
+        "{p:#?}"
+    );
     let mut v = two();
     v["server_list"][0] = json!("10.0.0.1");
     let p = problems(&v);
@@ -310,10 +313,7 @@ fn several_problems_at_once() {
 
 #[test]
 fn locate_by_container_ip() {
-    let e = env(&[
-        (CONTAINER_IP_ENV, "172.17.0.4"),
-        (HOST_IP_ENV, "10.9.9.9"),
-    ]);
+    let e = env(&[(CONTAINER_IP_ENV, "172.17.0.4"), (HOST_IP_ENV, "10.9.9.9")]);
     let p = locate(ok(&three()), &e).expect("located");
     assert_eq!(p.local, 2);
     assert!(!p.is_master());
@@ -484,8 +484,8 @@ fn warn_if_unused_only_for_unreadable_files() {
     assert_eq!(warn_if_unused(&readable), None);
 
     let gone = dir.path().join("gone.json");
-    let w = warn_if_unused(&env(&[(RANK_TABLE_ENV, gone.to_str().expect("utf8"))]))
-        .expect("warned");
+    let w =
+        warn_if_unused(&env(&[(RANK_TABLE_ENV, gone.to_str().expect("utf8"))])).expect("warned");
     assert!(w.contains("gone.json"), "{w}");
     assert!(w.contains("model library"), "{w}");
     let folder = env(&[(RANK_TABLE_ENV, dir.path().to_str().expect("utf8"))]);
