@@ -399,7 +399,7 @@ fn ranges(nums: &[u32]) -> String {
     while i < nums.len() {
         let start = nums[i];
         let mut end = start;
-        while i + 1 < nums.len() && nums[i + 1] == end + 1 {
+        while i + 1 < nums.len() && end.checked_add(1) == Some(nums[i + 1]) {
             i += 1;
             end = nums[i];
         }
