@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -204,7 +204,14 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `cmd` (the binary with its arguments and environment) and waits until its
     /// stdout shows `ready`; panics with its output when it exits first or takes over 60 s.
-    pub fn spawn(mut cmd: Command, ready: &str) -> Daemon {
+    pub fn spawn(cmd: Command, ready: &str) -> Daemon {
+        let mut d = Daemon::spawn_unready(cmd);
+        d.wait_for(ready, Duration::from_secs(60));
+        d
+    }
+
+    /// Spawns `cmd` without waiting for anything.
+    pub fn spawn_unready(mut cmd: Command) -> Daemon {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -224,27 +231,38 @@ impl Daemon {
             }
         });
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
-            e.lock().unwrap().push_str(&s);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = e.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
         });
-        let mut d = Daemon { child, out, err };
+        Daemon { child, out, err }
+    }
+
+    /// Waits until stdout shows `ready`; panics with the output when the process exits first
+    /// or `limit` passes (the process is killed then).
+    pub fn wait_for(&mut self, ready: &str, limit: Duration) {
         let t0 = Instant::now();
         loop {
-            if d.stdout().contains(ready) {
-                return d;
+            if self.stdout().contains(ready) {
+                return;
             }
-            if let Ok(Some(st)) = d.child.try_wait() {
+            if let Ok(Some(st)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "daemon exited {st} before start\nstdout:\n{}\nstderr:\n{}",
-                    d.stdout(),
-                    d.stderr()
+                    "daemon exited {st} before {ready:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
                 );
             }
-            if t0.elapsed() > Duration::from_secs(60) {
-                let _ = d.child.kill();
-                panic!("daemon did not start in 60 s\nstdout:\n{}", d.stdout());
+            if t0.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "daemon did not print {ready:?} in {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

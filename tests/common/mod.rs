@@ -7,6 +7,8 @@ pub mod cluster;
 pub mod coord;
 pub mod daemon;
 pub mod pd;
+pub mod multinode;
+pub mod parity;
 pub mod pki;
 pub mod sse;
 pub mod venv;
