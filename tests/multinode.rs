@@ -45,7 +45,11 @@ async fn parity(model: &str, addr: SocketAddr) {
     });
     let all = futures_util::future::join_all(streams).await;
     for (case, events) in cases.iter().zip(all) {
-        check_reply(model, case, &fold_stream(case["kind"].as_str().unwrap(), &events));
+        check_reply(
+            model,
+            case,
+            &fold_stream(case["kind"].as_str().unwrap(), &events),
+        );
     }
 }
 
@@ -61,9 +65,32 @@ async fn wait_code(addr: SocketAddr, path: &str, code: u16, limit: Duration) -> 
         if got == Ok(code) {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < limit, "{addr}{path}: {got:?}, not {code} after {limit:?}");
+        assert!(
+            t0.elapsed() < limit,
+            "{addr}{path}: {got:?}, not {code} after {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Bytes of all tensors, and of the decoder layers' tensors, in a safetensors file (from its
+/// header).
+fn tensor_bytes(path: &std::path::Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let (mut total, mut layers) = (0, 0);
+    for (name, t) in header.as_object().unwrap() {
+        let Some(off) = t["data_offsets"].as_array() else {
+            continue;
+        };
+        let len = off[1].as_u64().unwrap() - off[0].as_u64().unwrap();
+        total += len;
+        if name.starts_with("model.layers.") {
+            layers += len;
+        }
+    }
+    (total, layers)
 }
 
 fn hello(model: &str) -> Value {
@@ -91,24 +118,34 @@ async fn two_nodes_match_hf_and_each_holds_its_share() {
         mn_view["master"]["weight_bytes"].as_u64().unwrap(),
         s["multiNode"]["weight_bytes"].as_u64().unwrap(),
     );
-    // tiny-llama f32: one layer is 4·64·64 + 3·64·128 + 2·64 floats; the ends two 2008×64
-    // matrices and a norm. The slave holds exactly one layer.
-    let layer = (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) * 4;
-    assert_eq!(sw, layer as u64, "{s}");
-    assert_eq!(mw, (layer + (2 * 2008 * 64 + 64) * 4) as u64, "{m}");
+    // The two shares add up to the checkpoint, and the slave's one layer is half the layers.
+    let (total, layers) = tensor_bytes(&mn.home.path().join("tiny-llama/model.safetensors"));
+    assert_eq!(mw + sw, total, "{m}\n{s}");
+    assert_eq!(sw * 2, layers, "{s}");
     assert_eq!(get(mn.mgmt(SLAVE), "/health").await.status, 200);
 
     // The slave serves no business plane: a user request to it is refused.
     let slave_business: SocketAddr = format!("{SLAVE}:{}", mn.home.port).parse().unwrap();
-    let refused = send(slave_business, None, "POST", "/v1/completions", Some(&hello("tiny-llama").to_string())).await;
+    let refused = send(
+        slave_business,
+        None,
+        "POST",
+        "/v1/completions",
+        Some(&hello("tiny-llama").to_string()),
+    )
+    .await;
     assert!(refused.is_err(), "the slave answered a user: {refused:?}");
 
     // SIGTERM on the master: it drains, tells the slave to stop, and both exit 0.
     let [mut master, mut slave]: [Daemon; 2] = nodes.try_into().ok().unwrap();
     master.signal(Signal::SIGTERM);
-    let ms = master.wait_exit(Duration::from_secs(20)).expect("master exits");
+    let ms = master
+        .wait_exit(Duration::from_secs(20))
+        .expect("master exits");
     assert!(ms.success(), "master: {ms}\n{}", master.output());
-    let ss = slave.wait_exit(Duration::from_secs(20)).expect("slave stops with its master");
+    let ss = slave
+        .wait_exit(Duration::from_secs(20))
+        .expect("slave stops with its master");
     assert!(ss.success(), "slave: {ss}\n{}", slave.output());
     assert!(slave.stdout().contains("finalised"), "{}", slave.stdout());
 }
@@ -123,7 +160,11 @@ async fn three_nodes_with_the_default_split_match_hf() {
     mn.home.set("/BackendConfig/interNodeTLSEnabled", false);
     mn.home.write();
     let nodes = mn.start_all(&[]);
-    assert!(nodes[0].stdout().contains("PLAIN gRPC"), "{}", nodes[0].stdout());
+    assert!(
+        nodes[0].stdout().contains("PLAIN gRPC"),
+        "{}",
+        nodes[0].stdout()
+    );
     parity("tiny-qwen2", mn.business()).await;
     let m = status(mn.mgmt(MASTER)).await;
     assert_eq!(m["multiNode"]["master"]["layers"], json!([0, 0]), "{m}");
@@ -165,8 +206,17 @@ async fn a_lost_slave_fails_requests_fast_and_rejoins() {
     let r = post(mn.business(), path, &body).await;
     let took = t0.elapsed();
     assert_ne!(r.status, 200, "{}", r.text());
-    assert!(took < Duration::from_secs(8), "in-flight request took {took:?}");
-    wait_code(mn.mgmt(MASTER), "/v2/health/ready", 503, Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_secs(8),
+        "in-flight request took {took:?}"
+    );
+    wait_code(
+        mn.mgmt(MASTER),
+        "/v2/health/ready",
+        503,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(get(mn.mgmt(MASTER), "/health").await.status, 500);
     let t0 = Instant::now();
     let r = post(mn.business(), path, &body).await;
@@ -174,7 +224,13 @@ async fn a_lost_slave_fails_requests_fast_and_rejoins() {
     assert!(t0.elapsed() < Duration::from_secs(1));
     // Resumed: it notices its stream is gone, registers again, and the master is ready.
     nodes[1].signal(Signal::SIGCONT);
-    wait_code(mn.mgmt(MASTER), "/v2/health/ready", 200, Duration::from_secs(30)).await;
+    wait_code(
+        mn.mgmt(MASTER),
+        "/v2/health/ready",
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
     let r = post(mn.business(), path, &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     check_reply("tiny-llama", case, &r.json());
@@ -182,17 +238,41 @@ async fn a_lost_slave_fails_requests_fast_and_rejoins() {
     // Killed: unready within seconds; a new slave process joins and the answers still match.
     nodes[1].signal(Signal::SIGKILL);
     let _ = nodes[1].wait_exit(Duration::from_secs(5));
-    let unready = wait_code(mn.mgmt(MASTER), "/v2/health/ready", 503, Duration::from_secs(10)).await;
-    assert!(unready < Duration::from_secs(5), "unready after {unready:?}");
+    let unready = wait_code(
+        mn.mgmt(MASTER),
+        "/v2/health/ready",
+        503,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        unready < Duration::from_secs(5),
+        "unready after {unready:?}"
+    );
     let r = post(mn.business(), path, &body).await;
     assert_eq!(r.status, 503, "{}", r.text());
     let mut again = mn.spawn(SLAVE, &env);
     again.wait_for("Daemon start success!", Duration::from_secs(60));
-    wait_code(mn.mgmt(MASTER), "/v2/health/ready", 200, Duration::from_secs(30)).await;
+    wait_code(
+        mn.mgmt(MASTER),
+        "/v2/health/ready",
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
     parity("tiny-llama", mn.business()).await;
     let m = status(mn.mgmt(MASTER)).await;
-    assert!(m["multiNode"]["slaves"][0]["registrations"].as_u64().unwrap() >= 3, "{m}");
-    assert_eq!(m["resource"]["freeNpuBlockNums"], m["resource"]["totalNpuBlockNums"], "{m}");
+    assert!(
+        m["multiNode"]["slaves"][0]["registrations"]
+            .as_u64()
+            .unwrap()
+            >= 3,
+        "{m}"
+    );
+    assert_eq!(
+        m["resource"]["freeNpuBlockNums"], m["resource"]["totalNpuBlockNums"],
+        "{m}"
+    );
 }
 
 /// Slaves with a revoked or a foreign certificate cannot join (the master's TLS refuses
@@ -206,7 +286,11 @@ async fn revoked_and_foreign_slaves_are_refused() {
     let mut master = mn.spawn(MASTER, &[("MINDIE_PIPELINE_LAYERS", "1,1")]);
     for (what, cert, key) in [
         ("revoked", &pki.revoked_client_cert, &pki.revoked_client_key),
-        ("foreign", &pki.other_ca_client_cert, &pki.other_ca_client_key),
+        (
+            "foreign",
+            &pki.other_ca_client_cert,
+            &pki.other_ca_client_key,
+        ),
     ] {
         mn.home.config = good.clone();
         mn.home
@@ -222,10 +306,16 @@ async fn revoked_and_foreign_slaves_are_refused() {
                 ("MINDIE_MULTINODE_JOIN_SECONDS", "3"),
             ],
         );
-        let st = bad.wait_exit(Duration::from_secs(30)).expect("the bad slave gives up");
+        let st = bad
+            .wait_exit(Duration::from_secs(30))
+            .expect("the bad slave gives up");
         assert!(!st.success(), "{what}: {}", bad.output());
         assert!(!bad.stdout().contains("Daemon start success!"), "{what}");
-        assert!(bad.output().contains("unreachable"), "{what}: {}", bad.output());
+        assert!(
+            bad.output().contains("unreachable"),
+            "{what}: {}",
+            bad.output()
+        );
         assert!(!master.stdout().contains("Daemon start success!"), "{what}");
     }
     let mut slave = mn.spawn(SLAVE, &[("MINDIE_PIPELINE_LAYERS", "1,1")]);
@@ -259,21 +349,39 @@ fn broken_ranktables_are_refused_with_their_paths() {
     ] {
         write_0640(&mn.ranktable, &serde_json::to_vec(&doc).unwrap());
         let mut d = mn.spawn(MASTER, &[]);
-        let st = d.wait_exit(Duration::from_secs(30)).expect("refused at start");
+        let st = d
+            .wait_exit(Duration::from_secs(30))
+            .expect("refused at start");
         assert!(!st.success());
         assert!(d.output().contains(path), "{path}: {}", d.output());
     }
-    write_0640(&mn.ranktable, &serde_json::to_vec(&ranktable(&[MASTER, SLAVE])).unwrap());
+    write_0640(
+        &mn.ranktable,
+        &serde_json::to_vec(&ranktable(&[MASTER, SLAVE])).unwrap(),
+    );
     std::fs::set_permissions(
         &mn.ranktable,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
     let mut d = mn.spawn(MASTER, &[]);
-    assert!(!d.wait_exit(Duration::from_secs(30)).expect("refused").success());
+    assert!(!d
+        .wait_exit(Duration::from_secs(30))
+        .expect("refused")
+        .success());
     assert!(d.output().contains("0644"), "{}", d.output());
-    write_0640(&mn.ranktable, &serde_json::to_vec(&ranktable(&[MASTER, SLAVE])).unwrap());
+    write_0640(
+        &mn.ranktable,
+        &serde_json::to_vec(&ranktable(&[MASTER, SLAVE])).unwrap(),
+    );
     let mut d = mn.spawn("127.0.0.9", &[]);
-    assert!(!d.wait_exit(Duration::from_secs(30)).expect("refused").success());
-    assert!(d.output().contains(SLAVE), "the servers are listed: {}", d.output());
+    assert!(!d
+        .wait_exit(Duration::from_secs(30))
+        .expect("refused")
+        .success());
+    assert!(
+        d.output().contains(SLAVE),
+        "the servers are listed: {}",
+        d.output()
+    );
 }

@@ -179,6 +179,17 @@ pub async fn dial(
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
 ) -> Result<Channel, LinkError> {
+    dial_from(addr, None, tls, connect_timeout).await
+}
+
+/// [`dial`] from the local address `local` (the connection's source IP; any port), so a peer
+/// that checks where a caller connects from sees the address the caller names itself by.
+pub async fn dial_from(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+) -> Result<Channel, LinkError> {
     let connector = tls.map(|cfg| {
         let mut cfg = (*cfg).clone();
         cfg.alpn_protocols = vec![H2.to_vec()];
@@ -199,7 +210,7 @@ pub async fn dial(
     let service = tower::service_fn(move |_: Uri| {
         let connector = connector.clone();
         async move {
-            connect_io(addr, connector, connect_timeout)
+            connect_io(addr, local, connector, connect_timeout)
                 .await
                 .map(TokioIo::new)
         }
@@ -210,12 +221,26 @@ pub async fn dial(
         .map_err(|e| dial_error(addr, connect_timeout, &e))
 }
 
+async fn tcp_connect(addr: SocketAddr, local: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
+}
+
 async fn connect_io(
     addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
     connector: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
 ) -> Result<ClientIo, DialFailure> {
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(timeout, tcp_connect(addr, local)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(DialFailure::Connect(e.to_string())),
         Err(_) => return Err(DialFailure::Timeout),

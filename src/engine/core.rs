@@ -109,12 +109,13 @@ impl Engine {
 
     fn run(mut self, rx: Receiver<Command>) {
         loop {
+            // KV lost elsewhere ends what holds KV before anything new comes in.
+            self.check_kv_epoch();
             // Take whatever arrived; sleep only when there is nothing to run.
             while let Ok(cmd) = rx.try_recv() {
                 self.apply(cmd);
             }
             self.reap_cancelled();
-            self.check_kv_epoch();
             let now = Instant::now();
             self.expire_leases(now);
             let plan = self.scheduler.schedule(now);
@@ -134,7 +135,10 @@ impl Engine {
                         .unwrap_or(IDLE_POLL)
                         .min(IDLE_POLL);
                     match rx.recv_timeout(wait) {
-                        Ok(cmd) => self.apply(cmd),
+                        Ok(cmd) => {
+                            self.check_kv_epoch();
+                            self.apply(cmd)
+                        }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return self.stop_all(),
                     }
@@ -524,6 +528,7 @@ impl Engine {
             prefix_hit_tokens: st.prefix.hit_tokens,
             steps_total,
             progress_at,
+            node_down: false,
         };
     }
 

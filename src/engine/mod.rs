@@ -27,6 +27,9 @@ pub struct EngineStatus {
     pub prefix_query_tokens: u64,
     /// Prompt tokens found there (`npu_radix_match_hit_num`).
     pub prefix_hit_tokens: u64,
+    /// Not ready because another node of this instance (a multi-node slave) is down: health
+    /// says abnormal, readiness 503, liveness stays 200 (restarting this process would not help).
+    pub node_down: bool,
     /// Steps run since start (health: the engine makes progress).
     pub steps_total: u64,
     /// When the engine last made progress: a step finished, or it had nothing to do. `None`

@@ -35,6 +35,10 @@ pub fn stall_after_from_env(env: &Env) -> Result<Option<Duration>, String> {
     }
 }
 
+/// [`Fault::code`] of an instance whose other node (a multi-node slave) is down: not ready
+/// (503) but alive (a restart of this process would not bring the node back).
+pub const NODE_DOWN: &str = "NODE_DOWN";
+
 /// See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
@@ -88,6 +92,15 @@ impl Condition {
     ) -> Self {
         if stopping {
             return Condition::Stopping;
+        }
+        if !st.ready && st.node_down {
+            return Condition::Abnormal(Fault {
+                message: st
+                    .reason
+                    .unwrap_or_else(|| "a node of this instance is down".into()),
+                code: NODE_DOWN,
+                since_ms: unix_ms(SystemTime::now()),
+            });
         }
         if !st.ready {
             let reason = st.reason.unwrap_or_else(|| "engine not ready".into());

@@ -8,10 +8,11 @@
 //! | initialising | 503 | 200 | 503 |
 //! | stopping | 503 | 503 | 503 |
 //! | abnormal (stuck, gone) | 500 | 500 | 500 |
+//! | abnormal: a multi-node slave is down ([`NODE_DOWN`]) | 500 | 200 | 503 |
 //!
 //! Every non-200 reply is `{"message": ...}` saying why.
 
-use super::condition::Condition;
+use super::condition::{Condition, NODE_DOWN};
 use super::MgmtState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -44,6 +45,7 @@ pub async fn live(State(s): State<MgmtState>) -> Response {
             message(StatusCode::OK, "Service is alive".into())
         }
         Condition::Busy => message(StatusCode::OK, c.describe()),
+        Condition::Abnormal(f) if f.code == NODE_DOWN => message(StatusCode::OK, c.describe()),
         Condition::Abnormal(_) => message(StatusCode::INTERNAL_SERVER_ERROR, c.describe()),
         Condition::Stopping => message(StatusCode::SERVICE_UNAVAILABLE, c.describe()),
     }
@@ -54,6 +56,9 @@ pub async fn ready(State(s): State<MgmtState>) -> Response {
     let c = Condition::of(&s);
     match &c {
         Condition::Idle | Condition::Serving => message(StatusCode::OK, c.describe()),
+        Condition::Abnormal(f) if f.code == NODE_DOWN => {
+            message(StatusCode::SERVICE_UNAVAILABLE, c.describe())
+        }
         Condition::Abnormal(_) => message(StatusCode::INTERNAL_SERVER_ERROR, c.describe()),
         Condition::Busy | Condition::Init(_) | Condition::Stopping => {
             message(StatusCode::SERVICE_UNAVAILABLE, c.describe())

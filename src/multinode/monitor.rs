@@ -27,6 +27,7 @@ impl EngineMonitor for MasterMonitor {
         if let (true, Err(why)) = (st.ready, self.set.all_ready()) {
             st.ready = false;
             st.reason = Some(why);
+            st.node_down = true;
         }
         st
     }

@@ -167,10 +167,11 @@ async fn session(
     stop: &CancellationToken,
     on_join: &mut Option<impl FnOnce() + Send>,
 ) -> Ended {
-    let channel = match transport::dial(s.master, s.tls.clone(), DIAL_TIMEOUT).await {
-        Ok(c) => c,
-        Err(e) => return Ended::NotJoined(e.to_string()),
-    };
+    let channel =
+        match transport::dial_from(s.master, Some(s.local_ip), s.tls.clone(), DIAL_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => return Ended::NotJoined(e.to_string()),
+        };
     let mut client = MasterServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -50,26 +50,29 @@ impl MultiNode {
         let node_port = free_port();
         let (ca_dir, ca_name) = dir_and_name(&pki.ca);
         let (crl_dir, crl_name) = dir_and_name(&pki.crl);
-        home.set("/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName", model)
-            .set("/BackendConfig/multiNodesInferEnabled", true)
-            .set("/BackendConfig/multiNodesInferPort", node_port)
-            .set("/BackendConfig/interNodeTLSEnabled", true)
-            .set("/BackendConfig/interNodeTlsCaPath", ca_dir.as_str())
-            .set("/BackendConfig/interNodeTlsCaFiles", json!([ca_name]))
-            .set(
-                "/BackendConfig/interNodeTlsCert",
-                pki.server_cert.to_str().expect("utf8"),
-            )
-            .set(
-                "/BackendConfig/interNodeTlsPk",
-                pki.server_key.to_str().expect("utf8"),
-            )
-            .set(
-                "/BackendConfig/interNodeTlsPkPwd",
-                pki.server_key_pwd_file.to_str().expect("utf8"),
-            )
-            .set("/BackendConfig/interNodeTlsCrlPath", crl_dir.as_str())
-            .set("/BackendConfig/interNodeTlsCrlFiles", json!([crl_name]));
+        home.set(
+            "/BackendConfig/ModelDeployConfig/ModelConfig/0/modelName",
+            model,
+        )
+        .set("/BackendConfig/multiNodesInferEnabled", true)
+        .set("/BackendConfig/multiNodesInferPort", node_port)
+        .set("/BackendConfig/interNodeTLSEnabled", true)
+        .set("/BackendConfig/interNodeTlsCaPath", ca_dir.as_str())
+        .set("/BackendConfig/interNodeTlsCaFiles", json!([ca_name]))
+        .set(
+            "/BackendConfig/interNodeTlsCert",
+            pki.server_cert.to_str().expect("utf8"),
+        )
+        .set(
+            "/BackendConfig/interNodeTlsPk",
+            pki.server_key.to_str().expect("utf8"),
+        )
+        .set(
+            "/BackendConfig/interNodeTlsPkPwd",
+            pki.server_key_pwd_file.to_str().expect("utf8"),
+        )
+        .set("/BackendConfig/interNodeTlsCrlPath", crl_dir.as_str())
+        .set("/BackendConfig/interNodeTlsCrlFiles", json!([crl_name]));
         home.write();
         let ranktable = home.path().join("ranktable.json");
         write_0640(&ranktable, &ranktable_bytes(ips));
@@ -84,7 +87,10 @@ impl MultiNode {
     /// The environment of the node at `ip`.
     pub fn env(&self, ip: &str) -> Vec<(String, String)> {
         vec![
-            ("RANK_TABLE_FILE".into(), self.ranktable.display().to_string()),
+            (
+                "RANK_TABLE_FILE".into(),
+                self.ranktable.display().to_string(),
+            ),
             ("MIES_CONTAINER_IP".into(), ip.into()),
             ("MIES_CONTAINER_MANAGEMENT_IP".into(), ip.into()),
         ]

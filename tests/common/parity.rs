@@ -177,4 +177,3 @@ pub fn fold_stream(kind: &str, events: &[Value]) -> Value {
     }
     json!({ "choices": [choice], "usage": usage })
 }
-
