@@ -123,6 +123,14 @@ async fn two_nodes_match_hf_and_each_holds_its_share() {
     assert_eq!(mw + sw, total, "{m}\n{s}");
     assert_eq!(sw * 2, layers, "{s}");
     assert_eq!(get(mn.mgmt(SLAVE), "/health").await.status, 200);
+    // Activations moved for every step: tokens × hidden (64) f32 each way.
+    let t = &mn_view["traffic"];
+    let (stages, sent) = (
+        t["stages"].as_u64().unwrap(),
+        t["bytes_sent"].as_u64().unwrap(),
+    );
+    assert!(stages > 0 && sent >= stages * 64 * 4, "{m}");
+    assert_eq!(t["bytes_received"], t["bytes_sent"], "{m}");
 
     // The slave serves no business plane: a user request to it is refused.
     let slave_business: SocketAddr = format!("{SLAVE}:{}", mn.home.port).parse().unwrap();

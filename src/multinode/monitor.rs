@@ -82,6 +82,7 @@ impl NodeView for MasterView {
                 "rss_bytes": super::slave::rss_bytes(),
             },
             "slaves": self.set.views(),
+            "traffic": self.set.traffic(),
         })
     }
 }

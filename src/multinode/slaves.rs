@@ -115,6 +115,25 @@ pub struct SlaveSet {
     epoch: AtomicU64,
     next_id: AtomicU64,
     changed: Notify,
+    traffic: Traffic,
+}
+
+/// What the stages moved: steps sent to slaves and activation bytes each way (the encoded
+/// hidden states, without gRPC and TLS framing).
+#[derive(Debug, Default)]
+struct Traffic {
+    stages: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// [`SlaveSet::traffic`]'s numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrafficView {
+    /// Stage runs (one per slave per engine step).
+    pub stages: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 fn envelope(target: usize, req: med::ExecuteRequest) -> med::MasterToSlaveMsg {
@@ -149,6 +168,7 @@ impl SlaveSet {
             epoch: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             changed: Notify::new(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -388,6 +408,12 @@ impl SlaveSet {
                 return Err(format!("multi-node slave {} has no link", slot.spec.addr));
             };
             link.steps.insert(step, tx);
+            if let Some(st) = &req.mindie_rs_stage_step {
+                self.traffic.stages.fetch_add(1, Ordering::Relaxed);
+                self.traffic
+                    .sent
+                    .fetch_add(st.hidden.len() as u64, Ordering::Relaxed);
+            }
             if link.tx.send(Ok(envelope(slot.spec.stage, req))).is_err() {
                 link.steps.remove(&step);
                 return Err(format!(
@@ -398,7 +424,12 @@ impl SlaveSet {
             link.id
         };
         match rx.recv_timeout(self.step_timeout) {
-            Ok(Ok(bytes)) => super::wire::bytes_f32(&bytes, want).map_err(|e| e.to_string()),
+            Ok(Ok(bytes)) => {
+                self.traffic
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                super::wire::bytes_f32(&bytes, want).map_err(|e| e.to_string())
+            }
             Ok(Err(why)) => Err(why),
             Err(RecvTimeoutError::Timeout) => {
                 let why = format!(
@@ -426,6 +457,16 @@ impl SlaveSet {
                 };
                 let _ = link.tx.send(Ok(envelope(slot.spec.stage, req)));
             }
+        }
+    }
+
+    /// Activation traffic since start.
+    pub fn traffic(&self) -> TrafficView {
+        let t = &self.traffic;
+        TrafficView {
+            stages: t.stages.load(Ordering::Relaxed),
+            bytes_sent: t.sent.load(Ordering::Relaxed),
+            bytes_received: t.received.load(Ordering::Relaxed),
         }
     }
 
