@@ -14,7 +14,8 @@
 
 mod common;
 
-use common::daemon::{Home, BIN};
+use common::daemon::Home;
+use common::install;
 use common::pd::send;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -71,116 +72,41 @@ fn reference_answers() -> Value {
     )
 }
 
-/// The README's shell block after `<!-- cluster-quickstart -->`.
+/// The README's cluster block.
 fn readme_block() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let after = readme
-        .split("<!-- cluster-quickstart -->")
-        .nth(1)
-        .expect("README has the cluster-quickstart marker");
-    let start = after.find("```sh\n").expect("a sh block") + "```sh\n".len();
-    let end = after[start..].find("```").expect("block end");
-    after[start..start + end].to_string()
+    install::readme_block("cluster-quickstart")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
+/// A copy of the install layout the cluster block runs in.
+struct Install(install::Install);
+
+impl std::ops::Deref for Install {
+    type Target = install::Install;
+    fn deref(&self) -> &install::Install {
+        &self.0
     }
-}
-
-/// A copy of the repository's layout the README block runs in, and the processes it starts
-/// (killed when dropped).
-struct Install {
-    dir: tempfile::TempDir,
 }
 
 impl Install {
     fn new() -> Install {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path();
-        std::fs::create_dir_all(home.join("bin")).unwrap();
-        let bin = home.join("bin/mindieservice_daemon");
-        if std::fs::hard_link(BIN, &bin).is_err() {
-            std::fs::copy(BIN, &bin).unwrap();
-        }
-        copy_dir(&repo().join("conf/cluster"), &home.join("conf/cluster"));
-        copy_dir(
-            &repo().join("tests/fixtures/models/tiny-llama"),
-            &home.join("tests/fixtures/models/tiny-llama"),
-        );
-        Install { dir }
-    }
-
-    fn home(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn bash(&self, script: &str) {
-        let st = Command::new("bash")
-            .args(["-euc", script])
-            .current_dir(self.home())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .status()
-            .unwrap();
-        assert!(st.success(), "script failed: {script}");
-    }
-
-    /// The pid of the process whose command line contains `needle` (and this install's path).
-    fn pid_of(&self, needle: &str) -> Option<i32> {
-        let out = Command::new("pgrep").args(["-f", needle]).output().ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<i32>().ok())
-            .find(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/cwd"))
-                    .map(|cwd| cwd == self.home())
-                    .unwrap_or(false)
-            })
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.home().join(name)).unwrap_or_default()
+        Install(install::Install::new(
+            &["conf/cluster", "tests/fixtures/models/tiny-llama"],
+            &[
+                "server-1.json",
+                "server-2.json",
+                " controller",
+                " coordinator",
+            ],
+        ))
     }
 
     fn logs(&self) -> String {
-        [
+        self.0.logs(&[
             "server-1.log",
             "server-2.log",
             "controller.log",
             "coordinator.log",
-        ]
-        .iter()
-        .map(|n| format!("--- {n}\n{}", self.log(n)))
-        .collect()
-    }
-}
-
-impl Drop for Install {
-    fn drop(&mut self) {
-        for needle in [
-            "server-1.json",
-            "server-2.json",
-            " controller",
-            " coordinator",
-        ] {
-            while let Some(pid) = self.pid_of(needle) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        ])
     }
 }
 

@@ -12,6 +12,7 @@ mod common;
 
 use common::client::{get, post_json as post, send};
 use common::daemon::Daemon;
+use common::install::{readme_block, Install};
 use common::multinode::{ranktable, write_0640, MultiNode};
 use common::parity::{case_request, check_reply, fold_stream, refs};
 use common::pki::Pki;
@@ -392,4 +393,35 @@ fn broken_ranktables_are_refused_with_their_paths() {
         "the servers are listed: {}",
         d.output()
     );
+}
+
+/// The README's multi-node quick start, run verbatim in a copy of the install layout: the
+/// master answers as one node does.
+#[tokio::test]
+async fn the_readme_quickstart_serves_one_model_on_two_nodes() {
+    let inst = Install::new(
+        &["conf/multinode", "tests/fixtures/models/tiny-llama"],
+        &["conf/multinode/config.json"],
+    );
+    inst.bash(&readme_block("multinode-quickstart"));
+    let t0 = Instant::now();
+    while !(inst.log("master.log").contains("Daemon start success!")
+        && inst.log("slave.log").contains("Daemon start success!"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "not started:\n{}",
+            inst.logs(&["master.log", "slave.log"])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refs = refs("tiny-llama");
+    let case = &refs["cases"][0];
+    let (path, body) = case_request("tiny-llama", case, false);
+    let r = post("127.0.0.1:1025".parse().unwrap(), path, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    check_reply("tiny-llama", case, &r.json());
+    let m = status("127.0.0.2:1026".parse().unwrap()).await;
+    assert_eq!(m["multiNode"]["slaves"][0]["state"], "ready", "{m}");
+    assert!(inst.log("master.log").contains("PLAIN gRPC"));
 }
