@@ -498,3 +498,7 @@ fn fail_steps(link: Link, why: &str) {
         let _ = waiter.try_send(Err(format!("multi-node slave link lost: {why}")));
     }
 }
+
+#[cfg(test)]
+#[path = "slaves_tests.rs"]
+mod tests;
