@@ -99,24 +99,8 @@ async fn dot_report(model: &str, refs: &str, template: Template, block_size: usi
             .unwrap();
     let (h, _) = engine_with(model, template, block_size, true);
     let mut subs = Vec::new();
-    for case in refs["cases"].as_array().unwrap() {
-        let prompt: Vec<u32> = case["prompt_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let req = GenRequest {
-            prompt,
-            max_new_tokens: refs["max_new_tokens"].as_u64().unwrap() as usize,
-            sampling: SamplingParams::default(),
-            stop_token_ids: Vec::new(),
-            ignore_eos: refs["ignore_eos"].as_bool().unwrap_or(false),
-            top_logprobs: Some(5),
-            priority: 3,
-            json: None,
-        };
-        subs.push((case.clone(), h.submit(req).expect("submit")));
+    for (case, req) in ref_requests(&refs) {
+        subs.push((case, h.submit(req).expect("submit")));
     }
     let mut worst = 0f64;
     for (case, mut sub) in subs {
