@@ -33,7 +33,6 @@ pub mod pd;
 use crate::multinode::monitor::{MasterMonitor, MasterView};
 use engine::{check_model_dir, start_engine};
 use multinode::NodeRole;
-use tokio_util::sync::CancellationToken;
 
 /// What the command line says.
 #[derive(Debug, Clone, Default)]
@@ -174,7 +173,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     if !sc.https_enabled {
         tracing::warn!("ServerConfig.httpsEnabled is false: every plane serves PLAIN HTTP without authentication; do not expose these ports beyond this host");
     }
-    let mut master = match multinode::prepare(&loaded, env, &mut checker).await? {
+    let master = match multinode::prepare(&loaded, env, &mut checker).await? {
         NodeRole::Single => None,
         NodeRole::Master(m) => Some(m),
         NodeRole::Slave(settings) => return start_slave(loaded, settings, &mut checker).await,
@@ -218,15 +217,15 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     let sampling_defaults = crate::engine::defaults::sampling_defaults(&model_source.dir);
     // A multi-node master serves its slaves first (they load while it does), then waits for
     // all of them before its engine starts.
-    let master = multinode::serve_master(&mut master, CancellationToken::new());
+    let master = master.map(multinode::MasterPrep::serve);
     let (handle, tok, share) = match &master {
-        Some((set, layers, ..)) => {
+        Some(m) => {
             let (h, t, s) = multinode::start_master_engine(
                 &loaded,
                 model_source,
                 env,
-                set.clone(),
-                layers.clone(),
+                m.set.clone(),
+                m.layers.clone(),
             )
             .await?;
             (h, t, Some(s))
@@ -261,19 +260,20 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
             .map(|n| n as Arc<dyn crate::http::session::StopHook>),
     });
     let engine: Arc<dyn EngineMonitor> = match &master {
-        Some((set, ..)) => Arc::new(MasterMonitor {
+        Some(m) => Arc::new(MasterMonitor {
             engine: handle.clone(),
-            set: set.clone(),
+            set: m.set.clone(),
         }),
         None => Arc::new(handle.clone()),
     };
     let node_view = match (&master, share) {
-        (Some((set, _, addr, num_layers)), Some(mut local)) => {
-            local.addr = addr.ip().to_string();
+        (Some(m), Some(mut local)) => {
+            local.addr = m.addr.ip().to_string();
             Some(Arc::new(MasterView {
                 local,
-                set: set.clone(),
-                num_layers: *num_layers,
+                set: m.set.clone(),
+                num_layers: m.num_layers,
+                world_size: m.world_size,
             }) as Arc<dyn mgmt::NodeView>)
         }
         _ => None,
@@ -331,9 +331,9 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
             crate::pd::gate::business_gate,
         ));
     }
-    if let Some((set, ..)) = &master {
+    if let Some(m) = &master {
         business_router = business_router.layer(axum::middleware::from_fn_with_state(
-            set.clone(),
+            m.set.clone(),
             crate::multinode::monitor::gate,
         ));
     }
@@ -383,7 +383,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         life,
         planes: handles,
         signals,
-        slaves: master.map(|(set, ..)| set),
+        slaves: master.map(|m| m.set),
         failure: Default::default(),
     })
 }

@@ -44,6 +44,7 @@ pub struct MasterPrep {
     pub local_layers: Range<usize>,
     pub addr: SocketAddr,
     pub num_layers: usize,
+    pub world_size: usize,
 }
 
 fn err(e: impl std::fmt::Display) -> StartError {
@@ -101,6 +102,12 @@ pub async fn prepare(
         )));
     }
     let placement: Placement = ranktable::from_env(env, checker).map_err(err)?;
+    tracing::info!(
+        world_size = placement.world_size(),
+        devices = ?placement.local_device_ids(),
+        "multi-node: worldSize and this node's npuDeviceIds come from the ranktable (the CPU \
+         backend runs one pipeline stage per node)"
+    );
     let port = b.multi_nodes_infer_port;
     let master = SocketAddr::new(placement.master_addr(), port);
     let tls_files = c.tls_files(Plane::InterNode, &loaded.home);
@@ -150,7 +157,7 @@ pub async fn prepare(
         model_name: model.model_name.clone(),
         num_layers: spec.layers,
         hidden: spec.hidden,
-        dtype: String::new(),
+        dtype: spec.torch_dtype.clone().unwrap_or_default(),
         block_size: c.backend_config.schedule_config.cache_block_size as usize,
     };
     let set = Arc::new(SlaveSet::new(slaves, facts, step_timeout(env)?));
@@ -163,39 +170,54 @@ pub async fn prepare(
         local_layers: ranges[0].clone(),
         addr: master,
         num_layers: spec.layers,
+        world_size: placement.world_size(),
     }))
 }
 
-/// Serves `MasterService` until `stop`, and checks the slaves' heartbeats every second.
-pub fn serve_master(
-    prep: &mut Option<MasterPrep>,
-    stop: CancellationToken,
-) -> Option<(Arc<SlaveSet>, Range<usize>, SocketAddr, usize)> {
-    let p = prep.take()?;
-    let routes = service::routes(p.set.clone());
-    let scheme = if p.tls.is_some() {
-        "grpcs"
-    } else {
-        "grpc (plain)"
-    };
-    tracing::info!(plane = "interNode", "listening on {scheme}://{}", p.addr);
-    let token = stop.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::cluster::transport::serve(p.listener, p.tls, routes, token).await {
-            tracing::error!("multi-node: MasterService stopped: {e}");
-        }
-    });
-    let set = p.set.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => set.check_heartbeats(),
+/// A master once `MasterService` serves.
+pub struct MasterNode {
+    pub set: Arc<SlaveSet>,
+    pub layers: Range<usize>,
+    pub addr: SocketAddr,
+    pub num_layers: usize,
+    pub world_size: usize,
+}
+
+impl MasterPrep {
+    /// Serves `MasterService` (until the process ends: the slaves are finalised over it after
+    /// the drain) and checks the slaves' heartbeats every second.
+    pub fn serve(self) -> MasterNode {
+        let routes = service::routes(self.set.clone());
+        let scheme = if self.tls.is_some() {
+            "grpcs"
+        } else {
+            "grpc (plain)"
+        };
+        tracing::info!(plane = "interNode", "listening on {scheme}://{}", self.addr);
+        let forever = CancellationToken::new();
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::cluster::transport::serve(self.listener, self.tls, routes, forever).await
+            {
+                tracing::error!("multi-node: MasterService stopped: {e}");
             }
+        });
+        let set = self.set.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                set.check_heartbeats();
+            }
+        });
+        MasterNode {
+            set: self.set,
+            layers: self.local_layers,
+            addr: self.addr,
+            num_layers: self.num_layers,
+            world_size: self.world_size,
         }
-    });
-    Some((p.set, p.local_layers, p.addr, p.num_layers))
+    }
 }
 
 /// Loads the master's share, waits for every slave to be ready, and starts the engine on the

@@ -64,6 +64,8 @@ pub struct MasterView {
     pub local: LocalShare,
     pub set: Arc<SlaveSet>,
     pub num_layers: usize,
+    /// Devices (ranks) in the ranktable.
+    pub world_size: usize,
 }
 
 impl NodeView for MasterView {
@@ -73,6 +75,7 @@ impl NodeView for MasterView {
             "role": "master",
             "ready": self.set.all_ready().is_ok(),
             "numLayers": self.num_layers,
+            "worldSize": self.world_size,
             "master": {
                 "addr": l.addr,
                 "layers": [l.layers.start, l.layers.end],

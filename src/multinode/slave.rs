@@ -339,6 +339,13 @@ async fn init(
                 ),
             );
         }
+        let dtype = spec.torch_dtype.clone().unwrap_or_default();
+        if !a.dtype.is_empty() && !dtype.is_empty() && a.dtype != dtype {
+            return fail(
+                a.epoch,
+                format!("this node's model is {dtype}; the master's is {}", a.dtype),
+            );
+        }
         let hidden = spec.hidden;
         *loaded = Some(Loaded {
             layers: layers.clone(),
