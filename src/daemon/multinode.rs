@@ -143,6 +143,20 @@ pub async fn prepare(
         None => None,
     };
     let ranges = plan(&spec, nodes, env)?;
+    // One step's activations travel in one message: the largest step (a full prefill plus a
+    // decode token for every other sequence of the batch) must fit.
+    let sched = &c.backend_config.schedule_config;
+    let max_tokens = sched.max_prefill_tokens as usize + sched.max_batch_size as usize;
+    let step_bytes = max_tokens.saturating_mul(spec.hidden).saturating_mul(4);
+    if step_bytes > service::MAX_MESSAGE_BYTES - (1 << 20) {
+        return Err(err(format!(
+            "ScheduleConfig.maxPrefillTokens + maxBatchSize = {max_tokens}: a step of that many tokens carries {} MiB of hidden states (hidden size {}) between nodes, over the {} MiB message limit; keep the sum at most {}",
+            step_bytes >> 20,
+            spec.hidden,
+            service::MAX_MESSAGE_BYTES >> 20,
+            (service::MAX_MESSAGE_BYTES - (1 << 20)) / (spec.hidden * 4)
+        )));
+    }
     let slaves = placement
         .slaves()
         .into_iter()
