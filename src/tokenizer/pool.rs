@@ -1,16 +1,25 @@
 //! [`TokenizerPool`]: tokenization for async handlers without blocking the runtime.
 //!
 //! Encoding a long prompt or rendering a big chat template takes milliseconds of CPU, so it runs
-//! on tokio's blocking threads, at most `tokenizerProcessNumber` jobs at a time (a semaphore),
+//! on the pool's own threads (`mindie-tok-N`, `tokenizerProcessNumber` of them, started with the
+//! pool and ended when its last clone is dropped), one job per thread at a time (a semaphore),
 //! and the caller waits at most `TOKENIZER_ENCODE_TIMEOUT` (permit wait included). A job that
 //! times out still finishes on its thread and keeps its permit until then, so the bound on
 //! concurrent work holds even under timeouts.
+//!
+//! Fixed threads rather than tokio's blocking pool: a blocking thread is still busy for a moment
+//! after its job returns its permit, so under steady load tokio kept starting new ones (and
+//! retiring idle ones), and each new thread could take a fresh glibc malloc arena; the resident
+//! size crept up with the thread count (issue 16's soak). A fixed set keeps threads and arenas
+//! constant.
 
-use std::sync::Arc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value as Json};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{ChatMessage, Tokenizer, TokenizerError};
 
@@ -26,23 +35,42 @@ pub struct ChatPrompt {
     pub ids: Vec<u32>,
 }
 
+/// One job for a pool thread: it runs with the tokenizer, holding its permit.
+type Job = Box<dyn FnOnce(&Tokenizer) + Send>;
+
 /// Bounded async access to a [`Tokenizer`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TokenizerPool {
     tokenizer: Tokenizer,
     permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     threads: usize,
     timeout: Duration,
 }
 
 impl TokenizerPool {
-    /// A pool running at most `threads` jobs at once (0 counts as 1), each call bounded by
-    /// `timeout`.
+    /// A pool of `threads` threads (0 counts as 1) running one job each at a time, each call
+    /// bounded by `timeout`. A thread that cannot be started leaves the pool smaller (logged);
+    /// with none at all every call fails with [`TokenizerError::PoolUnavailable`].
     pub fn new(tokenizer: Tokenizer, threads: usize, timeout: Duration) -> TokenizerPool {
         let threads = threads.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut started = 0;
+        for i in 0..threads {
+            let (queue, tok) = (Arc::clone(&queue), tokenizer.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("mindie-tok-{i}"))
+                .spawn(move || work(&queue, &tok));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!("cannot start tokenizer thread {i}: {e}"),
+            }
+        }
         TokenizerPool {
             tokenizer,
-            permits: Arc::new(Semaphore::new(threads)),
+            permits: Arc::new(Semaphore::new(started)),
+            jobs,
             threads,
             timeout,
         }
@@ -108,13 +136,12 @@ impl TokenizerPool {
                 .acquire_owned()
                 .await
                 .map_err(|_| TokenizerError::PoolUnavailable("the pool is closed".into()))?;
-            let tok = self.tokenizer.clone();
-            let handle = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                job(&tok)
-            });
-            handle.await.map_err(|e| {
-                TokenizerError::PoolUnavailable(format!("tokenizer job failed: {e}"))
+            let (tx, rx) = oneshot::channel();
+            self.jobs
+                .send(packed(job, permit, tx))
+                .map_err(|_| TokenizerError::PoolUnavailable("no tokenizer thread".into()))?;
+            rx.await.map_err(|_| {
+                TokenizerError::PoolUnavailable("tokenizer job failed: it panicked".into())
             })?
         };
         tokio::time::timeout(self.timeout, work)
@@ -134,5 +161,37 @@ impl TokenizerPool {
         F: FnOnce(&Tokenizer) -> Result<T, TokenizerError> + Send + 'static,
     {
         self.run(job).await
+    }
+}
+
+/// `job` as a pool [`Job`]: it holds `permit` while it runs and sends its result to `tx` (the
+/// caller may have stopped waiting; then the result is dropped).
+fn packed<T, F>(
+    job: F,
+    permit: OwnedSemaphorePermit,
+    tx: oneshot::Sender<Result<T, TokenizerError>>,
+) -> Job
+where
+    T: Send + 'static,
+    F: FnOnce(&Tokenizer) -> Result<T, TokenizerError> + Send + 'static,
+{
+    Box::new(move |tok: &Tokenizer| {
+        let _permit = permit;
+        let _ = tx.send(job(tok));
+    })
+}
+
+/// A pool thread: runs jobs until every sender is gone. A job that panics drops its result
+/// sender (its caller gets an error) and the thread goes on.
+fn work(queue: &Mutex<mpsc::Receiver<Job>>, tok: &Tokenizer) {
+    loop {
+        let next = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(job) = next else { return };
+        if catch_unwind(AssertUnwindSafe(|| job(tok))).is_err() {
+            tracing::error!("a tokenizer job panicked; its request gets an error");
+        }
     }
 }

@@ -411,6 +411,41 @@ async fn pool_bounds_concurrency_and_times_out() {
     assert!(matches!(e, TokenizerError::PoolUnavailable(_)), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_threads_are_fixed_and_survive_a_panicking_job() {
+    let pool = TokenizerPool::new(load("tiny-qwen2"), 3, Duration::from_secs(5));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut jobs = Vec::new();
+    for i in 0..300 {
+        let (pool, seen) = (pool.clone(), seen.clone());
+        jobs.push(tokio::spawn(async move {
+            pool.run_for_test(move |t| {
+                let me = std::thread::current();
+                assert!(me.name().unwrap_or("").starts_with("mindie-tok-"));
+                seen.lock().unwrap().insert(me.id());
+                t.encode(&format!("hello {i}"), false)
+            })
+            .await
+        }));
+    }
+    for j in jobs {
+        assert!(!j.await.unwrap().unwrap().is_empty());
+    }
+    // 300 jobs, spread over time, ran on the pool's three threads and no others
+    let threads = seen.lock().unwrap().len();
+    assert!((1..=3).contains(&threads), "{threads} threads ran the jobs");
+
+    let e = pool
+        .run_for_test(|_| -> Result<(), TokenizerError> { panic!("a job that panics") })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TokenizerError::PoolUnavailable(_)), "{e}");
+    // every thread still serves, and the panicked job's permit came back
+    for _ in 0..6 {
+        assert_eq!(pool.encode("x".into(), false).await.unwrap().len(), 1);
+    }
+}
+
 /// A SentencePiece-style (LLaMA-2 layout) tokenizer: `▁` for spaces, `<0xAB>` byte fallback,
 /// a decoder that strips the first leading space.
 fn spm_tokenizer() -> Tokenizer {
