@@ -264,7 +264,7 @@ async fn the_dashboard_queries_what_the_daemon_exports() {
 
     // Every name is exported by a live daemon.
     let home = Home::new();
-    let _daemon = home.start(&[]);
+    let mut daemon = home.start(&[]);
     let text = get(home.metrics(), "/metrics").await.text();
     let exported: HashSet<&str> = text
         .lines()
@@ -287,7 +287,7 @@ async fn the_dashboard_queries_what_the_daemon_exports() {
         tls: None,
     }])
     .await;
-    prom.wait_value(r#"up{job="mindie"}"#, 1.0).await;
+    prom.wait_up("mindie", &mut daemon).await;
     for i in 0..2 {
         let body = json!({"model": "mock-model", "prompt": format!("hi {i}"), "max_tokens": 3});
         assert_eq!(

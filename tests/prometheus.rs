@@ -60,8 +60,8 @@ async fn prometheus_scrapes_plain_and_mutual_tls_daemons() {
     let pki = Pki::shared();
     let plain = Home::new();
     let secure = mtls_home(pki);
-    let _dp = plain.start(&[]);
-    let _ds = secure.start(&[]);
+    let mut dp = plain.start(&[]);
+    let mut ds = secure.start(&[]);
     let keydir = tempfile::tempdir().unwrap();
     let prom = Prometheus::start(&[
         Job {
@@ -76,8 +76,8 @@ async fn prometheus_scrapes_plain_and_mutual_tls_daemons() {
         },
     ])
     .await;
-    prom.wait_value(r#"up{job="mindie"}"#, 1.0).await;
-    prom.wait_value(r#"up{job="mindie-mtls"}"#, 1.0).await;
+    prom.wait_up("mindie", &mut dp).await;
+    prom.wait_up("mindie-mtls", &mut ds).await;
     // Scraped before any request: the series are there at zero.
     prom.wait_value(r#"request_received_total{job="mindie"}"#, 0.0)
         .await;

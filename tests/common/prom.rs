@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use super::client::get;
-use super::daemon::{free_port, Home};
+use super::daemon::{free_port, Daemon, Home};
 use super::pki::{openssl, Pki};
 use serde_json::Value;
 use std::io::Write;
@@ -174,6 +174,30 @@ impl Prometheus {
                 (s["metric"].clone(), v.parse::<f64>().expect("float value"))
             })
             .collect()
+    }
+
+    /// Waits until Prometheus sees `job`'s target up; panics with the target's state and the
+    /// daemon's exit and output if it does not within 30 s.
+    pub async fn wait_up(&self, job: &str, daemon: &mut Daemon) {
+        let q = format!("up{{job=\"{job}\"}}");
+        let t0 = Instant::now();
+        loop {
+            let got = self.samples(&q).await;
+            if got.len() == 1 && got[0].1 == 1.0 {
+                return;
+            }
+            if let Ok(Some(st)) = daemon.child.try_wait() {
+                panic!("the daemon of job {job} exited {st}:\n{}", daemon.output());
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let targets = get(self.addr, "/api/v1/targets").await.text();
+                panic!(
+                    "job {job} not up in 30 s: {got:?}\ntargets: {targets}\ndaemon:\n{}",
+                    daemon.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Polls `promql` until it gives exactly one sample equal to `want` (scrapes come every
