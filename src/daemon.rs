@@ -377,7 +377,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
     let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), drain_deadline));
-    println!("Daemon start success!");
+    logging::print_line("Daemon start success!");
     tracing::info!("Daemon start success!");
     Ok(Running {
         life,
@@ -426,7 +426,7 @@ async fn start_slave(
     let (l, f) = (life.clone(), failure.clone());
     tokio::spawn(async move {
         let joined = || {
-            println!("Daemon start success!");
+            logging::print_line("Daemon start success!");
             tracing::info!("Daemon start success! (multi-node slave joined its master)");
         };
         if let Err(why) = crate::multinode::slave::run(settings, status, l.token(), joined).await {

@@ -1,5 +1,8 @@
 //! Logging set-up from MindIE's environment variables (SPEC §0.9): `MINDIE_LOG_LEVEL`,
-//! `MINDIE_LOG_TO_STDOUT`, `MINDIE_LOG_TO_FILE`, `MINDIE_LOG_PATH`, `MINDIE_LOG_ROTATE`.
+//! `MINDIE_LOG_TO_STDOUT`, `MINDIE_LOG_TO_FILE`, `MINDIE_LOG_PATH`, `MINDIE_LOG_ROTATE`, and
+//! this project's `MINDIE_LOG_FORMAT` (`text`, MindIE's lines, the default; or `json`, one JSON
+//! object per line for log pipelines, carrying the fields of the current span, such as the
+//! `request_id` of the request being served).
 //! By default logs go to stdout so `nohup ... > output.log` captures them. The level can be
 //! changed at run time through [`LogHandle`]; [`handle`] gives the one [`init`] installed
 //! (the management plane's log-level control uses it).
@@ -13,6 +16,28 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// MindIE's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`) and,
+    /// inside a span, `span` (its name and fields, e.g. `request_id`).
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json` (any case); `None` for anything else.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
 /// Logging choices derived from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -25,6 +50,10 @@ pub struct LogSettings {
     pub rotate_bytes: u64,
     /// Rotated files kept.
     pub rotate_keep: u32,
+    /// `MINDIE_LOG_FORMAT`: text (default) or json, for stdout and the file alike.
+    pub format: LogFormat,
+    /// The `MINDIE_LOG_FORMAT` value that was not understood (text is used; [`init`] warns).
+    pub format_refused: Option<String>,
 }
 
 /// Picks the value for this process from MindIE's optional per-component form
@@ -119,6 +148,9 @@ impl LogSettings {
             .and_then(component_value)
             .map(|v| parse_rotate(&v))
             .unwrap_or((20 * 1024 * 1024, 10));
+        let raw_format = env.get("MINDIE_LOG_FORMAT").map(str::to_string);
+        let format = raw_format.as_deref().and_then(LogFormat::parse);
+        let format_refused = raw_format.filter(|_| format.is_none());
         Self {
             level,
             to_stdout: flag("MINDIE_LOG_TO_STDOUT", true),
@@ -126,6 +158,8 @@ impl LogSettings {
             dir,
             rotate_bytes,
             rotate_keep,
+            format: format.unwrap_or_default(),
+            format_refused,
         }
     }
 }
@@ -244,16 +278,60 @@ pub fn handle() -> Option<LogHandle> {
     HANDLE.get().cloned()
 }
 
+/// The format [`init`] installed (text before).
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// One output of the subscriber, in the chosen format.
+fn output<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => fmt::layer()
+            .with_ansi(false)
+            .with_target(true)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_target(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+/// Prints an operator line on stdout, such as MindIE's `Daemon start success!` that scripts
+/// wait for: as it is in the text format, as a JSON log object (level INFO, the line as its
+/// `message`) in the JSON format, so every stdout line stays one JSON object. Printed whatever
+/// the log level, as MindIE prints it.
+pub fn print_line(line: &str) {
+    if FORMAT.get() != Some(&LogFormat::Json) {
+        println!("{line}");
+        return;
+    }
+    let mut stamp = String::new();
+    let _ = fmt::time::FormatTime::format_time(
+        &fmt::time::SystemTime,
+        &mut fmt::format::Writer::new(&mut stamp),
+    );
+    let obj = serde_json::json!({
+        "timestamp": stamp,
+        "level": "INFO",
+        "fields": { "message": line },
+        "target": "mindieservice_daemon",
+    });
+    println!("{obj}");
+}
+
 /// Installs the global subscriber. Call once, first thing.
 pub fn init(settings: &LogSettings) -> io::Result<LogHandle> {
     let (filter_layer, handle) = reload::Layer::new(filter(&settings.level));
-    let stdout_layer = settings.to_stdout.then(|| {
-        fmt::layer()
-            .with_ansi(false)
-            .with_target(true)
-            .with_writer(io::stdout)
-            .boxed()
-    });
+    let stdout_layer = settings
+        .to_stdout
+        .then(|| output(settings.format, io::stdout));
     let file_layer = if settings.to_file {
         let dir = settings.dir.join("debug");
         fs::create_dir_all(&dir)?;
@@ -264,12 +342,7 @@ pub fn init(settings: &LogSettings) -> io::Result<LogHandle> {
             .unwrap_or(0);
         let path = dir.join(format!("mindie-server_{}_{stamp}.log", std::process::id()));
         let file = RotatingFile::open(path, settings.rotate_bytes, settings.rotate_keep)?;
-        Some(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(Mutex::new(file))
-                .boxed(),
-        )
+        Some(output(settings.format, Mutex::new(file)))
     } else {
         None
     };
@@ -284,6 +357,12 @@ pub fn init(settings: &LogSettings) -> io::Result<LogHandle> {
         base: settings.level.clone(),
     };
     let _ = HANDLE.set(h.clone());
+    let _ = FORMAT.set(settings.format);
+    if let Some(v) = &settings.format_refused {
+        tracing::warn!(
+            "MINDIE_LOG_FORMAT={v:?} is not a log format (allowed: text, json); using text"
+        );
+    }
     Ok(h)
 }
 
@@ -308,6 +387,14 @@ mod tests {
         let d = LogSettings::from_env(&Env::from_pairs([("MINDIE_LOG_LEVEL", "CRITICAL")]));
         assert_eq!(d.level, "error");
         assert!(!d.to_file);
+        assert_eq!(d.format, LogFormat::Text);
+        let j = LogSettings::from_env(&Env::from_pairs([("MINDIE_LOG_FORMAT", "JSON")]));
+        assert_eq!((j.format, j.format_refused), (LogFormat::Json, None));
+        let x = LogSettings::from_env(&Env::from_pairs([("MINDIE_LOG_FORMAT", "xml")]));
+        assert_eq!(
+            (x.format, x.format_refused.as_deref()),
+            (LogFormat::Text, Some("xml"))
+        );
     }
 
     #[test]

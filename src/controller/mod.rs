@@ -109,6 +109,8 @@ fn run(env: &Env) -> Result<(), StartError> {
         dir: PathBuf::from("."),
         rotate_bytes: 20 * 1024 * 1024,
         rotate_keep: 10,
+        // The Controller follows MINDIE_LOG_FORMAT too (its level comes from its config).
+        ..LogSettings::from_env(env)
     };
     let _log = logging::init(&settings).map_err(StartError::Logging)?;
     let table = sync::load_table(&cfg)?;

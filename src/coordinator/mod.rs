@@ -178,10 +178,10 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
         mode = ?shared.cfg.deploy_mode, algorithm = ?shared.cfg.algorithm,
         "coordinator serving; waiting for the Controller's instance list"
     );
-    println!(
+    logging::print_line(&format!(
         "mindieservice_daemon coordinator: predict {} manage {} status {} external {}",
         l.predict, l.manage, l.status, l.external
-    );
+    ));
     wait_for_signal().await;
     tracing::info!("coordinator stopping");
     stop.cancel();

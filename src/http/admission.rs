@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 /// The id of one request, in request extensions and the `RequestUUID` reply header.
 #[derive(Debug, Clone)]
@@ -58,7 +59,16 @@ pub async fn tag_request_id(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestUuid(id.clone()));
-    let mut resp = next.run(req).await;
+    // Everything logged while the request is handled carries its id (JSON logs show it as
+    // `span.request_id`); the answer is logged at debug level.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request answered"));
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_UUID, v);
     }

@@ -37,14 +37,30 @@ pub async fn send(
     path: &str,
     body: Option<&str>,
 ) -> Result<Reply, String> {
+    send_with_headers(addr, tls, method, path, body, &[]).await
+}
+
+/// [`send`] with extra request headers (e.g. a client-chosen `RequestUUID`).
+pub async fn send_with_headers(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
         .map_err(|e| e.to_string())?;
     match tls {

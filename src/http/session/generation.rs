@@ -90,6 +90,9 @@ pub struct Generation {
     pub(super) tokens: usize,
     pub(super) prompt_tokens: usize,
     pub(super) state: State,
+    /// The span of the HTTP request that started it (its `request_id`), so the end of a
+    /// generation that outlives its handler, such as a stream, is logged under that id.
+    pub(super) span: tracing::Span,
 }
 
 impl Generation {
@@ -228,6 +231,19 @@ impl Generation {
 
     fn record_end(&self, success: bool) {
         self.registry.remove(&self.keys, self.id);
+        self.span.in_scope(|| {
+            tracing::debug!(
+                seq = self.id,
+                success,
+                prompt_tokens = self.prompt_tokens,
+                generated_tokens = self.tokens,
+                ttft_ms = self
+                    .first_at
+                    .map(|f| f.duration_since(self.started).as_millis() as u64),
+                e2e_ms = self.last_at.duration_since(self.started).as_millis() as u64,
+                "generation ended"
+            )
+        });
         let Some(m) = &self.metrics else {
             return;
         };

@@ -212,6 +212,7 @@ impl Serving {
             tokens: 0,
             prompt_tokens,
             state: State::Running,
+            span: tracing::Span::current(),
         })
     }
 }
