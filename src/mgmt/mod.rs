@@ -12,6 +12,7 @@ pub mod metrics_json;
 pub mod metrics_plane;
 pub mod model;
 pub mod probe;
+pub mod process;
 pub mod role;
 pub mod running;
 pub mod status;

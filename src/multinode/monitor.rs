@@ -82,7 +82,7 @@ impl NodeView for MasterView {
                 "holdsEmbeddingAndHead": true,
                 "weight_bytes": l.weight_bytes,
                 "kv_blocks": l.kv_blocks,
-                "rss_bytes": super::slave::rss_bytes(),
+                "rss_bytes": crate::mgmt::process::rss_bytes(),
             },
             "slaves": self.set.views(),
             "traffic": self.set.traffic(),

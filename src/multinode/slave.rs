@@ -260,19 +260,6 @@ async fn session(
     ended
 }
 
-/// The process's resident memory, bytes (0 where `/proc` is not there).
-pub fn rss_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    pages * 4096
-}
-
 async fn init(
     s: &SlaveSettings,
     loaded: &mut Option<Loaded>,
@@ -369,7 +356,7 @@ async fn init(
         kv_blocks: info.num_blocks as u64,
         bytes_per_block: info.bytes_per_block as u64,
         device: info.device.clone(),
-        rss_bytes: rss_bytes(),
+        rss_bytes: crate::mgmt::process::rss_bytes(),
         error: String::new(),
         epoch: a.epoch,
     };

@@ -5,8 +5,9 @@
 //! `/v1/status` (`/v2/status`) shows its role, master, layers, weight bytes, KV blocks and
 //! resident memory. Everything else is 404.
 
-use super::slave::{rss_bytes, SlaveStatus};
+use super::slave::SlaveStatus;
 use crate::http::error::not_found;
+use crate::mgmt::process::rss_bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
