@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Soak client for benches/soak.sh (stdlib only): CONC threads send a mix of the business
 routes back to back for DURATION seconds, streaming and not, a fraction of them hanging up
-mid-stream; every INTERVAL seconds the daemon's management /v1/status is sampled (resident
-memory, threads, open fds, live tokio tasks, free KV blocks). At the end it waits for the
+mid-stream; every INTERVAL seconds the daemon's management plane is sampled (/v1/process: resident
+memory, threads, open fds, live tokio tasks; /v1/status: free KV blocks). At the end it waits for the
 daemon to go idle, samples once more, prints the curve as a table and the growth after the
 warm-up, and exits 1 when any request failed, a KV block stayed held, or RSS grew past
 MAX_GROWTH percent after the warm-up.
@@ -86,8 +86,8 @@ def worker(i):
 
 
 def sample():
-    s = json.load(urllib.request.urlopen(f"http://{mhost}:{mport}/v1/status", timeout=30))
-    p, r = s["process"], s["resource"]
+    get = lambda path: json.load(urllib.request.urlopen(f"http://{mhost}:{mport}{path}", timeout=30))
+    p, r = get("/v1/process"), get("/v1/status")["resource"]
     return {"rss_kib": p["residentBytes"] // 1024, "threads": p["threads"], "fds": p["openFds"],
             "tasks": p["aliveTasks"], "free_blocks": r["freeNpuBlockNums"],
             "total_blocks": r["totalNpuBlockNums"]}

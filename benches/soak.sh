@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Soak (issue 16): the shipped tiny-model config under mixed load for DURATION seconds (default
 # 1800), CONC clients (32) sending the business routes of every flavour back to back, streaming
-# and not, DROP (0.2) of the streams hung up after their first bytes; the daemon's /v1/status
-# (`process`: resident memory, threads, open fds, live tokio tasks; free KV blocks) sampled every
+# and not, DROP (0.2) of the streams hung up after their first bytes; the daemon's /v1/process
+# (resident memory, threads, open fds, live tokio tasks) and free KV blocks sampled every
 # INTERVAL seconds (10). Prints the curve and the growth after WARMUP seconds (120); fails when a
 # request failed, a KV block stayed held once idle, or RSS grew more than MAX_GROWTH % (1).
 #

@@ -88,6 +88,12 @@ async fn model_ready_and_slot_count() {
 
     let status = get(home.mgmt(), "/v1/status").await.json();
     let total_blocks = status["resource"]["totalNpuBlockNums"].as_u64().unwrap();
+    // this project's process view (what a soak run samples)
+    let p = get(home.mgmt(), "/v1/process").await.json();
+    assert!(p["residentBytes"].as_u64().unwrap() > 1 << 20, "{p}");
+    for key in ["threads", "openFds", "aliveTasks"] {
+        assert!(p[key].as_u64().unwrap() > 0, "{key}: {p}");
+    }
     let r = get(home.mgmt(), "/v2/models/mock-model/getSlotCount").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();

@@ -73,6 +73,7 @@ pub fn router(state: MgmtState) -> Router {
         .route("/v1/config", get(status::config_view))
         .route("/v1/status", get(status::status_v1))
         .route("/v2/status", get(status::status_v2))
+        .route("/v1/process", get(process::process_view))
         .route(
             "/v1/engine-server/running-status",
             get(running::running_status),

@@ -1,4 +1,5 @@
-//! What this process holds, for `/v1/status`'s `process` object: resident memory, threads, open
+//! What this process holds, served on the management plane at `GET /v1/process` (this
+//! project's route; MindIE's `/v1/status` keeps its exact shape): resident memory, threads, open
 //! file descriptors and live tokio tasks. A soak run samples it to show that none of them grows
 //! with the number of requests served (issue 16); an operator can watch it the same way.
 //! Read from `/proc/self` on each call (a few small files); zero where `/proc` is not there.
@@ -44,7 +45,7 @@ impl ProcessView {
         }
     }
 
-    /// The `process` object of `/v1/status`.
+    /// The body of `/v1/process`.
     pub fn json(&self) -> Value {
         json!({
             "residentBytes": self.resident_bytes,
@@ -53,6 +54,11 @@ impl ProcessView {
             "aliveTasks": self.alive_tasks,
         })
     }
+}
+
+/// GET `/v1/process`.
+pub async fn process_view() -> axum::Json<Value> {
+    axum::Json(ProcessView::now().json())
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! `/v1/config` (what MindIE's Controller reads) and `/v1/status`, `/v2/status` (role and
-//! resources), with the shapes of SPEC §2, plus this project's `process` object (resident
-//! memory, threads, fds, tasks: [`super::process`]). The role is `RoleReady` only while the engine's
+//! resources), with the shapes of SPEC §2. The role is `RoleReady` only while the engine's
 //! [`Condition`] serves requests (a stuck engine is `RoleUnknown`).
 //!
 //! In dmi mode ([`MgmtState::pd`]) `service` and `linkStatus` come from the PD role state
@@ -82,14 +81,6 @@ fn dmi_status(s: &MgmtState, pd: &RoleState, v2: bool) -> Value {
 }
 
 fn status(s: &MgmtState, v2: bool) -> Value {
-    let mut v = plain_or_dmi_status(s, v2);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("process".into(), super::process::ProcessView::now().json());
-    }
-    v
-}
-
-fn plain_or_dmi_status(s: &MgmtState, v2: bool) -> Value {
     if let Some(pd) = &s.pd {
         return dmi_status(s, pd, v2);
     }
