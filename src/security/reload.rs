@@ -169,19 +169,21 @@ impl Reloader {
             .collect()
     }
 
-    /// [`Self::reload`], logging one line per plane: "reloaded" or "kept old material".
+    /// [`Self::reload`], logging one line per plane: `TLS material reloaded: <plane> ...` or
+    /// `TLS material NOT reloaded: <plane> keeps its old material: <why, naming the file>`.
+    /// The lines hold paths and reasons only, never file contents or passwords.
     pub fn reload_and_log(&self, checker: &mut PermChecker) -> Vec<Outcome> {
         let outcomes = self.reload(checker);
         for o in &outcomes {
             match &o.result {
                 Ok(()) => tracing::info!(
                     plane = %o.plane,
-                    "TLS reload: {} plane reloaded its certificates, key and CRLs; new connections use them",
+                    "TLS material reloaded: {} (certificate, key, CAs and CRLs); new connections use it, open ones keep theirs",
                     o.plane
                 ),
                 Err(e) => tracing::error!(
                     plane = %o.plane,
-                    "TLS reload: {} plane kept old material: {e}",
+                    "TLS material NOT reloaded: {} keeps its old material: {e}",
                     o.plane
                 ),
             }
