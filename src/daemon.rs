@@ -5,6 +5,10 @@
 //! `Daemon start success!`. Stop (SIGTERM/SIGINT or `/stopService`): readiness false, stop
 //! accepting, drain in-flight requests up to the deadline (`e2eTimeout`, the longest a request
 //! may legally live), exit 0. A second signal cuts the drain short.
+//!
+//! SIGHUP: every TLS plane and link reloads its certificates, keys and CRLs from the files
+//! named at start, after the same checks ([`crate::security::reload`]); a plane whose new
+//! material is refused keeps the old one. Each plane logs one line either way.
 
 use crate::config::{self, ConfigError, Env, Loaded, Plane};
 use crate::engine::EngineMonitor;
@@ -18,7 +22,8 @@ use crate::logging::{self, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
 use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
-use crate::security::tls::{self, TlsError};
+use crate::security::reload::{LiveServer, Reloader};
+use crate::security::tls::TlsError;
 use crate::tokenizer::{TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
@@ -120,10 +125,12 @@ fn tls_for(
     plane: Plane,
     name: &str,
     checker: &mut PermChecker,
-) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    reloader: &Reloader,
+) -> Result<Option<LiveServer>, StartError> {
     match loaded.config.tls_files(plane, &loaded.home) {
         None => Ok(None),
-        Some(files) => tls::server_config(&files, checker)
+        Some(files) => reloader
+            .server(name, files, checker)
             .map(Some)
             .map_err(|source| StartError::Tls {
                 plane: name.to_string(),
@@ -160,6 +167,10 @@ pub struct Running {
 
 /// Starts everything; returns once every listener is bound and serving.
 pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
+    // SIGHUP is caught from the start (its default would kill the daemon); reloads run once
+    // every plane is registered.
+    let reload_signal = ReloadSignal::install();
+    let reloader = Reloader::default();
     let mut checker = perm_checker(env);
     if !checker.enforce {
         tracing::warn!("MINDIE_CHECK_INPUTFILES_PERMISSION=0: file owner/mode/symlink refusals are only warnings");
@@ -173,10 +184,14 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     if !sc.https_enabled {
         tracing::warn!("ServerConfig.httpsEnabled is false: every plane serves PLAIN HTTP without authentication; do not expose these ports beyond this host");
     }
-    let master = match multinode::prepare(&loaded, env, &mut checker).await? {
+    let master = match multinode::prepare(&loaded, env, &mut checker, &reloader).await? {
         NodeRole::Single => None,
         NodeRole::Master(m) => Some(m),
-        NodeRole::Slave(settings) => return start_slave(loaded, settings, &mut checker).await,
+        NodeRole::Slave(settings) => {
+            let running = start_slave(loaded, settings, &mut checker, &reloader).await?;
+            reload_signal.spawn(reloader, checker.enforce);
+            return Ok(running);
+        }
     };
 
     // One listener per distinct ip:port; planes that share one are served by one server
@@ -186,7 +201,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     for s in &sockets {
         let name = plane_names(&s.planes);
         let lead = s.planes.first().copied().unwrap_or(Plane::Business);
-        let tls = tls_for(&loaded, lead, &name, &mut checker)?;
+        let tls = tls_for(&loaded, lead, &name, &mut checker, &reloader)?;
         prepared.push((s, name, tls, socket(&s.ip, s.port)?));
     }
     let model_source = check_model_dir(&loaded, &mut checker)?;
@@ -198,7 +213,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         bound.push((s.planes.clone(), name, tls, listener));
     }
     // dmi: the interComm plane (TLS checked, listener bound) before anything serves.
-    let pd_prepared = pd::prepare(&loaded, &mut checker).await?;
+    let pd_prepared = pd::prepare(&loaded, &mut checker, &reloader).await?;
 
     let model = loaded
         .config
@@ -377,6 +392,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
     let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), drain_deadline));
+    reload_signal.spawn(reloader, checker.enforce);
     logging::print_line("Daemon start success!");
     tracing::info!("Daemon start success!");
     Ok(Running {
@@ -394,6 +410,7 @@ async fn start_slave(
     loaded: Loaded,
     settings: crate::multinode::slave::SlaveSettings,
     checker: &mut PermChecker,
+    reloader: &Reloader,
 ) -> Result<Running, StartError> {
     check_model_dir(&loaded, checker)?;
     let sc = &loaded.config.server_config;
@@ -402,7 +419,7 @@ async fn start_slave(
         .into_iter()
         .find(|s| s.planes.contains(&Plane::Management))
         .ok_or_else(|| StartError::Setting("no management listener configured".into()))?;
-    let tls = tls_for(&loaded, Plane::Management, "management", checker)?;
+    let tls = tls_for(&loaded, Plane::Management, "management", checker, reloader)?;
     let addr = socket(&mgmt_socket.ip, mgmt_socket.port)?;
     let listener = server::bind("management", addr).await?;
     let life = Lifecycle::new();
@@ -447,6 +464,54 @@ async fn start_slave(
         slaves: None,
         failure,
     })
+}
+
+/// The SIGHUP stream (`None` when it could not be registered).
+struct ReloadSignal(Option<tokio::signal::unix::Signal>);
+
+impl ReloadSignal {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Self(Some(s)),
+            Err(e) => {
+                tracing::error!("cannot install the SIGHUP handler ({e}): certificates cannot be reloaded without a restart");
+                Self(None)
+            }
+        }
+    }
+
+    /// Reloads every plane of `reloader` on each SIGHUP, with a fresh permission checker as
+    /// strict as the start-up one. Reloads run one at a time, off the async workers.
+    fn spawn(self, reloader: Reloader, enforce: bool) {
+        let Some(mut hup) = self.0 else {
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if reloader.is_empty() {
+                    tracing::info!("SIGHUP: no plane uses TLS; nothing to reload");
+                    continue;
+                }
+                tracing::info!(
+                    planes = reloader.len(),
+                    "SIGHUP: reloading TLS certificates, keys and CRLs"
+                );
+                let r = reloader.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut checker = PermChecker::new(enforce);
+                    let outcomes = r.reload_and_log(&mut checker);
+                    outcomes.iter().filter(|o| o.result.is_err()).count()
+                })
+                .await;
+                match done {
+                    Ok(0) => tracing::info!("TLS reload done: every plane uses the new material"),
+                    Ok(n) => tracing::warn!("TLS reload done: {n} plane(s) kept their old material (see above)"),
+                    Err(e) => tracing::error!("TLS reload stopped: {e}; planes not reported above keep their old material"),
+                }
+            }
+        });
+    }
 }
 
 /// SIGTERM and SIGINT streams (`None` when they could not be registered).

@@ -27,6 +27,7 @@ use super::transport::{self, LinkError};
 use crate::backend::KvChunk;
 use crate::engine::handoff::KvExport;
 use crate::security::perms::PermChecker;
+use crate::security::reload::{Live, LiveServer, Reloader};
 use crate::security::{tls, TlsFiles};
 
 // ---------------------------------------------------------------------------------------
@@ -292,13 +293,18 @@ impl Running {
     }
 
     async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, rec: Recorder) -> Running {
+        Self::start_live(tls.map(Live::new), rec).await
+    }
+
+    /// A server whose TLS comes from a swappable holder (as the daemon's interComm plane).
+    async fn start_live(tls: Option<LiveServer>, rec: Recorder) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let source = Arc::new(MemSource::default());
         let decode = Arc::new(rec);
         let routes = kv::routes(decode.clone(), source.clone());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(transport::serve(listener, tls, routes, stop.clone()));
+        let task = tokio::spawn(transport::serve_live(listener, tls, routes, stop.clone()));
         Running {
             addr,
             source,
@@ -750,4 +756,148 @@ fn reassembly_refuses_bad_streams() {
 fn hello_round_trips_through_the_wire_form() {
     let h: KvHello = layout().to_hello(9);
     assert_eq!((KvLayout::from_hello(&h), h.instance_id), (layout(), 9));
+}
+
+/// The server certificate a TLS handshake with `addr` shows (ALPN `h2`, as a link's).
+async fn served_certificate(addr: SocketAddr, client: Arc<rustls::ClientConfig>) -> Vec<u8> {
+    let mut cfg = (*client).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The DER of the (first) certificate in `path`.
+fn der_of(path: &Path) -> Vec<u8> {
+    crate::security::certinfo::read_certs(path).unwrap()[0].to_vec()
+}
+
+/// Both halves of an interComm plane registered with a [`Reloader`]: after the plane's files
+/// are replaced (identity `node` -> `node2`, a CRL now revoking `node`) and reloaded, the
+/// server presents `node2` and refuses `node` on new connections, the link's client dials
+/// with `node2` (else the new CRL would refuse it), and a channel opened before the reload
+/// keeps working. A broken CRL is then refused, naming the file, and the material in use
+/// stays the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_new_link_connections_and_spares_open_ones() {
+    let pki = Pki::make();
+    let d = pki.dir.path();
+    openssl(
+        d,
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out node2.key",
+    );
+    openssl(
+        d,
+        "req -new -config pki.cnf -key node2.key -subj /CN=node2 -out node2.csr",
+    );
+    openssl(
+        d,
+        "x509 -req -in node2.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 365 -sha256 \
+         -extfile pki.cnf -extensions node_ext -out node2.pem",
+    );
+    openssl(d, "ca -config pki.cnf -revoke node.pem");
+    openssl(d, "ca -config pki.cnf -gencrl -out crl2.pem");
+    fs::set_permissions(d.join("node2.pem"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(d.join("node2.key"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The plane's own files, started as `node` with the CRL that revokes only `revoked`.
+    let plane = tempfile::tempdir().unwrap();
+    let install = |from: &str, to: &str| {
+        let (src, dst, tmp) = (
+            pki.path(from),
+            plane.path().join(to),
+            plane.path().join("tmp"),
+        );
+        fs::copy(src, &tmp).unwrap();
+        let mode = if to.ends_with(".key") { 0o600 } else { 0o640 };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).unwrap();
+        fs::rename(&tmp, dst).unwrap();
+    };
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("node.pem", "plane.pem"),
+        ("node.key", "plane.key"),
+        ("crl.pem", "crl.pem"),
+    ] {
+        install(from, to);
+    }
+    let files = TlsFiles {
+        ca_files: vec![plane.path().join("ca.pem")],
+        cert: plane.path().join("plane.pem"),
+        key: plane.path().join("plane.key"),
+        key_password: None,
+        crl_files: vec![plane.path().join("crl.pem")],
+    };
+    let reloader = Reloader::default();
+    let mut checker = PermChecker::new(true);
+    let (server, client) = reloader.both("interComm", files, &mut checker).unwrap();
+    let srv = Running::start_live(Some(server.clone()), Recorder::default()).await;
+    let dial = || transport::dial_from_live(srv.addr, None, Some(client.clone()), SECS5);
+    let open = dial().await.unwrap();
+    assert!(
+        kv::decode_request(open.clone(), params("before"), SECS5)
+            .await
+            .unwrap()
+            .is_valid_decode_parameters
+    );
+    assert_eq!(
+        served_certificate(srv.addr, pki.client("node2", "ca")).await,
+        der_of(&pki.path("node.pem"))
+    );
+
+    // Rotate: identity node2, and a CRL that revokes node.
+    install("node2.key", "plane.key");
+    install("node2.pem", "plane.pem");
+    install("crl2.pem", "crl.pem");
+    let outcomes = reloader.reload(&mut checker);
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].plane, "interComm");
+    assert!(outcomes[0].result.is_ok(), "{:?}", outcomes[0].result);
+
+    // Server half: presents node2; refuses node (revoked by the new CRL) on a new connection.
+    assert_eq!(
+        served_certificate(srv.addr, pki.client("node2", "ca")).await,
+        der_of(&pki.path("node2.pem"))
+    );
+    let old_identity = refused(srv.addr, pki.client("node", "ca")).await;
+    assert!(
+        matches!(&old_identity, LinkError::Tls { reason } if reason.contains("CertificateRevoked")),
+        "{old_identity}"
+    );
+    // Client half: a new link presents node2 and is accepted.
+    let fresh = dial().await.unwrap();
+    assert!(
+        kv::decode_request(fresh, params("after"), SECS5)
+            .await
+            .unwrap()
+            .is_valid_decode_parameters
+    );
+    // The channel opened before the reload (its connection presented node) still works.
+    assert!(
+        kv::decode_request(open.clone(), params("open"), SECS5)
+            .await
+            .unwrap()
+            .is_valid_decode_parameters
+    );
+
+    // A broken CRL: refused, naming the file; the same material stays in use.
+    let before = (server.current(), client.current());
+    fs::write(plane.path().join("crl.pem"), "not a CRL\n").unwrap();
+    let outcomes = reloader.reload(&mut checker);
+    let err = outcomes[0].result.as_ref().expect_err("a broken CRL");
+    assert!(err.to_string().contains("crl.pem"), "{err}");
+    assert!(Arc::ptr_eq(&before.0, &server.current()));
+    assert!(Arc::ptr_eq(&before.1, &client.current()));
+    let fresh = dial().await.unwrap();
+    assert!(
+        kv::decode_request(fresh, params("still"), SECS5)
+            .await
+            .unwrap()
+            .is_valid_decode_parameters
+    );
+    srv.stop().await;
 }

@@ -11,6 +11,11 @@
 //! tonic's own TLS is not used: it has no CRL hook (a revoked client was accepted), and its
 //! features pull aws-lc-rs. gRPC needs HTTP/2, so both sides narrow ALPN to `h2` on a copy of
 //! the plane's config (the plane's server config also offers `http/1.1` for the HTTP planes).
+//!
+//! Both halves read their config from a [`crate::security::reload::Live`] holder per new
+//! connection ([`serve_live`], [`dial_from_live`]), so a SIGHUP reload reaches new
+//! connections and reconnects while open HTTP/2 connections keep the material they started
+//! with.
 
 use std::error::Error as StdError;
 use std::io;
@@ -26,6 +31,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+
+use crate::security::reload::{Live, LiveClient, LiveServer};
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
@@ -96,11 +103,18 @@ pub async fn serve(
     routes: Routes,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let acceptor = tls.map(|cfg| {
-        let mut cfg = (*cfg).clone();
-        cfg.alpn_protocols = vec![H2.to_vec()];
-        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
-    });
+    serve_live(listener, tls.map(Live::new), routes, shutdown).await
+}
+
+/// [`serve`] with swappable TLS: each new connection is accepted with the holder's current
+/// config (SIGHUP reload, [`crate::security::reload`]); open connections keep theirs.
+pub async fn serve_live(
+    listener: TcpListener,
+    tls: Option<LiveServer>,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let acceptor = tls.map(GrpcAcceptor::new);
     let stop = shutdown.child_token();
     let (tx, rx) = tokio::sync::mpsc::channel::<ServerIo>(64);
     let accept = tokio::spawn(accept_loop(listener, acceptor, tx, stop.clone()));
@@ -120,9 +134,36 @@ pub async fn serve(
     result.map_err(ServeError)
 }
 
+/// The acceptor of a gRPC plane: the holder's current config with ALPN `h2` only, rebuilt
+/// when the holder's config changes (compared by pointer), reused otherwise.
+struct GrpcAcceptor {
+    live: LiveServer,
+    built: Option<(Arc<rustls::ServerConfig>, tokio_rustls::TlsAcceptor)>,
+}
+
+impl GrpcAcceptor {
+    fn new(live: LiveServer) -> Self {
+        Self { live, built: None }
+    }
+
+    fn current(&mut self) -> tokio_rustls::TlsAcceptor {
+        let now = self.live.current();
+        match &self.built {
+            Some((seen, acceptor)) if Arc::ptr_eq(seen, &now) => acceptor.clone(),
+            _ => {
+                let mut cfg = (*now).clone();
+                cfg.alpn_protocols = vec![H2.to_vec()];
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+                self.built = Some((now, acceptor.clone()));
+                acceptor
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    mut acceptor: Option<GrpcAcceptor>,
     tx: tokio::sync::mpsc::Sender<ServerIo>,
     stop: CancellationToken,
 ) {
@@ -140,13 +181,13 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let Some(acceptor) = &acceptor else {
+        let Some(acceptor) = acceptor.as_mut().map(GrpcAcceptor::current) else {
             if tx.send(ServerIo::plain(tcp, peer)).await.is_err() {
                 return;
             }
             continue;
         };
-        let (acceptor, tx, stop) = (acceptor.clone(), tx.clone(), stop.clone());
+        let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
             let result = tokio::select! {
@@ -190,11 +231,19 @@ pub async fn dial_from(
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
 ) -> Result<Channel, LinkError> {
-    let connector = tls.map(|cfg| {
-        let mut cfg = (*cfg).clone();
-        cfg.alpn_protocols = vec![H2.to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(cfg))
-    });
+    dial_from_live(addr, local, tls.map(Live::new), connect_timeout).await
+}
+
+/// [`dial_from`] with swappable TLS: every connection the channel opens (the first and each
+/// reconnect) uses the holder's current client config (SIGHUP reload,
+/// [`crate::security::reload`]).
+pub async fn dial_from_live(
+    addr: SocketAddr,
+    local: Option<std::net::IpAddr>,
+    tls: Option<LiveClient>,
+    connect_timeout: Duration,
+) -> Result<Channel, LinkError> {
+    let connector = tls.map(|live| Arc::new(GrpcConnector::new(live)));
     let scheme = if connector.is_some() { "https" } else { "http" };
     let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| LinkError::Connect {
@@ -208,7 +257,7 @@ pub async fn dial_from(
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(false);
     let service = tower::service_fn(move |_: Uri| {
-        let connector = connector.clone();
+        let connector = connector.as_ref().map(|c| c.current());
         async move {
             connect_io(addr, local, connector, connect_timeout)
                 .await
@@ -219,6 +268,40 @@ pub async fn dial_from(
         .connect_with_connector(service)
         .await
         .map_err(|e| dial_error(addr, connect_timeout, &e))
+}
+
+/// The connector of a gRPC link: the holder's current client config with ALPN `h2` only,
+/// rebuilt when the holder's config changes (compared by pointer), reused otherwise.
+struct GrpcConnector {
+    live: LiveClient,
+    built: std::sync::Mutex<Option<(Arc<rustls::ClientConfig>, tokio_rustls::TlsConnector)>>,
+}
+
+impl GrpcConnector {
+    fn new(live: LiveClient) -> Self {
+        Self {
+            live,
+            built: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn current(&self) -> tokio_rustls::TlsConnector {
+        let now = self.live.current();
+        let mut built = match self.built.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &*built {
+            Some((seen, connector)) if Arc::ptr_eq(seen, &now) => connector.clone(),
+            _ => {
+                let mut cfg = (*now).clone();
+                cfg.alpn_protocols = vec![H2.to_vec()];
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+                *built = Some((now, connector.clone()));
+                connector
+            }
+        }
+    }
 }
 
 async fn tcp_connect(addr: SocketAddr, local: Option<std::net::IpAddr>) -> io::Result<TcpStream> {

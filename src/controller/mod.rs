@@ -142,7 +142,8 @@ fn run(env: &Env) -> Result<(), StartError> {
         let plane = crate::http::server::Plane {
             name: "controller probe".into(),
             listener,
-            tls: probe_tls,
+            // The Controller's probe is not reloaded on SIGHUP (yet): fixed material.
+            tls: probe_tls.map(crate::security::reload::Live::new),
             router: probe::router(),
         };
         let probe_task = tokio::spawn(crate::http::server::serve(plane, stop.clone()));

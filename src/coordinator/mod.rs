@@ -166,7 +166,8 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
             Plane {
                 name,
                 listener,
-                tls,
+                // The Coordinator's planes are not reloaded on SIGHUP (yet): fixed material.
+                tls: tls.map(crate::security::reload::Live::new),
                 router,
             },
             stop,

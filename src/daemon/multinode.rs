@@ -16,7 +16,7 @@ use crate::multinode::ranktable::{self, Placement};
 use crate::multinode::slaves::{ModelFacts, SlaveSet, SlaveSpec};
 use crate::multinode::{pipeline::PipelineBackend, service, slave, split};
 use crate::security::perms::PermChecker;
-use crate::security::tls;
+use crate::security::reload::{LiveServer, Reloader};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub enum NodeRole {
 /// A master ready to serve `MasterService` and load its share.
 pub struct MasterPrep {
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<LiveServer>,
     pub set: Arc<SlaveSet>,
     pub local_layers: Range<usize>,
     pub addr: SocketAddr,
@@ -82,6 +82,7 @@ pub async fn prepare(
     loaded: &Loaded,
     env: &Env,
     checker: &mut PermChecker,
+    reloader: &Reloader,
 ) -> Result<NodeRole, StartError> {
     let c = &loaded.config;
     let b = &c.backend_config;
@@ -124,7 +125,11 @@ pub async fn prepare(
     let nodes = placement.table.servers.len();
     if !placement.is_master() {
         let client = match &tls_files {
-            Some(f) => Some(tls::client_config_for(f, checker).map_err(tls_err)?),
+            Some(f) => Some(
+                reloader
+                    .client("interNode", f.clone(), checker)
+                    .map_err(tls_err)?,
+            ),
             None => None,
         };
         tracing::info!(%master, local = %placement.local_addr(), "multi-node: this node is a slave");
@@ -139,7 +144,11 @@ pub async fn prepare(
         }));
     }
     let server_tls = match &tls_files {
-        Some(f) => Some(tls::server_config(f, checker).map_err(tls_err)?),
+        Some(f) => Some(
+            reloader
+                .server("interNode", f.clone(), checker)
+                .map_err(tls_err)?,
+        ),
         None => None,
     };
     let ranges = plan(&spec, nodes, env)?;
@@ -211,7 +220,8 @@ impl MasterPrep {
         let forever = CancellationToken::new();
         tokio::spawn(async move {
             if let Err(e) =
-                crate::cluster::transport::serve(self.listener, self.tls, routes, forever).await
+                crate::cluster::transport::serve_live(self.listener, self.tls, routes, forever)
+                    .await
             {
                 tracing::error!("multi-node: MasterService stopped: {e}");
             }

@@ -19,7 +19,7 @@ use crate::pd::links::Links;
 use crate::pd::node::{LeaseBook, PdNode, PdSettings, Transfers};
 use crate::pd::role::{LinkTiming, Role, RoleState};
 use crate::security::perms::PermChecker;
-use crate::security::tls;
+use crate::security::reload::{LiveClient, LiveServer, Reloader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -29,19 +29,20 @@ use tokio_util::sync::CancellationToken;
 /// What a dmi instance prepares before serving.
 pub struct Prepared {
     listener: TcpListener,
-    server_tls: Option<Arc<rustls::ServerConfig>>,
-    client_tls: Option<Arc<rustls::ClientConfig>>,
+    server_tls: Option<LiveServer>,
+    client_tls: Option<LiveClient>,
     ip: Ipv4Addr,
     port: u16,
     kv_trans_timeout: Duration,
     link_timing: LinkTiming,
 }
 
-/// The interComm plane of a dmi instance: TLS checked and loaded, listener bound. `None` in
-/// standard mode.
+/// The interComm plane of a dmi instance: TLS checked and loaded (both halves registered with
+/// `reloader` as one plane), listener bound. `None` in standard mode.
 pub async fn prepare(
     loaded: &Loaded,
     checker: &mut PermChecker,
+    reloader: &Reloader,
 ) -> Result<Option<Prepared>, StartError> {
     let sc = &loaded.config.server_config;
     if sc.infer_mode != "dmi" {
@@ -52,10 +53,12 @@ pub async fn prepare(
         source,
     };
     let (server_tls, client_tls) = match loaded.config.tls_files(Plane::InterComm, &loaded.home) {
-        Some(files) => (
-            Some(tls::server_config(&files, checker).map_err(tls_err)?),
-            Some(tls::client_config_for(&files, checker).map_err(tls_err)?),
-        ),
+        Some(files) => {
+            let (server, client) = reloader
+                .both("interComm", files, checker)
+                .map_err(tls_err)?;
+            (Some(server), Some(client))
+        }
         None => {
             tracing::warn!("ServerConfig.interCommTLSEnabled is false: PD links between instances are PLAIN h2c without authentication; use only on a trusted network");
             (None, None)
@@ -152,7 +155,7 @@ pub fn start(
     );
     let (listener, tls, stop) = (prep.listener, prep.server_tls, shutdown.clone());
     tokio::spawn(async move {
-        if let Err(e) = transport::serve(listener, tls, routes, stop).await {
+        if let Err(e) = transport::serve_live(listener, tls, routes, stop).await {
             tracing::error!(plane = "interComm", "gRPC server ended: {e}");
         }
     });

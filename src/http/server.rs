@@ -1,7 +1,10 @@
 //! Listeners. Each plane binds its own socket and runs its own accept loop, optionally behind
 //! its own rustls configuration, serving HTTP/1.1 and HTTP/2 (ALPN) with hyper. Connections are
-//! watched so a graceful stop lets in-flight requests finish.
+//! watched so a graceful stop lets in-flight requests finish. The TLS config is read per
+//! connection from the plane's [`LiveServer`], so a SIGHUP reload
+//! ([`crate::security::reload`]) applies to new connections while open ones keep theirs.
 
+use crate::security::reload::LiveServer;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -49,7 +52,8 @@ pub struct Plane {
     /// The planes this listener serves, e.g. `business+management`.
     pub name: String,
     pub listener: TcpListener,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The plane's TLS, read for each new connection; `None`: plain HTTP.
+    pub tls: Option<LiveServer>,
     pub router: Router,
 }
 
@@ -63,7 +67,7 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .keep_alive(true);
-    let acceptor = plane.tls.map(TlsAcceptor::from);
+    let tls = plane.tls;
     let name: Arc<str> = plane.name.into();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -82,7 +86,7 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         let svc = TowerToHyperService::new(plane.router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        let acceptor = tls.as_ref().map(|live| TlsAcceptor::from(live.current()));
         let name = name.clone();
         tokio::spawn(async move {
             match acceptor {

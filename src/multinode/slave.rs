@@ -50,7 +50,8 @@ pub fn join_window(env: &Env) -> Result<Duration, String> {
 pub struct SlaveSettings {
     pub local_ip: IpAddr,
     pub master: SocketAddr,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The interNode client TLS; each (re)join dials with its current material (SIGHUP reload).
+    pub tls: Option<crate::security::reload::LiveClient>,
     pub model_dir: PathBuf,
     pub model_name: String,
     /// KV budget, block size and knobs; the share comes from the master.
@@ -168,7 +169,9 @@ async fn session(
     on_join: &mut Option<impl FnOnce() + Send>,
 ) -> Ended {
     let channel =
-        match transport::dial_from(s.master, Some(s.local_ip), s.tls.clone(), DIAL_TIMEOUT).await {
+        match transport::dial_from_live(s.master, Some(s.local_ip), s.tls.clone(), DIAL_TIMEOUT)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return Ended::NotJoined(e.to_string()),
         };

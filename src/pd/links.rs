@@ -1,11 +1,13 @@
 //! Outgoing gRPC channels to peer instances (interComm), one per address, dialled on first
 //! use over the interComm plane's mutual TLS (or plain h2c when `interCommTLSEnabled` is
-//! false) and dropped after a failure so the next use dials afresh.
+//! false) and dropped after a failure so the next use dials afresh. Every connection a channel
+//! opens uses the plane's current client material (SIGHUP reload).
 
 use crate::cluster::transport::{self, LinkError};
+use crate::security::reload::LiveClient;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -14,12 +16,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Channels to peers by address.
 pub struct Links {
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<LiveClient>,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
 }
 
 impl Links {
-    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+    pub fn new(tls: Option<LiveClient>) -> Self {
         Self {
             tls,
             channels: Mutex::new(HashMap::new()),
@@ -36,7 +38,7 @@ impl Links {
         {
             return Ok(c);
         }
-        let c = transport::dial(addr, self.tls.clone(), CONNECT_TIMEOUT).await?;
+        let c = transport::dial_from_live(addr, None, self.tls.clone(), CONNECT_TIMEOUT).await?;
         if let Ok(mut m) = self.channels.lock() {
             m.insert(addr, c.clone());
         }

@@ -1,13 +1,15 @@
 //! Trust on disk and on the wire: permission checks of every file the daemon trusts
 //! ([`perms`]), and rustls server configurations per plane ([`tls`]) built from certificate,
 //! encrypted key, CA and CRL files ([`keys`] decrypts private keys, [`certinfo`] inspects
-//! certificates for `check` and start-up warnings).
+//! certificates for `check` and start-up warnings), and their rotation on SIGHUP without a
+//! restart ([`reload`]).
 
 pub mod certgen;
 pub mod certinfo;
 pub mod keys;
 pub mod pem;
 pub mod perms;
+pub mod reload;
 pub mod tls;
 
 use std::path::PathBuf;
