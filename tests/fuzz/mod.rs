@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// Cases per target unit when `MINDIE_FUZZ_CASES` is unset: sized so that the whole fuzz set
 /// runs in about two minutes of `cargo test --release` on two cores.
-pub const DEFAULT_CASES: u32 = 256;
+pub const DEFAULT_CASES: u32 = 1024;
 
 /// `MINDIE_FUZZ_CASES` (default [`DEFAULT_CASES`]) scaled by `weight` (a slow target runs
 /// fewer, a cheap one more), at least 1.
