@@ -216,3 +216,34 @@ async fn unknown_path_is_404_in_the_style_of_its_path() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"], "Not Found: /no/such/route", "{v}");
 }
+
+/// A body past axum's 2 MB default but within `maxRequestLength` (40 MB in the stock config)
+/// is read and answered by the route, not refused with axum's plain-text 413 (found by
+/// tests/fuzz_http.rs). Past `maxRequestLength`, admission's 413 is JSON in the flavour's style.
+#[tokio::test]
+async fn bodies_up_to_max_request_length_are_read() {
+    let (router, _home) = business();
+    let big = "u".repeat(3 << 20);
+    let (status, _, v) = post(
+        &router,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "Hello", "max_tokens": 1, "user": big}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _, v) = post(
+        &router,
+        "/generate",
+        json!({"inputs": big, "parameters": {}}),
+    )
+    .await;
+    assert!(
+        status.is_client_error() && status != StatusCode::PAYLOAD_TOO_LARGE,
+        "{status} {v}"
+    );
+    assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    let huge = "u".repeat(41 << 20);
+    let (status, _, v) = post(&router, "/generate", json!({"inputs": huge})).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}

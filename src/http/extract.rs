@@ -94,20 +94,27 @@ impl<F> IntoResponse for Error<F> {
 /// What a handler of flavour `F` returns.
 pub type Reply<F> = Result<Response, Error<F>>;
 
-/// Why [`Body`] refused a request: the body could not be read (axum's own reply, as before)
-/// or was not a JSON object (the flavour's 422).
+/// Why [`Body`] refused a request, in the flavour's error style: the body could not be read
+/// (axum's status, e.g. 413 or 400, with its reason as the message) or was not a JSON object
+/// (422).
 #[derive(Debug)]
-pub enum Rejection {
-    Read(BytesRejection),
-    Api(ApiError),
+pub struct Rejection(pub ApiError);
+
+impl Rejection {
+    fn read<F: Flavour>(e: BytesRejection) -> Self {
+        Rejection(
+            ApiError::new(
+                e.status(),
+                format!("failed to read the request body: {}", e.body_text()),
+            )
+            .style(F::STYLE),
+        )
+    }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        match self {
-            Rejection::Read(e) => e.into_response(),
-            Rejection::Api(e) => e.into_response(),
-        }
+        self.0.into_response()
     }
 }
 
@@ -127,8 +134,8 @@ impl<S: Send + Sync, F: Flavour> FromRequest<S> for Body<F> {
         let keys = request_keys(&parts);
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
-            .map_err(Rejection::Read)?;
-        let map = parse_object(&bytes).map_err(|e| Rejection::Api(e.into_api(F::STYLE)))?;
+            .map_err(Rejection::read::<F>)?;
+        let map = parse_object(&bytes).map_err(|e| Rejection(e.into_api(F::STYLE)))?;
         Ok(Self {
             map,
             keys,

@@ -70,6 +70,9 @@ pub fn business_router(state: BusinessState) -> Router {
         .merge(tokenize::router(state.serving))
         .merge(triton::router(triton))
         .fallback(error::not_found)
+        // The body's size is admission's to judge (`maxRequestLength` MB, 413 in the
+        // flavour's style); axum's own 2 MB default would refuse bodies the operator allowed.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             state.admission,
             admission::business_gate,

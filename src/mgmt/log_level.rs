@@ -20,6 +20,7 @@ use crate::config::schema::LogConfig;
 use crate::http::error::ApiError;
 use crate::logging::{tracing_level, LogHandle};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -351,9 +352,21 @@ fn parse_body(body: &[u8]) -> Result<(String, Option<Duration>), LevelError> {
 }
 
 /// POST `/v1/log-level` `{"level":"debug","validHours":1}`.
-pub async fn set_level(State(s): State<MgmtState>, body: Bytes) -> Response {
+pub async fn set_level(
+    State(s): State<MgmtState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let Some(c) = &s.log else {
         return unavailable();
+    };
+    // An unreadable or oversized body (axum's 2 MB default) is answered as JSON like every
+    // other refusal, not with axum's plain-text rejection.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(e.status(), format!("request body: {}", e.body_text()))
+                .into_response()
+        }
     };
     match parse_body(&body).and_then(|(level, valid)| c.set(&level, valid, Source::Route)) {
         Ok(view) => Json(view).into_response(),
