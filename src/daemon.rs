@@ -66,6 +66,8 @@ pub enum StartError {
     /// A multi-node slave lost its master for good.
     #[error("{0}")]
     Slave(String),
+    #[error("{0}")]
+    ConnLimits(#[from] crate::http::conn_limits::ConnLimitError),
 }
 
 /// The path of this executable, for locating the install home.
@@ -95,6 +97,7 @@ pub fn load_config(
 pub fn run(opts: Options) -> Result<(), StartError> {
     let env = Env::from_process();
     let log = logging::init(&LogSettings::from_env(&env)).map_err(StartError::Logging)?;
+    crate::http::conn_limits::install(crate::http::conn_limits::ConnLimits::from_env(&env)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mindie-io")

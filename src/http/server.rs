@@ -1,6 +1,8 @@
 //! Listeners. Each plane binds its own socket and runs its own accept loop, optionally behind
 //! its own rustls configuration, serving HTTP/1.1 and HTTP/2 (ALPN) with hyper. Connections are
-//! watched so a graceful stop lets in-flight requests finish.
+//! watched so a graceful stop lets in-flight requests finish. Slow and abusive clients meet
+//! the limits of [`super::conn_limits`]: a connection that sends nothing, a TLS handshake or a
+//! request head that takes too long is closed; an oversized head gets 431.
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,9 +15,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-
-/// How long a client may take to finish the TLS handshake or send its request head.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +56,17 @@ pub struct Plane {
 /// plane's open connections to finish.
 pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
+    let limits = super::conn_limits::current();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let acceptor = plane.tls.map(TlsAcceptor::from);
     let name: Arc<str> = plane.name.into();
     loop {
@@ -87,7 +91,8 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    let handshake = acceptor.accept(tcp);
+                    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, handshake)
                         .await
                     {
                         Ok(Ok(s)) => s,
@@ -106,6 +111,18 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
                     }
                 }
                 None => {
+                    // hyper's head timeout starts once the HTTP version is known, i.e. after
+                    // the first bytes: a connection that sends nothing is closed here.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first)).await
+                    {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Ok(_) => return,
+                        Err(_) => {
+                            tracing::debug!(plane = %name, %peer, "idle connection closed: nothing sent");
+                            return;
+                        }
+                    }
                     let conn = builder.serve_connection(TokioIo::new(tcp), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
