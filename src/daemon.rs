@@ -66,6 +66,7 @@ pub enum StartError {
     /// A multi-node slave lost its master for good.
     #[error("{0}")]
     Slave(String),
+    /// A connection limit set to something unusable in the environment.
     #[error("{0}")]
     ConnLimits(#[from] crate::http::conn_limits::ConnLimitError),
 }
@@ -319,7 +320,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_link_num as usize,
         sc.max_request_length as usize,
         life.clone(),
-    );
+    )
+    .count_refusals(metrics.clone());
     let mut business_router = http::business_router(BusinessState {
         serving: inference,
         card,

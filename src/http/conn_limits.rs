@@ -5,7 +5,7 @@
 //!
 //! | variable | default | allowed | what it bounds |
 //! |---|---|---|---|
-//! | `MINDIE_HTTP_HEADER_TIMEOUT_S` | 60 | 1..=3600 | first byte of a new connection, then the whole request head (HTTP/1.1, also between keep-alive requests) |
+//! | `MINDIE_HTTP_HEADER_TIMEOUT_S` | 60 | 1..=3600 | a new connection's first bytes, until HTTP/1.1 and HTTP/2 can be told apart ([`super::first_bytes`]); then each HTTP/1.1 request head, from its first byte or from the end of the previous reply on a kept-alive connection; HTTP/2: the ping interval and the wait for its answer |
 //! | `MINDIE_TLS_HANDSHAKE_TIMEOUT_S` | 60 | 1..=3600 | the TLS handshake, from accept |
 //! | `MINDIE_HTTP_MAX_HEADER_BYTES` | 65536 | 8192..=1048576 | request line plus headers (HTTP/1.1: the read buffer, past it 431; HTTP/2: the header list size) |
 //!
@@ -16,7 +16,7 @@ use crate::config::Env;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Env var: seconds a connection may wait before its first byte, and a request head may take.
+/// Env var: seconds a connection may take to show its HTTP version, and a request head may take.
 pub const HEADER_TIMEOUT_ENV: &str = "MINDIE_HTTP_HEADER_TIMEOUT_S";
 /// Env var: seconds a TLS handshake may take.
 pub const TLS_HANDSHAKE_TIMEOUT_ENV: &str = "MINDIE_TLS_HANDSHAKE_TIMEOUT_S";
@@ -29,7 +29,9 @@ const HEADER_BYTES_RANGE: (u64, u64) = (8192, 1024 * 1024);
 
 /// A limit set to something unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("environment variable {var}={value:?} is not allowed: {why} (allowed {min}..={max} {unit})")]
+#[error(
+    "environment variable {var}={value:?} is not allowed: {why} (allowed {min}..={max} {unit})"
+)]
 pub struct ConnLimitError {
     pub var: &'static str,
     pub value: String,
@@ -42,7 +44,7 @@ pub struct ConnLimitError {
 /// See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
-    /// First byte of a connection; then the whole HTTP/1.1 request head.
+    /// A connection's first bytes; then each HTTP/1.1 request head; the HTTP/2 ping interval.
     pub header_timeout: Duration,
     /// The TLS handshake, from accept.
     pub tls_handshake_timeout: Duration,
@@ -90,8 +92,7 @@ impl ConnLimits {
         let d = Self::default();
         let secs = |var| read(env, var, TIMEOUT_RANGE, "seconds");
         Ok(Self {
-            header_timeout: secs(HEADER_TIMEOUT_ENV)?
-                .map_or(d.header_timeout, Duration::from_secs),
+            header_timeout: secs(HEADER_TIMEOUT_ENV)?.map_or(d.header_timeout, Duration::from_secs),
             tls_handshake_timeout: secs(TLS_HANDSHAKE_TIMEOUT_ENV)?
                 .map_or(d.tls_handshake_timeout, Duration::from_secs),
             max_header_bytes: read(env, MAX_HEADER_BYTES_ENV, HEADER_BYTES_RANGE, "bytes")?

@@ -1,9 +1,11 @@
 //! Listeners. Each plane binds its own socket and runs its own accept loop, optionally behind
 //! its own rustls configuration, serving HTTP/1.1 and HTTP/2 (ALPN) with hyper. Connections are
 //! watched so a graceful stop lets in-flight requests finish. Slow and abusive clients meet
-//! the limits of [`super::conn_limits`]: a connection that sends nothing, a TLS handshake or a
-//! request head that takes too long is closed; an oversized head gets 431.
+//! the limits of [`super::conn_limits`]: a TLS handshake, a connection's first bytes
+//! ([`super::first_bytes`]) or an HTTP/1.1 request head that takes too long is closed, an
+//! oversized head gets 431, and an HTTP/2 peer that stops answering pings is dropped.
 
+use super::first_bytes::FirstBytes;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -64,9 +66,13 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    // HTTP/2: the same head limit; a peer that stops answering pings is dropped.
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     let acceptor = plane.tls.map(TlsAcceptor::from);
     let name: Arc<str> = plane.name.into();
     loop {
@@ -105,25 +111,15 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
                             return;
                         }
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    let io = FirstBytes::new(tls, limits.header_timeout);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }
                 }
                 None => {
-                    // hyper's head timeout starts once the HTTP version is known, i.e. after
-                    // the first bytes: a connection that sends nothing is closed here.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first)).await
-                    {
-                        Ok(Ok(n)) if n > 0 => {}
-                        Ok(_) => return,
-                        Err(_) => {
-                            tracing::debug!(plane = %name, %peer, "idle connection closed: nothing sent");
-                            return;
-                        }
-                    }
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    let io = FirstBytes::new(tcp, limits.header_timeout);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }

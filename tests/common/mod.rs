@@ -12,5 +12,6 @@ pub mod multinode;
 pub mod parity;
 pub mod pd;
 pub mod pki;
+pub mod scrape;
 pub mod sse;
 pub mod venv;
