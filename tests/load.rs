@@ -348,7 +348,7 @@ async fn worker(addr: SocketAddr, total: usize, next: Arc<AtomicUsize>, seen: Ar
             return;
         }
         let prompt = format!("load request {i}");
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let kind = STREAMING[(i / 5) % STREAMING.len()];
             match tokio::time::timeout(REQUEST_LIMIT, abandon(addr, kind, &prompt)).await {
                 Ok(Ok(())) => {
