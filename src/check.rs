@@ -282,6 +282,9 @@ pub fn run(opts: &Options, env: &Env) -> Report {
             report.push(f.severity, format!("{name} TLS {}", f.subject), f.message);
         }
     }
+    if let Err(e) = crate::http::conn_limits::ConnLimits::from_env(env) {
+        report.push(Severity::Error, e.var, e.to_string());
+    }
     check_model(&mut report, &mut checker, &loaded);
     check_ranktable(&mut report, &mut checker, &loaded, env);
     for w in &checker.warnings {

@@ -71,6 +71,9 @@ pub enum StartError {
     /// A multi-node slave lost its master for good.
     #[error("{0}")]
     Slave(String),
+    /// A connection limit set to something unusable in the environment.
+    #[error("{0}")]
+    ConnLimits(#[from] crate::http::conn_limits::ConnLimitError),
 }
 
 /// The path of this executable, for locating the install home.
@@ -100,6 +103,7 @@ pub fn load_config(
 pub fn run(opts: Options) -> Result<(), StartError> {
     let env = Env::from_process();
     let log = logging::init(&LogSettings::from_env(&env)).map_err(StartError::Logging)?;
+    crate::http::conn_limits::install(crate::http::conn_limits::ConnLimits::from_env(&env)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mindie-io")
@@ -331,7 +335,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         sc.max_link_num as usize,
         sc.max_request_length as usize,
         life.clone(),
-    );
+    )
+    .count_refusals(metrics.clone());
     let mut business_router = http::business_router(BusinessState {
         serving: inference,
         card,

@@ -7,50 +7,11 @@
 mod common;
 
 use common::client::send;
-use common::daemon::Home;
 use common::pki::Pki;
 use mindie::security::tls::client_config;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-
-fn dir_and_name(p: &Path) -> (String, String) {
-    (
-        format!("{}/", p.parent().unwrap().display()),
-        p.file_name().unwrap().to_string_lossy().into_owned(),
-    )
-}
-
-/// A home whose planes all use the test PKI with mutual TLS and the CRL.
-fn tls_home(pki: &Pki) -> Home {
-    let mut home = Home::new();
-    let (ca_dir, ca_name) = dir_and_name(&pki.ca);
-    let (crl_dir, crl_name) = dir_and_name(&pki.crl);
-    let cert = pki.server_cert.to_str().unwrap();
-    let key = pki.server_key.to_str().unwrap();
-    let pwd = pki.server_key_pwd_file.to_str().unwrap();
-    home.set("/ServerConfig/httpsEnabled", true)
-        .set("/ServerConfig/tlsCaPath", ca_dir.as_str())
-        .set("/ServerConfig/tlsCaFile", serde_json::json!([ca_name]))
-        .set("/ServerConfig/tlsCert", cert)
-        .set("/ServerConfig/tlsPk", key)
-        .set("/ServerConfig/tlsPkPwd", pwd)
-        .set("/ServerConfig/tlsCrlPath", crl_dir.as_str())
-        .set("/ServerConfig/tlsCrlFiles", serde_json::json!([crl_name]))
-        .set(
-            "/ServerConfig/managementTlsCaFile",
-            serde_json::json!([ca_name]),
-        )
-        .set("/ServerConfig/managementTlsCert", cert)
-        .set("/ServerConfig/managementTlsPk", key)
-        .set("/ServerConfig/managementTlsPkPwd", pwd)
-        .set("/ServerConfig/managementTlsCrlPath", crl_dir.as_str())
-        .set(
-            "/ServerConfig/managementTlsCrlFiles",
-            serde_json::json!([crl_name]),
-        );
-    home
-}
 
 fn client(pki: &Pki, cert: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
     let pwd = pki.client_key_pwd_file.as_path();
@@ -74,7 +35,7 @@ fn client(pki: &Pki, cert: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> 
 #[tokio::test]
 async fn mutual_tls_on_every_plane() {
     let pki = Pki::shared();
-    let home = tls_home(pki);
+    let home = pki.mtls_home();
     let d = home.start(&[]);
     let out = d.stdout();
     assert!(out.contains("https://"), "{out}");
@@ -161,7 +122,7 @@ async fn mutual_tls_on_every_plane() {
 #[test]
 fn too_open_password_file_stops_the_start() {
     let pki = Pki::shared();
-    let mut home = tls_home(pki);
+    let mut home = pki.mtls_home();
     let pwd = home.path().join("key_pwd.txt");
     std::fs::copy(&pki.server_key_pwd_file, &pwd).unwrap();
     std::fs::set_permissions(&pwd, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -179,7 +140,7 @@ fn too_open_password_file_stops_the_start() {
 #[test]
 fn check_reports_weak_rsa_keys() {
     let pki = Pki::shared();
-    let mut home = tls_home(pki);
+    let mut home = pki.mtls_home();
     home.set("/ServerConfig/tlsCert", pki.weak_cert.to_str().unwrap())
         .set("/ServerConfig/tlsPk", pki.weak_key.to_str().unwrap())
         .set("/ServerConfig/tlsPkPwd", "");

@@ -1,11 +1,14 @@
 //! Admission to the business plane: refuse while stopping, cap concurrent requests at
 //! `maxLinkNum` (the next one gets 503 + `Retry-After` at once, SPEC §0.4), cap bodies at
 //! `maxRequestLength` MB (413), and count each request in flight until its reply body ends, so
-//! a graceful stop can drain streams too. Also tags every reply with a `RequestUUID`.
+//! a graceful stop can drain streams too. Also tags every reply with a `RequestUUID`. Each 503
+//! refusal is counted in `request_refused_total` (the project's own series): such a request
+//! never reaches the engine, so MindIE's `request_received_total` does not count it.
 
 use super::error::{ApiError, ErrorStyle};
 use super::REQUEST_UUID;
 use crate::lifecycle::{InflightGuard, Lifecycle};
+use crate::metrics::Metrics;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -23,12 +26,14 @@ use tracing::Instrument;
 pub struct RequestUuid(pub String);
 
 /// Admission limits of the business plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admission {
     permits: Arc<Semaphore>,
     max_links: usize,
     body_limit: usize,
     life: Arc<Lifecycle>,
+    /// Where refusals are counted (`request_refused_total`); `None` with metrics off.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Admission {
@@ -39,7 +44,30 @@ impl Admission {
             max_links,
             body_limit: max_request_mb.saturating_mul(1024 * 1024),
             life,
+            metrics: None,
         }
+    }
+
+    /// Counts every 503 refusal in `metrics` (`request_refused_total`).
+    pub fn count_refusals(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn refused(&self) {
+        if let Some(m) = &self.metrics {
+            m.request_refused.with_label_values(&[m.model()]).inc();
+        }
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("max_links", &self.max_links)
+            .field("body_limit", &self.body_limit)
+            .field("counts_refusals", &self.metrics.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,12 +128,14 @@ fn too_large(limit: usize, style: ErrorStyle) -> Response {
 pub async fn business_gate(State(adm): State<Admission>, req: Request, next: Next) -> Response {
     let style = ErrorStyle::for_path(req.uri().path());
     if adm.life.is_stopping() {
+        adm.refused();
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service is stopping")
             .style(style)
             .retry_after(5)
             .into_response();
     }
     let Ok(permit) = adm.permits.clone().try_acquire_owned() else {
+        adm.refused();
         tracing::warn!(
             max_link_num = adm.max_links,
             "request refused: too many concurrent requests"

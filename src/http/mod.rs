@@ -1,4 +1,5 @@
-//! HTTP for every plane. Transport: listeners with their own TLS ([`server`]), admission
+//! HTTP for every plane. Transport: listeners with their own TLS ([`server`]) and their
+//! limits against slow clients ([`conn_limits`], [`first_bytes`]), admission
 //! control for the business plane — `maxLinkNum`, `maxRequestLength`, stopping, the
 //! `RequestUUID` tag — ([`admission`]), the two error shapes clients expect ([`error`]), the body extractor and per-flavour error every
 //! handler starts from ([`extract`]) and
@@ -9,9 +10,11 @@
 //! [`business_router`] puts the business plane's routes together.
 
 pub mod admission;
+pub mod conn_limits;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod first_bytes;
 pub mod gen_parameters;
 pub mod native;
 pub mod openai;

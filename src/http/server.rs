@@ -3,7 +3,12 @@
 //! watched so a graceful stop lets in-flight requests finish. The TLS config is read per
 //! connection from the plane's [`LiveServer`], so a SIGHUP reload
 //! ([`crate::security::reload`]) applies to new connections while open ones keep theirs.
+//! Slow and abusive clients meet the limits of [`super::conn_limits`]: a TLS handshake, a
+//! connection's first bytes ([`super::first_bytes`]) or an HTTP/1.1 request head that takes too
+//! long is closed, an oversized head gets 431, and an HTTP/2 peer that stops answering pings is
+//! dropped.
 
+use super::first_bytes::FirstBytes;
 use crate::security::reload::LiveServer;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,9 +21,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-
-/// How long a client may take to finish the TLS handshake or send its request head.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A listener that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +63,21 @@ pub struct Plane {
 /// plane's open connections to finish.
 pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
+    let limits = super::conn_limits::current();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    // HTTP/2: the same head limit; a peer that stops answering pings is dropped.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     let tls = plane.tls;
     let name: Arc<str> = plane.name.into();
     loop {
@@ -91,7 +102,8 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    let handshake = acceptor.accept(tcp);
+                    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, handshake)
                         .await
                     {
                         Ok(Ok(s)) => s,
@@ -104,13 +116,15 @@ pub async fn serve(plane: Plane, stop: CancellationToken) -> GracefulShutdown {
                             return;
                         }
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    let io = FirstBytes::new(tls, limits.header_timeout);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    let io = FirstBytes::new(tcp, limits.header_timeout);
+                    let conn = builder.serve_connection(TokioIo::new(io), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(plane = %name, %peer, error = %e, "connection ended with error");
                     }

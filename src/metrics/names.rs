@@ -30,6 +30,9 @@ pub struct Metrics {
     pub prompt_tokens: IntCounterVec,
     pub generation_tokens: IntCounterVec,
     pub num_preemptions: IntCounterVec,
+    /// The project's own series: requests the business plane refused with 503 before reading
+    /// them (`maxLinkNum` in flight, or stopping). Not in `request_received_total`.
+    pub request_refused: IntCounterVec,
     pub num_requests_running: GaugeVec,
     pub num_requests_waiting: GaugeVec,
     pub num_requests_swapped: GaugeVec,
@@ -123,6 +126,11 @@ impl Metrics {
                 &r,
                 "num_preemptions_total",
                 "Cumulative number of preemption from the engine.",
+            )?,
+            request_refused: counter(
+                &r,
+                "request_refused_total",
+                "Count of requests refused with 503 before being received (maxLinkNum reached or stopping).",
             )?,
             num_requests_running: gauge(
                 &r,
@@ -272,6 +280,7 @@ impl Metrics {
             &self.prompt_tokens,
             &self.generation_tokens,
             &self.num_preemptions,
+            &self.request_refused,
             &self.pd_kv_transfer_bytes,
             &self.pd_kv_transfer_failed,
             &self.pd_handoffs,

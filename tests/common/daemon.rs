@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mindieservice_daemon");
 
+/// The binary [`Home`] starts: `MINDIE_TEST_DAEMON_BIN` when set (a copy of this build, for
+/// target folders that other builds overwrite while tests run), else [`BIN`].
+pub fn bin() -> PathBuf {
+    std::env::var_os("MINDIE_TEST_DAEMON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -132,7 +140,7 @@ impl Home {
     }
 
     fn command(&self, extra_env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.path())

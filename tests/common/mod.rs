@@ -13,5 +13,6 @@ pub mod parity;
 pub mod pd;
 pub mod pki;
 pub mod prom;
+pub mod scrape;
 pub mod sse;
 pub mod venv;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use super::daemon::Home;
 use mindie::security::TlsFiles;
 use tempfile::TempDir;
 
@@ -356,6 +357,37 @@ impl Pki {
         })
     }
 
+    /// A daemon home whose planes all use this PKI with mutual TLS and the CRL.
+    pub fn mtls_home(&self) -> Home {
+        let mut home = Home::new();
+        let (ca_dir, ca_name) = dir_and_name(&self.ca);
+        let (crl_dir, crl_name) = dir_and_name(&self.crl);
+        let cert = self.server_cert.to_str().expect("utf8 path");
+        let key = self.server_key.to_str().expect("utf8 path");
+        let pwd = self.server_key_pwd_file.to_str().expect("utf8 path");
+        home.set("/ServerConfig/httpsEnabled", true)
+            .set("/ServerConfig/tlsCaPath", ca_dir.as_str())
+            .set("/ServerConfig/tlsCaFile", serde_json::json!([ca_name]))
+            .set("/ServerConfig/tlsCert", cert)
+            .set("/ServerConfig/tlsPk", key)
+            .set("/ServerConfig/tlsPkPwd", pwd)
+            .set("/ServerConfig/tlsCrlPath", crl_dir.as_str())
+            .set("/ServerConfig/tlsCrlFiles", serde_json::json!([crl_name]))
+            .set(
+                "/ServerConfig/managementTlsCaFile",
+                serde_json::json!([ca_name]),
+            )
+            .set("/ServerConfig/managementTlsCert", cert)
+            .set("/ServerConfig/managementTlsPk", key)
+            .set("/ServerConfig/managementTlsPkPwd", pwd)
+            .set("/ServerConfig/managementTlsCrlPath", crl_dir.as_str())
+            .set(
+                "/ServerConfig/managementTlsCrlFiles",
+                serde_json::json!([crl_name]),
+            );
+        home
+    }
+
     /// The server's files as the daemon gets them: encrypted PKCS#8 key with its password
     /// file; with `mtls`, the CA for client certificates and the CRL.
     pub fn server_files(&self, mtls: bool) -> TlsFiles {
@@ -375,6 +407,17 @@ impl Pki {
             },
         }
     }
+}
+
+/// A file's folder (with a trailing `/`, as config.json's `*Path` keys want it) and name.
+fn dir_and_name(p: &Path) -> (String, String) {
+    (
+        format!("{}/", p.parent().expect("parent").display()),
+        p.file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 const SHARED_PREFIX: &str = "mindie-pki-shared-";
