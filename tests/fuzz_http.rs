@@ -157,6 +157,8 @@ fn management() -> Router {
             dir: home.path().join("log"),
             rotate_bytes: 1 << 20,
             rotate_keep: 1,
+            format: Default::default(),
+            format_refused: None,
         })
         .expect("log subscriber");
         let log = LogControl::new(handle, &loaded.config.log_config);
