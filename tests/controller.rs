@@ -3,9 +3,9 @@
 //! refresh bodies, and the real Controller started from a working directory holding
 //! `conf/ms_controller.json` and the global ranktable. Roles are assigned (one P, one D),
 //! the refresh carries both with peers pointing at each other; a killed D leaves the list and
-//! rejoins with its role after a restart; SIGTERM stops the Controller only; a restarted
-//! Controller recovers its decisions from the process file; SIGUSR1 stops the cluster; bad
-//! files exit 1 naming the field.
+//! rejoins with its role after a restart; SIGHUP is logged and ignored; SIGTERM stops the
+//! Controller only; a restarted Controller recovers its decisions from the process file;
+//! SIGUSR1 stops the cluster; bad files exit 1 naming the field.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -117,6 +117,15 @@ async fn controller_assigns_roles_follows_failures_and_stops_the_cluster() {
         .await;
     assert_eq!(instance(&v, 1)["dynamic_info"]["peers"], json!([0]));
     assert_eq!(current_role(&d).await, "decode");
+
+    // SIGHUP (a fleet-wide certificate rotation) is logged and does not stop it.
+    ctl.signal(Signal::SIGHUP);
+    ctl.wait_for("SIGHUP ignored", Duration::from_secs(10));
+    assert!(
+        ctl.wait_exit(Duration::from_millis(300)).is_none(),
+        "{}",
+        ctl.output()
+    );
 
     // SIGTERM stops the Controller only.
     ctl.signal(Signal::SIGTERM);

@@ -254,3 +254,19 @@ async fn coordinator_relays_and_survives_a_dead_decode_instance() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_all_blocks_free(&p, "prefill after D died").await;
 }
+
+/// A fleet-wide `kill -HUP` (which rotates the daemons' certificates) must not stop the
+/// Coordinator: it logs that it does not reload and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_logged_and_does_not_stop_the_coordinator() {
+    let coord = Coord::new("127.0.0.5");
+    let mut c = coord.start();
+    c.signal(nix::sys::signal::Signal::SIGHUP);
+    c.wait_for("SIGHUP ignored", Duration::from_secs(10));
+    assert_eq!(get_status(coord.status_addr(), "/v1/startup").await, 200);
+    assert!(
+        c.wait_exit(Duration::from_millis(300)).is_none(),
+        "{}",
+        c.output()
+    );
+}

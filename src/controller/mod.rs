@@ -168,13 +168,24 @@ fn run(env: &Env) -> Result<(), StartError> {
     })
 }
 
-/// Runs ticks until SIGTERM/SIGINT (returns false) or SIGUSR1 (returns true).
+/// SIGHUP, which reloads a daemon's certificates, is caught so that a fleet-wide `kill -HUP`
+/// does not stop the Controller (its default action); the Controller does not reload its own
+/// material yet, and says so.
+fn hup_ignored() {
+    tracing::warn!(
+        "SIGHUP ignored: the Controller does not reload its certificates; restart it to use new ones"
+    );
+}
+
+/// Runs ticks until SIGTERM/SIGINT (returns false) or SIGUSR1 (returns true); SIGHUP is
+/// logged and ignored.
 async fn loop_until_signal(controller: &mut Controller, period: std::time::Duration) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; running until killed");
         loop {
@@ -189,12 +200,14 @@ async fn loop_until_signal(controller: &mut Controller, period: std::time::Durat
             _ = term.recv() => return false,
             _ = int.recv() => return false,
             _ = usr1.recv() => return true,
+            _ = hup.recv() => hup_ignored(),
             _ = timer.tick() => {
                 tokio::select! {
                     _ = controller.tick() => {}
                     _ = term.recv() => return false,
                     _ = int.recv() => return false,
                     _ = usr1.recv() => return true,
+                    _ = hup.recv() => hup_ignored(),
                 }
             }
         }

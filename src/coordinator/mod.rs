@@ -195,17 +195,26 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP, which reloads a daemon's certificates, is caught so that
+/// a fleet-wide `kill -HUP` does not stop the Coordinator (its default action); the Coordinator
+/// does not reload its own material yet, and says so.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: the Coordinator does not reload its certificates; restart it to use new ones"
+            ),
+        }
     }
 }
