@@ -17,31 +17,24 @@ use mindie::controller::ranktable::{self as global, DefaultPorts};
 use mindie::multinode::ranktable;
 use mindie::security::{certinfo, keys, pem, tls};
 use proptest::strategy::Strategy;
-use proptest::test_runner::TestRunner;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Runs `check` on `weight` × the base count of inputs drawn by `strategy` over `target`'s
-/// seeds; prints the count.
+/// [`fuzz::run`] over `target`'s committed seeds.
 fn fuzz<S: Strategy<Value = Input>>(
     target: &str,
     weight: f64,
     strategy: impl Fn(usize) -> S,
     check: impl Fn(&[u8]),
 ) {
-    let seeds = fuzz::seeds(target);
-    let ran = AtomicU64::new(0);
-    let mut runner = TestRunner::new(fuzz::config(weight, file!()));
-    let result = runner.run(&strategy(seeds.len()), |input| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        check(&input.render(&seeds));
-        Ok(())
-    });
-    println!("fuzz {target}: {} cases", ran.load(Ordering::Relaxed));
-    if let Err(e) = result {
-        panic!("fuzz {target}: {e}");
-    }
+    fuzz::run(
+        target,
+        file!(),
+        fuzz::seeds(target),
+        weight,
+        strategy,
+        check,
+    );
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) {

@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod fuzz;
+#[path = "common/mock_router.rs"]
+mod mock_router;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -18,30 +20,21 @@ use axum::Router;
 use futures_util::future::BoxFuture;
 use fuzz::{show, Input};
 use http_body_util::BodyExt;
-use mindie::backend::BackendKind;
-use mindie::config::{self, Env, Loaded};
-use mindie::daemon::engine::{build_engine, ModelSource};
-use mindie::engine::{defaults, EngineMonitor, EngineStatus};
-use mindie::http::admission::Admission;
-use mindie::http::openai::models::ModelCard;
-use mindie::http::session::{Limits, Serving};
-use mindie::http::{business_router, BusinessState};
+use mindie::engine::{EngineMonitor, EngineStatus};
 use mindie::lifecycle::Lifecycle;
 use mindie::logging::{self, LogSettings};
 use mindie::mgmt::log_level::LogControl;
 use mindie::mgmt::{self, MgmtState};
 use mindie::pd::role::{Instance, LinkTiming, Linker, RoleState};
-use mindie::tokenizer::{Tokenizer, TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
+use mock_router::{mock_business, mock_config};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-const MODEL: &str = "mock-model";
 /// How long one request may take before it counts as a hang.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -56,67 +49,10 @@ fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn loaded_config(home: &Path) -> Loaded {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fixture = root.join("tests/fixtures/models/tiny-llama");
-    let mut cfg: Value =
-        serde_json::from_slice(&std::fs::read(root.join("conf/config.json")).expect("config"))
-            .expect("config json");
-    let m = &mut cfg["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0];
-    m["modelInstanceType"] = "StandardMock".into();
-    m["modelName"] = MODEL.into();
-    m["modelWeightPath"] = fixture.to_str().expect("utf8 path").into();
-    let path = home.join("config.json");
-    std::fs::write(&path, cfg.to_string()).expect("write config");
-    config::load(&path, home, &Env::default()).expect("load config")
-}
-
 /// The business router over the mock engine, built once for every route's test.
 fn business() -> Router {
     static ROUTER: OnceLock<(Router, tempfile::TempDir)> = OnceLock::new();
-    let (router, _home) = ROUTER.get_or_init(|| {
-        let home = tempfile::tempdir().expect("tempdir");
-        let loaded = loaded_config(home.path());
-        let fixture =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-llama");
-        let tok = Tokenizer::load(&fixture).expect("tokenizer");
-        let source = ModelSource {
-            kind: BackendKind::Mock,
-            dir: fixture.clone(),
-        };
-        let router = rt().block_on(async {
-            let engine =
-                build_engine(&loaded.config, &source, &tok, &Env::default()).expect("mock engine");
-            let serving = Arc::new(Serving {
-                engine: Arc::new(engine),
-                tokenizer: TokenizerPool::new(tok, 1, DEFAULT_ENCODE_TIMEOUT),
-                model_name: MODEL.into(),
-                limits: Limits::from_config(&loaded.config),
-                metrics: None,
-                sampling_defaults: defaults::sampling_defaults(&fixture),
-                registry: Default::default(),
-                json_mode: Default::default(),
-                stop_hook: None,
-            });
-            let sc = &loaded.config.server_config;
-            let admission = Admission::new(
-                sc.max_link_num as usize,
-                sc.max_request_length as usize,
-                Lifecycle::new(),
-            );
-            business_router(BusinessState {
-                serving,
-                card: Arc::new(ModelCard {
-                    name: MODEL.into(),
-                    created: 0,
-                    root: MODEL.into(),
-                }),
-                config: Arc::new(loaded),
-                admission,
-            })
-        });
-        (router, home)
-    });
+    let (router, _home) = ROUTER.get_or_init(|| rt().block_on(async { mock_business(None) }));
     router.clone()
 }
 
@@ -149,7 +85,7 @@ fn management() -> Router {
     static ROUTER: OnceLock<(Router, tempfile::TempDir)> = OnceLock::new();
     let (router, _home) = ROUTER.get_or_init(|| {
         let home = tempfile::tempdir().expect("tempdir");
-        let loaded = loaded_config(home.path());
+        let loaded = mock_config(home.path());
         let handle = logging::init(&LogSettings {
             level: "info".into(),
             to_stdout: false,
@@ -355,12 +291,23 @@ business_target!(
     ["/v2/models/mock-model/infer"],
     0.75
 );
-business_target!(
-    triton_stop_infer,
-    "triton_stop",
-    ["/v2/models/mock-model/stopInfer"],
-    0.25
-);
+/// stopInfer gets a router of its own: a fuzzed stop whose id matches a request another
+/// target has in flight (their seeds share ids such as `req-1`) would legitimately cancel it.
+fn stop_business() -> Router {
+    static ROUTER: OnceLock<(Router, tempfile::TempDir)> = OnceLock::new();
+    let (router, _home) = ROUTER.get_or_init(|| rt().block_on(async { mock_business(None) }));
+    router.clone()
+}
+
+#[test]
+fn triton_stop_infer() {
+    fuzz_routes(
+        stop_business,
+        "http/triton_stop",
+        &["/v2/models/mock-model/stopInfer"],
+        0.25,
+    );
+}
 
 #[test]
 fn mgmt_role_posts() {

@@ -19,10 +19,9 @@ use mindie::multinode::proto::model_execute_data as med;
 use mindie::multinode::wire;
 use mindie::pd::{frames, handoff_msg, headers};
 use proptest::strategy::Strategy;
-use proptest::test_runner::TestRunner;
 use prost::Message;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+/// [`fuzz::run`] with this harness's regressions file.
 fn run<S: Strategy<Value = Input>>(
     name: &str,
     seeds: Vec<Vec<u8>>,
@@ -30,17 +29,7 @@ fn run<S: Strategy<Value = Input>>(
     strategy: impl Fn(usize) -> S,
     check: impl Fn(&[u8]),
 ) {
-    let ran = AtomicU64::new(0);
-    let mut runner = TestRunner::new(fuzz::config(weight, file!()));
-    let result = runner.run(&strategy(seeds.len()), |input| {
-        ran.fetch_add(1, Ordering::Relaxed);
-        check(&input.render(&seeds));
-        Ok(())
-    });
-    println!("fuzz {name}: {} cases", ran.load(Ordering::Relaxed));
-    if let Err(e) = result {
-        panic!("fuzz {name}: {e}");
-    }
+    fuzz::run(name, file!(), seeds, weight, strategy, check);
 }
 
 #[test]

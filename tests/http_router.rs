@@ -9,91 +9,20 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use mindie::backend::BackendKind;
-use mindie::config::{self, Env};
-use mindie::daemon::engine::{build_engine, ModelSource};
-use mindie::engine::defaults;
-use mindie::http::admission::{self, Admission};
-use mindie::http::openai::models::ModelCard;
-use mindie::http::session::{Limits, Serving};
-use mindie::http::{business_router, BusinessState, REQUEST_UUID};
-use mindie::lifecycle::Lifecycle;
-use mindie::tokenizer::{Tokenizer, TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
+use mindie::http::admission;
+use mindie::http::REQUEST_UUID;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::sync::Arc;
 use tower::ServiceExt;
 
-const MODEL: &str = "mock-model";
+#[path = "common/mock_router.rs"]
+mod mock_router;
+
+use mock_router::{mock_business, MODEL};
 
 /// The business router of a daemon serving the mock engine; the temporary home holds its
 /// config and must outlive it.
 fn business() -> (Router, tempfile::TempDir) {
-    business_with_reply(None)
-}
-
-/// As [`business`], the mock answering every request with `reply`'s tokens, then EOS.
-fn business_with_reply(reply: Option<&str>) -> (Router, tempfile::TempDir) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fixture = root.join("tests/fixtures/models/tiny-llama");
-    let mut cfg: Value =
-        serde_json::from_slice(&std::fs::read(root.join("conf/config.json")).expect("config"))
-            .expect("config json");
-    let m = &mut cfg["BackendConfig"]["ModelDeployConfig"]["ModelConfig"][0];
-    m["modelInstanceType"] = "StandardMock".into();
-    m["modelName"] = MODEL.into();
-    m["modelWeightPath"] = fixture.to_str().expect("utf8 path").into();
-    let home = tempfile::tempdir().expect("tempdir");
-    let path = home.path().join("config.json");
-    std::fs::write(&path, cfg.to_string()).expect("write config");
-    let loaded = config::load(&path, home.path(), &Env::default()).expect("load config");
-
-    let tok = Tokenizer::load(&fixture).expect("tokenizer");
-    // The mock's scripted reply goes through its env var, as in the daemon.
-    let reply_file = home.path().join("reply.txt");
-    let env = match reply {
-        Some(text) => {
-            std::fs::write(&reply_file, text).expect("write reply");
-            Env::from_pairs([(
-                "MIES_MOCK_REPLY_FILE",
-                reply_file.to_string_lossy().into_owned(),
-            )])
-        }
-        None => Env::default(),
-    };
-    let source = ModelSource {
-        kind: BackendKind::Mock,
-        dir: fixture.clone(),
-    };
-    let engine = build_engine(&loaded.config, &source, &tok, &env).expect("mock engine");
-    let serving = Arc::new(Serving {
-        engine: Arc::new(engine),
-        tokenizer: TokenizerPool::new(tok, 1, DEFAULT_ENCODE_TIMEOUT),
-        model_name: MODEL.into(),
-        limits: Limits::from_config(&loaded.config),
-        metrics: None,
-        sampling_defaults: defaults::sampling_defaults(&fixture),
-        registry: Default::default(),
-        json_mode: Default::default(),
-        stop_hook: None,
-    });
-    let sc = &loaded.config.server_config;
-    let admission = Admission::new(
-        sc.max_link_num as usize,
-        sc.max_request_length as usize,
-        Lifecycle::new(),
-    );
-    let router = business_router(BusinessState {
-        serving,
-        card: Arc::new(ModelCard {
-            name: MODEL.into(),
-            created: 0,
-            root: MODEL.into(),
-        }),
-        config: Arc::new(loaded),
-        admission,
-    });
-    (router, home)
+    mock_business(None)
 }
 
 /// Posts `body` to `path`; the status, the `RequestUUID` header and the JSON reply.
@@ -176,7 +105,7 @@ async fn tgi_generate_runs_on_the_mock_engine() {
 
 #[tokio::test]
 async fn each_end_of_sequence_reaches_the_wire() {
-    let (router, _home) = business_with_reply(Some("one two three four"));
+    let (router, _home) = mock_business(Some("one two three four"));
     let tgi = |stop: Value, max: u32| json!({"inputs": "Hello", "parameters": {"max_new_tokens": max, "stop": stop, "details": true}});
     let cases = [
         (tgi(json!(["three"]), 50), "stop_sequence", "stop"),

@@ -18,7 +18,7 @@
 #![allow(dead_code)] // each harness uses its own part
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence};
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,33 @@ pub fn config(weight: f64, source: &'static str) -> Config {
         ))),
         source_file: Some(source),
         ..Config::default()
+    }
+}
+
+/// Runs `check` on `weight` × the base count of inputs that `strategy` draws over `seeds`,
+/// failures persisted beside the harness `source` (its `file!()`); prints the count and panics
+/// with proptest's report (the shrunk input) on the first failing input.
+pub fn run<S: Strategy<Value = Input>>(
+    name: &str,
+    source: &'static str,
+    seeds: Vec<Vec<u8>>,
+    weight: f64,
+    strategy: impl Fn(usize) -> S,
+    check: impl Fn(&[u8]),
+) {
+    let ran = std::sync::atomic::AtomicU64::new(0);
+    let mut runner = TestRunner::new(config(weight, source));
+    let result = runner.run(&strategy(seeds.len()), |input| {
+        ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        check(&input.render(&seeds));
+        Ok(())
+    });
+    println!(
+        "fuzz {name}: {} cases",
+        ran.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    if let Err(e) = result {
+        panic!("fuzz {name}: {e}");
     }
 }
 
