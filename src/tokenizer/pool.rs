@@ -67,11 +67,15 @@ impl TokenizerPool {
                 Err(e) => tracing::error!("cannot start tokenizer thread {i}: {e}"),
             }
         }
+        let permits = Arc::new(Semaphore::new(started));
+        if started == 0 {
+            permits.close(); // every call fails at once instead of waiting out its timeout
+        }
         TokenizerPool {
             tokenizer,
-            permits: Arc::new(Semaphore::new(started)),
+            permits,
             jobs,
-            threads,
+            threads: started,
             timeout,
         }
     }
