@@ -325,6 +325,12 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let described = http::openapi::Instance {
+        model: model.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        vocab_max: inference.vocab().saturating_sub(1) as u64,
+        dmi: pd_node.is_some(),
+    };
     let card = Arc::new(ModelCard {
         name: model.clone(),
         created,
@@ -369,6 +375,9 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
                 _ => metrics_router.clone(),
             });
         }
+        let doc = http::openapi::document(&served, &described)
+            .map_err(|e| StartError::Setting(format!("the built-in OpenAPI document: {e}")))?;
+        router = router.merge(http::openapi::router(doc));
         // The business router brings its own fallback (through admission).
         if !served.contains(&Plane::Business) {
             router = router.fallback(http::error::not_found);

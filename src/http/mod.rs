@@ -18,6 +18,7 @@ pub mod first_bytes;
 pub mod gen_parameters;
 pub mod native;
 pub mod openai;
+pub mod openapi;
 pub mod server;
 pub mod session;
 pub mod sse;

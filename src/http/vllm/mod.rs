@@ -56,7 +56,9 @@ pub async fn run(inf: &Serving, body: Body<MindIe>) -> Reply<MindIe> {
         }
         return Ok(Json(json!({ "text": texts })).into_response());
     }
-    let (tx, resp) = sse::channel_with("application/json");
+    // NUL-terminated JSON objects are not one JSON text, so the stream is not labelled
+    // application/json (vLLM's own server sends no type at all); clients split on NUL.
+    let (tx, resp) = sse::channel_with("application/octet-stream");
     let frame = |step: Step<'_>| -> Vec<String> {
         match step {
             Step::Piece(Piece::Token(t)) if !t.text.is_empty() => {
