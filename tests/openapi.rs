@@ -95,7 +95,8 @@ fn run_schemathesis(addr: SocketAddr, cases: u32, seed: u64, exclude: &[&str]) {
     );
     let summary: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("generated") || l.contains("Tested:") || l.contains(" in "))
+        .filter(|l| l.contains(" generated, ") || l.contains("Tested:"))
+        .map(str::trim)
         .collect();
     eprintln!(
         "schemathesis {url} (seed {seed}, {cases} cases per operation, {:.0} s): {}",
