@@ -90,7 +90,7 @@ type TlsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Clone)]
 enum Inner {
-    Plain(Client<HttpConnector, Body>),
+    Plain(Box<Client<HttpConnector, Body>>),
     Tls(Arc<TlsPool>),
 }
 
@@ -177,7 +177,7 @@ impl HttpClient {
     pub fn live(tls: Option<LiveClient>, timeout: Duration) -> Self {
         let inner = match tls {
             Some(live) => Inner::Tls(Arc::new(TlsPool::new(live))),
-            None => Inner::Plain(pool_builder().build(connector())),
+            None => Inner::Plain(Box::new(pool_builder().build(connector()))),
         };
         HttpClient { inner, timeout }
     }
