@@ -22,7 +22,7 @@ use crate::logging::{self, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
 use crate::security::perms::{FileRole, PermChecker, PermError, PERMISSION_CHECK_ENV};
-use crate::security::reload::{LiveServer, Reloader};
+use crate::security::reload::{LiveServer, ReloadSignal, Reloader};
 use crate::security::tls::TlsError;
 use crate::tokenizer::{TokenizerPool, DEFAULT_ENCODE_TIMEOUT};
 use axum::Router;
@@ -193,7 +193,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         NodeRole::Master(m) => Some(m),
         NodeRole::Slave(settings) => {
             let running = start_slave(loaded, settings, &mut checker, &reloader).await?;
-            reload_signal.spawn(reloader, checker.enforce);
+            let enforce = checker.enforce;
+            reload_signal.spawn(reloader, move || PermChecker::new(enforce));
             return Ok(running);
         }
     };
@@ -406,7 +407,8 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
         handles.push(tokio::spawn(server::serve(plane, life.token())));
     }
     let signals = tokio::spawn(signal_stop(stop_signals, life.clone(), drain_deadline));
-    reload_signal.spawn(reloader, checker.enforce);
+    let enforce = checker.enforce;
+    reload_signal.spawn(reloader, move || PermChecker::new(enforce));
     logging::print_line("Daemon start success!");
     tracing::info!("Daemon start success!");
     Ok(Running {
@@ -478,54 +480,6 @@ async fn start_slave(
         slaves: None,
         failure,
     })
-}
-
-/// The SIGHUP stream (`None` when it could not be registered).
-struct ReloadSignal(Option<tokio::signal::unix::Signal>);
-
-impl ReloadSignal {
-    fn install() -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(s) => Self(Some(s)),
-            Err(e) => {
-                tracing::error!("cannot install the SIGHUP handler ({e}): certificates cannot be reloaded without a restart");
-                Self(None)
-            }
-        }
-    }
-
-    /// Reloads every plane of `reloader` on each SIGHUP, with a fresh permission checker as
-    /// strict as the start-up one. Reloads run one at a time, off the async workers.
-    fn spawn(self, reloader: Reloader, enforce: bool) {
-        let Some(mut hup) = self.0 else {
-            return;
-        };
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                if reloader.is_empty() {
-                    tracing::info!("SIGHUP: no plane uses TLS; nothing to reload");
-                    continue;
-                }
-                tracing::info!(
-                    planes = reloader.len(),
-                    "SIGHUP: reloading TLS certificates, keys and CRLs"
-                );
-                let r = reloader.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    let mut checker = PermChecker::new(enforce);
-                    let outcomes = r.reload_and_log(&mut checker);
-                    outcomes.iter().filter(|o| o.result.is_err()).count()
-                })
-                .await;
-                match done {
-                    Ok(0) => tracing::info!("TLS reload done: every plane uses the new material"),
-                    Ok(n) => tracing::warn!("TLS reload done: {n} plane(s) kept their old material (see above)"),
-                    Err(e) => tracing::error!("TLS reload stopped: {e}; planes not reported above keep their old material"),
-                }
-            }
-        });
-    }
 }
 
 /// SIGTERM and SIGINT streams (`None` when they could not be registered).

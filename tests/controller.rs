@@ -3,9 +3,10 @@
 //! refresh bodies, and the real Controller started from a working directory holding
 //! `conf/ms_controller.json` and the global ranktable. Roles are assigned (one P, one D),
 //! the refresh carries both with peers pointing at each other; a killed D leaves the list and
-//! rejoins with its role after a restart; SIGHUP is logged and ignored; SIGTERM stops the
-//! Controller only; a restarted Controller recovers its decisions from the process file;
-//! SIGUSR1 stops the cluster; bad files exit 1 naming the field.
+//! rejoins with its role after a restart; without TLS, SIGHUP is a logged no-op; SIGTERM stops
+//! the Controller only; a restarted Controller recovers its decisions from the process file;
+//! SIGUSR1 stops the cluster; bad files exit 1 naming the field. With TLS on its probe server,
+//! SIGHUP rotates the probe's certificate for new connections.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -13,6 +14,9 @@ mod common;
 use common::cluster::{rank_table, server_entry, ControllerHome, FakeCoordinator};
 use common::pd::{send, status, Instance};
 use common::pki::Pki;
+use common::rotate::{
+    fresh_get, good_client, issue, put, reload_report, serial_of, sighup_and_wait, Conn, Files,
+};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -118,9 +122,9 @@ async fn controller_assigns_roles_follows_failures_and_stops_the_cluster() {
     assert_eq!(instance(&v, 1)["dynamic_info"]["peers"], json!([0]));
     assert_eq!(current_role(&d).await, "decode");
 
-    // SIGHUP (a fleet-wide certificate rotation) is logged and does not stop it.
+    // SIGHUP (a fleet-wide certificate rotation) without TLS: logged, and it goes on.
     ctl.signal(Signal::SIGHUP);
-    ctl.wait_for("SIGHUP ignored", Duration::from_secs(10));
+    ctl.wait_for("nothing to reload", Duration::from_secs(10));
     assert!(
         ctl.wait_exit(Duration::from_millis(300)).is_none(),
         "{}",
@@ -231,4 +235,55 @@ fn bad_files_exit_1_naming_the_field() {
     )]);
     assert_eq!(st.code(), Some(1), "{out}");
     assert!(out.contains("/nonexistent/ms_controller.json"), "{out}");
+}
+
+/// The probe server with mutual TLS on copies of the PKI's files: after a new certificate is
+/// installed and SIGHUP sent, new connections get it; an open connection keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_probe_certificate() {
+    let pki = Pki::shared();
+    let mut home = ControllerHome::new(common::daemon::free_port());
+    let files = Files::copy_in(pki, &home.path().join("tls"));
+    home.config["tls_config"]["http_server_tls_enable"] = json!(true);
+    home.config["tls_config"]["http_server_tls_items"] = files.motor_item();
+    home.write_config();
+    home.write_rank_table(&rank_table(&[
+        json!({"server_ip": "127.0.0.1", "mgmt_port": common::daemon::free_port().to_string()}),
+        json!({"server_ip": "127.0.0.3", "mgmt_port": common::daemon::free_port().to_string()}),
+    ]));
+    let mut ctl = home.start(&[]);
+    let probe = std::net::SocketAddr::from(([127, 0, 0, 1], home.probe_port));
+    let serial_a = serial_of(&pki.server_cert);
+    let mut kept = Conn::open(probe, good_client(pki)).await.unwrap();
+    assert_eq!(kept.server_serial, serial_a);
+    assert_eq!(kept.get("/v1/health").await.unwrap(), 200);
+
+    let (cert_b, key_b) = issue(pki, &files.dir, "server-b", "server_ext");
+    let serial_b = serial_of(&cert_b);
+    assert_ne!(serial_a, serial_b);
+    put(&key_b, &files.key, 0o600);
+    put(&cert_b, &files.cert, 0o640);
+    let out = sighup_and_wait(&mut ctl, 1);
+    let report = reload_report(&out, 1);
+    assert!(
+        report.contains("TLS material reloaded: tls_config.http_server"),
+        "{report}"
+    );
+    assert!(
+        report.contains("every plane uses the new material"),
+        "{report}"
+    );
+    let (serial, status) = fresh_get(probe, good_client(pki), "/v1/startup")
+        .await
+        .unwrap();
+    assert_eq!((serial, status), (serial_b, 200));
+    assert_eq!(kept.get("/v1/health").await.unwrap(), 200);
+    assert_eq!(kept.server_serial, serial_a);
+    ctl.signal(Signal::SIGTERM);
+    assert!(
+        ctl.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        ctl.output()
+    );
 }

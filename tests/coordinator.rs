@@ -4,13 +4,20 @@
 //! Readiness follows the list and the `/dresult` stream; requests relay P's first chunk and
 //! D's frames; a user who hangs up leaves no KV block held; a decode instance that dies ends
 //! its requests with an error at once, and later requests get 503 until a pair is back.
+//! Without TLS, SIGHUP is a logged no-op; with TLS on its servers, SIGHUP rotates their
+//! certificates (new connections get the new one, open ones finish) and refuses broken new
+//! material, keeping the old.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
 use common::coord::{refresh, refresh_entry, Coord};
 use common::pd::{assert_all_blocks_free, link_pair, send, sse_events, Instance};
-use common::pki::Pki;
+use common::pki::{Pki, SERVER_PASS};
+use common::rotate::{
+    fresh_get, good_client, issue, put, reload_report, serial_of, sighup_and_wait,
+};
+use common::rotate::{Conn, Files};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,18 +262,98 @@ async fn coordinator_relays_and_survives_a_dead_decode_instance() {
     assert_all_blocks_free(&p, "prefill after D died").await;
 }
 
-/// A fleet-wide `kill -HUP` (which rotates the daemons' certificates) must not stop the
-/// Coordinator: it logs that it does not reload and keeps serving.
+/// Without TLS a fleet-wide `kill -HUP` (which rotates the daemons' certificates) is a
+/// logged no-op: the Coordinator keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_is_logged_and_does_not_stop_the_coordinator() {
+async fn sighup_without_tls_is_logged_and_does_not_stop_the_coordinator() {
     let coord = Coord::new("127.0.0.5");
     let mut c = coord.start();
     c.signal(nix::sys::signal::Signal::SIGHUP);
-    c.wait_for("SIGHUP ignored", Duration::from_secs(10));
+    c.wait_for("nothing to reload", Duration::from_secs(10));
     assert_eq!(get_status(coord.status_addr(), "/v1/startup").await, 200);
     assert!(
         c.wait_exit(Duration::from_millis(300)).is_none(),
         "{}",
         c.output()
     );
+}
+
+/// The status and manage servers with mutual TLS on copies of the PKI's files: a new
+/// certificate installed over the files reaches new connections after SIGHUP while an open
+/// connection keeps working on the old one; then a key that does not match the certificate
+/// is refused (named in the NOT-reloaded line) and the servers keep the certificate they had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_servers_certificates_and_refuses_broken_ones() {
+    let pki = Pki::shared();
+    let mut coord = Coord::new("127.0.0.5");
+    let files = Files::copy_in(pki, &coord.dir.path().join("tls"));
+    for item in ["status", "controller_server"] {
+        coord.config["tls_config"][format!("{item}_tls_enable")] = json!(true);
+        coord.config["tls_config"][format!("{item}_tls_items")] = files.motor_item();
+    }
+    let mut c = coord.start();
+    let serial_a = serial_of(&pki.server_cert);
+    let mut kept = Conn::open(coord.status_addr(), good_client(pki))
+        .await
+        .unwrap();
+    assert_eq!(kept.server_serial, serial_a);
+    assert_eq!(kept.get("/v1/startup").await.unwrap(), 200);
+
+    // Certificate B (new key, new serial, same CA) over the files named in the config.
+    let (cert_b, key_b) = issue(pki, &files.dir, "server-b", "server_ext");
+    let serial_b = serial_of(&cert_b);
+    assert_ne!(serial_a, serial_b);
+    put(&key_b, &files.key, 0o600);
+    put(&cert_b, &files.cert, 0o640);
+    let out = sighup_and_wait(&mut c, 1);
+    let report = reload_report(&out, 1);
+    for plane in ["tls_config.status", "tls_config.controller_server"] {
+        assert!(
+            report.contains(&format!("TLS material reloaded: {plane}")),
+            "{report}"
+        );
+    }
+    assert!(
+        report.contains("TLS reload done: every plane uses the new material"),
+        "{report}"
+    );
+    assert!(!report.contains(SERVER_PASS), "the key password was logged");
+    let (serial, status) = fresh_get(coord.status_addr(), good_client(pki), "/v1/startup")
+        .await
+        .unwrap();
+    assert_eq!((serial, status), (serial_b.clone(), 200));
+    let (serial, _) = fresh_get(
+        coord.manage_addr(),
+        good_client(pki),
+        "/v1/coordinator_info",
+    )
+    .await
+    .unwrap();
+    assert_eq!(serial, serial_b);
+    // The connection opened before the reload goes on, on certificate A.
+    assert_eq!(kept.get("/v1/startup").await.unwrap(), 200);
+    assert_eq!(kept.server_serial, serial_a);
+
+    // Broken: the old key (A) under certificate B. Refused; B stays in use.
+    put(&pki.server_key, &files.key, 0o600);
+    let out = sighup_and_wait(&mut c, 2);
+    let report = reload_report(&out, 2);
+    assert!(
+        report.contains("TLS material NOT reloaded: tls_config.status keeps its old material"),
+        "{report}"
+    );
+    assert!(report.contains("kept their old material"), "{report}");
+    let (serial, status) = fresh_get(coord.status_addr(), good_client(pki), "/v1/startup")
+        .await
+        .unwrap();
+    assert_eq!((serial, status), (serial_b.clone(), 200));
+    let (serial, _) = fresh_get(
+        coord.manage_addr(),
+        good_client(pki),
+        "/v1/coordinator_info",
+    )
+    .await
+    .unwrap();
+    assert_eq!(serial, serial_b);
+    assert!(c.child.try_wait().unwrap().is_none(), "{}", c.output());
 }

@@ -11,6 +11,12 @@
 //! SIGUSR1 stops the cluster: `GET /stopService?mode=Force` to every server of the ranktable,
 //! then the Controller exits 0. Start-up failures (config, ranktable, TLS, listener) exit 1
 //! with a message naming the file and field.
+//!
+//! SIGHUP reloads the certificates, keys and CRLs of its `tls_config` items (the probe server
+//! `http_server`, the links `request_server` and `request_coordinator`) from the files named
+//! at start, with the same checks ([`crate::security::reload`]); new connections use the new
+//! material, open ones finish on theirs, and an item whose new files are refused keeps its old
+//! material.
 
 pub mod config;
 pub mod probe;
@@ -25,7 +31,9 @@ pub mod sync;
 use crate::config::Env;
 use crate::logging::{self, LogSettings};
 use crate::motor::client::HttpClient;
+use crate::motor::files::checker_from_env;
 use crate::motor::tls_items;
+use crate::security::reload::{LiveServer, ReloadSignal, Reloader};
 use config::Config;
 use server_api::Servers;
 use std::path::PathBuf;
@@ -87,15 +95,50 @@ fn tls_files(
     })
 }
 
-fn client_for(cfg: &Config, item: &'static str) -> Result<HttpClient, StartError> {
+/// The reload plane name of item `item`, as the start-up messages name it.
+fn plane(item: &str) -> String {
+    format!("tls_config.{item}")
+}
+
+fn client_for(
+    cfg: &Config,
+    item: &'static str,
+    reloader: &Reloader,
+) -> Result<HttpClient, StartError> {
     let tls = match tls_files(cfg, item)? {
-        Some(files) => Some(tls_items::client_tls(&files).map_err(|e| StartError::Tls {
-            item,
-            reason: e.to_string(),
-        })?),
+        Some(files) => Some(
+            reloader
+                .client(
+                    &plane(item),
+                    tls_items::Item(files),
+                    &mut checker_from_env(),
+                )
+                .map_err(|e| StartError::Tls {
+                    item,
+                    reason: e.to_string(),
+                })?,
+        ),
         None => None,
     };
-    Ok(HttpClient::new(tls, cfg.http_timeout))
+    Ok(HttpClient::live(tls, cfg.http_timeout))
+}
+
+fn probe_tls(cfg: &Config, reloader: &Reloader) -> Result<Option<LiveServer>, StartError> {
+    const ITEM: &str = "http_server";
+    match tls_files(cfg, ITEM)? {
+        Some(files) => reloader
+            .server(
+                &plane(ITEM),
+                tls_items::Item(files),
+                &mut checker_from_env(),
+            )
+            .map(Some)
+            .map_err(|e| StartError::Tls {
+                item: ITEM,
+                reason: e.to_string(),
+            }),
+        None => Ok(None),
+    }
 }
 
 fn run(env: &Env) -> Result<(), StartError> {
@@ -118,18 +161,13 @@ fn run(env: &Env) -> Result<(), StartError> {
         Some(p) => process_file::read(p)?.unwrap_or_default(),
         None => Vec::new(),
     };
+    let reloader = Reloader::default();
     let servers = Servers {
-        client: client_for(&cfg, "request_server")?,
+        client: client_for(&cfg, "request_server", &reloader)?,
         retries: cfg.http_retries,
     };
-    let coordinator = client_for(&cfg, "request_coordinator")?;
-    let probe_tls = match tls_files(&cfg, "http_server")? {
-        Some(files) => Some(tls_items::server_tls(&files).map_err(|e| StartError::Tls {
-            item: "http_server",
-            reason: e.to_string(),
-        })?),
-        None => None,
-    };
+    let coordinator = client_for(&cfg, "request_coordinator", &reloader)?;
+    let probe_tls = probe_tls(&cfg, &reloader)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,13 +175,13 @@ fn run(env: &Env) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     rt.block_on(async move {
+        ReloadSignal::install().spawn(reloader, checker_from_env);
         let listener = crate::http::server::bind("controller probe", cfg.http_server).await?;
         let stop = CancellationToken::new();
         let plane = crate::http::server::Plane {
             name: "controller probe".into(),
             listener,
-            // The Controller's probe is not reloaded on SIGHUP (yet): fixed material.
-            tls: probe_tls.map(crate::security::reload::Live::new),
+            tls: probe_tls,
             router: probe::router(),
         };
         let probe_task = tokio::spawn(crate::http::server::serve(plane, stop.clone()));
@@ -168,24 +206,14 @@ fn run(env: &Env) -> Result<(), StartError> {
     })
 }
 
-/// SIGHUP, which reloads a daemon's certificates, is caught so that a fleet-wide `kill -HUP`
-/// does not stop the Controller (its default action); the Controller does not reload its own
-/// material yet, and says so.
-fn hup_ignored() {
-    tracing::warn!(
-        "SIGHUP ignored: the Controller does not reload its certificates; restart it to use new ones"
-    );
-}
-
-/// Runs ticks until SIGTERM/SIGINT (returns false) or SIGUSR1 (returns true); SIGHUP is
-/// logged and ignored.
+/// Runs ticks until SIGTERM/SIGINT (returns false) or SIGUSR1 (returns true). SIGHUP is
+/// handled apart ([`ReloadSignal`]) and never interrupts a tick.
 async fn loop_until_signal(controller: &mut Controller, period: std::time::Duration) -> bool {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
-        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; running until killed");
         loop {
@@ -200,14 +228,12 @@ async fn loop_until_signal(controller: &mut Controller, period: std::time::Durat
             _ = term.recv() => return false,
             _ = int.recv() => return false,
             _ = usr1.recv() => return true,
-            _ = hup.recv() => hup_ignored(),
             _ = timer.tick() => {
                 tokio::select! {
                     _ = controller.tick() => {}
                     _ = term.recv() => return false,
                     _ = int.recv() => return false,
                     _ = usr1.recv() => return true,
-                    _ = hup.recv() => hup_ignored(),
                 }
             }
         }

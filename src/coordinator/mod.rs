@@ -7,6 +7,13 @@
 //! `/dresult` reader ([`dresult_reader`]) whose frames reach the waiting requests
 //! ([`waiters`]). Every server and every link toward instances uses the `tls_config` items of
 //! `ms_coordinator.json` ([`config`]).
+//!
+//! SIGHUP reloads the certificates, keys and CRLs of those items (the four servers'
+//! `request_server`, `controller_server`, `status`, `external` and the links'
+//! `mindie_client`, `mindie_mangment`) from the files named at start, with the same checks
+//! ([`crate::security::reload`]): new connections use the new material, open ones (and
+//! streams under way, such as a `/dresult` reader) finish on theirs, and an item whose new
+//! files are refused keeps its old material. SIGTERM and SIGINT stop it.
 
 pub mod affinity;
 pub mod cancel;
@@ -28,7 +35,6 @@ pub mod waiters;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +43,9 @@ use crate::config::Env;
 use crate::http::server::{self, Plane};
 use crate::logging::{self, LogSettings};
 use crate::motor::client::HttpClient;
+use crate::motor::files::checker_from_env;
 use crate::motor::tls_items;
+use crate::security::reload::{LiveServer, ReloadSignal, Reloader};
 use crate::security::TlsFiles;
 use config::{ConfigError, CoordinatorConfig};
 use shared::Shared;
@@ -94,13 +102,27 @@ fn run(predict_ip: Option<String>, manage_ip: Option<String>) -> Result<(), Star
     rt.block_on(serve(cfg))
 }
 
+/// The reload plane name of item `item`, as the start-up messages name it.
+fn plane(item: &str) -> String {
+    format!("tls_config.{item}")
+}
+
 fn server_tls(
     files: &Option<TlsFiles>,
     item: &'static str,
-) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    reloader: &Reloader,
+) -> Result<Option<LiveServer>, StartError> {
     files
         .as_ref()
-        .map(|f| tls_items::server_tls(f).map_err(|source| StartError::Tls { item, source }))
+        .map(|f| {
+            reloader
+                .server(
+                    &plane(item),
+                    tls_items::Item(f.clone()),
+                    &mut checker_from_env(),
+                )
+                .map_err(|source| StartError::Tls { item, source })
+        })
         .transpose()
 }
 
@@ -108,23 +130,36 @@ fn client(
     files: &Option<TlsFiles>,
     item: &'static str,
     cfg: &CoordinatorConfig,
+    reloader: &Reloader,
 ) -> Result<HttpClient, StartError> {
     let tls = files
         .as_ref()
-        .map(|f| tls_items::client_tls(f).map_err(|source| StartError::Tls { item, source }))
+        .map(|f| {
+            reloader
+                .client(
+                    &plane(item),
+                    tls_items::Item(f.clone()),
+                    &mut checker_from_env(),
+                )
+                .map_err(|source| StartError::Tls { item, source })
+        })
         .transpose()?;
-    Ok(HttpClient::new(tls, cfg.http_timeout))
+    Ok(HttpClient::live(tls, cfg.http_timeout))
 }
 
-/// Serves until SIGTERM/SIGINT.
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads the TLS material.
 pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
+    // Caught before anything is built: SIGHUP's default action would stop the process.
+    let reload_signal = ReloadSignal::install();
+    let reloader = Reloader::default();
     let t = &cfg.tls;
-    let predict_tls = server_tls(&t.request_server, "request_server")?;
-    let manage_tls = server_tls(&t.controller_server, "controller_server")?;
-    let status_tls = server_tls(&t.status, "status")?;
-    let external_tls = server_tls(&t.external, "external")?;
-    let business = client(&t.mindie_client, "mindie_client", &cfg)?;
-    let management = client(&t.mindie_management, "mindie_mangment", &cfg)?;
+    let predict_tls = server_tls(&t.request_server, "request_server", &reloader)?;
+    let manage_tls = server_tls(&t.controller_server, "controller_server", &reloader)?;
+    let status_tls = server_tls(&t.status, "status", &reloader)?;
+    let external_tls = server_tls(&t.external, "external", &reloader)?;
+    let business = client(&t.mindie_client, "mindie_client", &cfg, &reloader)?;
+    let management = client(&t.mindie_management, "mindie_mangment", &cfg, &reloader)?;
+    reload_signal.spawn(reloader, checker_from_env);
     let l = cfg.listen.clone();
     let stop = CancellationToken::new();
     let shared = Shared::new(cfg, business, management, stop.clone())?;
@@ -166,8 +201,7 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
             Plane {
                 name,
                 listener,
-                // The Coordinator's planes are not reloaded on SIGHUP (yet): fixed material.
-                tls: tls.map(crate::security::reload::Live::new),
+                tls,
                 router,
             },
             stop,
@@ -195,26 +229,18 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP, which reloads a daemon's certificates, is caught so that
-/// a fleet-wide `kill -HUP` does not stop the Coordinator (its default action); the Coordinator
-/// does not reload its own material yet, and says so.
+/// Waits for SIGTERM or SIGINT (SIGHUP is handled apart, by [`ReloadSignal`]).
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
     ) else {
         std::future::pending::<()>().await;
         return;
     };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP ignored: the Coordinator does not reload its certificates; restart it to use new ones"
-            ),
-        }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }

@@ -3,9 +3,15 @@
 //! certificate, server name = the peer's IP) when a client config is given, plain otherwise.
 //! Whole-body calls ([`HttpClient::get`], [`HttpClient::post_json`]) carry a timeout; streamed
 //! calls ([`HttpClient::send`]) leave the body's pace to the caller.
+//!
+//! Certificate rotation: the TLS client config lives in a [`LiveClient`] that SIGHUP may
+//! replace. Each call looks at it first; when it changed, the client starts a new connection
+//! pool built on the new config, so the next call dials with the new material. The old pool's
+//! idle connections are closed (they are not reused after a reload), while calls and streamed
+//! bodies already under way finish on the connection they started on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -18,6 +24,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::security::reload::{Live, LiveClient};
 
 /// How long a TCP connect may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -78,11 +86,75 @@ impl Reply {
 }
 
 type Body = Full<Bytes>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Clone)]
 enum Inner {
-    Plain(Client<HttpConnector, Body>),
-    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+    Plain(Box<Client<HttpConnector, Body>>),
+    Tls(Arc<TlsPool>),
+}
+
+/// The pool of a TLS client and the config it was built on, renewed when the live config
+/// changes.
+struct TlsPool {
+    live: LiveClient,
+    pool: Mutex<(Arc<rustls::ClientConfig>, TlsClient)>,
+}
+
+impl TlsPool {
+    fn new(live: LiveClient) -> Self {
+        let cfg = live.current();
+        let client = tls_client(&cfg);
+        TlsPool {
+            live,
+            pool: Mutex::new((cfg, client)),
+        }
+    }
+
+    /// The pool for the current config: the same one while the config is unchanged, a new one
+    /// (dropping the old pool's idle connections) after a reload.
+    fn client(&self) -> TlsClient {
+        let now = self.live.current();
+        let mut pool = match self.pool.lock() {
+            Ok(g) => g,
+            // The guarded pair is only ever assigned whole.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !Arc::ptr_eq(&pool.0, &now) {
+            tracing::debug!("client TLS material changed: new connections use it");
+            let client = tls_client(&now);
+            *pool = (now, client);
+        }
+        pool.1.clone()
+    }
+}
+
+/// The TCP connector every client dials with.
+fn connector() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http
+}
+
+/// A pool of keep-alive connections.
+fn pool_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64);
+    builder
+}
+
+/// A pool whose connections handshake with `cfg` (HTTP/1.1 over TLS only).
+fn tls_client(cfg: &rustls::ClientConfig) -> TlsClient {
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(cfg.clone())
+        .https_only()
+        .enable_http1()
+        .wrap_connector(connector());
+    pool_builder().build(https)
 }
 
 /// A pooled client; cheap to clone (clones share the pool).
@@ -93,27 +165,19 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client over TLS when `tls` is given (`https://` to peers), plain HTTP otherwise;
-    /// `timeout` bounds each whole-body call.
+    /// A client over TLS with fixed material when `tls` is given (`https://` to peers), plain
+    /// HTTP otherwise; `timeout` bounds each whole-body call.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64);
+        Self::live(tls.map(Live::new), timeout)
+    }
+
+    /// A client over TLS when `tls` is given, taking its config from the holder for every new
+    /// connection (see the module docs for what a reload does to pooled connections); plain
+    /// HTTP otherwise.
+    pub fn live(tls: Option<LiveClient>, timeout: Duration) -> Self {
         let inner = match tls {
-            Some(cfg) => {
-                let https = HttpsConnectorBuilder::new()
-                    .with_tls_config((*cfg).clone())
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(http);
-                Inner::Tls(builder.build(https))
-            }
-            None => Inner::Plain(builder.build(http)),
+            Some(live) => Inner::Tls(Arc::new(TlsPool::new(live))),
+            None => Inner::Plain(Box::new(pool_builder().build(connector()))),
         };
         HttpClient { inner, timeout }
     }
@@ -146,7 +210,7 @@ impl HttpClient {
         let uri = req.uri().clone();
         let result = match &self.inner {
             Inner::Plain(c) => c.request(req).await,
-            Inner::Tls(c) => c.request(req).await,
+            Inner::Tls(pool) => pool.client().request(req).await,
         };
         result.map_err(|e| {
             if e.is_connect() {

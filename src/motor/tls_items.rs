@@ -1,17 +1,20 @@
 //! Motor's `tls_config` items: each link or server `x` has `x_tls_enable` (bool) and
 //! `x_tls_items {ca_cert, tls_cert, tls_key, tls_passwd, tls_crl}` (SPEC-CLUSTER §2–3). This
 //! module turns one item into [`TlsFiles`] and those into rustls configs with the daemon's own
-//! machinery: permission checks on every file, mutual TLS, CRLs, encrypted keys.
+//! machinery: permission checks on every file, mutual TLS, CRLs, encrypted keys. [`Item`] is
+//! an item as a reloadable [`TlsSource`]: the Controller and the Coordinator register their
+//! items in a [`crate::security::reload::Reloader`] so that SIGHUP rebuilds them by the same
+//! rules as at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::security::perms::PermChecker;
+use crate::security::reload::TlsSource;
 use crate::security::tls::{self, TlsError};
 use crate::security::TlsFiles;
-
-use super::files::checker_from_env;
 
 /// Why a `tls_config` item is unusable. Names the item and the key.
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +105,27 @@ pub fn item(
     }))
 }
 
-/// A server config for `files`: permission-checked, client certificates required and checked
-/// against the CA and CRL.
-pub fn server_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    tls::server_config(files, &mut checker_from_env())
-}
+/// One enabled `tls_config` item's files, built into configs by Motor's rules: every file
+/// permission-checked (the checker comes from `MINDIE_CHECK_INPUTFILES_PERMISSION`, see
+/// [`super::files::checker_from_env`]), the server half requiring client certificates that chain to the
+/// item's CA and are not in its CRL, the client half presenting the item's certificate.
+#[derive(Debug, Clone)]
+pub struct Item(pub TlsFiles);
 
-/// A client config for `files`: the peer must chain to the CA and not be revoked; this side
-/// presents the item's certificate.
-pub fn client_tls(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    tls::client_config_for(files, &mut checker_from_env())
+impl TlsSource for Item {
+    fn server_config(
+        &self,
+        checker: &mut PermChecker,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        tls::server_config(&self.0, checker)
+    }
+
+    fn client_config(
+        &self,
+        checker: &mut PermChecker,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        tls::client_config_for(&self.0, checker)
+    }
 }
 
 #[cfg(test)]

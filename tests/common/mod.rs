@@ -13,6 +13,7 @@ pub mod parity;
 pub mod pd;
 pub mod pki;
 pub mod prom;
+pub mod rotate;
 pub mod scrape;
 pub mod sse;
 pub mod venv;
