@@ -15,21 +15,19 @@
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
 //! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16
 //! products with f32 accumulation over activations taken as one bf16 each (rounded to nearest
-//! even) or as two (`hi` rounded, `lo` the rounded rest: 16 significant bits) — on AMX tiles
-//! (`tdpbf16ps`, `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else (one term
-//! only) with AVX-512 BF16 (`vdpbf16ps`, `kernels::avx512::gemm_panel_bf16_dot`). [`Dot::Fast`]
-//! (the MLP) rounds to one term from [`BF16_DOT_ROUND_MIN_M`] rows, where the matmul is
-//! compute-bound, and uses two below, where reading the weights bounds it and the second term
-//! costs nothing; [`Dot::Fine`] (the attention projections, the LM head: where one rounding
-//! moves logprobs most for the fewest multiply-adds) always uses two. Measured on the tiny
-//! bf16 fixtures (`tests/engine_parity.rs`): rounding every matmul to one term moved logprobs
-//! by up to 0.18 from HF; q/k/v alone by up to 0.17. Without AMX, two-term matmuls take the
-//! exact path (`vdpbf16ps` is no faster than the exact kernel there). Not bit-for-bit the
-//! f32-activation result; everything else (other dtypes, fewer rows, [`Dot::Exact`]) keeps
-//! the exact path. Measured on a 2-core Sapphire-Rapids-class VM (4864 × 896): one term ≈2.3×
-//! the exact AMX path's GFLOP/s at 256–1024 rows, two terms ≈1.4×; at 16 rows all three run at
-//! the weight-reading bound; `vdpbf16ps` alone is *slower* than the exact kernel there (≈0.8×:
-//! it issues at about half the f32 FMA rate), so it is only the fallback where AMX is missing.
+//! even; [`Dot::Fast`]: the MLP, most of the multiply-adds) or as two ([`Dot::Fine`]: `hi`
+//! rounded, `lo` the rounded rest, 16 significant bits; q/k/v, o and the LM head, where one
+//! rounding moves logprobs most for the fewest multiply-adds) — on AMX tiles (`tdpbf16ps`,
+//! `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else (one term only) with
+//! AVX-512 BF16 (`vdpbf16ps`, `kernels::avx512::gemm_panel_bf16_dot`); without AMX, two-term
+//! matmuls take the exact path. Measured through the engine (`tests/engine_parity.rs`, tiny
+//! bf16 fixtures vs HF, prompts alone and batched): one term everywhere moved logprobs by up to
+//! 0.18 (q/k/v alone: 0.17); with q/k/v, o and the LM head on two terms, 0.066. Not
+//! bit-for-bit the f32-activation result; everything else (other dtypes, fewer rows,
+//! [`Dot::Exact`]) keeps the exact path. Measured on a 2-core Sapphire-Rapids-class VM
+//! (4864 × 896): one term ≈2.3× the exact AMX path's GFLOP/s at 256–1024 rows, two terms
+//! ≈1.4×; `vdpbf16ps` alone is *slower* than the exact kernel there (≈0.8×: it issues at about
+//! half the f32 FMA rate), so it is only the fallback where AMX is missing.
 
 mod packed;
 mod portable;
@@ -50,19 +48,13 @@ const PARALLEL_MIN_MACS: usize = 1 << 15;
 /// the exact f32-activation kernel, and its accuracy.
 pub const BF16_DOT_MIN_M: usize = 8;
 
-/// Fewest activation rows for which [`Dot::Fast`] rounds activations to one bf16 term (below,
-/// two): a decode-sized matmul reads the weights at the memory bound either way (measured:
-/// equal time at 16 rows), a bigger one is compute-bound and one term is ≈1.6× faster.
-pub const BF16_DOT_ROUND_MIN_M: usize = 32;
-
 /// How a bf16 matmul multiplies its f32 activations (see the module doc): the exact path, or
 /// bf16 dot products over activations taken as one or two bf16 terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dot {
     /// f32 activations (the default, `MINDIE_CPU_BF16_DOT` off).
     Exact,
-    /// One bf16 term per activation from [`BF16_DOT_ROUND_MIN_M`] rows, two below (the bulk
-    /// of the multiply-adds: gate/up, down).
+    /// One bf16 term per activation (the bulk of the multiply-adds: gate/up, down).
     Fast,
     /// Two bf16 terms per activation (16 significant bits): the matmuls whose rounding moves
     /// logprobs most for their share of the work (q/k/v, o, the LM head).
@@ -93,8 +85,8 @@ impl Dot {
         match self {
             _ if m < BF16_DOT_MIN_M => None,
             Self::Exact => None,
-            Self::Fast if m >= BF16_DOT_ROUND_MIN_M => Some(1),
-            Self::Fast | Self::Fine => Some(2),
+            Self::Fast => Some(1),
+            Self::Fine => Some(2),
         }
     }
 }

@@ -163,21 +163,16 @@ fn bf16_dot_matches_bf16_rounded_reference() {
 /// Which matmuls take one bf16 term, two, or the exact path.
 #[test]
 fn dot_terms_by_mode_and_rows() {
-    use super::{BF16_DOT_MIN_M as MIN, BF16_DOT_ROUND_MIN_M as ROUND};
+    use super::BF16_DOT_MIN_M as MIN;
     for m in [0, 1, MIN - 1] {
         for d in [Dot::Exact, Dot::Fast, Dot::Fine] {
             assert_eq!(d.terms(m), None, "{d:?} m{m}");
         }
     }
-    for m in [MIN, ROUND - 1] {
-        assert_eq!(Dot::Fast.terms(m), Some(2));
-    }
-    for m in [MIN, ROUND, 4096] {
-        assert_eq!(Dot::Fine.terms(m), Some(2));
+    for m in [MIN, 4096] {
         assert_eq!(Dot::Exact.terms(m), None);
-    }
-    for m in [ROUND, 4096] {
         assert_eq!(Dot::Fast.terms(m), Some(1));
+        assert_eq!(Dot::Fine.terms(m), Some(2));
     }
     assert_eq!(
         (Dot::fast(false), Dot::fine(false)),
