@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mindie::backend::cpu::linear::{matmul_with, set_amx_exact};
+use mindie::backend::cpu::linear::{matmul_with, set_amx_exact, Dot};
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
 use mindie::backend::cpu::{has_avx512_bf16, CpuBackend, CpuKnobs, CpuOptions, SimdLevel};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
@@ -110,7 +110,7 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         pool.install(|| {
             for _ in 0..iters {
                 for c in set {
-                    matmul_with(simd_level(), dot, &x, m, c, &mut out);
+                    matmul_with(simd_level(), Dot::fast(dot), &x, m, c, &mut out);
                 }
             }
         });
@@ -156,8 +156,14 @@ fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
         .unwrap_or((4864, 896));
     let (mat, x) = (random_bf16(n, k, 7), activations(m, k));
     let mut out = vec![0f32; m * n];
-    for (dot, amx) in [(false, false), (false, true), (true, true)] {
-        if dot && !dot_modes().contains(&true) {
+    let paths = [
+        (Dot::Exact, false, ""),
+        (Dot::Exact, true, " exact-amx"),
+        (Dot::Fast, true, " bf16-dot fast"),
+        (Dot::Fine, true, " bf16-dot fine"),
+    ];
+    for (dot, amx, name) in paths {
+        if dot != Dot::Exact && !dot_modes().contains(&true) {
             continue;
         }
         set_amx_exact(amx);
@@ -170,12 +176,13 @@ fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
             }
         });
         let secs = t.elapsed().as_secs_f64() / iters as f64;
+        let terms = dot
+            .terms(m)
+            .map_or(String::new(), |t| format!(" ({t} bf16 terms)"));
         println!(
-            "gemm bf16 {n}x{k}, M={m}: {:8.1} us  {:6.1} GFLOP/s{}{}",
+            "gemm bf16 {n}x{k}, M={m}: {:8.1} us  {:6.1} GFLOP/s{name}{terms}",
             secs * 1e6,
             (2 * m * n * k) as f64 / secs / 1e9,
-            tag(dot),
-            if amx && !dot { " exact-amx" } else { "" }
         );
     }
 }
@@ -195,7 +202,7 @@ fn kernel_peak_bench(bw: f64) {
         let t = Instant::now();
         one.install(|| {
             for _ in 0..iters {
-                matmul_with(simd_level(), dot, &x, m, &mat, &mut out);
+                matmul_with(simd_level(), Dot::fast(dot), &x, m, &mat, &mut out);
             }
         });
         let secs = t.elapsed().as_secs_f64() / iters as f64;

@@ -6,6 +6,7 @@ pub mod client;
 pub mod cluster;
 pub mod coord;
 pub mod daemon;
+pub mod dot_accuracy;
 pub mod engine_refs;
 pub mod install;
 pub mod multinode;

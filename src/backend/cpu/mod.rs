@@ -19,10 +19,12 @@
 //! Opt-in faster matmuls: with `MINDIE_CPU_BF16_DOT=1` (or `true`/`yes`/`on`;
 //! [`CpuKnobs::bf16_dot`]),
 //! bf16 models on a CPU with AVX-512 BF16 run their bf16 matmuls of at least
-//! `linear::BF16_DOT_MIN_M` rows (prefill, batched decode) with activations rounded to bf16
-//! (round-to-nearest-even), bf16 × bf16 products and f32 accumulation: on AMX tiles
-//! (`tdpbf16ps`) where the CPU and kernel allow, else with `vdpbf16ps`. Logprobs then no longer
-//! match HF to 1e-4 (greedy tokens mostly do). The device string gains `bf16-dot (amx)` or
+//! `linear::BF16_DOT_MIN_M` rows (prefill, batched decode) as bf16 × bf16 products with f32
+//! accumulation: the MLP over activations rounded to bf16 (round-to-nearest-even), q/k/v, o
+//! and the LM head over activations as two bf16 terms (`linear::Dot`); on AMX tiles
+//! (`tdpbf16ps`) where the CPU and kernel allow, else with `vdpbf16ps` (one term; two-term
+//! matmuls then stay exact). Logprobs then no longer match HF to 1e-4 (≤ 0.075 on the tiny
+//! bf16 fixtures, alone or batched: `tests/engine_parity.rs`; greedy tokens mostly match). The device string gains `bf16-dot (amx)` or
 //! `bf16-dot (avx512-bf16)`. Other dtypes or CPUs keep the exact path, with a warning. The
 //! default is the exact f32-activation path.
 //!

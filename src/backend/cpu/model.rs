@@ -17,7 +17,7 @@ use super::hf_config::HfModelConfig;
 use super::kernels::SimdLevel;
 use super::kernels::{self, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
-use super::linear::{matmul_with, Linear};
+use super::linear::{matmul_with, Dot, Linear};
 use super::rope::Rope;
 use super::share::LayerShare;
 use super::weights::{Matrix, WeightData, WeightStore};
@@ -351,6 +351,8 @@ impl Model {
         attn.resize(t * s.q_dim(), 0.0);
         let (cos, sin) = self.rope.tables(&batch.positions);
         let half = hd / 2;
+        // Which bf16 matmuls may round their activations to one bf16 term (`linear::Dot`).
+        let (fast, fine) = (Dot::fast(bf16_dot), Dot::fine(bf16_dot));
         let shape = Shape {
             heads: s.heads,
             kv_heads: s.kv_heads,
@@ -367,7 +369,7 @@ impl Model {
             rms_norm_rows(x, &layer.input_norm, s.rms_eps, h, &mut *hbuf);
             Linear::forward_many(
                 level,
-                bf16_dot,
+                fine,
                 hbuf,
                 t,
                 &[&layer.q, &layer.k, &layer.v],
@@ -394,12 +396,12 @@ impl Model {
             }
             let (kc, vc) = cache.layer(li);
             paged_attention(level, &shape, &batch.seqs, q, kc, vc, &mut *attn);
-            layer.o.forward(level, bf16_dot, attn, t, &mut *proj);
+            layer.o.forward(level, fine, attn, t, &mut *proj);
             add_rows(&mut *x, proj, h);
             rms_norm_rows(x, &layer.post_norm, s.rms_eps, h, &mut *hbuf);
             Linear::forward_many(
                 level,
-                bf16_dot,
+                fast,
                 hbuf,
                 t,
                 &[&layer.gate, &layer.up],
@@ -409,7 +411,7 @@ impl Model {
                 .zip(up.par_chunks(s.intermediate))
                 .with_min_len(ROWS_PER_TASK)
                 .for_each(|(g, u)| kernels::silu_mul(g, u));
-            layer.down.forward(level, bf16_dot, gate, t, &mut *proj);
+            layer.down.forward(level, fast, gate, t, &mut *proj);
             add_rows(&mut *x, proj, h);
         }
     }
@@ -439,7 +441,7 @@ impl Model {
         let mut logits = vec![0f32; seq_indices.len() * s.vocab];
         matmul_with(
             level,
-            bf16_dot,
+            Dot::fine(bf16_dot),
             &last_rows,
             seq_indices.len(),
             &ends.lm_head,

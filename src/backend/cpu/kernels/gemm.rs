@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::f32_to_bf16;
+use super::{bf16_to_f32, f32_to_bf16};
 
 /// Weight elements per kernel step (one 64-byte bf16 load).
 pub const CHUNK: usize = 32;
@@ -105,7 +105,8 @@ pub fn amx_packed_len(m: usize, k: usize, pieces: usize) -> usize {
 }
 
 /// Packs `x` (`m × k`) for the AMX kernel (`amx::gemm_panel_amx`) as `pieces` bf16 terms per
-/// value: 1 is the value rounded to bf16 (nearest, ties to even); 3 are `hi = trunc(v)`,
+/// value: 1 is the value rounded to bf16 (nearest, ties to even); 2 are that and the rest
+/// `v - hi` rounded likewise (16 significant bits: within 2⁻¹⁷ of the value, relative); 3 are `hi = trunc(v)`,
 /// `mid = trunc(v - hi)`, `lo = v - hi - mid` (truncated to bf16, exactly), whose sum is the
 /// f32 exactly (each difference is exact in f32 and 8 bits shorter), so the kernel's
 /// products sum to the f32 activation's.
@@ -142,6 +143,14 @@ pub fn pack_amx<'a>(
                     if pieces == 1 {
                         for (d, v) in split[0][r].iter_mut().zip(&rest) {
                             *d = f32_to_bf16(*v);
+                        }
+                        continue;
+                    }
+                    if pieces == 2 {
+                        let (hi, lo) = split.split_at_mut(1);
+                        for ((h, l), v) in hi[0][r].iter_mut().zip(&mut lo[0][r]).zip(&rest) {
+                            *h = f32_to_bf16(*v);
+                            *l = f32_to_bf16(*v - bf16_to_f32(*h));
                         }
                         continue;
                     }
@@ -211,6 +220,32 @@ mod tests {
         // Row 8 is alone in the second tile.
         assert_eq!(p[tile_len], (8 * k) as f32);
         assert_eq!(p[tile_len + CHUNK], (8 * k + 32) as f32);
+    }
+
+    /// Two terms of `pack_amx`: the rounded value and the rounded rest, within 2⁻¹⁷ of the f32.
+    #[test]
+    fn amx_two_pieces_hold_sixteen_bits() {
+        use crate::backend::cpu::kernels::bf16_to_f32;
+        let (m, k) = (17, 40);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.000_123_4 / 7.0)
+            .collect();
+        let mut buf = Vec::new();
+        let p = pack_amx(&x, m, k, 2, &mut buf).to_vec();
+        let kb = k.div_ceil(32);
+        for (i, row) in x.chunks_exact(k).enumerate() {
+            let (blk, r) = (i / 16, i % 16);
+            for (c, v) in row.iter().enumerate() {
+                let at = |piece: usize| {
+                    let t = blk * 2 * kb + piece * kb + c / 32;
+                    bf16_to_f32(p[t * 512 + (c % 32 / 2) * 32 + r * 2 + c % 2])
+                };
+                let (hi, lo) = (at(0), at(1));
+                assert_eq!(hi, bf16_to_f32(f32_to_bf16(*v)), "row {i} col {c}");
+                let err = (hi as f64 + lo as f64 - *v as f64).abs();
+                assert!(err <= v.abs() as f64 * 2f64.powi(-17), "row {i} col {c}");
+            }
+        }
     }
 
     /// The three bf16 terms of `pack_amx` sum back to every f32 exactly.

@@ -12,15 +12,22 @@
 //! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
 //! directly (`kernels::column_panel::split_columns`).
 //!
-//! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`): bf16 weights
-//! with at least [`BF16_DOT_MIN_M`] activation rows round the activations to bf16 and run
-//! bf16 × bf16 products with f32 accumulation — on AMX tiles (`tdpbf16ps`,
-//! `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else with AVX-512 BF16 (`vdpbf16ps`,
-//! `kernels::avx512::gemm_panel_bf16_dot`). Not bit-for-bit the f32-activation result; everything else
-//! (other dtypes, fewer rows, the flag off) keeps the exact path. Measured on a 2-core
-//! Sapphire-Rapids-class VM: ≈1.7× the exact AMX path's GFLOP/s at 128–2048 rows; `vdpbf16ps`
-//! alone is *slower* than the exact kernel there (≈0.8×: it issues at about half the f32 FMA
-//! rate), so it is only the fallback where AMX is missing.
+//! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
+//! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16
+//! products with f32 accumulation over activations taken as one bf16 each (rounded to nearest
+//! even; [`Dot::Fast`]: the MLP, most of the multiply-adds) or as two ([`Dot::Fine`]: `hi`
+//! rounded, `lo` the rounded rest, 16 significant bits; q/k/v, o and the LM head, where one
+//! rounding moves logprobs most for the fewest multiply-adds) — on AMX tiles (`tdpbf16ps`,
+//! `kernels::amx::gemm_panel_amx`) where the CPU and OS allow, else (one term only) with
+//! AVX-512 BF16 (`vdpbf16ps`, `kernels::avx512::gemm_panel_bf16_dot`); without AMX, two-term
+//! matmuls take the exact path. Measured through the engine (`tests/engine_parity.rs`, tiny
+//! bf16 fixtures vs HF, prompts alone and batched): one term everywhere moved logprobs by up to
+//! 0.18 (q/k/v alone: 0.17); with q/k/v, o and the LM head on two terms, 0.066. Not
+//! bit-for-bit the f32-activation result; everything else (other dtypes, fewer rows,
+//! [`Dot::Exact`]) keeps the exact path. Measured on a 2-core Sapphire-Rapids-class VM
+//! (4864 × 896): one term ≈2.3× the exact AMX path's GFLOP/s at 256–1024 rows, two terms
+//! ≈1.4×; `vdpbf16ps` alone is *slower* than the exact kernel there (≈0.8×: it issues at about
+//! half the f32 FMA rate), so it is only the fallback where AMX is missing.
 
 mod packed;
 mod portable;
@@ -40,6 +47,49 @@ const PARALLEL_MIN_MACS: usize = 1 << 15;
 /// already runs at the memory bound (and the AMX tiles would be mostly padding), so they keep
 /// the exact f32-activation kernel, and its accuracy.
 pub const BF16_DOT_MIN_M: usize = 8;
+
+/// How a bf16 matmul multiplies its f32 activations (see the module doc): the exact path, or
+/// bf16 dot products over activations taken as one or two bf16 terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dot {
+    /// f32 activations (the default, `MINDIE_CPU_BF16_DOT` off).
+    Exact,
+    /// One bf16 term per activation (the bulk of the multiply-adds: gate/up, down).
+    Fast,
+    /// Two bf16 terms per activation (16 significant bits): the matmuls whose rounding moves
+    /// logprobs most for their share of the work (q/k/v, o, the LM head).
+    Fine,
+}
+
+impl Dot {
+    /// `Fast` where `bf16_dot`, else `Exact`.
+    pub fn fast(bf16_dot: bool) -> Self {
+        if bf16_dot {
+            Self::Fast
+        } else {
+            Self::Exact
+        }
+    }
+
+    /// `Fine` where `bf16_dot`, else `Exact`.
+    pub fn fine(bf16_dot: bool) -> Self {
+        if bf16_dot {
+            Self::Fine
+        } else {
+            Self::Exact
+        }
+    }
+
+    /// bf16 terms per activation of a matmul of `m` rows, `None` for the exact path.
+    pub fn terms(self, m: usize) -> Option<usize> {
+        match self {
+            _ if m < BF16_DOT_MIN_M => None,
+            Self::Exact => None,
+            Self::Fast => Some(1),
+            Self::Fine => Some(2),
+        }
+    }
+}
 
 /// Fewest activation rows of a matmul for the exact AMX path (bf16 weights, activations as
 /// three bf16 terms; see `kernels::amx::gemm_panel_amx`): below it the AVX-512 kernel, which reads the
@@ -70,23 +120,16 @@ pub struct Linear {
 
 impl Linear {
     /// `out[m × out_features] = x[m × in_features] · Wᵀ + b`.
-    /// `bf16_dot` allows the bf16 dot-product kernel (see the module doc).
-    pub fn forward(
-        &self,
-        level: SimdLevel,
-        bf16_dot: bool,
-        x: &[f32],
-        m: usize,
-        out: &mut Vec<f32>,
-    ) {
-        Self::forward_many(level, bf16_dot, x, m, &[self], &mut [out]);
+    /// `dot` chooses the exact path or the bf16 dot products (see the module doc).
+    pub fn forward(&self, level: SimdLevel, dot: Dot, x: &[f32], m: usize, out: &mut Vec<f32>) {
+        Self::forward_many(level, dot, x, m, &[self], &mut [out]);
     }
 
     /// Several projections of the same input (q/k/v, gate/up) in one parallel pass: the
     /// activations are packed once and the panels of all weights share the pool.
     pub fn forward_many(
         level: SimdLevel,
-        bf16_dot: bool,
+        dot: Dot,
         x: &[f32],
         m: usize,
         layers: &[&Linear],
@@ -98,7 +141,7 @@ impl Linear {
         }
         let mats: Vec<&Matrix> = layers.iter().map(|l| &l.w).collect();
         let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        matmul_many(level, bf16_dot, x, m, &mats, &mut slices);
+        matmul_many(level, dot, x, m, &mats, &mut slices);
         for (l, out) in layers.iter().zip(outs.iter_mut()) {
             if let Some(b) = &l.bias {
                 for row in out.chunks_exact_mut(l.w.rows) {
@@ -109,17 +152,17 @@ impl Linear {
     }
 }
 
-/// `outs[i][m × ws[i].rows] = x[m × k] · ws[i]ᵀ` for weights sharing `k` columns; `bf16_dot`
-/// allows the bf16 dot-product kernel (see the module doc).
+/// `outs[i][m × ws[i].rows] = x[m × k] · ws[i]ᵀ` for weights sharing `k` columns; `dot`
+/// chooses the exact path or the bf16 dot products (see the module doc).
 pub fn matmul_many(
     level: SimdLevel,
-    bf16_dot: bool,
+    dot: Dot,
     x: &[f32],
     m: usize,
     ws: &[&Matrix],
     outs: &mut [&mut [f32]],
 ) {
-    if packed::matmul_packed(level, bf16_dot, x, m, ws, outs) {
+    if packed::matmul_packed(level, dot, x, m, ws, outs) {
         return;
     }
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
@@ -129,22 +172,16 @@ pub fn matmul_many(
 
 /// `out[m × w.rows] = x[m × w.cols] · wᵀ` (the exact f32-activation path).
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
-    matmul_with(level, false, x, m, w, out)
+    matmul_with(level, Dot::Exact, x, m, w, out)
 }
 
-/// [`matmul`], with `bf16_dot` allowing the bf16 dot-product kernel (see the module doc).
-pub fn matmul_with(
-    level: SimdLevel,
-    bf16_dot: bool,
-    x: &[f32],
-    m: usize,
-    w: &Matrix,
-    out: &mut [f32],
-) {
+/// [`matmul`], with `dot` choosing the exact path or the bf16 dot products (see the module
+/// doc).
+pub fn matmul_with(level: SimdLevel, dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
     let kernel_dtype = matches!(w.data, WeightData::F32(_) | WeightData::Bf16(_));
     if level == SimdLevel::Avx512 && kernel_dtype && m > 0 && n > 0 && k > 0 {
-        return matmul_many(level, bf16_dot, x, m, &[w], &mut [out]);
+        return matmul_many(level, dot, x, m, &[w], &mut [out]);
     }
     match &w.data {
         WeightData::F32(b) => portable::run::<F32>(level, x, m, k, n, b.as_slice(), out),

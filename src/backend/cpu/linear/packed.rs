@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::{amx_exact, AMX_EXACT_MIN_M, BF16_DOT_MIN_M, PARALLEL_MIN_MACS};
+use super::{amx_exact, Dot, AMX_EXACT_MIN_M, PARALLEL_MIN_MACS};
 use crate::backend::cpu::kernels::amx::{self, AmxPanel};
 use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
 use crate::backend::cpu::kernels::column_panel::split_columns;
@@ -22,7 +22,7 @@ const PANEL_L2_BYTES: usize = 1 << 20;
 /// returns `false` (the caller takes the portable path).
 pub(super) fn matmul_packed(
     level: SimdLevel,
-    bf16_dot: bool,
+    dot: Dot,
     x: &[f32],
     m: usize,
     ws: &[&Matrix],
@@ -44,9 +44,11 @@ pub(super) fn matmul_packed(
         })
         .collect();
     if let Some(b) = bf16 {
-        let amx_pieces = match (bf16_dot, has_amx()) {
-            (true, true) if m >= BF16_DOT_MIN_M => Some(1),
-            (false, true) if m >= AMX_EXACT_MIN_M && amx_exact() => Some(3),
+        // bf16 terms per activation on the dot-product path (`None`: exact).
+        let terms = dot.terms(m);
+        let amx_pieces = match (terms, has_amx()) {
+            (Some(t), true) => Some(t),
+            (None, true) if m >= AMX_EXACT_MIN_M && amx_exact() => Some(3),
             _ => None,
         };
         if let Some(pieces) = amx_pieces {
@@ -56,7 +58,8 @@ pub(super) fn matmul_packed(
             XB.with(|s| s.replace(xb));
             return true;
         }
-        if bf16_dot && m >= BF16_DOT_MIN_M && has_avx512_bf16() {
+        // Without AMX only one term runs on `vdpbf16ps`; two take the exact kernel below.
+        if terms == Some(1) && has_avx512_bf16() {
             let mut xb = XB.with(|s| s.take());
             let packed = gemm::pack_bf16(x, m, k, &mut xb);
             run_packed(

@@ -62,11 +62,23 @@ fn matches_reference_all_shapes_and_levels() {
     }
 }
 
-/// `matmul_with(.., bf16_dot = true, ..)` (AMX where present, else `vdpbf16ps`; the exact
-/// path below `BF16_DOT_MIN_M` rows, which the reference tolerance also covers) against a
-/// scalar reference that rounds the activations to bf16 and accumulates the exact
-/// products in f64; odd `k`, tails of every width, partial activation tiles, 1-row panels.
-/// Where the CPU has no AVX-512 BF16 (or `MINDIE_CPU_KERNELS` caps the level), the flag must
+/// The value a bf16 dot-product matmul multiplies for activation `v` taken as `terms` bf16
+/// terms: the rounded value (1), or the rounded value plus the rounded rest (2).
+fn as_terms(v: f32, terms: usize) -> f64 {
+    use crate::backend::cpu::kernels::{bf16_to_f32, f32_to_bf16};
+    let hi = bf16_to_f32(f32_to_bf16(v));
+    if terms < 2 {
+        return hi as f64;
+    }
+    hi as f64 + bf16_to_f32(f32_to_bf16(v - hi)) as f64
+}
+
+/// `matmul_with` with [`Dot::Fast`] and [`Dot::Fine`] (AMX where present, else `vdpbf16ps`
+/// for one term; the exact path below `BF16_DOT_MIN_M` rows, which the reference tolerance
+/// also covers) against a scalar reference over the activations as the kernel takes them (one
+/// bf16 term, or two: [`Dot::terms`]) that accumulates the exact products in f64; odd `k`,
+/// tails of every width, partial activation tiles, 1-row panels. Where the CPU has no AVX-512
+/// BF16 (or `MINDIE_CPU_KERNELS` caps the level), or has no AMX for two terms, the matmul must
 /// fall back to the exact path: the same shapes then check that fallback bit for bit, and that
 /// it stays within bf16 rounding of the activations of the same reference.
 #[test]
@@ -89,19 +101,13 @@ fn bf16_dot_matches_bf16_rounded_reference() {
         (8, 8, 64),
         (9, 17, 95),
         (17, 70, 130),
+        (33, 9, 64),
         (70, 9, 64),
         (16, 33, 896),
     ] {
         let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
         let wb: Vec<u16> = (0..n * k)
             .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
-            .collect();
-        let xr: Vec<f64> = x
-            .iter()
-            .map(|&v| {
-                let b = crate::backend::cpu::kernels::f32_to_bf16(v);
-                crate::backend::cpu::kernels::bf16_to_f32(b) as f64
-            })
             .collect();
         let wr: Vec<f64> = wb
             .iter()
@@ -112,34 +118,67 @@ fn bf16_dot_matches_bf16_rounded_reference() {
             cols: k,
             data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
         };
-        let mut out = vec![0f32; m * n];
-        matmul_with(level, true, &x, m, &mat, &mut out);
         let mut exact = vec![0f32; m * n];
         matmul(level, &x, m, &mat, &mut exact);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|t| xr[i * k + t] * wr[j * k + t]).sum();
-                let mag: f64 = (0..k).map(|t| (xr[i * k + t] * wr[j * k + t]).abs()).sum();
-                let got = out[i * n + j] as f64;
-                // f32 accumulation of `k` products: a few ulps of the magnitude sum.
-                let tol = 1e-6 + mag * 4.0 * f32::EPSILON as f64;
-                if m < BF16_DOT_MIN_M || !have_dot {
-                    assert_eq!(got, exact[i * n + j] as f64, "m{m}: the exact path");
-                    // Within bf16 rounding of the activations of the rounded reference.
-                    assert!((got - want).abs() <= mag * 2f64.powi(-8) + 1e-6, "m{m}");
-                    continue;
+        for dot in [Dot::Fast, Dot::Fine] {
+            let terms = dot.terms(m);
+            // Which kernel runs: one term on either dot kernel, two only on AMX.
+            let on_dot = have_dot && (terms == Some(1) || (terms == Some(2) && has_amx()));
+            let xr: Vec<f64> = x.iter().map(|&v| as_terms(v, terms.unwrap_or(1))).collect();
+            // How far the activations as taken can be from the f32 ones, relative.
+            let rel = if terms == Some(2) {
+                2f64.powi(-16)
+            } else {
+                2f64.powi(-8)
+            };
+            let mut out = vec![0f32; m * n];
+            matmul_with(level, dot, &x, m, &mat, &mut out);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|t| xr[i * k + t] * wr[j * k + t]).sum();
+                    let mag: f64 = (0..k).map(|t| (xr[i * k + t] * wr[j * k + t]).abs()).sum();
+                    let got = out[i * n + j] as f64;
+                    // f32 accumulation of `k` products: a few ulps of the magnitude sum.
+                    let tol = 1e-6 + mag * 4.0 * f32::EPSILON as f64;
+                    if !on_dot {
+                        assert_eq!(got, exact[i * n + j] as f64, "m{m} {dot:?}: the exact path");
+                        // Within rounding of the activations of the reference.
+                        assert!((got - want).abs() <= mag * rel + 1e-6, "m{m} {dot:?}");
+                        continue;
+                    }
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "m{m} n{n} k{k} {dot:?} ({i},{j}): {got} vs {want} (tol {tol})"
+                    );
+                    // And it is off the exact path by no more than the activations as
+                    // taken allow.
+                    let e = exact[i * n + j] as f64;
+                    assert!((got - e).abs() <= mag * rel + tol, "m{m} {dot:?}");
                 }
-                assert!(
-                    (got - want).abs() <= tol,
-                    "m{m} n{n} k{k} ({i},{j}): {got} vs {want} (tol {tol})"
-                );
-                // And it differs from the exact path (activations were rounded)...
-                // ...by no more than bf16 rounding of the activations allows.
-                let e = exact[i * n + j] as f64;
-                assert!((got - e).abs() <= mag * 2f64.powi(-8) + 1e-6);
             }
         }
     }
+}
+
+/// Which matmuls take one bf16 term, two, or the exact path.
+#[test]
+fn dot_terms_by_mode_and_rows() {
+    use super::BF16_DOT_MIN_M as MIN;
+    for m in [0, 1, MIN - 1] {
+        for d in [Dot::Exact, Dot::Fast, Dot::Fine] {
+            assert_eq!(d.terms(m), None, "{d:?} m{m}");
+        }
+    }
+    for m in [MIN, 4096] {
+        assert_eq!(Dot::Exact.terms(m), None);
+        assert_eq!(Dot::Fast.terms(m), Some(1));
+        assert_eq!(Dot::Fine.terms(m), Some(2));
+    }
+    assert_eq!(
+        (Dot::fast(false), Dot::fine(false)),
+        (Dot::Exact, Dot::Exact)
+    );
+    assert_eq!((Dot::fast(true), Dot::fine(true)), (Dot::Fast, Dot::Fine));
 }
 
 /// Both bf16-activation kernels called directly (the AMX one and the `vdpbf16ps` one),
@@ -361,6 +400,6 @@ fn bf16_dot_off_is_the_exact_path() {
     };
     let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
     matmul(simd_level(), &x, m, &mat, &mut a);
-    matmul_with(simd_level(), false, &x, m, &mat, &mut b);
+    matmul_with(simd_level(), Dot::Exact, &x, m, &mat, &mut b);
     assert_eq!(a, b);
 }

@@ -1,5 +1,5 @@
 //! The AMX BF16 tile kernel's safe entry point ([`gemm_panel_amx`]): bf16 weights × activations
-//! packed as 1 or 3 bf16 terms (`kernels::gemm::pack_amx`), blocked so activation tiles stay in
+//! packed as 1 to 3 bf16 terms (`kernels::gemm::pack_amx`), blocked so activation tiles stay in
 //! L1 while weights stream from L2, with the 16 × 16 tile transpose ([`transpose16`]) that
 //! writes finished tiles into the caller's output columns. The tile instructions themselves
 //! (inline `asm!`) live in `tiles`.
@@ -25,7 +25,8 @@ pub struct AmxPanel<'a> {
     pub xp: &'a [u16],
     pub m: usize,
     pub k: usize,
-    /// 1 (activations rounded to bf16) or 3 (bf16 terms summing to the f32 value).
+    /// 1 (activations rounded to bf16), 2 (rounded value + rounded rest) or 3 (bf16 terms
+    /// summing to the f32 value).
     pub pieces: usize,
     /// Consecutive weight rows, `rows × k`, bf16 bits.
     pub w: &'a [u16],
@@ -50,7 +51,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
         return false;
     }
     let (m, k, pieces) = (p.m, p.k, p.pieces);
-    assert!(pieces == 1 || pieces == 3, "pieces must be 1 or 3");
+    assert!((1..=3).contains(&pieces), "1 to 3 pieces");
     let rows = p.w.len() / k;
     assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
     assert!(
