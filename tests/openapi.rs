@@ -228,7 +228,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             .map(|d| d.as_nanos() as u64 % 1_000_000_007)
             .unwrap_or(1),
     );
-    let home = Home::new();
+    let mut home = Home::new();
+    // Generated requests may ask for n = 8192 choices of up to maxIterTimes tokens each: a
+    // short maxIterTimes keeps every such request within the client's timeout on two cores.
+    home.set("/BackendConfig/ScheduleConfig/maxIterTimes", 16);
     let mut d = home.start(&[("MIES_MOCK_STEP_TIME_MS", "1")]);
     let (business, mgmt) = (home.business(), home.mgmt());
     tokio::task::spawn_blocking(move || {
