@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Runtime::new()?;
     let t = std::time::Instant::now();
     let runs = rt.block_on(dot_accuracy::four_runs(
-        |dot| dot_accuracy::engine(&dir, Template::Mix, 16, 1 << 30, dot),
+        |dot| dot_accuracy::engine(&dir, Template::Mix, 16, 1 << 30, dot).0,
         &reqs,
     ));
     println!(

@@ -282,6 +282,22 @@ async fn sighup_without_tls_is_logged_and_does_not_stop_the_coordinator() {
 /// certificate installed over the files reaches new connections after SIGHUP while an open
 /// connection keeps working on the old one; then a key that does not match the certificate
 /// is refused (named in the NOT-reloaded line) and the servers keep the certificate they had.
+/// New TLS connections to the status and manage servers both see certificate `serial`.
+async fn both_planes_serve(coord: &Coord, pki: &Pki, serial: &[u8]) {
+    let (got, status) = fresh_get(coord.status_addr(), good_client(pki), "/v1/startup")
+        .await
+        .unwrap();
+    assert_eq!((got.as_slice(), status), (serial, 200));
+    let (got, _) = fresh_get(
+        coord.manage_addr(),
+        good_client(pki),
+        "/v1/coordinator_info",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, serial);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rotates_the_servers_certificates_and_refuses_broken_ones() {
     let pki = Pki::shared();
@@ -318,18 +334,7 @@ async fn sighup_rotates_the_servers_certificates_and_refuses_broken_ones() {
         "{report}"
     );
     assert!(!report.contains(SERVER_PASS), "the key password was logged");
-    let (serial, status) = fresh_get(coord.status_addr(), good_client(pki), "/v1/startup")
-        .await
-        .unwrap();
-    assert_eq!((serial, status), (serial_b.clone(), 200));
-    let (serial, _) = fresh_get(
-        coord.manage_addr(),
-        good_client(pki),
-        "/v1/coordinator_info",
-    )
-    .await
-    .unwrap();
-    assert_eq!(serial, serial_b);
+    both_planes_serve(&coord, pki, &serial_b).await;
     // The connection opened before the reload goes on, on certificate A.
     assert_eq!(kept.get("/v1/startup").await.unwrap(), 200);
     assert_eq!(kept.server_serial, serial_a);
@@ -343,17 +348,6 @@ async fn sighup_rotates_the_servers_certificates_and_refuses_broken_ones() {
         "{report}"
     );
     assert!(report.contains("kept their old material"), "{report}");
-    let (serial, status) = fresh_get(coord.status_addr(), good_client(pki), "/v1/startup")
-        .await
-        .unwrap();
-    assert_eq!((serial, status), (serial_b.clone(), 200));
-    let (serial, _) = fresh_get(
-        coord.manage_addr(),
-        good_client(pki),
-        "/v1/coordinator_info",
-    )
-    .await
-    .unwrap();
-    assert_eq!(serial, serial_b);
+    both_planes_serve(&coord, pki, &serial_b).await;
     assert!(c.child.try_wait().unwrap().is_none(), "{}", c.output());
 }

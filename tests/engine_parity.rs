@@ -8,13 +8,9 @@ mod common;
 use common::dot_accuracy;
 use common::engine_refs::{check_streams, ref_requests};
 
-use mindie::backend::cpu::{CpuBackend, CpuKnobs, CpuOptions};
-use mindie::backend::Backend;
-use mindie::config::Env;
-use mindie::engine::core::Engine;
 use mindie::engine::sampler::SamplingParams;
 use mindie::engine::{EngineMonitor, Finish, GenRequest, TokenEvent};
-use mindie::scheduler::{Scheduler, SchedulerLimits, Template};
+use mindie::scheduler::Template;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,53 +19,14 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// An engine over a fixture model on the exact path, and its KV block count.
 fn engine(
     model: &str,
     template: Template,
     block_size: usize,
 ) -> (mindie::engine::EngineHandle, usize) {
-    engine_with(model, template, block_size, false)
-}
-
-fn engine_with(
-    model: &str,
-    template: Template,
-    block_size: usize,
-    bf16_dot: bool,
-) -> (mindie::engine::EngineHandle, usize) {
     let dir = fixtures().join("models").join(model);
-    let backend = CpuBackend::load(
-        &dir,
-        CpuOptions {
-            kv_cache_bytes: 16 << 20,
-            block_size,
-            knobs: CpuKnobs {
-                bf16_dot,
-                ..CpuKnobs::from_env(&Env::from_process())
-            },
-            ..CpuOptions::default()
-        },
-    )
-    .expect("load model");
-    let info = backend.info().clone();
-    if bf16_dot {
-        println!("{model}: device {}", info.device);
-        assert!(
-            info.device.contains("bf16-dot") || !mindie::backend::cpu::has_avx512_bf16(),
-            "the device string names the bf16-dot path"
-        );
-    }
-    let cfg = SchedulerLimits {
-        template,
-        block_size,
-        num_blocks: info.num_blocks,
-        max_prefill_tokens: 64,
-        max_queue_delay: Duration::from_micros(500),
-        ..SchedulerLimits::default()
-    };
-    let (h, _join) =
-        Engine::spawn(Scheduler::new(cfg).expect("scheduler"), Box::new(backend)).expect("spawn");
-    (h, info.num_blocks)
+    dot_accuracy::engine(&dir, template, block_size, 16 << 20, false)
 }
 
 async fn run_refs(model: &str, refs: &str, template: Template, block_size: usize) {
@@ -105,7 +62,7 @@ async fn dot_accuracy(model: &str, refs: &str, template: Template, block_size: u
     let want: Vec<_> = cases.iter().map(dot_accuracy::ref_steps).collect();
     let reqs: Vec<_> = ref_requests(&refs).into_iter().map(|(_, r)| r).collect();
     let dir = fixtures().join("models").join(model);
-    let make = |dot| dot_accuracy::engine(&dir, template, block_size, 16 << 20, dot);
+    let make = |dot| dot_accuracy::engine(&dir, template, block_size, 16 << 20, dot).0;
     let runs = dot_accuracy::four_runs(make, &reqs).await;
     dot_accuracy::report(model, &names, &want, &runs)
 }

@@ -14,12 +14,12 @@
 //! every response must match the schema and status codes described here, and none may be a 5xx.
 
 use crate::config::Plane;
+use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
 /// Where each listener serves its document.
 pub const PATH: &str = "/openapi.json";
@@ -69,18 +69,13 @@ pub fn document(planes: &[Plane], inst: &Instance) -> Result<Value, serde_json::
 
 /// A router answering `GET /openapi.json` with `doc`.
 pub fn router(doc: Value) -> Router {
-    let body: Arc<str> = Arc::from(doc.to_string());
+    // Rendered once; each reply shares the bytes.
+    let body = Bytes::from(doc.to_string());
     Router::new().route(
         PATH,
         get(move || {
             let body = body.clone();
-            async move {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-                    .into_response()
-            }
+            async move { ([(header::CONTENT_TYPE, "application/json")], body).into_response() }
         }),
     )
 }

@@ -91,14 +91,15 @@ pub fn compare(want: &[Step], got: &[Step]) -> Cmp {
 }
 
 /// An engine over the model folder `dir` with the bf16 dot-product matmuls on or off (the
-/// other knobs from this process's environment, as the daemon reads them).
+/// other knobs from this process's environment, as the daemon reads them), and its KV block
+/// count.
 pub fn engine(
     dir: &Path,
     template: Template,
     block_size: usize,
     kv_cache_bytes: usize,
     bf16_dot: bool,
-) -> EngineHandle {
+) -> (EngineHandle, usize) {
     let backend = CpuBackend::load(
         dir,
         CpuOptions {
@@ -130,7 +131,7 @@ pub fn engine(
     };
     let (h, _join) =
         Engine::spawn(Scheduler::new(cfg).expect("scheduler"), Box::new(backend)).expect("spawn");
-    h
+    (h, info.num_blocks)
 }
 
 /// Greedy requests with top-5 logprobs for `prompts`, `max_new_tokens` each.
