@@ -2,6 +2,7 @@
 //! already resolved from config and environment) into a running `Box<dyn Backend>`. The engine
 //! never builds backends itself; it is handed one.
 
+use super::ascend::{AscendBackend, AscendOptions};
 use super::cpu::{CpuBackend, CpuOptions};
 use super::mock::{MockBackend, MockOptions};
 use super::{Backend, BackendError, BackendKind};
@@ -17,8 +18,8 @@ pub enum BackendSpec {
     },
     /// The model-free mock.
     Mock(MockOptions),
-    /// Ascend NPUs through CANN (`backendType` is what the config named).
-    Ascend { backend_type: String },
+    /// Ascend NPUs through CANN (`backendType` `atb`/`npu`/`torch`/`ms`).
+    Ascend(AscendOptions),
 }
 
 impl BackendSpec {
@@ -26,7 +27,7 @@ impl BackendSpec {
         match self {
             BackendSpec::Cpu { .. } => BackendKind::Cpu,
             BackendSpec::Mock(_) => BackendKind::Mock,
-            BackendSpec::Ascend { .. } => BackendKind::Ascend,
+            BackendSpec::Ascend(_) => BackendKind::Ascend,
         }
     }
 }
@@ -38,8 +39,6 @@ pub fn load(spec: BackendSpec) -> Result<Box<dyn Backend>, BackendError> {
             Ok(Box::new(CpuBackend::load(&model_dir, options)?))
         }
         BackendSpec::Mock(options) => Ok(Box::new(MockBackend::new(options)?)),
-        BackendSpec::Ascend { backend_type } => Err(BackendError::Unsupported(format!(
-            "ModelConfig.backendType = {backend_type:?}: the Ascend runtime (libascendcl.so) is not available in this build; use \"backendType\": \"cpu\" to run on this host"
-        ))),
+        BackendSpec::Ascend(options) => Ok(Box::new(AscendBackend::load(options)?)),
     }
 }

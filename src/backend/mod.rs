@@ -9,9 +9,11 @@
 //! - [`kind`]: which backend a configuration selects ([`BackendKind`]).
 //! - [`load`]: building one ([`load::load`] of a [`load::BackendSpec`]).
 //! - [`error`]: [`BackendError`] and its [`BackendErrorKind`].
+//! - [`ascend`]: Ascend NPUs through CANN (loaded at run time; tested on an emulated CANN).
 //! - [`cpu`]: the host-CPU backend (Llama / Qwen2 from HF safetensors, own paged attention).
 //! - [`mock`]: the model-free backend of `StandardMock` (deterministic tokens).
 
+pub mod ascend;
 pub mod cpu;
 pub mod error;
 pub mod kind;
@@ -108,6 +110,85 @@ pub struct StepBatch {
     pub tokens: Vec<u32>,
     pub positions: Vec<u32>,
     pub seqs: Vec<SeqSlice>,
+}
+
+impl StepBatch {
+    /// Checks the batch against a backend's vocabulary and KV cache: positions follow each
+    /// sequence's context, token ranges cover every token exactly once, block tables cover
+    /// the context with blocks that exist.
+    pub fn validate(
+        &self,
+        vocab_size: usize,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> Result<(), BackendError> {
+        let b = self;
+        let bad = |m: String| Err(BackendError::InvalidBatch(m));
+        if b.tokens.len() != b.positions.len() {
+            return bad(format!(
+                "{} tokens but {} positions",
+                b.tokens.len(),
+                b.positions.len()
+            ));
+        }
+        if let Some(t) = b
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= vocab_size)
+        {
+            return bad(format!(
+                "token id {t} outside the vocabulary ({})",
+                vocab_size
+            ));
+        }
+        let mut covered = vec![false; b.tokens.len()];
+        for (i, s) in b.seqs.iter().enumerate() {
+            let r = &s.token_range;
+            if r.start >= r.end || r.end > b.tokens.len() {
+                return bad(format!("seq {i}: token range {r:?} empty or out of bounds"));
+            }
+            if s.context_len < r.len() {
+                return bad(format!(
+                    "seq {i}: context_len {} < new tokens",
+                    s.context_len
+                ));
+            }
+            let first = s.context_len - r.len();
+            for (j, &p) in b.positions[r.clone()].iter().enumerate() {
+                if p as usize != first + j {
+                    return bad(format!(
+                        "seq {i}: position {p} where {} expected",
+                        first + j
+                    ));
+                }
+            }
+            let bs = block_size;
+            if s.block_table.len() < s.context_len.div_ceil(bs) {
+                return bad(format!(
+                    "seq {i}: {} blocks cannot hold {} tokens",
+                    s.block_table.len(),
+                    s.context_len
+                ));
+            }
+            if let Some(id) = s
+                .block_table
+                .iter()
+                .find(|&&id| id as usize >= num_blocks)
+            {
+                return bad(format!("seq {i}: block {id} out of range"));
+            }
+            for c in &mut covered[r.clone()] {
+                if *c {
+                    return bad(format!("seq {i}: token ranges overlap"));
+                }
+                *c = true;
+            }
+        }
+        if covered.iter().any(|c| !c) {
+            return bad("some tokens belong to no sequence".into());
+        }
+        Ok(())
+    }
 }
 
 /// Logits of the sequences that asked for them.

@@ -5,6 +5,7 @@
 //! options only.
 
 use super::StartError;
+use crate::backend::ascend::{dtype, AscendOptions, CannSearch, DtypeChoice};
 use crate::backend::cpu::{CpuKnobs, CpuOptions};
 use crate::backend::load::{self, BackendSpec};
 use crate::backend::mock::{
@@ -155,6 +156,30 @@ pub fn cpu_options(config: &Config, model: &ModelConfig, env: &Env) -> CpuOption
     }
 }
 
+/// The Ascend backend's options: the first model instance's `npuDeviceIds` (as many as
+/// `worldSize`), `npuMemSize`, `cacheBlockSize`, and the environment (CANN's location,
+/// `MINDIE_ASCEND_DTYPE`).
+pub fn ascend_options(
+    config: &Config,
+    model: &ModelConfig,
+    source: &ModelSource,
+    env: &Env,
+) -> Result<AscendOptions, String> {
+    Ok(AscendOptions {
+        model_dir: source.dir.clone(),
+        search: CannSearch::from_env(env),
+        device_ids: config
+            .backend_config
+            .npu_device_ids
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        mem_size_gb: model.npu_mem_size,
+        block_size: config.backend_config.schedule_config.cache_block_size as usize,
+        dtype: DtypeChoice::parse(env.get(dtype::DTYPE_ENV))?,
+    })
+}
+
 /// What the backend needs, resolved from config, environment and the tokenizer.
 fn backend_spec(
     config: &Config,
@@ -193,9 +218,7 @@ fn backend_spec(
                 reply,
             })
         }
-        BackendKind::Ascend => BackendSpec::Ascend {
-            backend_type: model.backend_type.clone(),
-        },
+        BackendKind::Ascend => BackendSpec::Ascend(ascend_options(config, model, source, env)?),
     })
 }
 

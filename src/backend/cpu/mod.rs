@@ -55,9 +55,11 @@ use std::path::Path;
 use std::time::Instant;
 
 pub use hf_config::{Arch, HfModelConfig, SUPPORTED_ARCHITECTURES};
+pub use kernels::{bf16_to_f32, f16_to_f32, f32_to_bf16};
 pub use kernels::{detected_level, has_amx, has_avx512_bf16, SimdLevel};
 pub use knobs::CpuKnobs;
 pub use model::{Stage, StageInput, StageOutput};
+pub use rope::Rope;
 pub use share::{layer_weight_bytes, LayerShare};
 
 use self::kv_cache::KvCache;
@@ -240,71 +242,7 @@ impl CpuBackend {
     }
 
     fn validate(&self, b: &StepBatch) -> Result<(), BackendError> {
-        let bad = |m: String| Err(BackendError::InvalidBatch(m));
-        if b.tokens.len() != b.positions.len() {
-            return bad(format!(
-                "{} tokens but {} positions",
-                b.tokens.len(),
-                b.positions.len()
-            ));
-        }
-        if let Some(t) = b
-            .tokens
-            .iter()
-            .find(|&&t| t as usize >= self.info.vocab_size)
-        {
-            return bad(format!(
-                "token id {t} outside the vocabulary ({})",
-                self.info.vocab_size
-            ));
-        }
-        let mut covered = vec![false; b.tokens.len()];
-        for (i, s) in b.seqs.iter().enumerate() {
-            let r = &s.token_range;
-            if r.start >= r.end || r.end > b.tokens.len() {
-                return bad(format!("seq {i}: token range {r:?} empty or out of bounds"));
-            }
-            if s.context_len < r.len() {
-                return bad(format!(
-                    "seq {i}: context_len {} < new tokens",
-                    s.context_len
-                ));
-            }
-            let first = s.context_len - r.len();
-            for (j, &p) in b.positions[r.clone()].iter().enumerate() {
-                if p as usize != first + j {
-                    return bad(format!(
-                        "seq {i}: position {p} where {} expected",
-                        first + j
-                    ));
-                }
-            }
-            let bs = self.info.block_size;
-            if s.block_table.len() < s.context_len.div_ceil(bs) {
-                return bad(format!(
-                    "seq {i}: {} blocks cannot hold {} tokens",
-                    s.block_table.len(),
-                    s.context_len
-                ));
-            }
-            if let Some(id) = s
-                .block_table
-                .iter()
-                .find(|&&id| id as usize >= self.info.num_blocks)
-            {
-                return bad(format!("seq {i}: block {id} out of range"));
-            }
-            for c in &mut covered[r.clone()] {
-                if *c {
-                    return bad(format!("seq {i}: token ranges overlap"));
-                }
-                *c = true;
-            }
-        }
-        if covered.iter().any(|c| !c) {
-            return bad("some tokens belong to no sequence".into());
-        }
-        Ok(())
+        b.validate(self.info.vocab_size, self.info.block_size, self.info.num_blocks)
     }
 }
 

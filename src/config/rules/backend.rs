@@ -5,7 +5,7 @@ use super::server::KMC_IGNORED;
 use super::{be, mc, md, problem, quoted, sc, Rules};
 
 /// Backends that run on Ascend NPUs and so need `npuDeviceIds` to match the model's layout.
-const NPU_BACKENDS: [&str; 3] = ["atb", "torch", "ms"];
+const NPU_BACKENDS: [&str; 4] = ["atb", "npu", "torch", "ms"];
 
 impl Rules<'_> {
     pub(super) fn backend(&mut self) {
