@@ -131,11 +131,7 @@ impl StepBatch {
                 b.positions.len()
             ));
         }
-        if let Some(t) = b
-            .tokens
-            .iter()
-            .find(|&&t| t as usize >= vocab_size)
-        {
+        if let Some(t) = b.tokens.iter().find(|&&t| t as usize >= vocab_size) {
             return bad(format!(
                 "token id {t} outside the vocabulary ({})",
                 vocab_size
@@ -170,11 +166,7 @@ impl StepBatch {
                     s.context_len
                 ));
             }
-            if let Some(id) = s
-                .block_table
-                .iter()
-                .find(|&&id| id as usize >= num_blocks)
-            {
+            if let Some(id) = s.block_table.iter().find(|&&id| id as usize >= num_blocks) {
                 return bad(format!("seq {i}: block {id} out of range"));
             }
             for c in &mut covered[r.clone()] {

@@ -253,7 +253,10 @@ static MODEL: Section = Section {
         req("worldSize", POSITIVE),
         req("cpuMemSize", U32),
         req("npuMemSize", int(-1, I32_MAX)),
-        req("backendType", Kind::Enum(&["atb", "npu", "torch", "ms", "cpu"])),
+        req(
+            "backendType",
+            Kind::Enum(&["atb", "npu", "torch", "ms", "cpu"]),
+        ),
         req("trustRemoteCode", Kind::Bool),
         opt("plugin_params", Kind::StrOrObject),
         opt("async_scheduler_wait_time", U32),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod coord;
 pub mod daemon;
 pub mod dot_accuracy;
+pub mod emuacl;
 pub mod engine_refs;
 pub mod install;
 pub mod multinode;

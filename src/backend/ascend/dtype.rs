@@ -154,12 +154,24 @@ mod tests {
         assert_eq!(DtypeChoice::Auto.resolve(DType::F16), DType::F16);
         let f32 = DtypeChoice::parse(Some("f32")).unwrap();
         assert_eq!(f32.resolve(DType::BF16), DType::F32);
-        assert!(DtypeChoice::parse(Some("int4")).unwrap_err().contains(DTYPE_ENV));
+        assert!(DtypeChoice::parse(Some("int4"))
+            .unwrap_err()
+            .contains(DTYPE_ENV));
     }
 
     #[test]
     fn f16_rounding_round_trips_and_rounds_to_even() {
-        for v in [0.0f32, -0.0, 1.0, -2.5, 65504.0, 6.1035156e-5, 5.9604645e-8, 0.1, 1000.3] {
+        for v in [
+            0.0f32,
+            -0.0,
+            1.0,
+            -2.5,
+            65504.0,
+            6.1035156e-5,
+            5.9604645e-8,
+            0.1,
+            1000.3,
+        ] {
             let h = f32_to_f16(v);
             let back = f16_to_f32(h);
             assert!((back - v).abs() <= v.abs() * 1e-3 + 6e-8, "{v} → {back}");

@@ -113,7 +113,11 @@ pub fn export(
             for which in 0..2 {
                 for (r, (ctx, kv)) in ranks.iter().enumerate() {
                     ctx.make_current().map_err(|e| e.in_step())?;
-                    let buf = if which == 0 { &kv.k[layer] } else { &kv.v[layer] };
+                    let buf = if which == 0 {
+                        &kv.k[layer]
+                    } else {
+                        &kv.v[layer]
+                    };
                     acl.download(&mut staged[r], buf, b as usize * lb)
                         .map_err(|e| e.in_step())?;
                 }
@@ -167,8 +171,13 @@ pub fn import(
                 }
                 for (r, (ctx, cache)) in ranks.iter().enumerate() {
                     ctx.make_current().map_err(|e| e.in_step())?;
-                    let buf = if which == 0 { &cache.k[layer] } else { &cache.v[layer] };
-                    acl.upload(buf, b as usize * lb, &staged[r]).map_err(|e| e.in_step())?;
+                    let buf = if which == 0 {
+                        &cache.k[layer]
+                    } else {
+                        &cache.v[layer]
+                    };
+                    acl.upload(buf, b as usize * lb, &staged[r])
+                        .map_err(|e| e.in_step())?;
                 }
                 at += lb * geo.tp;
             }
@@ -196,9 +205,21 @@ mod tests {
         assert_eq!(geo.layout_tag(), "ascend-bf16-bsnd/l2/h4/d8/b2");
         let p: Vec<_> = pieces(&geo).collect();
         // slot 0: rank 0 then rank 1; slot 1 likewise; 32 bytes (2 heads × 8 × 2 B) each.
-        assert_eq!(p, vec![(0, 0..32, 0), (1, 0..32, 32), (0, 32..64, 64), (1, 32..64, 96)]);
+        assert_eq!(
+            p,
+            vec![
+                (0, 0..32, 0),
+                (1, 0..32, 32),
+                (0, 32..64, 64),
+                (1, 32..64, 96)
+            ]
+        );
         let one = KvGeometry { tp: 1, ..geo };
-        assert_eq!(one.layout_tag(), geo.layout_tag(), "independent of the TP degree");
+        assert_eq!(
+            one.layout_tag(),
+            geo.layout_tag(),
+            "independent of the TP degree"
+        );
         assert_eq!(one.bytes_per_block(), geo.bytes_per_block());
     }
 }

@@ -28,13 +28,20 @@ pub struct CannSearch {
 
 impl CannSearch {
     pub fn from_env(env: &Env) -> CannSearch {
-        let libs = env
-            .get(LIBS_ENV)
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| v.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect());
+        let libs = env.get(LIBS_ENV).filter(|v| !v.trim().is_empty()).map(|v| {
+            v.split(':')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        });
         let homes = HOME_VARS
             .iter()
-            .map(|&var| (var, env.get(var).filter(|v| !v.is_empty()).map(PathBuf::from)))
+            .map(|&var| {
+                (
+                    var,
+                    env.get(var).filter(|v| !v.is_empty()).map(PathBuf::from),
+                )
+            })
             .collect();
         CannSearch { libs, homes }
     }
@@ -46,11 +53,20 @@ impl CannSearch {
             (&["libascendcl.so", "libacl_rt.so"], true, "the ACL runtime"),
             (&["libnnopbase.so"], true, "the aclnn tensor meta library"),
             (
-                &["libopapi.so", "libopapi_transformer.so", "libopapi_nn.so", "libopapi_math.so"],
+                &[
+                    "libopapi.so",
+                    "libopapi_transformer.so",
+                    "libopapi_nn.so",
+                    "libopapi_math.so",
+                ],
                 true,
                 "the aclnn operator library",
             ),
-            (&["libhccl.so", "libhcomm.so"], need_hccl, "HCCL (needed for worldSize > 1)"),
+            (
+                &["libhccl.so", "libhcomm.so"],
+                need_hccl,
+                "HCCL (needed for worldSize > 1)",
+            ),
         ];
         if let Some(files) = &self.libs {
             // One role of all the listed files, each required to open; the symbols of every
@@ -61,7 +77,11 @@ impl CannSearch {
                 missing: format!(
                     "the Ascend runtime is not available: none of the files in {LIBS_ENV} ({}) \
                      could be opened; fix {LIBS_ENV} or unset it to search CANN's install",
-                    files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+                    files
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
                 ),
             }];
         }
@@ -124,10 +144,19 @@ mod tests {
         let s = CannSearch::from_env(&env(&[]));
         let roles = s.roles(false);
         assert_eq!(roles.len(), 4);
-        assert_eq!(roles[0].paths, vec![PathBuf::from("libascendcl.so"), PathBuf::from("libacl_rt.so")]);
+        assert_eq!(
+            roles[0].paths,
+            vec![
+                PathBuf::from("libascendcl.so"),
+                PathBuf::from("libacl_rt.so")
+            ]
+        );
         let m = &roles[0].missing;
         assert!(m.contains("libascendcl.so (or libacl_rt.so)"), "{m}");
-        assert!(m.contains("ASCEND_TOOLKIT_HOME unset") && m.contains("set_env.sh"), "{m}");
+        assert!(
+            m.contains("ASCEND_TOOLKIT_HOME unset") && m.contains("set_env.sh"),
+            "{m}"
+        );
         assert!(m.contains("\"backendType\": \"cpu\""), "{m}");
         assert!(!roles[3].required, "HCCL only for several devices");
         assert!(s.roles(true)[3].required);
@@ -141,8 +170,18 @@ mod tests {
         let home = dir.to_string_lossy().to_string();
         let s = CannSearch::from_env(&env(&[("ASCEND_HOME_PATH", &home)]));
         let roles = s.roles(false);
-        assert_eq!(roles[1].paths, vec![dir.join("lib64/libnnopbase.so"), PathBuf::from("libnnopbase.so")]);
-        assert_eq!(roles[0].paths[0], PathBuf::from("libascendcl.so"), "absent file: loader path only");
+        assert_eq!(
+            roles[1].paths,
+            vec![
+                dir.join("lib64/libnnopbase.so"),
+                PathBuf::from("libnnopbase.so")
+            ]
+        );
+        assert_eq!(
+            roles[0].paths[0],
+            PathBuf::from("libascendcl.so"),
+            "absent file: loader path only"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -151,7 +190,10 @@ mod tests {
         let s = CannSearch::from_env(&env(&[(LIBS_ENV, "/x/a.so:/x/b.so")]));
         let roles = s.roles(true);
         assert_eq!(roles.len(), 1);
-        assert_eq!(roles[0].paths, vec![PathBuf::from("/x/a.so"), PathBuf::from("/x/b.so")]);
+        assert_eq!(
+            roles[0].paths,
+            vec![PathBuf::from("/x/a.so"), PathBuf::from("/x/b.so")]
+        );
         assert!(roles[0].missing.contains(LIBS_ENV));
     }
 }

@@ -100,10 +100,12 @@ impl AscendBackend {
         let spec = HfModelConfig::load(&opts.model_dir)?;
         let tp = opts.device_ids.len();
         if tp == 0 {
-            return Err(BackendError::Config("npuDeviceIds: no device for the model".into()));
+            return Err(BackendError::Config(
+                "npuDeviceIds: no device for the model".into(),
+            ));
         }
         check_split(&spec, tp)?;
-        if opts.block_size == 0 || opts.block_size % BLOCK_ALIGN != 0 {
+        if opts.block_size == 0 || !opts.block_size.is_multiple_of(BLOCK_ALIGN) {
             return Err(BackendError::Config(format!(
                 "ScheduleConfig.cacheBlockSize = {}: the Ascend backend's paged attention needs a \
                  multiple of {BLOCK_ALIGN}",
@@ -132,7 +134,8 @@ impl AscendBackend {
             RopeOp::ApplyV2
         } else {
             return Err(unsupported(
-                "the loaded CANN has neither aclnnRopeWithSinCosCache nor aclnnApplyRotaryPosEmbV2".into(),
+                "the loaded CANN has neither aclnnRopeWithSinCosCache nor aclnnApplyRotaryPosEmbV2"
+                    .into(),
             ));
         };
         let kv_write = if ffi::ops::Launcher::has_scatter_pa(&acl) {
@@ -141,11 +144,14 @@ impl AscendBackend {
             KvWriteOp::IndexCopy
         } else {
             return Err(unsupported(
-                "the loaded CANN has neither aclnnScatterPaKvCache nor aclnnInplaceIndexCopy".into(),
+                "the loaded CANN has neither aclnnScatterPaKvCache nor aclnnInplaceIndexCopy"
+                    .into(),
             ));
         };
         let store = WeightStore::open(&opts.model_dir)?;
-        let stored = store.tensor("model.embed_tokens.weight", &[spec.vocab, spec.hidden])?.dtype();
+        let stored = store
+            .tensor("model.embed_tokens.weight", &[spec.vocab, spec.hidden])?
+            .dtype();
         let cd = opts.dtype.resolve(stored);
         let dims = Dims::of(&spec, tp, opts.block_size, cd);
         let max_pos = spec.max_position.max(1);
@@ -158,9 +164,15 @@ impl AscendBackend {
             weight_bytes = weight_bytes.max(weights.bytes);
             let mask_bytes = causal_mask();
             let mask = acl.malloc(mask_bytes.len()).map_err(AclError::at_load)?;
-            acl.upload(&mask, 0, &mask_bytes).map_err(AclError::at_load)?;
+            acl.upload(&mask, 0, &mask_bytes)
+                .map_err(AclError::at_load)?;
             let rope_tables = rope_tables(&acl, &spec, max_pos, cd, rope)?;
-            tracing::info!(rank = r, device = id, weights_mib = weights.bytes >> 20, "weights on the device");
+            tracing::info!(
+                rank = r,
+                device = id,
+                weights_mib = weights.bytes >> 20,
+                "weights on the device"
+            );
             ranks.push(Rank {
                 device: id as i32,
                 weights,
@@ -301,7 +313,7 @@ fn check_split(spec: &HfModelConfig, tp: usize) -> Result<(), BackendError> {
         ("num_key_value_heads", spec.kv_heads),
         ("intermediate_size", spec.intermediate),
     ] {
-        if n % tp != 0 {
+        if !n.is_multiple_of(tp) {
             return Err(unsupported(format!(
                 "worldSize {tp}: the model's {what} ({n}) does not split evenly over {tp} devices \
                  (replicating KV heads is not supported); choose a worldSize dividing it"
@@ -357,7 +369,11 @@ impl Backend for AscendBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, BackendError> {
-        batch.validate(self.info.vocab_size, self.info.block_size, self.info.num_blocks)?;
+        batch.validate(
+            self.info.vocab_size,
+            self.info.block_size,
+            self.info.num_blocks,
+        )?;
         let mut next = 0;
         for (i, s) in batch.seqs.iter().enumerate() {
             if s.token_range.start != next {
@@ -378,10 +394,23 @@ impl Backend for AscendBackend {
     }
 
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {
-        kv::export(&self.acl, &self.contexts(), &self.geo, self.info.num_blocks, ids)
+        kv::export(
+            &self.acl,
+            &self.contexts(),
+            &self.geo,
+            self.info.num_blocks,
+            ids,
+        )
     }
 
     fn import_blocks(&mut self, ids: &[BlockId], kv: &KvChunk) -> Result<(), BackendError> {
-        kv::import(&self.acl, &self.contexts(), &self.geo, self.info.num_blocks, ids, kv)
+        kv::import(
+            &self.acl,
+            &self.contexts(),
+            &self.geo,
+            self.info.num_blocks,
+            ids,
+            kv,
+        )
     }
 }

@@ -161,8 +161,16 @@ impl Scratch {
                 mlp: m(t * d.hidden * es)?,
                 rstd: m(t * 4)?,
                 lse: m(32)?,
-                cos: if rope == RopeOp::ApplyV2 { Some(m(t * d.head_dim * es)?) } else { None },
-                sin: if rope == RopeOp::ApplyV2 { Some(m(t * d.head_dim * es)?) } else { None },
+                cos: if rope == RopeOp::ApplyV2 {
+                    Some(m(t * d.head_dim * es)?)
+                } else {
+                    None
+                },
+                sin: if rope == RopeOp::ApplyV2 {
+                    Some(m(t * d.head_dim * es)?)
+                } else {
+                    None
+                },
             });
             self.tokens = t;
         }
@@ -175,7 +183,11 @@ impl Scratch {
                 normed: m(r * d.hidden * es)?,
                 rstd: m(r * 4)?,
                 logits: m(r * d.vocab * es)?,
-                logits32: if d.dtype == DType::F32 { None } else { Some(m(r * d.vocab * 4)?) },
+                logits32: if d.dtype == DType::F32 {
+                    None
+                } else {
+                    Some(m(r * d.vocab * 4)?)
+                },
             });
             self.rows = r;
         }

@@ -14,10 +14,10 @@
 
 use std::sync::Arc;
 
+use super::error::AclError;
 use super::ffi::meta::{AclDType, View};
 use super::ffi::ops::{Attention, Launcher};
 use super::ffi::{Acl, DeviceBuf};
-use super::error::AclError;
 use super::rank::{Dims, KvWriteOp, Rank, RopeOp, RopeTables, MASK_SIDE};
 use crate::backend::StepBatch;
 
@@ -73,7 +73,8 @@ impl StepInputs {
             }
             for t in s.token_range.clone() {
                 let p = batch.positions[t] as usize;
-                slots[t] = (s.block_table[p / block_size] as usize * block_size + p % block_size) as i32;
+                slots[t] =
+                    (s.block_table[p / block_size] as usize * block_size + p % block_size) as i32;
             }
             cu_q.push(s.token_range.end as i64);
             kv_lens.push(s.context_len as i64);
@@ -98,7 +99,10 @@ impl StepInputs {
         let mut put = |o: usize, bytes: &[u8]| host[o..o + bytes.len()].copy_from_slice(bytes);
         for (i, &id) in batch.tokens.iter().enumerate() {
             put(off.ids + 8 * i, &(id as i64).to_le_bytes());
-            put(off.positions + 8 * i, &(batch.positions[i] as i64).to_le_bytes());
+            put(
+                off.positions + 8 * i,
+                &(batch.positions[i] as i64).to_le_bytes(),
+            );
             put(off.slots + 4 * i, &slots[i].to_le_bytes());
         }
         for (i, r) in rows.iter().enumerate() {
@@ -132,7 +136,13 @@ pub struct Plan<'a> {
 
 /// A buffer `Scratch::ensure` (or the load) made; its absence is a bug reported as an error.
 fn need<T>(b: Option<&T>) -> Result<&T, AclError> {
-    b.ok_or_else(|| AclError::new("step", 100_000, "internal: a device buffer was not allocated"))
+    b.ok_or_else(|| {
+        AclError::new(
+            "step",
+            100_000,
+            "internal: a device buffer was not allocated",
+        )
+    })
 }
 
 fn v2(rows: usize, cols: usize, dt: AclDType) -> View {
@@ -144,7 +154,11 @@ impl Plan<'_> {
     pub fn begin(&self, rank: &mut Rank) -> Result<u64, AclError> {
         let (acl, d, inp) = (self.acl, &self.dims, self.inputs);
         rank.ctx.make_current()?;
-        let rows = if rank.weights.head.is_some() { inp.logit_seqs.len() } else { 0 };
+        let rows = if rank.weights.head.is_some() {
+            inp.logit_seqs.len()
+        } else {
+            0
+        };
         rank.scratch
             .ensure(acl, d, self.rope, inp.tokens, rows, inp.host.len())
             .map_err(|e| AclError::new("aclrtMalloc", 207_001, e.to_string()))?;
@@ -153,14 +167,20 @@ impl Plan<'_> {
         let bufs = need(rank.scratch.bufs.as_ref())?;
         let mut l = Launcher::new(acl, &rank.stream, &mut rank.ws);
         let t = inp.tokens;
-        let ids = acl.tensor(input, &View::contiguous(&[t], AclDType::I64).at(inp.off.ids))?;
+        let ids = acl.tensor(
+            input,
+            &View::contiguous(&[t], AclDType::I64).at(inp.off.ids),
+        )?;
         let embed = acl.tensor(&rank.weights.embed, &v2(d.vocab, d.hidden, d.acl()))?;
         let x = acl.tensor(&bufs.x, &v2(t, d.hidden, d.acl()))?;
         l.embedding(&embed, &ids, &x)?;
         if let (RopeTables::Split { cos, sin }, Some(cos_t), Some(sin_t)) =
             (&rank.rope, &bufs.cos, &bufs.sin)
         {
-            let pos = acl.tensor(input, &View::contiguous(&[t], AclDType::I64).at(inp.off.positions))?;
+            let pos = acl.tensor(
+                input,
+                &View::contiguous(&[t], AclDType::I64).at(inp.off.positions),
+            )?;
             let max_pos = cos.bytes() / (d.head_dim * d.es());
             for (table, out) in [(cos, cos_t), (sin, sin_t)] {
                 let src = acl.tensor(table, &v2(max_pos, d.head_dim, d.acl()))?;
@@ -199,7 +219,10 @@ impl Plan<'_> {
         let k2 = acl.tensor(&bufs.k, &v2(t, d.kv_dim(), dt))?;
         match &rank.rope {
             RopeTables::Cache(cache) => {
-                let pos = acl.tensor(input, &View::contiguous(&[t], AclDType::I64).at(inp.off.positions))?;
+                let pos = acl.tensor(
+                    input,
+                    &View::contiguous(&[t], AclDType::I64).at(inp.off.positions),
+                )?;
                 let max_pos = cache.bytes() / (d.head_dim * d.es());
                 let c = acl.tensor(cache, &v2(max_pos, d.head_dim, dt))?;
                 l.rope_cache(&pos, &q2, &k2, &c, d.head_dim as i64)?;
@@ -209,7 +232,8 @@ impl Plan<'_> {
                     return Err(AclError::missing("RoPE rows"));
                 };
                 let q3 = acl.tensor(&bufs.q, &View::contiguous(&[t, d.heads, d.head_dim], dt))?;
-                let k3 = acl.tensor(&bufs.k, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
+                let k3 =
+                    acl.tensor(&bufs.k, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
                 let c = acl.tensor(cos, &View::contiguous(&[t, 1, d.head_dim], dt))?;
                 let s = acl.tensor(sin, &View::contiguous(&[t, 1, d.head_dim], dt))?;
                 l.rope_v2(&q3, &k3, &c, &s)?;
@@ -217,13 +241,29 @@ impl Plan<'_> {
         }
         // Keys and values into their slots.
         let nb = self.num_blocks;
-        let slots = acl.tensor(input, &View::contiguous(&[t], AclDType::I32).at(inp.off.slots))?;
+        let slots = acl.tensor(
+            input,
+            &View::contiguous(&[t], AclDType::I32).at(inp.off.slots),
+        )?;
         match self.kv_write {
             KvWriteOp::ScatterPaKvCache => {
-                let cache = |b: &DeviceBuf| acl.tensor(b, &View::contiguous(&[nb, d.block_size, d.kv_heads, d.head_dim], dt));
-                let kt = acl.tensor(&bufs.k, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
-                let vt = acl.tensor(&bufs.v, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
-                l.scatter_pa_kv(&kt, &cache(&kv.k[layer])?, &slots, &vt, &cache(&kv.v[layer])?)?;
+                let cache = |b: &DeviceBuf| {
+                    acl.tensor(
+                        b,
+                        &View::contiguous(&[nb, d.block_size, d.kv_heads, d.head_dim], dt),
+                    )
+                };
+                let kt =
+                    acl.tensor(&bufs.k, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
+                let vt =
+                    acl.tensor(&bufs.v, &View::contiguous(&[t, d.kv_heads, d.head_dim], dt))?;
+                l.scatter_pa_kv(
+                    &kt,
+                    &cache(&kv.k[layer])?,
+                    &slots,
+                    &vt,
+                    &cache(&kv.v[layer])?,
+                )?;
             }
             KvWriteOp::IndexCopy => {
                 for (src, dst) in [(&bufs.k, &kv.k[layer]), (&bufs.v, &kv.v[layer])] {
@@ -242,7 +282,10 @@ impl Plan<'_> {
         let query = acl.tensor(&bufs.q, &View::contiguous(&[t, d.heads, d.head_dim], dt))?;
         let out = acl.tensor(&bufs.attn, &View::contiguous(&[t, d.heads, d.head_dim], dt))?;
         let mask = acl.tensor(&rank.mask, &v2(MASK_SIDE, MASK_SIDE, AclDType::I8))?;
-        let table = acl.tensor(input, &View::contiguous(&[inp.seqs, inp.max_blocks], AclDType::I32).at(inp.off.table))?;
+        let table = acl.tensor(
+            input,
+            &View::contiguous(&[inp.seqs, inp.max_blocks], AclDType::I32).at(inp.off.table),
+        )?;
         let lse = acl.tensor(&bufs.lse, &View::contiguous(&[1], AclDType::F32))?;
         let cu_q = acl.int_array(&inp.cu_q)?;
         let kv_lens = acl.int_array(&inp.kv_lens)?;
@@ -312,7 +355,10 @@ impl Plan<'_> {
         let hb = need(rank.scratch.head.as_ref())?;
         let input = need(rank.scratch.inputs.as_ref())?;
         let mut l = Launcher::new(acl, &rank.stream, &mut rank.ws);
-        let rows = acl.tensor(input, &View::contiguous(&[r], AclDType::I64).at(inp.off.rows))?;
+        let rows = acl.tensor(
+            input,
+            &View::contiguous(&[r], AclDType::I64).at(inp.off.rows),
+        )?;
         let sel_x = acl.tensor(&hb.sel_x, &v2(r, d.hidden, dt))?;
         let sel_m = acl.tensor(&hb.sel_m, &v2(r, d.hidden, dt))?;
         l.index_select(&acl.tensor(&bufs.x, &v2(t, d.hidden, dt))?, &rows, &sel_x)?;

@@ -91,12 +91,22 @@ impl Uploader<'_> {
     }
 
     /// `part` of the 1-D tensor `name` of `len` elements.
-    fn vector_part(&self, name: &str, len: usize, part: Range<usize>) -> Result<Vec<u8>, BackendError> {
+    fn vector_part(
+        &self,
+        name: &str,
+        len: usize,
+        part: Range<usize>,
+    ) -> Result<Vec<u8>, BackendError> {
         let w = self.store.tensor(name, &[len])?;
         encode_block(&w, len, 0..1, part, self.cd)
     }
 
-    fn vector(&mut self, name: &str, len: usize, part: Range<usize>) -> Result<DeviceBuf, BackendError> {
+    fn vector(
+        &mut self,
+        name: &str,
+        len: usize,
+        part: Range<usize>,
+    ) -> Result<DeviceBuf, BackendError> {
         let bytes = self.vector_part(name, len, part)?;
         self.put(&bytes)
     }
@@ -192,8 +202,18 @@ fn layer(
     let o = row(up, "self_attn.o_proj", qd, spec.o_bias)?;
     let down = row(up, "mlp.down_proj", inter, spec.mlp_bias)?;
     let part = split.part(inter);
-    let mut gu = up.block(&format!("{p}.mlp.gate_proj.weight"), [inter, h], part.clone(), 0..h)?;
-    gu.extend(up.block(&format!("{p}.mlp.up_proj.weight"), [inter, h], part.clone(), 0..h)?);
+    let mut gu = up.block(
+        &format!("{p}.mlp.gate_proj.weight"),
+        [inter, h],
+        part.clone(),
+        0..h,
+    )?;
+    gu.extend(up.block(
+        &format!("{p}.mlp.up_proj.weight"),
+        [inter, h],
+        part.clone(),
+        0..h,
+    )?);
     let gu_bias = if spec.mlp_bias {
         let mut b = up.vector_part(&format!("{p}.mlp.gate_proj.bias"), inter, part.clone())?;
         b.extend(up.vector_part(&format!("{p}.mlp.up_proj.bias"), inter, part.clone())?);

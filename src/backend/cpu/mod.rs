@@ -242,7 +242,11 @@ impl CpuBackend {
     }
 
     fn validate(&self, b: &StepBatch) -> Result<(), BackendError> {
-        b.validate(self.info.vocab_size, self.info.block_size, self.info.num_blocks)
+        b.validate(
+            self.info.vocab_size,
+            self.info.block_size,
+            self.info.num_blocks,
+        )
     }
 }
 

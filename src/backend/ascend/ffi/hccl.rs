@@ -66,8 +66,16 @@ impl Acl {
             Some(f) => c_text(unsafe { f(rc) } as *const c_char),
             None => String::new(),
         };
-        let recent = self.check(api, rc).err().map(|e| e.message).unwrap_or_default();
-        Err(AclError::new(api, rc, format!("{text} {recent}").trim().to_string()))
+        let recent = self
+            .check(api, rc)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        Err(AclError::new(
+            api,
+            rc,
+            format!("{text} {recent}").trim().to_string(),
+        ))
     }
 }
 
@@ -86,7 +94,17 @@ impl Comm {
         let dt = hccl_dtype(dtype)?;
         // SAFETY: `buf` is device memory of this rank holding `count` elements of `dtype`
         // (in-place: send = recv), the communicator and stream are live.
-        let rc = unsafe { f(buf.raw(), buf.raw(), count as u64, dt, SUM, self.raw, stream.raw()) };
+        let rc = unsafe {
+            f(
+                buf.raw(),
+                buf.raw(),
+                count as u64,
+                dt,
+                SUM,
+                self.raw,
+                stream.raw(),
+            )
+        };
         self.acl.check_hccl("HcclAllReduce", rc)
     }
 }

@@ -117,7 +117,11 @@ impl Acl {
     pub fn tensor<'a>(&'a self, buf: &DeviceBuf, view: &View) -> Result<Tensor<'a>, AclError> {
         let bad = |m: String| Err(AclError::new("aclCreateTensor", 161_002, m));
         if view.dims.len() != view.strides.len() {
-            return bad(format!("{} dims but {} strides", view.dims.len(), view.strides.len()));
+            return bad(format!(
+                "{} dims but {} strides",
+                view.dims.len(),
+                view.strides.len()
+            ));
         }
         let Some(extent) = view.extent() else {
             return bad(format!("negative or overflowing view {view:?}"));
@@ -127,7 +131,7 @@ impl Acl {
             .checked_mul(size)
             .and_then(|b| b.checked_add(view.byte_base))
             .is_some_and(|end| end <= buf.bytes());
-        if !fits || view.byte_base % 32 != 0 {
+        if !fits || !view.byte_base.is_multiple_of(32) {
             return bad(format!(
                 "view {view:?} does not fit a {}-byte buffer with a 32-byte aligned base",
                 buf.bytes()

@@ -250,7 +250,10 @@ impl Acl {
                 }
             }
             if opened == 0 && role.required {
-                return Err(format!("{} (last loader error: {last_error})", role.missing));
+                return Err(format!(
+                    "{} (last loader error: {last_error})",
+                    role.missing
+                ));
             }
         }
         let fns = Fns::resolve(&libs)?;

@@ -41,7 +41,10 @@ impl Workspace {
             self.buf = None;
             self.buf = Some(acl.malloc(grown)?);
         }
-        Ok(self.buf.as_ref().map_or(std::ptr::null_mut(), |b| b.ptr().raw()))
+        Ok(self
+            .buf
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |b| b.ptr().raw()))
     }
 }
 
@@ -121,162 +124,363 @@ impl<'a> Launcher<'a> {
     }
 
     /// Rows of `weight [V, H]` at `indices [T]` → `out [T, H]`.
-    pub fn embedding(&mut self, weight: &Tensor, indices: &Tensor, out: &Tensor) -> Result<(), AclError> {
+    pub fn embedding(
+        &mut self,
+        weight: &Tensor,
+        indices: &Tensor,
+        out: &Tensor,
+    ) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnEmbeddingGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnEmbedding", "aclnnEmbeddingGetWorkspaceSize", |w, e| unsafe {
-            f(weight.raw, indices.raw, out.raw, w, e)
-        }, self.acl.fns.aclnnEmbedding)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnEmbedding",
+            "aclnnEmbeddingGetWorkspaceSize",
+            |w, e| unsafe { f(weight.raw, indices.raw, out.raw, w, e) },
+            self.acl.fns.aclnnEmbedding,
+        )
     }
 
     /// Rows of `src` (dim 0) at `index` → `out`.
-    pub fn index_select(&mut self, src: &Tensor, index: &Tensor, out: &Tensor) -> Result<(), AclError> {
+    pub fn index_select(
+        &mut self,
+        src: &Tensor,
+        index: &Tensor,
+        out: &Tensor,
+    ) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnIndexSelectGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnIndexSelect", "aclnnIndexSelectGetWorkspaceSize", |w, e| unsafe {
-            f(src.raw, 0, index.raw, out.raw, w, e)
-        }, self.acl.fns.aclnnIndexSelect)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnIndexSelect",
+            "aclnnIndexSelectGetWorkspaceSize",
+            |w, e| unsafe { f(src.raw, 0, index.raw, out.raw, w, e) },
+            self.acl.fns.aclnnIndexSelect,
+        )
     }
 
     /// `y = rmsnorm(x) · gamma`, `rstd` f32 `[T, 1]`.
-    pub fn rms_norm(&mut self, x: &Tensor, gamma: &Tensor, eps: f64, y: &Tensor, rstd: &Tensor) -> Result<(), AclError> {
+    pub fn rms_norm(
+        &mut self,
+        x: &Tensor,
+        gamma: &Tensor,
+        eps: f64,
+        y: &Tensor,
+        rstd: &Tensor,
+    ) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnRmsNormGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnRmsNorm", "aclnnRmsNormGetWorkspaceSize", |w, e| unsafe {
-            f(x.raw, gamma.raw, eps, y.raw, rstd.raw, w, e)
-        }, self.acl.fns.aclnnRmsNorm)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnRmsNorm",
+            "aclnnRmsNormGetWorkspaceSize",
+            |w, e| unsafe { f(x.raw, gamma.raw, eps, y.raw, rstd.raw, w, e) },
+            self.acl.fns.aclnnRmsNorm,
+        )
     }
 
     /// `x_out = x1 + x2`, `y = rmsnorm(x_out) · gamma` (`x_out` may be `x1`).
     #[allow(clippy::too_many_arguments)]
-    pub fn add_rms_norm(&mut self, x1: &Tensor, x2: &Tensor, gamma: &Tensor, eps: f64, y: &Tensor, rstd: &Tensor, x_out: &Tensor) -> Result<(), AclError> {
+    pub fn add_rms_norm(
+        &mut self,
+        x1: &Tensor,
+        x2: &Tensor,
+        gamma: &Tensor,
+        eps: f64,
+        y: &Tensor,
+        rstd: &Tensor,
+        x_out: &Tensor,
+    ) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnAddRmsNormGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnAddRmsNorm", "aclnnAddRmsNormGetWorkspaceSize", |w, e| unsafe {
-            f(x1.raw, x2.raw, gamma.raw, eps, y.raw, rstd.raw, x_out.raw, w, e)
-        }, self.acl.fns.aclnnAddRmsNorm)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnAddRmsNorm",
+            "aclnnAddRmsNormGetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    x1.raw, x2.raw, gamma.raw, eps, y.raw, rstd.raw, x_out.raw, w, e,
+                )
+            },
+            self.acl.fns.aclnnAddRmsNorm,
+        )
     }
 
     /// `out = a · b`.
     pub fn matmul(&mut self, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnMatmulGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnMatmul", "aclnnMatmulGetWorkspaceSize", |w, e| unsafe {
-            f(a.raw, b.raw, out.raw, CUBE_MATH, w, e)
-        }, self.acl.fns.aclnnMatmul)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnMatmul",
+            "aclnnMatmulGetWorkspaceSize",
+            |w, e| unsafe { f(a.raw, b.raw, out.raw, CUBE_MATH, w, e) },
+            self.acl.fns.aclnnMatmul,
+        )
     }
 
     /// `out = bias + a · b` (`bias` `[1, N]`, broadcast over rows).
-    pub fn addmm(&mut self, bias: &Tensor, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<(), AclError> {
+    pub fn addmm(
+        &mut self,
+        bias: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        out: &Tensor,
+    ) -> Result<(), AclError> {
         let one_b: Scalar = self.acl.scalar_f32(1.0)?;
         let one_a: Scalar = self.acl.scalar_f32(1.0)?;
         let f = self.acl.fns.aclnnAddmmGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors and scalars; out-parameters valid.
-        self.run("aclnnAddmm", "aclnnAddmmGetWorkspaceSize", |w, e| unsafe {
-            f(bias.raw, a.raw, b.raw, one_b.raw, one_a.raw, out.raw, CUBE_MATH, w, e)
-        }, self.acl.fns.aclnnAddmm)
+        // SAFETY: live descriptors and scalars; out-parameters valid.
+        self.run(
+            "aclnnAddmm",
+            "aclnnAddmmGetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    bias.raw, a.raw, b.raw, one_b.raw, one_a.raw, out.raw, CUBE_MATH, w, e,
+                )
+            },
+            self.acl.fns.aclnnAddmm,
+        )
     }
 
     /// Whether [`Launcher::rope_cache`] is available (else [`Launcher::rope_v2`]).
     pub fn has_rope_cache(acl: &Acl) -> bool {
-        acl.fns.aclnnRopeWithSinCosCacheGetWorkspaceSize.is_some() && acl.fns.aclnnRopeWithSinCosCache.is_some()
+        acl.fns.aclnnRopeWithSinCosCacheGetWorkspaceSize.is_some()
+            && acl.fns.aclnnRopeWithSinCosCache.is_some()
     }
 
     /// Neox RoPE of `q [T, Nq·D]`, `k [T, Nkv·D]` in place from `cache [maxPos, D]` (cos ‖ sin).
-    pub fn rope_cache(&mut self, positions: &Tensor, q: &Tensor, k: &Tensor, cache: &Tensor, head_dim: i64) -> Result<(), AclError> {
-        let (Some(f), Some(launch)) = (self.acl.fns.aclnnRopeWithSinCosCacheGetWorkspaceSize, self.acl.fns.aclnnRopeWithSinCosCache) else {
+    pub fn rope_cache(
+        &mut self,
+        positions: &Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        cache: &Tensor,
+        head_dim: i64,
+    ) -> Result<(), AclError> {
+        let (Some(f), Some(launch)) = (
+            self.acl.fns.aclnnRopeWithSinCosCacheGetWorkspaceSize,
+            self.acl.fns.aclnnRopeWithSinCosCache,
+        ) else {
             return Err(AclError::missing("aclnnRopeWithSinCosCache"));
         };
-        // SAFETY (inside the closure): live descriptors (outputs alias the inputs: in place,
+        // SAFETY: live descriptors (outputs alias the inputs: in place,
         // as the operator allows); NULL mropeSection = plain RoPE; out-parameters valid.
-        self.run("aclnnRopeWithSinCosCache", "aclnnRopeWithSinCosCacheGetWorkspaceSize", |w, e| unsafe {
-            f(positions.raw, q.raw, k.raw, cache.raw, NULL, head_dim, true, q.raw, k.raw, w, e)
-        }, launch)
+        self.run(
+            "aclnnRopeWithSinCosCache",
+            "aclnnRopeWithSinCosCacheGetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    positions.raw,
+                    q.raw,
+                    k.raw,
+                    cache.raw,
+                    NULL,
+                    head_dim,
+                    true,
+                    q.raw,
+                    k.raw,
+                    w,
+                    e,
+                )
+            },
+            launch,
+        )
     }
 
     pub fn has_rope_v2(acl: &Acl) -> bool {
-        acl.fns.aclnnApplyRotaryPosEmbV2GetWorkspaceSize.is_some() && acl.fns.aclnnApplyRotaryPosEmbV2.is_some()
+        acl.fns.aclnnApplyRotaryPosEmbV2GetWorkspaceSize.is_some()
+            && acl.fns.aclnnApplyRotaryPosEmbV2.is_some()
     }
 
     /// RoPE in place, TND layout: `q [T, Nq, D]`, `k [T, Nkv, D]`, `cos`/`sin` `[T, 1, D]`.
-    pub fn rope_v2(&mut self, q: &Tensor, k: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(), AclError> {
-        let (Some(f), Some(launch)) = (self.acl.fns.aclnnApplyRotaryPosEmbV2GetWorkspaceSize, self.acl.fns.aclnnApplyRotaryPosEmbV2) else {
+    pub fn rope_v2(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(), AclError> {
+        let (Some(f), Some(launch)) = (
+            self.acl.fns.aclnnApplyRotaryPosEmbV2GetWorkspaceSize,
+            self.acl.fns.aclnnApplyRotaryPosEmbV2,
+        ) else {
             return Err(AclError::missing("aclnnApplyRotaryPosEmbV2"));
         };
         let mut mode = c_arg("half");
-        // SAFETY (inside the closure): live descriptors; `mode` is a NUL-terminated string
+        // SAFETY: live descriptors; `mode` is a NUL-terminated string
         // that outlives the call; layout 4 = TND; out-parameters valid.
-        self.run("aclnnApplyRotaryPosEmbV2", "aclnnApplyRotaryPosEmbV2GetWorkspaceSize", |w, e| unsafe {
-            f(q.raw, k.raw, cos.raw, sin.raw, 4, mode.as_mut_ptr().cast::<c_char>(), w, e)
-        }, launch)
+        self.run(
+            "aclnnApplyRotaryPosEmbV2",
+            "aclnnApplyRotaryPosEmbV2GetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    q.raw,
+                    k.raw,
+                    cos.raw,
+                    sin.raw,
+                    4,
+                    mode.as_mut_ptr().cast::<c_char>(),
+                    w,
+                    e,
+                )
+            },
+            launch,
+        )
     }
 
     pub fn has_scatter_pa(acl: &Acl) -> bool {
-        acl.fns.aclnnScatterPaKvCacheGetWorkspaceSize.is_some() && acl.fns.aclnnScatterPaKvCache.is_some()
+        acl.fns.aclnnScatterPaKvCacheGetWorkspaceSize.is_some()
+            && acl.fns.aclnnScatterPaKvCache.is_some()
     }
 
     /// Rows of `key`/`value` `[T, Nkv, D]` into their slots of the paged caches.
-    pub fn scatter_pa_kv(&mut self, key: &Tensor, k_cache: &Tensor, slots: &Tensor, value: &Tensor, v_cache: &Tensor) -> Result<(), AclError> {
-        let (Some(f), Some(launch)) = (self.acl.fns.aclnnScatterPaKvCacheGetWorkspaceSize, self.acl.fns.aclnnScatterPaKvCache) else {
+    pub fn scatter_pa_kv(
+        &mut self,
+        key: &Tensor,
+        k_cache: &Tensor,
+        slots: &Tensor,
+        value: &Tensor,
+        v_cache: &Tensor,
+    ) -> Result<(), AclError> {
+        let (Some(f), Some(launch)) = (
+            self.acl.fns.aclnnScatterPaKvCacheGetWorkspaceSize,
+            self.acl.fns.aclnnScatterPaKvCache,
+        ) else {
             return Err(AclError::missing("aclnnScatterPaKvCache"));
         };
         let mut mode = c_arg("Norm");
-        // SAFETY (inside the closure): live descriptors; `mode` outlives the call; the other
+        // SAFETY: live descriptors; `mode` outlives the call; the other
         // optionals are NULL as documented for the "Norm" cache mode; out-parameters valid.
-        self.run("aclnnScatterPaKvCache", "aclnnScatterPaKvCacheGetWorkspaceSize", |w, e| unsafe {
-            f(key.raw, k_cache.raw, slots.raw, value.raw, v_cache.raw, NULL, NULL, NULL,
-              mode.as_mut_ptr().cast::<c_char>(), std::ptr::null_mut(), NULL, NULL, w, e)
-        }, launch)
+        self.run(
+            "aclnnScatterPaKvCache",
+            "aclnnScatterPaKvCacheGetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    key.raw,
+                    k_cache.raw,
+                    slots.raw,
+                    value.raw,
+                    v_cache.raw,
+                    NULL,
+                    NULL,
+                    NULL,
+                    mode.as_mut_ptr().cast::<c_char>(),
+                    std::ptr::null_mut(),
+                    NULL,
+                    NULL,
+                    w,
+                    e,
+                )
+            },
+            launch,
+        )
     }
 
     pub fn has_index_copy(acl: &Acl) -> bool {
-        acl.fns.aclnnInplaceIndexCopyGetWorkspaceSize.is_some() && acl.fns.aclnnInplaceIndexCopy.is_some()
+        acl.fns.aclnnInplaceIndexCopyGetWorkspaceSize.is_some()
+            && acl.fns.aclnnInplaceIndexCopy.is_some()
     }
 
     /// `dst[index[t]] = src[t]` along dim 0.
-    pub fn index_copy(&mut self, dst: &Tensor, index: &Tensor, src: &Tensor) -> Result<(), AclError> {
-        let (Some(f), Some(launch)) = (self.acl.fns.aclnnInplaceIndexCopyGetWorkspaceSize, self.acl.fns.aclnnInplaceIndexCopy) else {
+    pub fn index_copy(
+        &mut self,
+        dst: &Tensor,
+        index: &Tensor,
+        src: &Tensor,
+    ) -> Result<(), AclError> {
+        let (Some(f), Some(launch)) = (
+            self.acl.fns.aclnnInplaceIndexCopyGetWorkspaceSize,
+            self.acl.fns.aclnnInplaceIndexCopy,
+        ) else {
             return Err(AclError::missing("aclnnInplaceIndexCopy"));
         };
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnInplaceIndexCopy", "aclnnInplaceIndexCopyGetWorkspaceSize", |w, e| unsafe {
-            f(dst.raw, 0, index.raw, src.raw, w, e)
-        }, launch)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnInplaceIndexCopy",
+            "aclnnInplaceIndexCopyGetWorkspaceSize",
+            |w, e| unsafe { f(dst.raw, 0, index.raw, src.raw, w, e) },
+            launch,
+        )
     }
 
     /// Paged attention over block tables for prefill, decode and mixed batches.
     pub fn attention(&mut self, a: &Attention) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnFusedInferAttentionScoreV3GetWorkspaceSize;
         let mut layout = c_arg("TND");
-        // SAFETY (inside the closure): live descriptors, lists and int arrays; every optional
+        // SAFETY: live descriptors, lists and int arrays; every optional
         // not set is NULL; `layout` outlives the call; out-parameters valid.
-        self.run("aclnnFusedInferAttentionScoreV3", "aclnnFusedInferAttentionScoreV3GetWorkspaceSize", |w, e| unsafe {
-            f(
-                a.query.raw, a.key.raw, a.value.raw, NULL, a.mask.raw, a.cu_q.raw, a.kv_lens.raw,
-                NULL, NULL, NULL, NULL, NULL, NULL, NULL, a.block_table.raw, NULL, NULL, NULL,
-                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                a.num_heads, a.scale, 2_147_483_647, 0, layout.as_mut_ptr().cast::<c_char>(),
-                a.num_kv_heads, 3, 0, a.block_size, 0, false, 0, 0,
-                a.out.raw, a.lse.raw, w, e,
-            )
-        }, self.acl.fns.aclnnFusedInferAttentionScoreV3)
+        self.run(
+            "aclnnFusedInferAttentionScoreV3",
+            "aclnnFusedInferAttentionScoreV3GetWorkspaceSize",
+            |w, e| unsafe {
+                f(
+                    a.query.raw,
+                    a.key.raw,
+                    a.value.raw,
+                    NULL,
+                    a.mask.raw,
+                    a.cu_q.raw,
+                    a.kv_lens.raw,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    a.block_table.raw,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    a.num_heads,
+                    a.scale,
+                    2_147_483_647,
+                    0,
+                    layout.as_mut_ptr().cast::<c_char>(),
+                    a.num_kv_heads,
+                    3,
+                    0,
+                    a.block_size,
+                    0,
+                    false,
+                    0,
+                    0,
+                    a.out.raw,
+                    a.lse.raw,
+                    w,
+                    e,
+                )
+            },
+            self.acl.fns.aclnnFusedInferAttentionScoreV3,
+        )
     }
 
     /// `out = silu(x[:, :I]) · x[:, I:]` for `x [T, 2I]`.
     pub fn swiglu(&mut self, x: &Tensor, out: &Tensor) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnSwiGluGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnSwiGlu", "aclnnSwiGluGetWorkspaceSize", |w, e| unsafe {
-            f(x.raw, -1, out.raw, w, e)
-        }, self.acl.fns.aclnnSwiGlu)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnSwiGlu",
+            "aclnnSwiGluGetWorkspaceSize",
+            |w, e| unsafe { f(x.raw, -1, out.raw, w, e) },
+            self.acl.fns.aclnnSwiGlu,
+        )
     }
 
     /// `out = x` converted to `dtype`.
     pub fn cast(&mut self, x: &Tensor, dtype: AclDType, out: &Tensor) -> Result<(), AclError> {
         let f = self.acl.fns.aclnnCastGetWorkspaceSize;
-        // SAFETY (inside the closure): live descriptors; out-parameters valid.
-        self.run("aclnnCast", "aclnnCastGetWorkspaceSize", |w, e| unsafe {
-            f(x.raw, dtype as i32, out.raw, w, e)
-        }, self.acl.fns.aclnnCast)
+        // SAFETY: live descriptors; out-parameters valid.
+        self.run(
+            "aclnnCast",
+            "aclnnCastGetWorkspaceSize",
+            |w, e| unsafe { f(x.raw, dtype as i32, out.raw, w, e) },
+            self.acl.fns.aclnnCast,
+        )
     }
 }

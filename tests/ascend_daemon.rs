@@ -1,0 +1,159 @@
+//! The daemon with `backendType: "atb"` (and MindIE-accepted `"npu"`) on the emulated CANN,
+//! found as a real CANN is (`ASCEND_TOOLKIT_HOME` etc. from its `set_env.sh`): HF parity
+//! through the OpenAI API on two devices (tensor parallel), `/info` naming the device as
+//! emulated, and a device error injected mid-step (`EMUACL_FAIL`) failing only that step's
+//! request with a 500, turning health abnormal, and leaving every KV block free. (Without
+//! CANN the start is refused: `tests/daemon_refuse.rs`.)
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{get, post_json};
+use common::daemon::{Daemon, Home};
+use common::emuacl;
+use common::parity::{case_request, check_reply, fold_stream, refs};
+use common::sse::SseStream;
+use serde_json::{json, Value};
+
+const MODEL: &str = "/BackendConfig/ModelDeployConfig/ModelConfig/0";
+
+/// A home serving fixture `model` on the emulated CANN with `backend_type` over `devices`.
+fn home(model: &str, backend_type: &str, devices: &[u32]) -> Home {
+    let mut home = Home::new();
+    home.use_fixture_model(model);
+    home.set(&format!("{MODEL}/backendType"), backend_type)
+        .set(&format!("{MODEL}/modelName"), model)
+        .set(&format!("{MODEL}/worldSize"), devices.len())
+        .set("/BackendConfig/npuDeviceIds", json!([devices]));
+    home
+}
+
+fn start(home: &Home, extra: &[(&str, &str)]) -> Daemon {
+    let mut env = emuacl::cann_env();
+    env.push(("EMUACL_HBM_TOTAL".into(), (512u64 << 20).to_string()));
+    for (k, v) in extra {
+        env.push((k.to_string(), v.to_string()));
+    }
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    home.start(&pairs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_emulated_npus_serve_hf_parity_through_the_openai_api() {
+    let model = "tiny-qwen2";
+    let h = home(model, "atb", &[0, 1]);
+    let trace = h.path().join("emuacl-trace.jsonl");
+    let trace_s = trace.to_string_lossy().to_string();
+    let _d = start(
+        &h,
+        &[
+            ("EMUACL_F32", "1"),
+            ("MINDIE_ASCEND_DTYPE", "f32"),
+            ("EMUACL_TRACE", &trace_s),
+        ],
+    );
+    let info = get(h.mgmt(), "/info").await.json();
+    let device = info["model_device_type"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        device.contains("EMULATED") && device.contains("x2"),
+        "{info}"
+    );
+
+    let r = refs(model);
+    let cases = r["cases"].as_array().unwrap();
+    for case in cases {
+        let (path, body) = case_request(model, case, false);
+        let reply = post_json(h.business(), path, &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        check_reply(model, case, &reply.json());
+    }
+    let streams = cases.iter().map(|case| {
+        let (path, body) = case_request(model, case, true);
+        let addr = h.business();
+        async move {
+            let s = SseStream::open(addr, path, &body).await;
+            assert_eq!(s.status, 200);
+            s.collect().await
+        }
+    });
+    let all = futures_util::future::join_all(streams).await;
+    for (case, events) in cases.iter().zip(all) {
+        check_reply(
+            model,
+            case,
+            &fold_stream(case["kind"].as_str().unwrap(), &events),
+        );
+    }
+    assert!(emuacl::trace_count(&trace, "aclnnFusedInferAttentionScoreV3") > 0);
+    assert!(emuacl::trace_count(&trace, "HcclAllReduce") > 0);
+    blocks_free(&h).await;
+}
+
+/// Polls `/v1/status` until every KV block is free (10 s at most).
+async fn blocks_free(h: &Home) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let s = get(h.mgmt(), "/v1/status").await.json();
+        let res = &s["resource"];
+        if res["totalNpuBlockNums"].as_u64().unwrap_or(0) > 0
+            && res["freeNpuBlockNums"] == res["totalNpuBlockNums"]
+        {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "blocks still held: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// tiny-llama launches 13 aclnnMatmul per step (6 per layer, the LM head); failing the 44th
+/// fails the fourth step of the first request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operator_fails_its_step_and_turns_health_abnormal() {
+    let h = home("tiny-llama", "npu", &[0]);
+    let _d = start(&h, &[("EMUACL_FAIL", "aclnnMatmul:44:507015")]);
+    assert_eq!(get(h.mgmt(), "/health").await.status, 200);
+    let body = json!({"model": "tiny-llama", "prompt": "hello there", "max_tokens": 12,
+                      "temperature": 0, "ignore_eos": true});
+    let failed = post_json(h.business(), "/v1/completions", &body).await;
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    assert!(failed.text().contains("aclnnMatmul"), "{}", failed.text());
+    let health = get(h.mgmt(), "/health").await;
+    assert_eq!(health.status, 500, "{}", health.text());
+    assert!(health.text().contains("507015"), "{}", health.text());
+    blocks_free(&h).await;
+    // The injected failure was one call: the device works again, later requests complete.
+    let ok = post_json(h.business(), "/v1/completions", &body).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["usage"]["completion_tokens"], 12);
+    blocks_free(&h).await;
+}
+
+/// Without CANN's environment the start fails at once, naming the library and the fix;
+/// with it, it runs (the same binary).
+#[test]
+fn the_same_binary_runs_with_cann_and_refuses_without() {
+    let h = home("tiny-llama", "atb", &[0]);
+    h.write();
+    let (st, out, err) = h.run_to_exit(&[], &[]);
+    assert!(!st.success() && !out.contains("Daemon start success!"));
+    assert!(
+        err.contains("libascendcl.so")
+            && err.contains("set_env.sh")
+            && err.contains("\"backendType\": \"cpu\""),
+        "{err}"
+    );
+    let d = start(&h, &[]);
+    assert!(d.output().contains("EMULATED CANN"), "{}", d.output());
+    assert!(
+        emuacl::home().join("set_env.sh").is_file(),
+        "the emulator ships set_env.sh"
+    );
+}
