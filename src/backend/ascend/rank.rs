@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::dtype::{acl as acl_dtype, encode_f32};
+use super::error::AclError;
 use super::ffi::hccl::Comm;
 use super::ffi::meta::AclDType;
 use super::ffi::ops::Workspace;
@@ -142,8 +143,8 @@ impl Scratch {
         tokens: usize,
         rows: usize,
         input_bytes: usize,
-    ) -> Result<(), BackendError> {
-        let m = |n: usize| acl.malloc(n).map_err(|e| e.in_step());
+    ) -> Result<(), AclError> {
+        let m = |n: usize| acl.malloc(n);
         let es = d.es();
         if self.bufs.is_none() || tokens > self.tokens {
             let t = tokens.next_power_of_two().max(16);

@@ -160,8 +160,7 @@ impl Plan<'_> {
             0
         };
         rank.scratch
-            .ensure(acl, d, self.rope, inp.tokens, rows, inp.host.len())
-            .map_err(|e| AclError::new("aclrtMalloc", 207_001, e.to_string()))?;
+            .ensure(acl, d, self.rope, inp.tokens, rows, inp.host.len())?;
         let input = need(rank.scratch.inputs.as_ref())?;
         acl.upload(input, 0, &inp.host)?;
         let bufs = need(rank.scratch.bufs.as_ref())?;
