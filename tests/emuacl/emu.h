@@ -323,6 +323,8 @@ struct emu_hdep {
     void *send, *recv;
 };
 int emu_hccl_deposit(struct emu_stream *s, struct emu_hdep *d);
+/* A destroyed HCCL group: streams stop waiting on it. */
+void emu_streams_forget_group(const struct emu_group *g);
 
 /* ---- operators ---- */
 int emu_op_run(struct emu_opcall *o); /* the math; honours EMUACL_COMPUTE */

@@ -225,6 +225,13 @@ static struct emu_stream *stream_new(int dev)
     return s;
 }
 
+void emu_streams_forget_group(const struct emu_group *g)
+{
+    for (size_t i = 0; i < nstreams; i++)
+        if (streams[i]->pend_group == g)
+            streams[i]->pend_group = NULL;
+}
+
 int emu_stream_get(aclrtStream h, struct emu_stream **out)
 {
     if (!h) { /* the default stream of the current context */
