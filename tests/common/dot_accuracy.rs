@@ -152,7 +152,7 @@ pub fn requests(prompts: &[Vec<u32>], max_new_tokens: usize) -> Vec<GenRequest> 
 }
 
 /// Reads one stream to its end.
-async fn drain(mut sub: mindie::engine::handle::Submission) -> Vec<Step> {
+pub async fn drain(mut sub: mindie::engine::handle::Submission) -> Vec<Step> {
     let mut steps = Vec::new();
     while let Some(ev) = sub.events.recv().await {
         if let TokenEvent::Token {

@@ -450,10 +450,14 @@ int emu_gws_end(emu_call *c, struct emu_opcall *o, int rc, uint64_t *ws, aclOpEx
     if (rc == 0 && (!ws || !ex))
         rc = emu_fail(ACLNN_ERR_PARAM_NULLPTR, "%s: workspaceSize or executor is NULL", c->fn);
     if (rc == 0) {
-        /* workspace: a deterministic shape-derived size, never 0 */
+        /* workspace: a deterministic shape-derived size, never 0; capped at 16 MiB of
+         * elements so in-place outputs (a whole KV cache for ScatterPaKvCache) do not ask
+         * for a cache-sized workspace, which no real kernel does */
         uint64_t elems = 0;
         for (int i = 0; i < o->nout; i++)
             elems += (uint64_t)emu_numel(&o->t[o->out_slot[i]]);
+        if (elems > (4u << 20))
+            elems = 4u << 20;
         o->ws = (512 + 4 * elems + 31) & ~(uint64_t)31;
         struct emu_exec *e = calloc(1, sizeof *e);
         e->magic = MAGIC_EXEC;

@@ -206,17 +206,17 @@ impl AscendBackend {
             rank.ctx.make_current().map_err(AclError::at_load)?;
             rank.kv = Some(RankKv::alloc(&acl, &geo, num_blocks)?);
         }
-        let emulated = acl
-            .emulated
-            .as_ref()
-            .map(|e| format!("; EMULATED CANN: {e}"))
-            .unwrap_or_default();
+        // The first word is what `/info` reports as the device type.
+        let (kind, emulated) = match &acl.emulated {
+            Some(e) => ("npu-emulated", format!("; EMULATED CANN: {e}")),
+            None => ("npu", String::new()),
+        };
         let ids: Vec<String> = opts.device_ids.iter().map(u32::to_string).collect();
         let info = BackendInfo {
             architecture: spec.architecture.clone(),
             dtype: stored,
             device: format!(
-                "ascend ({soc} x{tp}, npu {}, compute {}, {:?}/{:?}{emulated})",
+                "{kind} (ascend {soc} x{tp}, devices {}, compute {}, {:?}/{:?}{emulated})",
                 ids.join(","),
                 cd.as_str(),
                 rope,
