@@ -132,8 +132,9 @@ async fn a_failing_operator_fails_its_step_and_turns_health_abnormal() {
     blocks_free(&h).await;
 }
 
-/// Without CANN's environment the start fails at once, naming the library and the fix;
-/// with it, it runs (the same binary).
+/// Without CANN's environment the start fails at once, naming the library and the fix; a
+/// library lacking CANN's symbols is refused naming the symbol; with CANN, the same binary
+/// runs.
 #[test]
 fn the_same_binary_runs_with_cann_and_refuses_without() {
     let h = home("tiny-llama", "atb", &[0]);
@@ -146,10 +147,92 @@ fn the_same_binary_runs_with_cann_and_refuses_without() {
             && err.contains("\"backendType\": \"cpu\""),
         "{err}"
     );
+    // A library without CANN's symbols: the missing symbol is named.
+    let (st, _, err) = h.run_to_exit(&[], &[("MINDIE_RS_ACL_LIBS", "libm.so.6")]);
+    assert!(!st.success());
+    assert!(
+        err.contains("CANN symbol `aclInit` not found in libm.so.6"),
+        "{err}"
+    );
     let d = start(&h, &[]);
     assert!(d.output().contains("EMULATED CANN"), "{}", d.output());
     assert!(
         emuacl::home().join("set_env.sh").is_file(),
         "the emulator ships set_env.sh"
     );
+}
+
+/// PD between two emulated-NPU instances with different `worldSize` (P on two devices, D on
+/// one: the exported KV layout does not depend on the split), driven as the Coordinator
+/// drives them, over gRPC with mutual TLS: the client's reply equals a CPU instance's (the
+/// f32 emulator matches it within 1e-4) token for token, and no block stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_between_emulated_npu_instances_matches_one_cpu_instance() {
+    use common::pd::{
+        assert_all_blocks_free, client_reply, dmi_headers, link_pair, open_dresult, send, Instance,
+    };
+    let model = "tiny-qwen2";
+    let pki = common::pki::Pki::shared();
+    let port = common::pd::inter_port();
+    let npu = |ip: &str, devices: &[u32]| {
+        let mut i = Instance::new(pki, ip, port, Some(model));
+        i.home
+            .set(&format!("{MODEL}/backendType"), "atb")
+            .set(&format!("{MODEL}/worldSize"), devices.len())
+            .set("/BackendConfig/npuDeviceIds", json!([devices]));
+        i
+    };
+    let (p, d) = (npu("127.0.0.1", &[0, 1]), npu("127.0.0.3", &[0]));
+    let mut cpu = Home::new();
+    cpu.use_fixture_model(model);
+    let f32_mode = [("EMUACL_F32", "1"), ("MINDIE_ASCEND_DTYPE", "f32")];
+    let (_pd, _dd, _cd) = (
+        start(&p.home, &f32_mode),
+        start(&d.home, &f32_mode),
+        cpu.start(&[]),
+    );
+    link_pair(&p, &d).await;
+    let (frames, _reader) = open_dresult(&d).await;
+    for (i, prompt) in [
+        "Once upon a time",
+        "The sea and the sky, and a long way home",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = json!({"model": "mock-model", "prompt": prompt, "max_tokens": 16,
+                          "temperature": 0, "logprobs": 2, "ignore_eos": true});
+        let want = post_json(cpu.business(), "/v1/completions", &body)
+            .await
+            .json();
+        let req_id = format!("{:x}", 0xb000 + i);
+        let r = send(
+            p.business(),
+            "POST",
+            "/v1/completions",
+            Some(&body),
+            &dmi_headers(&req_id, &d),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let fs = frames.finished(&req_id, Duration::from_secs(60)).await;
+        let got: Value = serde_json::from_str(&client_reply(&r.json(), &fs)).unwrap();
+        let (w, g) = (&want["choices"][0], &got["choices"][0]);
+        assert_eq!(g["text"], w["text"], "case {i}: {got}");
+        let lp = |v: &Value| -> Vec<f64> {
+            v["logprobs"]["token_logprobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let (lw, lg) = (lp(w), lp(g));
+        assert_eq!(lw.len(), 16);
+        for (a, b) in lw.iter().zip(&lg) {
+            assert!((a - b).abs() < 1e-4, "case {i}: {lw:?} vs {lg:?}");
+        }
+    }
+    assert_all_blocks_free(&p, "prefill").await;
+    assert_all_blocks_free(&d, "decode").await;
 }
