@@ -236,3 +236,29 @@ async fn pd_between_emulated_npu_instances_matches_one_cpu_instance() {
     assert_all_blocks_free(&p, "prefill").await;
     assert_all_blocks_free(&d, "decode").await;
 }
+
+/// On two devices a failed operator leaves the devices at different collectives: the step
+/// fails, and every later step fails at once (no all-reduce pairing the wrong calls or
+/// waiting forever) until the instance is restarted; health stays abnormal, blocks free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_on_two_devices_fails_fast_afterwards() {
+    let h = home("tiny-llama", "atb", &[0, 1]);
+    // 13 matmuls per device per step, devices alternating per half layer: the 30th is
+    // within the third step.
+    let _d = start(&h, &[("EMUACL_FAIL", "aclnnMatmul:30:507015")]);
+    let body = json!({"model": "tiny-llama", "prompt": "hello there", "max_tokens": 12,
+                      "temperature": 0, "ignore_eos": true});
+    let failed = post_json(h.business(), "/v1/completions", &body).await;
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    let t0 = Instant::now();
+    let again = post_json(h.business(), "/v1/completions", &body).await;
+    assert_eq!(again.status, 500, "{}", again.text());
+    assert!(again.text().contains("out of step"), "{}", again.text());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "failed fast: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(get(h.mgmt(), "/health").await.status, 500);
+    blocks_free(&h).await;
+}

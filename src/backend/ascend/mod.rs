@@ -88,6 +88,10 @@ pub struct AscendBackend {
     rope: RopeOp,
     kv_write: KvWriteOp,
     last: StepStats,
+    /// Set when a step failed on a multi-device instance: its devices may have stopped at
+    /// different collectives, so a later all-reduce could pair the wrong calls or wait
+    /// forever; every later step fails at once with this reason instead.
+    broken: Option<String>,
 }
 
 fn unsupported(msg: String) -> BackendError {
@@ -251,6 +255,7 @@ impl AscendBackend {
             rope,
             kv_write,
             last: StepStats::default(),
+            broken: None,
         })
     }
 
@@ -390,7 +395,17 @@ impl Backend for AscendBackend {
                 ..StepOutput::default()
             });
         }
-        self.run(batch).map_err(AclError::in_step)
+        if let Some(why) = &self.broken {
+            return Err(BackendError::DeviceLost(why.clone()));
+        }
+        self.run(batch).map_err(|e| {
+            if self.ranks.len() > 1 {
+                self.broken = Some(format!(
+                    "Ascend devices out of step after a failed step ({e}); restart the instance"
+                ));
+            }
+            e.in_step()
+        })
     }
 
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {
