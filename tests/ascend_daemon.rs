@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use common::client::{get, post_json};
 use common::daemon::{Daemon, Home};
 use common::emuacl;
-use common::parity::{case_request, check_reply, fold_stream, refs};
-use common::sse::SseStream;
+use common::parity::api_parity;
 use serde_json::{json, Value};
 
 const MODEL: &str = "/BackendConfig/ModelDeployConfig/ModelConfig/0";
@@ -60,31 +59,7 @@ async fn two_emulated_npus_serve_hf_parity_through_the_openai_api() {
         "{info}"
     );
 
-    let r = refs(model);
-    let cases = r["cases"].as_array().unwrap();
-    for case in cases {
-        let (path, body) = case_request(model, case, false);
-        let reply = post_json(h.business(), path, &body).await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        check_reply(model, case, &reply.json());
-    }
-    let streams = cases.iter().map(|case| {
-        let (path, body) = case_request(model, case, true);
-        let addr = h.business();
-        async move {
-            let s = SseStream::open(addr, path, &body).await;
-            assert_eq!(s.status, 200);
-            s.collect().await
-        }
-    });
-    let all = futures_util::future::join_all(streams).await;
-    for (case, events) in cases.iter().zip(all) {
-        check_reply(
-            model,
-            case,
-            &fold_stream(case["kind"].as_str().unwrap(), &events),
-        );
-    }
+    api_parity(model, h.business()).await;
     assert!(emuacl::trace_count(&trace, "aclnnFusedInferAttentionScoreV3") > 0);
     assert!(emuacl::trace_count(&trace, "HcclAllReduce") > 0);
     blocks_free(&h).await;

@@ -14,9 +14,8 @@ use common::client::{get, post_json as post, send};
 use common::daemon::Daemon;
 use common::install::{readme_block, Install};
 use common::multinode::{ranktable, write_0640, MultiNode};
-use common::parity::{case_request, check_reply, fold_stream, refs};
+use common::parity::{api_parity, case_request, check_reply, refs};
 use common::pki::Pki;
-use common::sse::SseStream;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -25,34 +24,6 @@ use std::time::{Duration, Instant};
 const MASTER: &str = "127.0.0.1";
 const SLAVE: &str = "127.0.0.3";
 const SLAVE2: &str = "127.0.0.4";
-
-/// Every reference case one at a time, then all at once streamed (one batch).
-async fn parity(model: &str, addr: SocketAddr) {
-    let r = refs(model);
-    let cases = r["cases"].as_array().unwrap();
-    for case in cases {
-        let (path, body) = case_request(model, case, false);
-        let reply = post(addr, path, &body).await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        check_reply(model, case, &reply.json());
-    }
-    let streams = cases.iter().map(|case| {
-        let (path, body) = case_request(model, case, true);
-        async move {
-            let s = SseStream::open(addr, path, &body).await;
-            assert_eq!(s.status, 200);
-            s.collect().await
-        }
-    });
-    let all = futures_util::future::join_all(streams).await;
-    for (case, events) in cases.iter().zip(all) {
-        check_reply(
-            model,
-            case,
-            &fold_stream(case["kind"].as_str().unwrap(), &events),
-        );
-    }
-}
 
 async fn status(addr: SocketAddr) -> Value {
     get(addr, "/v1/status").await.json()
@@ -103,7 +74,7 @@ async fn two_nodes_match_hf_and_each_holds_its_share() {
     let pki = Pki::shared();
     let mn = MultiNode::new("tiny-llama", &[MASTER, SLAVE], pki);
     let nodes = mn.start_all(&[("MINDIE_PIPELINE_LAYERS", "1,1")]);
-    parity("tiny-llama", mn.business()).await;
+    api_parity("tiny-llama", mn.business()).await;
 
     // Each node reports its share: the master layer 0 and the ends, the slave layer 1 only.
     let m = status(mn.mgmt(MASTER)).await;
@@ -174,7 +145,7 @@ async fn three_nodes_with_the_default_split_match_hf() {
         "{}",
         nodes[0].stdout()
     );
-    parity("tiny-qwen2", mn.business()).await;
+    api_parity("tiny-qwen2", mn.business()).await;
     let m = status(mn.mgmt(MASTER)).await;
     assert_eq!(m["multiNode"]["master"]["layers"], json!([0, 0]), "{m}");
     assert_eq!(m["multiNode"]["slaves"][0]["layers"], json!([0, 1]), "{m}");
@@ -187,7 +158,7 @@ async fn two_nodes_untied_head_match_hf() {
     let pki = Pki::shared();
     let mn = MultiNode::new("tiny-qwen2-untied", &[MASTER, SLAVE], pki);
     let _nodes = mn.start_all(&[("MINDIE_PIPELINE_LAYERS", "1,1")]);
-    parity("tiny-qwen2-untied", mn.business()).await;
+    api_parity("tiny-qwen2-untied", mn.business()).await;
 }
 
 /// A slave that stops answering, or dies, makes the master unready within seconds, fails
@@ -269,7 +240,7 @@ async fn a_lost_slave_fails_requests_fast_and_rejoins() {
         Duration::from_secs(30),
     )
     .await;
-    parity("tiny-llama", mn.business()).await;
+    api_parity("tiny-llama", mn.business()).await;
     let m = status(mn.mgmt(MASTER)).await;
     assert!(
         m["multiNode"]["slaves"][0]["registrations"]

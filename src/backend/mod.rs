@@ -219,7 +219,30 @@ pub struct KvChunk {
     pub data: Vec<u8>,
 }
 
-/// A model runner. Implementations: [`cpu::CpuBackend`] (Ascend and mock elsewhere).
+impl KvChunk {
+    /// Refuses a chunk that is not `ids` blocks of `layout`, `bytes_per_block` each.
+    pub fn check(
+        &self,
+        layout: &str,
+        bytes_per_block: usize,
+        ids: &[BlockId],
+    ) -> Result<(), BackendError> {
+        if self.layout != layout
+            || self.bytes_per_block != bytes_per_block
+            || self.data.len() != ids.len() * bytes_per_block
+        {
+            return Err(BackendError::KvCache(format!(
+                "incompatible KV chunk (layout `{}`, {} bytes; expected `{layout}`, {} bytes)",
+                self.layout,
+                self.data.len(),
+                ids.len() * bytes_per_block
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A model runner. Implementations: [`cpu::CpuBackend`], [`ascend::AscendBackend`], [`mock::MockBackend`] (and the multi-node pipeline).
 pub trait Backend: Send {
     fn info(&self) -> &BackendInfo;
     /// Runs one packed forward step: writes the new tokens' keys/values to their KV slots and

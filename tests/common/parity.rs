@@ -3,7 +3,12 @@
 //! against it: text, finish reason, usage, chosen and top-5 logprobs within 1e-4.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
 use serde_json::{json, Value};
+
+use super::client::post_json;
+use super::sse::SseStream;
 
 pub const TOL: f64 = 1e-4;
 
@@ -176,4 +181,32 @@ pub fn fold_stream(kind: &str, events: &[Value]) -> Value {
         choice["text"] = json!(text);
     }
     json!({ "choices": [choice], "usage": usage })
+}
+
+/// Every reference case one at a time, then all at once streamed (one batch).
+pub async fn api_parity(model: &str, addr: SocketAddr) {
+    let r = refs(model);
+    let cases = r["cases"].as_array().unwrap();
+    for case in cases {
+        let (path, body) = case_request(model, case, false);
+        let reply = post_json(addr, path, &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        check_reply(model, case, &reply.json());
+    }
+    let streams = cases.iter().map(|case| {
+        let (path, body) = case_request(model, case, true);
+        async move {
+            let s = SseStream::open(addr, path, &body).await;
+            assert_eq!(s.status, 200);
+            s.collect().await
+        }
+    });
+    let all = futures_util::future::join_all(streams).await;
+    for (case, events) in cases.iter().zip(all) {
+        check_reply(
+            model,
+            case,
+            &fold_stream(case["kind"].as_str().unwrap(), &events),
+        );
+    }
 }

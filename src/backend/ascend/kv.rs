@@ -146,19 +146,7 @@ pub fn import(
     kv: &KvChunk,
 ) -> Result<(), BackendError> {
     check_ids(ids, blocks)?;
-    let per_block = geo.bytes_per_block();
-    if kv.layout != geo.layout_tag()
-        || kv.bytes_per_block != per_block
-        || kv.data.len() != ids.len() * per_block
-    {
-        return Err(BackendError::KvCache(format!(
-            "incompatible KV chunk (layout `{}`, {} bytes; expected `{}`, {} bytes)",
-            kv.layout,
-            kv.data.len(),
-            geo.layout_tag(),
-            ids.len() * per_block
-        )));
-    }
+    kv.check(&geo.layout_tag(), geo.bytes_per_block(), ids)?;
     let lb = geo.rank_layer_block();
     let mut staged = vec![vec![0u8; lb]; geo.tp];
     let mut at = 0;

@@ -187,19 +187,7 @@ impl KvCache {
     /// Writes blocks produced by [`KvCache::export`] of a cache with the same layout.
     pub fn import(&mut self, ids: &[BlockId], kv: &KvChunk) -> Result<(), BackendError> {
         self.check_ids(ids)?;
-        let per_block = self.bytes_per_block_total();
-        if kv.layout != self.layout_tag()
-            || kv.bytes_per_block != per_block
-            || kv.data.len() != ids.len() * per_block
-        {
-            return Err(BackendError::KvCache(format!(
-                "incompatible KV chunk (layout `{}`, {} bytes; expected `{}`, {} bytes)",
-                kv.layout,
-                kv.data.len(),
-                self.layout_tag(),
-                ids.len() * per_block
-            )));
-        }
+        kv.check(&self.layout_tag(), self.bytes_per_block_total(), ids)?;
         let n = self.kv_heads * self.head_stride();
         let mut src = kv
             .data
