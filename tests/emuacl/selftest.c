@@ -10,6 +10,7 @@
  *   fault   - EMUACL_FAIL injection (launch, runtime call), consumed executor
  *   f32off  - f32 refused by the ops without an f32 kernel unless EMUACL_F32=1
  *   defer   - EMUACL_DEFER=1: work runs at synchronize, not at enqueue
+ *   nocompute - EMUACL_COMPUTE=0: validated and traced, no math
  * Usage: selftest OUT   (exit 0 = every check passed)
  */
 #define _GNU_SOURCE
@@ -971,6 +972,20 @@ static void s_defer(void)
     CHECK(got[0] == 7 && got[3] == 22, "after synchronize: %f %f", got[0], got[3]);
 }
 
+static void s_nocompute(void)
+{
+    common_setup();
+    float v[4] = {1, 2, 3, 4}, got[4];
+    void *d = dmalloc(sizeof v), *o = dmalloc(sizeof v);
+    up(d, v, sizeof v);
+    OK(aclrtMemset(o, 16, 0, 16));
+    P t = TEN(F32, d, 2, 2), to = TEN(F32, o, 2, 2), bad = TEN(F32, (char *)d + 8, 2, 2);
+    OK(RUN(aclnnMatmul, t, t, to, 1));
+    down(got, o, sizeof got);
+    CHECK(got[0] == 0 && got[3] == 0, "EMUACL_COMPUTE=0 still computed");
+    EXPECT_ERR(RUN(aclnnMatmul, bad, t, to, 1), 161002, "32-byte"); /* still validated */
+}
+
 static void s_main(void)
 {
     t_runtime();
@@ -995,6 +1010,7 @@ static const struct scen scens[] = {
     {"fault", s_fault, {"EMUACL_FAIL=aclnnMatmul:2:507015,aclrtMalloc:3:207001", "EMUACL_F32=1", NULL}},
     {"f32off", s_f32off, {NULL}},
     {"defer", s_defer, {"EMUACL_DEFER=1", NULL}},
+    {"nocompute", s_nocompute, {"EMUACL_COMPUTE=0", NULL}},
 };
 
 int main(int argc, char **argv)
