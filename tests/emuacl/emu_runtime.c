@@ -429,7 +429,7 @@ static bool host_alloc(struct emu_alloc *a)
         a->mapped = a->charged;
         return true;
     }
-    void *p = aligned_alloc(64, a->charged);
+    void *p = aligned_alloc(64, (a->charged + 63) & ~(size_t)63); /* C11: size a multiple of the alignment */
     if (!p)
         return false;
     a->base = (uintptr_t)p;
