@@ -104,6 +104,8 @@ typedef struct {
     X(int, HcclGetRootInfo, (RootInfo *))                                                                          \
     X(int, HcclCommInitRootInfo, (uint32_t, const RootInfo *, uint32_t, P *))                                      \
     X(int, HcclCommInitAll, (uint32_t, int32_t *, P *))                                                            \
+    X(int, HcclCommInitClusterInfo, (const char *, uint32_t, P *))                                                 \
+    X(int, aclrtStreamWaitEvent, (P, P))                                                            \
     X(int, HcclAllReduce, (void *, void *, uint64_t, int, int, P, P))                                              \
     X(int, HcclAllGather, (void *, void *, uint64_t, int, P, P))                                                   \
     X(int, HcclBroadcast, (void *, uint64_t, int, uint32_t, P, P))                                                 \
@@ -466,7 +468,11 @@ static void t_embed_norm(void)
     down(out, dout, sizeof out);
     CHECK(out[0] == w[5 * H] && out[H + 1] == w[1] && out[2 * H + 7] == w[3 * H + 7], "embedding rows");
     EXPECT_ERR(RUN(aclnnEmbedding, tw, tbad, to), 161002, "out of range");
+    memset(out, 0, sizeof out);
+    up(dout, out, sizeof out);
     OK(RUN(aclnnIndexSelect, tw, 0, ti, to));
+    down(out, dout, sizeof out);
+    CHECK(out[0] == w[5 * H] && out[2 * H + 7] == w[3 * H + 7], "index select rows");
     EXPECT_ERR(RUN(aclnnIndexSelect, tw, 1, ti, to), 161002, "dim 0");
 
     /* RmsNorm f32 */
@@ -575,6 +581,19 @@ static void t_elementwise(void)
     CHECK(fv[0] == 1.5f && fv[1] == -2.25f, "cast bf16->f32");
     P ti = TEN(I32, df, 2);
     EXPECT_ERR(RUN(aclnnCast, th, I32, ti), 161002, "not supported");
+    /* f32 -> fp16: round to nearest even, overflow to inf, subnormals */
+    float fin[6] = {1.0f / 3.0f, 65520.0f, 65504.0f, 1e-7f, -2.0009765625f, 2.0029296875f};
+    uint16_t want[6] = {0x3555, 0x7c00, 0x7bff, 0x0002, 0xc000, 0x4002}, got16[6];
+    void *dfi = dmalloc(sizeof fin), *dfo = dmalloc(sizeof got16);
+    up(dfi, fin, sizeof fin);
+    P tfi = TEN(F32, dfi, 6), tfo = TEN(F16, dfo, 6);
+    OK(RUN(aclnnCast, tfi, F16, tfo));
+    down(got16, dfo, sizeof got16);
+    bool ok16 = true;
+    for (int i = 0; i < 6; i++)
+        ok16 &= got16[i] == want[i];
+    CHECK(ok16, "fp16 rounding: %04x %04x %04x %04x %04x %04x", got16[0], got16[1], got16[2], got16[3], got16[4],
+          got16[5]);
     /* ArgMax: first max on ties, int64 out */
     float logits[2 * 5] = {0, 3, 1, 3, 2, -1, -5, -0.5f, -0.5f, -2};
     int64_t am[2];
@@ -889,6 +908,25 @@ static void t_hccl_threads(void)
     OK(HcclGetRootInfo(&r2));
     P c = NULL;
     EXPECT_ERR(HcclCommInitRootInfo(2, &r2, 0, &c), 9, "did not join");
+    /* rank tables: one server with one device works; two servers are refused */
+    char path[64] = "/tmp/emuacl-ranktable-XXXXXX";
+    int fd = mkstemp(path);
+    const char *one = "{\"status\":\"completed\",\"version\":\"1.0\",\"server_count\":\"1\",\"server_list\":"
+                      "[{\"server_id\":\"node_0\",\"device\":[{\"device_id\":\"0\",\"device_ip\":\"1.2.3.4\","
+                      "\"rank_id\":\"0\"}]}]}";
+    CHECK(fd >= 0 && write(fd, one, strlen(one)) == (ssize_t)strlen(one), "write rank table");
+    close(fd);
+    OK(HcclCommInitClusterInfo(path, 0, &c));
+    uint32_t n = 0;
+    OK(HcclGetRankSize(c, &n));
+    CHECK(n == 1, "rank table rank count %u", n);
+    OK(HcclCommDestroy(c));
+    FILE *f = fopen(path, "w");
+    fputs("{\"server_count\":\"2\",\"server_list\":[{\"device\":[{\"rank_id\":\"0\"}]},"
+          "{\"device\":[{\"rank_id\":\"1\"}]}]}", f);
+    fclose(f);
+    EXPECT_ERR(HcclCommInitClusterInfo(path, 0, &c), 5, "servers");
+    unlink(path);
 }
 
 static void t_trace(void)
@@ -970,6 +1008,19 @@ static void s_defer(void)
     OK(aclrtSynchronizeStream(g_stream));
     down(got, o, sizeof got);
     CHECK(got[0] == 7 && got[3] == 22, "after synchronize: %f %f", got[0], got[3]);
+    /* a second stream waiting on an event recorded by the first runs the first up to it */
+    P s2, ev;
+    OK(aclrtCreateStream(&s2));
+    OK(aclrtCreateEvent(&ev));
+    float w[4] = {9, 9, 9, 9};
+    void *d2 = dmalloc(sizeof w);
+    OK(aclrtMemcpyAsync(d, 16, w, 16, H2D, g_stream));
+    OK(aclrtRecordEvent(ev, g_stream));
+    OK(aclrtStreamWaitEvent(s2, ev));
+    OK(aclrtMemcpyAsync(d2, 16, d, 16, D2D, s2));
+    OK(aclrtSynchronizeStream(s2));
+    down(got, d2, sizeof got);
+    CHECK(got[0] == 9, "stream wait event did not order the copy (%f)", got[0]);
 }
 
 static void s_nocompute(void)
