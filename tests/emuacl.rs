@@ -42,13 +42,28 @@ fn emulated_cann_builds_and_passes_its_selftest() {
         assert_eq!(link, Path::new("libascendcl.so"), "{name} points elsewhere");
     }
     let env = std::fs::read_to_string(out.join("set_env.sh")).unwrap();
-    for var in ["ASCEND_TOOLKIT_HOME=", "ASCEND_HOME_PATH=", "LD_LIBRARY_PATH="] {
-        assert!(env.contains(&format!("export {var}")), "set_env.sh lacks {var}:\n{env}");
+    for var in [
+        "ASCEND_TOOLKIT_HOME=",
+        "ASCEND_HOME_PATH=",
+        "LD_LIBRARY_PATH=",
+    ] {
+        assert!(
+            env.contains(&format!("export {var}")),
+            "set_env.sh lacks {var}:\n{env}"
+        );
     }
 
     let exe = out.join("selftest");
     let cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
+        .args([
+            "-std=gnu11",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pthread",
+            "-o",
+        ])
         .arg(&exe)
         .arg(root.join("tests/emuacl/selftest.c"))
         .args(["-ldl", "-lm"])
