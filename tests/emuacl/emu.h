@@ -306,6 +306,7 @@ struct emu_work {
     void *dst;
     const void *src;
     size_t n;
+    bool dst_dev, src_dev; /* WORK_COPY: which sides were device memory at enqueue */
     int value;
     struct emu_event *ev;
     struct emu_hdep *hd; /* WORK_HCCL */

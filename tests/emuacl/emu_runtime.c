@@ -8,7 +8,7 @@
  * provenance checks, and the two string getters.
  */
 #define _GNU_SOURCE
-#include "emu.h"
+#include "emu_op.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -272,12 +272,29 @@ static void work_free(struct emu_work *w)
     free(w);
 }
 
+/* A side of a queued copy: if it was device memory at enqueue, is it still? */
+static bool still_valid(const void *p, size_t n, bool was_dev)
+{
+    const struct emu_alloc *a = emu_find(p);
+    return !was_dev || (a && a->dev >= 0 && (uintptr_t)p + n <= a->base + a->size);
+}
+
 int emu_run_work(struct emu_stream *s, struct emu_work *w)
 {
     switch (w->kind) {
     case WORK_OP:
+        if (G.env.defer) { /* queued work: its memory may have been freed since the launch */
+            for (int k = 0; k < EMU_MAXT; k++) {
+                struct emu_tensor *t = &w->call->t[k];
+                if (t->present && emu_check_tensor_mem(w->call->name, "a queued tensor", t))
+                    return ACL_ERROR_RT_AICORE_EXCEPTION;
+            }
+        }
         return emu_op_run(w->call);
     case WORK_COPY:
+        if (G.env.defer && w->n && (!still_valid(w->dst, w->n, w->dst_dev) || !still_valid(w->src, w->n, w->src_dev)))
+            return emu_fail(ACL_ERROR_RT_AICORE_EXCEPTION,
+                            "aclrtMemcpyAsync (queued): a device buffer was freed before the copy ran");
         if (w->n)
             memmove(w->dst, w->src, w->n);
         return 0;
@@ -641,6 +658,8 @@ EXPORT aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, siz
             w->kind = WORK_COPY;
             w->dst = dst;
             w->src = src;
+            w->dst_dev = da && da->dev >= 0;
+            w->src_dev = sa && sa->dev >= 0;
             w->n = count;
             c.rc = emu_submit(s, w);
         }

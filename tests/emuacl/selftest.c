@@ -1021,6 +1021,14 @@ static void s_defer(void)
     OK(aclrtSynchronizeStream(s2));
     down(got, d2, sizeof got);
     CHECK(got[0] == 9, "stream wait event did not order the copy (%f)", got[0]);
+    /* memory freed while work using it is still queued: the synchronize reports it */
+    void *tmp = dmalloc(16);
+    P tt = TEN(F32, tmp, 2, 2);
+    OK(aclnnMatmulGetWorkspaceSize(t, t, tt, 1, &ws, &ex));
+    OK(aclnnMatmul(g_ws, ws, ex, g_stream));
+    OK(aclrtFree(tmp));
+    EXPECT_ERR(aclrtSynchronizeStream(g_stream), 507015, "queued tensor");
+    OK(aclrtSynchronizeStream(g_stream)); /* the failed queue was dropped */
 }
 
 static void s_nocompute(void)
