@@ -61,7 +61,9 @@ typedef struct {
     X(P, aclCreateTensorList, (const P *, uint64_t))                                                               \
     X(int, aclSetAclOpExecutorRepeatable, (P))                                                                     \
     X(int, aclDestroyAclOpExecutor, (P))                                                                           \
-    X(int, aclSetInputTensorAddr, (P, size_t, P, void *))                                                          \
+    X(int, aclSetInputTensorAddr, (P, size_t, P, void *))                                                         \
+    X(int, aclSetOutputTensorAddr, (P, size_t, P, void *))                                                        \
+    X(int, aclDestroyTensorList, (P))                                                          \
     X(int, aclnnMatmulGetWorkspaceSize, (P, P, P, int8_t, uint64_t *, P *))                                        \
     X(int, aclnnMatmul, (void *, uint64_t, P, P))                                                                  \
     X(int, aclnnAddmmGetWorkspaceSize, (P, P, P, P, P, P, int8_t, uint64_t *, P *))                                \
@@ -441,6 +443,13 @@ static void t_matmul(void)
     OK(aclrtSynchronizeStream(g_stream));
     down(got, dout, sizeof got);
     CHECK(near(got[0], 2 * ref[0], 1e-5f), "repeatable executor with new input address: %f vs %f", got[0], 2 * ref[0]);
+    void *dout2 = dmalloc(sizeof ref);
+    EXPECT_ERR(aclSetOutputTensorAddr(ex, 1, NULL, dout2), 161002, "out of range");
+    OK(aclSetOutputTensorAddr(ex, 0, NULL, dout2));
+    OK(aclnnMatmul(g_ws, ws, ex, g_stream));
+    OK(aclrtSynchronizeStream(g_stream));
+    down(got, dout2, sizeof got);
+    CHECK(near(got[M * N - 1], 2 * ref[M * N - 1], 1e-5f), "repeatable executor with new output address");
     /* a stream of another device */
     P s1;
     OK(aclrtSetDevice(1));
@@ -673,6 +682,15 @@ static void t_rope(void)
     down(qo, dq, sizeof qo);
     CHECK(memcmp(q2, qo, sizeof qo) == 0, "ApplyRotaryPosEmbV2 and RopeWithSinCosCache disagree");
     EXPECT_ERR(RUN(aclnnApplyRotaryPosEmbV2, tq3, tk3, tcf, tsf, 4, "interleave"), 161002, "half");
+    /* BSND (layout 1) of the same data, B=1, S=T: same result */
+    up(dq, q, sizeof q);
+    up(dk, k, sizeof k);
+    P tq4 = TEN(F32, dq, 1, T, NQ, D), tk4 = TEN(F32, dk, 1, T, NK, D), tc4 = TEN(F32, dcf, 1, T, 1, D),
+      ts4 = TEN(F32, dsf, 1, T, 1, D);
+    OK(RUN(aclnnApplyRotaryPosEmbV2, tq4, tk4, tc4, ts4, 1, "half"));
+    down(q2, dq, sizeof q2);
+    CHECK(memcmp(q2, qo, sizeof qo) == 0, "ApplyRotaryPosEmbV2 BSND differs from TND");
+    EXPECT_ERR(RUN(aclnnApplyRotaryPosEmbV2, tq4, tk4, tc4, ts4, 4, "half"), 161002, "3-D");
 }
 
 /* Paged attention: KV written by ScatterPaKvCache, FIA V3 against a reference
@@ -790,6 +808,9 @@ static void t_attention(void)
     float row[NKV * D];
     down(row, (float *)dkc + (size_t)slots[3] * NKV * D, sizeof row);
     CHECK(memcmp(row, newk + 3 * NKV * D, sizeof row) == 0, "index copy row");
+    /* a tensor list owns its tensors: destroying it destroys them */
+    OK(aclDestroyTensorList(kl));
+    EXPECT_ERR(aclDestroyTensor(kview), 161002, "not a live aclTensor");
     free(kc);
     free(vc);
     free(Ks);
