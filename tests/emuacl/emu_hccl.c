@@ -486,8 +486,11 @@ static int collective(emu_call *c, int kind, void *send, void *recv, uint64_t co
         return rc;
     emu_extra(c, "count", "%llu", (unsigned long long)count);
     emu_extra(c, "rank", "%d", cm->rank);
-    if (emu_stream_get(stream, &s))
-        return emu_fail(HCCL_E_PARA, "%s: %s", c->fn, emu_errmsg());
+    if (emu_stream_for_work(c->fn, stream, &s)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", emu_errmsg());
+        return emu_fail(HCCL_E_PARA, "%s", why);
+    }
     c->dev = s->dev;
     if (s->dev != cm->dev)
         return emu_fail(HCCL_E_PARA, "%s: stream is on device %d, the communicator's rank %d on device %d", c->fn,

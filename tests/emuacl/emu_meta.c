@@ -501,7 +501,7 @@ int emu_launch(const char *fn, enum emu_opkind op, void *workspace, uint64_t wsS
                         o->name);
         return emu_leave(&c);
     }
-    if ((c.rc = emu_stream_get(stream, &s)))
+    if ((c.rc = emu_stream_for_work(fn, stream, &s)))
         return emu_leave(&c);
     c.dev = s->dev;
     emu_extra(&c, "ws", "%llu", (unsigned long long)wsSize);

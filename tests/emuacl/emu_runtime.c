@@ -250,6 +250,20 @@ int emu_stream_get(aclrtStream h, struct emu_stream **out)
     return 0;
 }
 
+int emu_stream_for_work(const char *fn, aclrtStream h, struct emu_stream **out)
+{
+    int rc = emu_stream_get(h, out);
+    if (rc)
+        return rc;
+    int cur = emu_cur_dev();
+    if ((*out)->dev != cur)
+        return emu_fail(ACL_ERROR_RT_STREAM_CONTEXT,
+                        "%s: the stream belongs to device %d but the calling thread's current context is %s%d "
+                        "(aclrtSetCurrentContext to the stream's device first)",
+                        fn, (*out)->dev, cur < 0 ? "none " : "device ", cur);
+    return 0;
+}
+
 EXPORT aclError aclrtCreateStream(aclrtStream *stream)
 {
     emu_call c;
@@ -647,7 +661,7 @@ EXPORT aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, siz
     if (emu_enter(&c, __func__, F_INIT))
         return emu_leave(&c);
     struct emu_stream *s = NULL;
-    if ((c.rc = emu_stream_get(stream, &s)) == 0 && (c.rc = check_copy(&c, dst, destMax, src, count, kind)) == 0) {
+    if ((c.rc = emu_stream_for_work(__func__, stream, &s)) == 0 && (c.rc = check_copy(&c, dst, destMax, src, count, kind)) == 0) {
         const struct emu_alloc *da = emu_find(dst), *sa = emu_find(src);
         if (da && sa && da->dev >= 0 && sa->dev >= 0 && (((uintptr_t)dst | (uintptr_t)src) & 63))
             c.rc = emu_fail(ACL_ERROR_INVALID_PARAM,
@@ -693,7 +707,7 @@ EXPORT aclError aclrtMemsetAsync(void *devPtr, size_t maxCount, int32_t value, s
     if (emu_enter(&c, __func__, F_INIT))
         return emu_leave(&c);
     struct emu_stream *s = NULL;
-    if ((c.rc = emu_stream_get(stream, &s)) == 0 && (c.rc = check_set(&c, devPtr, maxCount, count)) == 0) {
+    if ((c.rc = emu_stream_for_work(__func__, stream, &s)) == 0 && (c.rc = check_set(&c, devPtr, maxCount, count)) == 0) {
         struct emu_work *w = calloc(1, sizeof *w);
         w->kind = WORK_SET;
         w->dst = devPtr;
@@ -755,7 +769,7 @@ EXPORT aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)
         return emu_leave(&c);
     struct emu_event *e = NULL;
     struct emu_stream *s = NULL;
-    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_get(stream, &s)) == 0) {
+    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_for_work(__func__, stream, &s)) == 0) {
         e->recorded = true;
         e->done = false;
         e->stream = s;
@@ -786,7 +800,7 @@ EXPORT aclError aclrtStreamWaitEvent(aclrtStream stream, aclrtEvent event)
         return emu_leave(&c);
     struct emu_event *e = NULL;
     struct emu_stream *s = NULL;
-    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_get(stream, &s)) == 0) {
+    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_for_work(__func__, stream, &s)) == 0) {
         struct emu_work *w = calloc(1, sizeof *w);
         w->kind = WORK_WAIT_EVENT;
         w->ev = e;

@@ -457,6 +457,7 @@ static void t_matmul(void)
     void *ws1 = dmalloc(4096);
     EXPECT_ERR(aclnnMatmul(ws1, ws, ex, s1), 161002, "device 0 but the stream is on device 1");
     OK(aclrtSetDevice(0));
+    EXPECT_ERR(aclnnMatmul(g_ws, ws, ex, s1), 107003, "current context is device 0");
     OK(aclDestroyAclOpExecutor(ex));
     EXPECT_ERR(aclDestroyAclOpExecutor(ex), 161002, "unknown");
 }
@@ -825,6 +826,7 @@ static void t_hccl_one_thread(void)
     P comms[2], st[2];
     int32_t devs[2] = {0, 1};
     OK(HcclCommInitAll(2, devs, comms));
+#define RANK(r) OK(aclrtSetDevice(devs[r]))
     uint32_t rs = 0;
     OK(HcclGetRankSize(comms[1], &rs));
     CHECK(rs == 2, "rank size %u", rs);
@@ -841,9 +843,13 @@ static void t_hccl_one_thread(void)
         up(x[r], in[r], sizeof in[r]);
     }
     /* rank 0 deposits and returns at once: its buffer is unchanged until rank 1 joins */
+    /* the thread switches to each rank's device before enqueuing that rank's work */
+    RANK(0);
     OK(HcclAllReduce(x[0], x[0], 5, 11, 0, comms[0], st[0]));
     down(got, x[0], sizeof got);
     CHECK(memcmp(got, in[0], sizeof got) == 0, "all-reduce completed before every rank joined");
+    EXPECT_ERR(HcclAllReduce(x[1], x[1], 5, 11, 0, comms[1], st[1]), 1, "current context is device 0");
+    RANK(1);
     OK(HcclAllReduce(x[1], x[1], 5, 11, 0, comms[1], st[1]));
     bool ok = true;
     for (int r = 0; r < 2; r++) {
@@ -854,19 +860,25 @@ static void t_hccl_one_thread(void)
     }
     CHECK(ok, "bf16 all-reduce sum differs");
     /* wrong order: rank 0 enqueues more work before rank 1 joined collective #2 */
+    RANK(0);
     OK(HcclAllReduce(x[0], x[0], 5, 11, 0, comms[0], st[0]));
     EXPECT_ERR(aclrtMemcpyAsync(g[0], 64, x[0], 64, D2D, st[0]), 507046, "ranks 1 never joined");
+    RANK(1);
     OK(HcclAllReduce(x[1], x[1], 5, 11, 0, comms[1], st[1]));
     /* mismatched count */
+    RANK(0);
     OK(HcclAllReduce(x[0], x[0], 5, 11, 0, comms[0], st[0]));
+    RANK(1);
     EXPECT_ERR(HcclAllReduce(x[1], x[1], 4, 11, 0, comms[1], st[1]), 1, "count");
     OK(HcclAllReduce(x[1], x[1], 5, 11, 0, comms[1], st[1]));
     /* AllGather int32, rank-major */
     int32_t a[2][2] = {{1, 2}, {3, 4}}, gout[4];
     for (int r = 0; r < 2; r++)
         up(x[r], a[r], sizeof a[r]);
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < 2; r++) {
+        RANK(r);
         OK(HcclAllGather(x[r], g[r], 2, 2, comms[r], st[r]));
+    }
     for (int r = 0; r < 2; r++) {
         OK(aclrtSynchronizeStream(st[r]));
         down(gout, g[r], sizeof gout);
@@ -876,11 +888,14 @@ static void t_hccl_one_thread(void)
     int64_t b0[2] = {0, 0}, b1[2] = {7, -9}, bout[2];
     up(bc[0], b0, sizeof b0);
     up(bc[1], b1, sizeof b1);
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < 2; r++) {
+        RANK(r);
         OK(HcclBroadcast(bc[r], 2, 5, 1, comms[r], st[r]));
+    }
     down(bout, bc[0], sizeof bout);
     CHECK(bout[0] == 7 && bout[1] == -9, "broadcast");
     /* a stream of the wrong device */
+    RANK(0);
     EXPECT_ERR(HcclAllReduce(x[1], x[1], 5, 11, 0, comms[1], st[0]), 1, "stream is on device 0");
     OK(HcclCommDestroy(comms[0]));
     OK(HcclCommDestroy(comms[1]));
