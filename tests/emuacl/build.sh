@@ -33,6 +33,6 @@ cat > "$out/set_env.sh.tmp" <<ENV
 # emulated CANN (tests/emuacl): source this like ascend-toolkit/set_env.sh
 export ASCEND_TOOLKIT_HOME="$out"
 export ASCEND_HOME_PATH="$out"
-export LD_LIBRARY_PATH="$out/lib64:\${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$out/lib64\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
 mv -f "$out/set_env.sh.tmp" "$out/set_env.sh"

@@ -51,6 +51,7 @@ enum {
     ACL_ERROR_UNINITIALIZE = 100001,
     ACL_ERROR_REPEAT_INITIALIZE = 100002,
     ACL_ERROR_RT_CONTEXT_NULL = 107002,
+    ACL_ERROR_RT_STREAM_CONTEXT = 107003,
     ACL_ERROR_BAD_ALLOC = 200000,
     ACL_ERROR_INVALID_DEVICE = 200002,
     ACL_ERROR_RT_MEMORY_ALLOCATION = 207001,
@@ -296,6 +297,10 @@ double emu_now_ms(void);
 /* ---- streams ---- */
 /* Resolves a stream handle (NULL = default stream of the current context). */
 int emu_stream_get(aclrtStream s, struct emu_stream **out);
+/* emu_stream_get for work submission: the stream must belong to the calling
+ * thread's current device (else 107003, ACL_ERROR_RT_STREAM_CONTEXT), as on an NPU
+ * a thread driving several devices must switch contexts between them. */
+int emu_stream_for_work(const char *fn, aclrtStream s, struct emu_stream **out);
 /* Waits until the stream's pending collective completes (stream order). */
 int emu_stream_wait_coll(struct emu_stream *s);
 enum { WORK_OP, WORK_COPY, WORK_SET, WORK_EVENT, WORK_WAIT_EVENT, WORK_HCCL };
@@ -306,6 +311,7 @@ struct emu_work {
     void *dst;
     const void *src;
     size_t n;
+    bool dst_dev, src_dev; /* WORK_COPY: which sides were device memory at enqueue */
     int value;
     struct emu_event *ev;
     struct emu_hdep *hd; /* WORK_HCCL */

@@ -225,9 +225,16 @@ static size_t hash_ptr(const void *p)
     return (size_t)x;
 }
 
+/* Rehash without tombstones, doubling only when live entries need it (so
+ * create/destroy churn of descriptors does not grow the table forever). */
 static void set_grow(void)
 {
-    size_t ncap = set_cap ? set_cap * 2 : 1024;
+    size_t live = 0;
+    for (size_t i = 0; i < set_cap; i++)
+        live += set_slots[i] && set_slots[i] != SET_TOMB;
+    size_t ncap = set_cap ? set_cap : 1024;
+    while ((live + 1) * 4 > ncap)
+        ncap *= 2;
     const void **old = set_slots;
     size_t ocap = set_cap;
     set_slots = calloc(ncap, sizeof *set_slots);

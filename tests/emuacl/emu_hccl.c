@@ -178,12 +178,22 @@ int emu_stream_wait_coll(struct emu_stream *s)
     return 0;
 }
 
-/* All ranks deposited collective c: write every rank's result. */
+/* All ranks deposited collective c: write every rank's result (a recv buffer
+ * freed since its rank deposited is skipped rather than written). */
 static void coll_complete(struct emu_group *g, struct emu_coll *c)
 {
     size_t es = hsize(c->dtype);
     /* EMUACL_COMPUTE=0: the collective completes (ordering, waits, checks) without moving data */
     uint64_t n = G.env.compute ? c->count : 0;
+    size_t rbytes = n * es * (c->kind == COLL_ALLGATHER ? (size_t)g->n : 1);
+    for (int r = 0; r < g->n; r++) {
+        const struct emu_alloc *a = emu_find(c->recv[r]);
+        if (rbytes && (!a || a->dev < 0 || (uintptr_t)c->recv[r] + rbytes > a->base + a->size)) {
+            emu_debug("%s #%llu: rank %d's recv buffer was freed before the collective completed",
+                      coll_names[c->kind], (unsigned long long)c->k, r);
+            c->recv[r] = NULL;
+        }
+    }
     if (c->kind == COLL_ALLREDUCE) {
         unsigned char *res = malloc(n * es + 1);
         for (uint64_t e = 0; e < n; e++) {
@@ -206,15 +216,16 @@ static void coll_complete(struct emu_group *g, struct emu_coll *c)
             }
         }
         for (int r = 0; r < g->n; r++)
-            memcpy(c->recv[r], res, n * es);
+            if (c->recv[r])
+                memcpy(c->recv[r], res, n * es);
         free(res);
     } else if (c->kind == COLL_ALLGATHER) { /* rank-major */
         for (int r = 0; r < g->n; r++)
-            for (int q = 0; q < g->n; q++)
+            for (int q = 0; q < g->n && c->recv[r]; q++)
                 memcpy((unsigned char *)c->recv[r] + (size_t)q * n * es, c->dep[q], n * es);
     } else {
         for (int r = 0; r < g->n; r++)
-            if (r != c->root)
+            if (r != c->root && c->recv[r])
                 memcpy(c->recv[r], c->dep[c->root], n * es);
     }
     coll_free(g, c);
@@ -476,8 +487,11 @@ static int collective(emu_call *c, int kind, void *send, void *recv, uint64_t co
         return rc;
     emu_extra(c, "count", "%llu", (unsigned long long)count);
     emu_extra(c, "rank", "%d", cm->rank);
-    if (emu_stream_get(stream, &s))
-        return emu_fail(HCCL_E_PARA, "%s: %s", c->fn, emu_errmsg());
+    if (emu_stream_for_work(c->fn, stream, &s)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", emu_errmsg());
+        return emu_fail(HCCL_E_PARA, "%s", why);
+    }
     c->dev = s->dev;
     if (s->dev != cm->dev)
         return emu_fail(HCCL_E_PARA, "%s: stream is on device %d, the communicator's rank %d on device %d", c->fn,

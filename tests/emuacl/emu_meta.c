@@ -70,11 +70,18 @@ EXPORT aclTensor *aclCreateTensor(const int64_t *viewDims, uint64_t viewDimsNum,
         }
         t->dims[k] = viewDims[k];
         t->strides[k] = stride ? stride[k] : contig;
-        contig *= viewDims[k] ? viewDims[k] : 1;
+        if (__builtin_mul_overflow(contig, viewDims[k] ? viewDims[k] : 1, &contig)) {
+            free(t);
+            return tensor_fail(&c, "view dimensions overflow int64");
+        }
+        int64_t step;
         if (viewDims[k] == 0)
             empty = true;
-        else
-            reach += (viewDims[k] - 1) * t->strides[k];
+        else if (__builtin_mul_overflow(viewDims[k] - 1, t->strides[k], &step) ||
+                 __builtin_add_overflow(reach, step, &reach)) {
+            free(t);
+            return tensor_fail(&c, "view dimensions and strides overflow int64");
+        }
     }
     if (storageDimsNum) {
         int64_t n = 1;
@@ -365,13 +372,15 @@ int emu_check_tensor_mem(const char *fn, const char *arg, struct emu_tensor *t)
                         "left from %p)",
                         fn, arg, (long long)t->storage_elems, emu_dtype_name(t->dtype), (unsigned long long)avail,
                         t->data);
-    int64_t reach = t->offset;
+    int64_t reach = t->offset, step;
+    bool overflow = false;
     for (int k = 0; k < t->ndim; k++) {
         if (t->dims[k] == 0)
             goto ok;
-        reach += (t->dims[k] - 1) * t->strides[k];
+        overflow |= __builtin_mul_overflow(t->dims[k] - 1, t->strides[k], &step);
+        overflow |= __builtin_add_overflow(reach, step, &reach);
     }
-    if (reach >= t->storage_elems)
+    if (overflow || reach >= t->storage_elems)
         return emu_fail(ACLNN_ERR_PARAM_INVALID,
                         "%s: %s view reaches element %lld (offset %lld + strides) but its storage has %lld elements",
                         fn, arg, (long long)reach, (long long)t->offset, (long long)t->storage_elems);
@@ -496,7 +505,7 @@ int emu_launch(const char *fn, enum emu_opkind op, void *workspace, uint64_t wsS
                         o->name);
         return emu_leave(&c);
     }
-    if ((c.rc = emu_stream_get(stream, &s)))
+    if ((c.rc = emu_stream_for_work(fn, stream, &s)))
         return emu_leave(&c);
     c.dev = s->dev;
     emu_extra(&c, "ws", "%llu", (unsigned long long)wsSize);

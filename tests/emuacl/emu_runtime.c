@@ -8,7 +8,7 @@
  * provenance checks, and the two string getters.
  */
 #define _GNU_SOURCE
-#include "emu.h"
+#include "emu_op.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +250,20 @@ int emu_stream_get(aclrtStream h, struct emu_stream **out)
     return 0;
 }
 
+int emu_stream_for_work(const char *fn, aclrtStream h, struct emu_stream **out)
+{
+    int rc = emu_stream_get(h, out);
+    if (rc)
+        return rc;
+    int cur = emu_cur_dev();
+    if ((*out)->dev != cur)
+        return emu_fail(ACL_ERROR_RT_STREAM_CONTEXT,
+                        "%s: the stream belongs to device %d but the calling thread's current context is %s%d "
+                        "(aclrtSetCurrentContext to the stream's device first)",
+                        fn, (*out)->dev, cur < 0 ? "none " : "device ", cur);
+    return 0;
+}
+
 EXPORT aclError aclrtCreateStream(aclrtStream *stream)
 {
     emu_call c;
@@ -272,12 +286,29 @@ static void work_free(struct emu_work *w)
     free(w);
 }
 
+/* A side of a queued copy: if it was device memory at enqueue, is it still? */
+static bool still_valid(const void *p, size_t n, bool was_dev)
+{
+    const struct emu_alloc *a = emu_find(p);
+    return !was_dev || (a && a->dev >= 0 && (uintptr_t)p + n <= a->base + a->size);
+}
+
 int emu_run_work(struct emu_stream *s, struct emu_work *w)
 {
     switch (w->kind) {
     case WORK_OP:
+        if (G.env.defer) { /* queued work: its memory may have been freed since the launch */
+            for (int k = 0; k < EMU_MAXT; k++) {
+                struct emu_tensor *t = &w->call->t[k];
+                if (t->present && emu_check_tensor_mem(w->call->name, "a queued tensor", t))
+                    return ACL_ERROR_RT_AICORE_EXCEPTION;
+            }
+        }
         return emu_op_run(w->call);
     case WORK_COPY:
+        if (G.env.defer && w->n && (!still_valid(w->dst, w->n, w->dst_dev) || !still_valid(w->src, w->n, w->src_dev)))
+            return emu_fail(ACL_ERROR_RT_AICORE_EXCEPTION,
+                            "aclrtMemcpyAsync (queued): a device buffer was freed before the copy ran");
         if (w->n)
             memmove(w->dst, w->src, w->n);
         return 0;
@@ -429,7 +460,7 @@ static bool host_alloc(struct emu_alloc *a)
         a->mapped = a->charged;
         return true;
     }
-    void *p = aligned_alloc(64, a->charged);
+    void *p = aligned_alloc(64, (a->charged + 63) & ~(size_t)63); /* C11: size a multiple of the alignment */
     if (!p)
         return false;
     a->base = (uintptr_t)p;
@@ -630,7 +661,7 @@ EXPORT aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, siz
     if (emu_enter(&c, __func__, F_INIT))
         return emu_leave(&c);
     struct emu_stream *s = NULL;
-    if ((c.rc = emu_stream_get(stream, &s)) == 0 && (c.rc = check_copy(&c, dst, destMax, src, count, kind)) == 0) {
+    if ((c.rc = emu_stream_for_work(__func__, stream, &s)) == 0 && (c.rc = check_copy(&c, dst, destMax, src, count, kind)) == 0) {
         const struct emu_alloc *da = emu_find(dst), *sa = emu_find(src);
         if (da && sa && da->dev >= 0 && sa->dev >= 0 && (((uintptr_t)dst | (uintptr_t)src) & 63))
             c.rc = emu_fail(ACL_ERROR_INVALID_PARAM,
@@ -641,6 +672,8 @@ EXPORT aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, siz
             w->kind = WORK_COPY;
             w->dst = dst;
             w->src = src;
+            w->dst_dev = da && da->dev >= 0;
+            w->src_dev = sa && sa->dev >= 0;
             w->n = count;
             c.rc = emu_submit(s, w);
         }
@@ -674,7 +707,7 @@ EXPORT aclError aclrtMemsetAsync(void *devPtr, size_t maxCount, int32_t value, s
     if (emu_enter(&c, __func__, F_INIT))
         return emu_leave(&c);
     struct emu_stream *s = NULL;
-    if ((c.rc = emu_stream_get(stream, &s)) == 0 && (c.rc = check_set(&c, devPtr, maxCount, count)) == 0) {
+    if ((c.rc = emu_stream_for_work(__func__, stream, &s)) == 0 && (c.rc = check_set(&c, devPtr, maxCount, count)) == 0) {
         struct emu_work *w = calloc(1, sizeof *w);
         w->kind = WORK_SET;
         w->dst = devPtr;
@@ -736,7 +769,7 @@ EXPORT aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)
         return emu_leave(&c);
     struct emu_event *e = NULL;
     struct emu_stream *s = NULL;
-    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_get(stream, &s)) == 0) {
+    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_for_work(__func__, stream, &s)) == 0) {
         e->recorded = true;
         e->done = false;
         e->stream = s;
@@ -767,7 +800,7 @@ EXPORT aclError aclrtStreamWaitEvent(aclrtStream stream, aclrtEvent event)
         return emu_leave(&c);
     struct emu_event *e = NULL;
     struct emu_stream *s = NULL;
-    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_get(stream, &s)) == 0) {
+    if ((c.rc = event_get(__func__, event, &e)) == 0 && (c.rc = emu_stream_for_work(__func__, stream, &s)) == 0) {
         struct emu_work *w = calloc(1, sizeof *w);
         w->kind = WORK_WAIT_EVENT;
         w->ev = e;
