@@ -32,6 +32,7 @@ fn options(dir: &Path, tp: u32) -> AscendOptions {
         mem_size_gb: -1,
         block_size: BLOCK,
         dtype: DtypeChoice::Auto,
+        fallback_ops: false,
     }
 }
 

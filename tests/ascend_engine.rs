@@ -64,6 +64,7 @@ fn options(model: &str, tp: u32) -> AscendOptions {
         mem_size_gb: 1,
         block_size: BLOCK,
         dtype: DtypeChoice::Fixed(DType::F32),
+        fallback_ops: false,
     }
 }
 
@@ -75,7 +76,16 @@ fn engine(
     template: Template,
     blocks: Option<usize>,
 ) -> (EngineHandle, usize) {
-    let backend = AscendBackend::load(options(model, tp)).expect("load on the emulated CANN");
+    engine_with(options(model, tp), template, blocks)
+}
+
+fn engine_with(
+    opts: AscendOptions,
+    template: Template,
+    blocks: Option<usize>,
+) -> (EngineHandle, usize) {
+    let tp = opts.device_ids.len();
+    let backend = AscendBackend::load(opts).expect("load on the emulated CANN");
     let info = backend.info().clone();
     assert!(
         info.device.contains("EMULATED") && info.device.contains(&format!("x{tp}")),
@@ -150,6 +160,23 @@ async fn qwen2_one_device_matches_hf() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qwen2_two_devices_tensor_parallel_matches_hf() {
     parity("tiny-qwen2", 2, Template::Standard).await;
+}
+
+/// The fallback operators (`aclnnApplyRotaryPosEmbV2` with gathered cos/sin rows,
+/// `aclnnInplaceIndexCopy` into the cache) give the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_operators_match_hf() {
+    for (model, tp) in [("tiny-qwen2", 2), ("tiny-llama", 1)] {
+        let opts = AscendOptions {
+            fallback_ops: true,
+            ..options(model, tp)
+        };
+        let (h, blocks) = engine_with(opts, Template::Mix, None);
+        run_refs(model, &h, blocks).await;
+    }
+    let t = trace();
+    assert!(emuacl::trace_count(t, "aclnnApplyRotaryPosEmbV2") > 0);
+    assert!(emuacl::trace_count(t, "aclnnInplaceIndexCopy") > 0);
 }
 
 /// Four 100-token prompts generating 180 tokens each (three blocks of 128 in the end) on a

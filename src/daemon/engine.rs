@@ -5,7 +5,7 @@
 //! options only.
 
 use super::StartError;
-use crate::backend::ascend::{dtype, AscendOptions, CannSearch, DtypeChoice};
+use crate::backend::ascend::{dtype, AscendOptions, CannSearch, DtypeChoice, FALLBACK_OPS_ENV};
 use crate::backend::cpu::{CpuKnobs, CpuOptions};
 use crate::backend::load::{self, BackendSpec};
 use crate::backend::mock::{
@@ -177,6 +177,7 @@ pub fn ascend_options(
         mem_size_gb: model.npu_mem_size,
         block_size: config.backend_config.schedule_config.cache_block_size as usize,
         dtype: DtypeChoice::parse(env.get(dtype::DTYPE_ENV))?,
+        fallback_ops: env.flag(FALLBACK_OPS_ENV).unwrap_or(false),
     })
 }
 

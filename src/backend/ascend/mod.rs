@@ -68,7 +68,14 @@ pub struct AscendOptions {
     pub block_size: usize,
     /// `MINDIE_ASCEND_DTYPE`.
     pub dtype: DtypeChoice,
+    /// `MINDIE_ASCEND_FALLBACK_OPS=1`: RoPE by `aclnnApplyRotaryPosEmbV2` and the KV write by
+    /// `aclnnInplaceIndexCopy` even where the preferred operators exist (for a CANN whose
+    /// newer operators misbehave, and to test the fallbacks).
+    pub fallback_ops: bool,
 }
+
+/// Names the fallback switch.
+pub const FALLBACK_OPS_ENV: &str = "MINDIE_ASCEND_FALLBACK_OPS";
 
 /// Counters of the last step (for benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,7 +139,8 @@ impl AscendBackend {
                 count.saturating_sub(1)
             )));
         }
-        let rope = if ffi::ops::Launcher::has_rope_cache(&acl) {
+        let prefer = !opts.fallback_ops;
+        let rope = if prefer && ffi::ops::Launcher::has_rope_cache(&acl) {
             RopeOp::SinCosCache
         } else if ffi::ops::Launcher::has_rope_v2(&acl) {
             RopeOp::ApplyV2
@@ -142,7 +150,7 @@ impl AscendBackend {
                     .into(),
             ));
         };
-        let kv_write = if ffi::ops::Launcher::has_scatter_pa(&acl) {
+        let kv_write = if prefer && ffi::ops::Launcher::has_scatter_pa(&acl) {
             KvWriteOp::ScatterPaKvCache
         } else if ffi::ops::Launcher::has_index_copy(&acl) {
             KvWriteOp::IndexCopy
