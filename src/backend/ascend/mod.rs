@@ -407,7 +407,16 @@ impl Backend for AscendBackend {
             return Err(BackendError::DeviceLost(why.clone()));
         }
         self.run(batch).map_err(|e| {
-            if self.ranks.len() > 1 {
+            if let [rank] = self.ranks.as_slice() {
+                // Work queued before the failure may still read this step's buffers: let it
+                // finish before the next step overwrites them (its own errors add nothing).
+                let _ = rank
+                    .ctx
+                    .make_current()
+                    .and_then(|()| rank.stream.synchronize());
+            } else {
+                // Several devices: a stream may wait on a collective another device never
+                // joins, so no synchronize here (HCCL's timeout is long); no step runs again.
                 self.broken = Some(format!(
                     "Ascend devices out of step after a failed step ({e}); restart the instance"
                 ));
