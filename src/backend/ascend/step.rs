@@ -414,3 +414,68 @@ fn project(
         None => l.matmul(x, &wt, &y),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SeqSlice;
+
+    #[test]
+    fn inputs_pack_slots_lengths_and_logit_rows() {
+        // Seq 0: 3 new tokens at positions 126..129 over blocks [5, 9]; seq 1: one decode
+        // token at position 4 of block 2, no logits wanted.
+        let batch = StepBatch {
+            tokens: vec![10, 11, 12, 13],
+            positions: vec![126, 127, 128, 4],
+            seqs: vec![
+                SeqSlice {
+                    token_range: 0..3,
+                    context_len: 129,
+                    block_table: vec![5, 9],
+                    want_logits: true,
+                },
+                SeqSlice {
+                    token_range: 3..4,
+                    context_len: 5,
+                    block_table: vec![2],
+                    want_logits: false,
+                },
+            ],
+        };
+        let inp = StepInputs::build(&batch, 128);
+        assert_eq!((inp.tokens, inp.seqs, inp.max_blocks), (4, 2, 2));
+        assert_eq!(inp.cu_q, vec![3, 4]);
+        assert_eq!(inp.kv_lens, vec![129, 5]);
+        assert_eq!(inp.logit_seqs, vec![0]);
+        let i32s = |at: usize, n: usize| -> Vec<i32> {
+            (0..n)
+                .map(|i| {
+                    i32::from_le_bytes(inp.host[at + 4 * i..at + 4 * i + 4].try_into().unwrap())
+                })
+                .collect()
+        };
+        let i64s = |at: usize, n: usize| -> Vec<i64> {
+            (0..n)
+                .map(|i| {
+                    i64::from_le_bytes(inp.host[at + 8 * i..at + 8 * i + 8].try_into().unwrap())
+                })
+                .collect()
+        };
+        assert_eq!(
+            i32s(inp.off.slots, 4),
+            vec![5 * 128 + 126, 5 * 128 + 127, 9 * 128, 2 * 128 + 4]
+        );
+        assert_eq!(i32s(inp.off.table, 4), vec![5, 9, 2, 0]);
+        assert_eq!(i64s(inp.off.ids, 4), vec![10, 11, 12, 13]);
+        assert_eq!(i64s(inp.off.positions, 4), vec![126, 127, 128, 4]);
+        assert_eq!(i64s(inp.off.rows, 1), vec![2], "seq 0's last token");
+        for off in [
+            inp.off.positions,
+            inp.off.slots,
+            inp.off.rows,
+            inp.off.table,
+        ] {
+            assert_eq!(off % 32, 0, "32-byte aligned slices");
+        }
+    }
+}
