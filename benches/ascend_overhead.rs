@@ -101,8 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut b = AscendBackend::load(options(&dir, tp))?;
         // 16 prompts of 128 tokens (their KV is what the decode steps attend over).
         let (prefill_ms, prefill_launches) = measure(&mut b, 16, |i| batch(i, 1, PROMPT, PROMPT));
-        let rows = [("prefill", 1, PROMPT, prefill_ms, prefill_launches)];
-        let mut table: Vec<(&str, usize, usize, f64, u64)> = rows.to_vec();
+        let mut table = vec![("prefill", 1, PROMPT, prefill_ms, prefill_launches)];
         for seqs in [1usize, 16] {
             let (ms, launches) = measure(&mut b, steps, |i| batch(0, seqs, 1, PROMPT + 1 + i % 64));
             table.push(("decode", seqs, seqs, ms, launches));
