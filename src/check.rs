@@ -182,6 +182,34 @@ fn check_model(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded) 
     }
 }
 
+/// For an Ascend backend: CANN can be loaded and initialised and has the configured devices
+/// (what the start would find), and `MINDIE_ASCEND_DTYPE` is valid.
+fn check_cann(report: &mut Report, loaded: &Loaded, env: &Env) {
+    use crate::backend::ascend::{self, dtype, CannSearch, DtypeChoice};
+    let Some(model) = loaded.config.model() else {
+        return;
+    };
+    if crate::backend::BackendKind::of(model) != crate::backend::BackendKind::Ascend
+        || loaded.config.backend_config.multi_nodes_infer_enabled
+    {
+        return;
+    }
+    if let Err(e) = DtypeChoice::parse(env.get(dtype::DTYPE_ENV)) {
+        report.push(Severity::Error, dtype::DTYPE_ENV, e);
+    }
+    let devices = loaded
+        .config
+        .backend_config
+        .npu_device_ids
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    match ascend::probe(&CannSearch::from_env(env), &devices) {
+        Ok(line) => report.push(Severity::Ok, "Ascend", line),
+        Err(e) => report.push(Severity::Error, "Ascend", e),
+    }
+}
+
 /// The multi-node ranktable: loaded and this node placed in it when `multiNodesInferEnabled`,
 /// else only a warning when `RANK_TABLE_FILE` is set but unreadable.
 fn check_ranktable(report: &mut Report, checker: &mut PermChecker, loaded: &Loaded, env: &Env) {
@@ -286,6 +314,7 @@ pub fn run(opts: &Options, env: &Env) -> Report {
         report.push(Severity::Error, e.var, e.to_string());
     }
     check_model(&mut report, &mut checker, &loaded);
+    check_cann(&mut report, &loaded, env);
     check_ranktable(&mut report, &mut checker, &loaded, env);
     for w in &checker.warnings {
         report.push(Severity::Warning, "permissions", w.clone());

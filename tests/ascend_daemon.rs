@@ -122,6 +122,20 @@ fn the_same_binary_runs_with_cann_and_refuses_without() {
             && err.contains("\"backendType\": \"cpu\""),
         "{err}"
     );
+    // `check` says the same before a start, and with CANN names it (emulated here).
+    let (st, out, _) = h.run_to_exit(&["check"], &[]);
+    assert!(
+        !st.success() && out.contains("[ERROR] Ascend: the Ascend runtime is not available"),
+        "{out}"
+    );
+    let env = emuacl::cann_env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (st, out, _) = h.run_to_exit(&["check"], &pairs);
+    assert!(st.success(), "{out}");
+    assert!(
+        out.contains("[ok   ] Ascend: CANN loaded") && out.contains("EMULATED CANN"),
+        "{out}"
+    );
     // A library without CANN's symbols: the missing symbol is named.
     let (st, _, err) = h.run_to_exit(&[], &[("MINDIE_RS_ACL_LIBS", "libm.so.6")]);
     assert!(!st.success());

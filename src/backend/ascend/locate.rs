@@ -1,6 +1,6 @@
 //! Where CANN's libraries are: as MindIE finds them, `$ASCEND_TOOLKIT_HOME/lib64` and
 //! `$ASCEND_HOME_PATH/lib64` (exported by CANN's `set_env.sh`), then the loader's own path
-//! (`LD_LIBRARY_PATH`, `ld.so.cache`). `MINDIE_RS_ACL_LIBS` (a colon-separated list of files)
+//! (`LD_LIBRARY_PATH`, `ld.so.cache`) for a library no home has. `MINDIE_RS_ACL_LIBS` (a colon-separated list of files)
 //! replaces the search: every role is looked up in exactly those files (tests point it at
 //! the emulated CANN). Pure logic: opening is `ffi::Acl::load`'s.
 
@@ -94,19 +94,16 @@ impl CannSearch {
             .collect()
     }
 
-    /// `name` in each CANN home's `lib64` where the file exists, then the bare name (the
+    /// `name` in the first CANN home's `lib64` that has the file, else the bare name (the
     /// loader's search path).
     fn candidates(&self, name: &str) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = self
+        let found = self
             .homes
             .iter()
             .filter_map(|(_, home)| home.as_deref())
             .map(|h| h.join("lib64").join(name))
-            .filter(|p| p.is_file())
-            .collect();
-        out.dedup();
-        out.push(PathBuf::from(name));
-        out
+            .find(|p| p.is_file());
+        vec![found.unwrap_or_else(|| PathBuf::from(name))]
     }
 
     fn missing(&self, names: &[&str], what: &str) -> String {
@@ -172,10 +169,8 @@ mod tests {
         let roles = s.roles(false);
         assert_eq!(
             roles[1].paths,
-            vec![
-                dir.join("lib64/libnnopbase.so"),
-                PathBuf::from("libnnopbase.so")
-            ]
+            vec![dir.join("lib64/libnnopbase.so")],
+            "found in a home: not searched again on the loader path"
         );
         assert_eq!(
             roles[0].paths[0],

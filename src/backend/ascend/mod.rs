@@ -319,6 +319,29 @@ impl AscendBackend {
     }
 }
 
+/// What `check` reports for an Ascend configuration: CANN found and initialised, the SoC,
+/// the device count, and every id of `devices` present; else the start-up error.
+pub fn probe(search: &CannSearch, devices: &[u32]) -> Result<String, String> {
+    let acl = runtime::acl(search, devices.len() > 1)?;
+    let count = acl.device_count().map_err(|e| e.to_string())?;
+    if let Some(bad) = devices.iter().find(|&&id| id >= count) {
+        return Err(format!(
+            "npuDeviceIds names device {bad}, but CANN reports {count} NPU(s)"
+        ));
+    }
+    let libs: Vec<String> = acl.paths.iter().map(|p| p.display().to_string()).collect();
+    let emulated = acl
+        .emulated
+        .as_ref()
+        .map(|e| format!("; EMULATED CANN ({e})"))
+        .unwrap_or_default();
+    Ok(format!(
+        "CANN loaded ({}): {} with {count} NPU(s), devices {devices:?} present{emulated}",
+        libs.join(", "),
+        acl.soc_name()
+    ))
+}
+
 /// Heads, KV heads and MLP columns must split evenly over the devices.
 fn check_split(spec: &HfModelConfig, tp: usize) -> Result<(), BackendError> {
     for (what, n) in [
