@@ -270,3 +270,38 @@ async fn deferred_streams_still_give_hf_parity() {
     api_parity(model, h.business()).await;
     blocks_free(&h).await;
 }
+
+/// Layouts the backend cannot run are refused at start with the setting to change: a
+/// `worldSize` that does not divide the heads, a block size the paged attention operator does
+/// not take, a device CANN does not have.
+#[test]
+fn impossible_layouts_are_refused_naming_the_setting() {
+    let env = emuacl::cann_env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = |h: &Home| {
+        h.write();
+        let (st, out, err) = h.run_to_exit(&[], &pairs);
+        assert!(
+            !st.success() && !out.contains("Daemon start success!"),
+            "{out}"
+        );
+        err
+    };
+    let err = refused(&home("tiny-llama", "atb", &[0, 1, 2]));
+    assert!(
+        err.contains("worldSize 3") && err.contains("num_attention_heads (4)"),
+        "{err}"
+    );
+    let mut h = home("tiny-llama", "atb", &[0]);
+    h.set("/BackendConfig/ScheduleConfig/cacheBlockSize", 64);
+    let err = refused(&h);
+    assert!(
+        err.contains("cacheBlockSize = 64") && err.contains("multiple of 128"),
+        "{err}"
+    );
+    let err = refused(&home("tiny-llama", "atb", &[9]));
+    assert!(
+        err.contains("npuDeviceIds: device 9 does not exist"),
+        "{err}"
+    );
+}
