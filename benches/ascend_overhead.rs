@@ -9,10 +9,12 @@
 //! Env: `BENCH_DIR` (the model folder), `BENCH_STEPS` (decode steps per size, default 40).
 #![allow(clippy::unwrap_used)] // bench code: a failed unwrap is a failed run
 
+#[path = "common/bench_model.rs"]
+mod bench_model;
 #[path = "../tests/common/emuacl.rs"]
 mod emuacl;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use mindie::backend::ascend::{AscendBackend, AscendOptions, CannSearch, DtypeChoice};
@@ -73,17 +75,7 @@ fn measure(b: &mut AscendBackend, steps: usize, make: impl Fn(usize) -> StepBatc
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir: PathBuf = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target/bench-models/qwen2-0.5b-bf16"));
-    if !dir.join("model.safetensors").exists() {
-        return Err(format!(
-            "no bench model at {}: make it with `cargo bench --bench decode -- model`",
-            dir.display()
-        )
-        .into());
-    }
+    let dir = bench_model::dir()?;
     let steps: usize = std::env::var("BENCH_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())

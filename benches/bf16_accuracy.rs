@@ -11,26 +11,19 @@
 //! (tokens per case, default 32).
 #![allow(clippy::unwrap_used)] // bench code: a failed unwrap is a failed run
 
+#[path = "common/bench_model.rs"]
+mod bench_model;
 #[path = "../tests/common/dot_accuracy.rs"]
 mod dot_accuracy;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mindie::scheduler::Template;
 use serde_json::Value;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir: PathBuf = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target/bench-models/qwen2-0.5b-bf16"));
-    if !dir.join("model.safetensors").exists() {
-        return Err(format!(
-            "no bench model at {}: make it with `cargo bench --bench decode -- model`",
-            dir.display()
-        )
-        .into());
-    }
+    let dir = bench_model::dir()?;
     let steps: usize = std::env::var("BENCH_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())

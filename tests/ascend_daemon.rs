@@ -35,7 +35,7 @@ fn start(home: &Home, extra: &[(&str, &str)]) -> Daemon {
     for (k, v) in extra {
         env.push((k.to_string(), v.to_string()));
     }
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs = emuacl::pairs(&env);
     home.start(&pairs)
 }
 
@@ -129,7 +129,7 @@ fn the_same_binary_runs_with_cann_and_refuses_without() {
         "{out}"
     );
     let env = emuacl::cann_env();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs = emuacl::pairs(&env);
     let (st, out, _) = h.run_to_exit(&["check"], &pairs);
     assert!(st.success(), "{out}");
     assert!(
@@ -277,7 +277,7 @@ async fn deferred_streams_still_give_hf_parity() {
 #[test]
 fn impossible_layouts_are_refused_naming_the_setting() {
     let env = emuacl::cann_env();
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs = emuacl::pairs(&env);
     let refused = |h: &Home| {
         h.write();
         let (st, out, err) = h.run_to_exit(&[], &pairs);

@@ -40,6 +40,11 @@ pub fn cann_env() -> Vec<(String, String)> {
     ]
 }
 
+/// `env` as the `(&str, &str)` pairs the daemon launcher takes.
+pub fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The trace lines of `path` naming `api` (`"fn":"<api>"`).
 pub fn trace_count(path: &Path, api: &str) -> usize {
     let text = std::fs::read_to_string(path).unwrap_or_default();

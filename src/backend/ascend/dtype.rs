@@ -89,29 +89,9 @@ pub fn f32_to_f16(v: f32) -> u16 {
     sign | out as u16
 }
 
-/// Element `i` of `w` as f32.
-fn get(w: &WeightData, i: usize) -> f32 {
-    match w {
-        WeightData::F32(b) => b.as_slice()[i],
-        WeightData::Bf16(b) => bf16_to_f32(b.as_slice()[i]),
-        WeightData::F16(b) => f16_to_f32(b.as_slice()[i]),
-    }
-}
-
-/// Appends element `i` of `w` in `to`'s encoding (little-endian; bits copied when the
-/// dtypes agree).
-fn push(out: &mut Vec<u8>, w: &WeightData, i: usize, to: DType) {
-    match (w, to) {
-        (WeightData::Bf16(b), DType::BF16) | (WeightData::F16(b), DType::F16) => {
-            out.extend_from_slice(&b.as_slice()[i].to_le_bytes())
-        }
-        (_, DType::F32) => out.extend_from_slice(&get(w, i).to_le_bytes()),
-        (_, DType::BF16) => out.extend_from_slice(&f32_to_bf16(get(w, i)).to_le_bytes()),
-        (_, DType::F16) => out.extend_from_slice(&f32_to_f16(get(w, i)).to_le_bytes()),
-    }
-}
-
-/// The block `rows × cols` of a row-major matrix with `width` columns, in `to`'s encoding.
+/// The block `rows × cols` of a row-major matrix with `width` columns, in `to`'s encoding
+/// (little-endian). The conversion is chosen once, and each row's slice is encoded as a whole
+/// (bits copied when the dtypes agree).
 pub fn encode_block(
     w: &WeightData,
     width: usize,
@@ -122,9 +102,37 @@ pub fn encode_block(
     let mut out = Vec::new();
     out.try_reserve_exact(rows.len() * cols.len() * to.size_bytes())
         .map_err(|e| BackendError::OutOfMemory(format!("staging weights: {e}")))?;
-    for r in rows {
-        for c in cols.clone() {
-            push(&mut out, w, r * width + c, to);
+    let row = |r: usize| r * width + cols.start..r * width + cols.end;
+    match (w, to) {
+        (WeightData::Bf16(b), DType::BF16) | (WeightData::F16(b), DType::F16) => {
+            for r in rows {
+                b.as_slice()[row(r)]
+                    .iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+            }
+        }
+        (WeightData::F32(b), _) => {
+            for r in rows {
+                out.extend(encode_f32(&b.as_slice()[row(r)], to));
+            }
+        }
+        (WeightData::Bf16(b), _) => {
+            for r in rows {
+                let wide: Vec<f32> = b.as_slice()[row(r)]
+                    .iter()
+                    .map(|&x| bf16_to_f32(x))
+                    .collect();
+                out.extend(encode_f32(&wide, to));
+            }
+        }
+        (WeightData::F16(b), _) => {
+            for r in rows {
+                let wide: Vec<f32> = b.as_slice()[row(r)]
+                    .iter()
+                    .map(|&x| f16_to_f32(x))
+                    .collect();
+                out.extend(encode_f32(&wide, to));
+            }
         }
     }
     Ok(out)

@@ -40,7 +40,7 @@ pub use locate::CannSearch;
 
 use self::ffi::Acl;
 use self::kv::{KvGeometry, RankKv};
-use self::rank::{causal_mask, rope_tables, Dims, KvWriteOp, Rank, RopeOp, Scratch};
+use self::rank::{Dims, HostConstants, KvWriteOp, Rank, RopeOp};
 use self::step::{Plan, StepInputs};
 use self::weights::Split;
 use super::cpu::weights::WeightStore;
@@ -166,38 +166,14 @@ impl AscendBackend {
             .dtype();
         let cd = opts.dtype.resolve(stored);
         let dims = Dims::of(&spec, tp, opts.block_size, cd);
-        let max_pos = spec.max_position.max(1);
+        let constants = HostConstants::new(&spec, spec.max_position.max(1), cd, rope);
         let mut ranks = Vec::with_capacity(tp);
-        let mut weight_bytes = 0;
         for (r, &id) in opts.device_ids.iter().enumerate() {
-            let ctx = acl.open_device(id as i32).map_err(AclError::at_load)?;
-            let stream = ctx.stream().map_err(AclError::at_load)?;
-            let weights = weights::upload(&acl, &spec, &store, cd, Split { rank: r, tp })?;
-            weight_bytes = weight_bytes.max(weights.bytes);
-            let mask_bytes = causal_mask();
-            let mask = acl.malloc(mask_bytes.len()).map_err(AclError::at_load)?;
-            acl.upload(&mask, 0, &mask_bytes)
-                .map_err(AclError::at_load)?;
-            let rope_tables = rope_tables(&acl, &spec, max_pos, cd, rope)?;
-            tracing::info!(
-                rank = r,
-                device = id,
-                weights_mib = weights.bytes >> 20,
-                "weights on the device"
-            );
-            ranks.push(Rank {
-                device: id as i32,
-                weights,
-                kv: None,
-                mask,
-                rope: rope_tables,
-                scratch: Scratch::default(),
-                ws: Default::default(),
-                comm: None,
-                stream,
-                ctx,
-            });
+            let split = Split { rank: r, tp };
+            ranks.push(Rank::open(&acl, id, split, &spec, &store, cd, &constants)?);
         }
+        drop(constants);
+        let weight_bytes = ranks.iter().map(|r| r.weights.bytes).max().unwrap_or(0);
         if tp > 1 {
             let ids: Vec<i32> = opts.device_ids.iter().map(|&i| i as i32).collect();
             let comms = acl.comm_init_all(&ids).map_err(AclError::at_load)?;

@@ -12,7 +12,8 @@ use super::ffi::meta::AclDType;
 use super::ffi::ops::Workspace;
 use super::ffi::{Acl, Context, DeviceBuf, Stream};
 use super::kv::RankKv;
-use super::weights::RankWeights;
+use super::weights::{upload, RankWeights, Split};
+use crate::backend::cpu::weights::WeightStore;
 use crate::backend::cpu::{HfModelConfig, Rope};
 use crate::backend::{BackendError, DType};
 
@@ -239,35 +240,90 @@ pub fn rope_angles(spec: &HfModelConfig, positions: usize) -> (Vec<f32>, Vec<f32
     rope.tables(&all)
 }
 
-/// The RoPE tables `op` needs, uploaded in the compute dtype.
-pub fn rope_tables(
-    acl: &Arc<Acl>,
-    spec: &HfModelConfig,
-    positions: usize,
-    dtype: DType,
-    op: RopeOp,
-) -> Result<RopeTables, BackendError> {
-    let (cos, sin) = rope_angles(spec, positions);
-    let half = spec.head_dim / 2;
-    let put = |v: &[f32]| -> Result<DeviceBuf, BackendError> {
-        let bytes = encode_f32(v, dtype);
-        let b = acl.malloc(bytes.len()).map_err(|e| e.at_load())?;
-        acl.upload(&b, 0, &bytes).map_err(|e| e.at_load())?;
-        Ok(b)
-    };
-    let rows = |a: &[f32], b: &[f32]| -> Vec<f32> {
-        a.chunks_exact(half)
-            .zip(b.chunks_exact(half))
-            .flat_map(|(x, y)| x.iter().chain(y).copied())
-            .collect()
-    };
-    Ok(match op {
-        RopeOp::SinCosCache => RopeTables::Cache(put(&rows(&cos, &sin))?),
-        RopeOp::ApplyV2 => RopeTables::Split {
-            cos: put(&rows(&cos, &cos))?,
-            sin: put(&rows(&sin, &sin))?,
-        },
-    })
+/// What every rank uploads alike, made on the host once: the causal mask and the RoPE
+/// tables `op` needs, in the compute dtype.
+pub struct HostConstants {
+    mask: Vec<u8>,
+    /// `[maxPos, D]` tables: cos ‖ sin (one table), or full-width cos and sin (two).
+    rope: Vec<Vec<u8>>,
+}
+
+impl HostConstants {
+    pub fn new(spec: &HfModelConfig, positions: usize, dtype: DType, op: RopeOp) -> Self {
+        let (cos, sin) = rope_angles(spec, positions);
+        let half = spec.head_dim / 2;
+        let rows = |a: &[f32], b: &[f32]| -> Vec<u8> {
+            let joined: Vec<f32> = a
+                .chunks_exact(half)
+                .zip(b.chunks_exact(half))
+                .flat_map(|(x, y)| x.iter().chain(y).copied())
+                .collect();
+            encode_f32(&joined, dtype)
+        };
+        let rope = match op {
+            RopeOp::SinCosCache => vec![rows(&cos, &sin)],
+            RopeOp::ApplyV2 => vec![rows(&cos, &cos), rows(&sin, &sin)],
+        };
+        HostConstants {
+            mask: causal_mask(),
+            rope,
+        }
+    }
+
+    /// The mask and RoPE tables on the current device.
+    pub fn upload(&self, acl: &Arc<Acl>) -> Result<(DeviceBuf, RopeTables), AclError> {
+        let put = |bytes: &[u8]| -> Result<DeviceBuf, AclError> {
+            let b = acl.malloc(bytes.len())?;
+            acl.upload(&b, 0, bytes)?;
+            Ok(b)
+        };
+        let mask = put(&self.mask)?;
+        let rope = match self.rope.as_slice() {
+            [cache] => RopeTables::Cache(put(cache)?),
+            [cos, sin] => RopeTables::Split {
+                cos: put(cos)?,
+                sin: put(sin)?,
+            },
+            _ => return Err(AclError::new("upload", 100_000, "internal: RoPE tables")),
+        };
+        Ok((mask, rope))
+    }
+}
+
+impl Rank {
+    /// Device `id` as rank `split.rank`: context, stream, its weights and the constants.
+    pub fn open(
+        acl: &Arc<Acl>,
+        id: u32,
+        split: Split,
+        spec: &HfModelConfig,
+        store: &WeightStore,
+        dtype: DType,
+        constants: &HostConstants,
+    ) -> Result<Rank, BackendError> {
+        let ctx = acl.open_device(id as i32).map_err(AclError::at_load)?;
+        let stream = ctx.stream().map_err(AclError::at_load)?;
+        let weights = upload(acl, spec, store, dtype, split)?;
+        let (mask, rope) = constants.upload(acl).map_err(AclError::at_load)?;
+        tracing::info!(
+            rank = split.rank,
+            device = id,
+            weights_mib = weights.bytes >> 20,
+            "weights on the device"
+        );
+        Ok(Rank {
+            device: id as i32,
+            weights,
+            kv: None,
+            mask,
+            rope,
+            scratch: Scratch::default(),
+            ws: Workspace::default(),
+            comm: None,
+            stream,
+            ctx,
+        })
+    }
 }
 
 #[cfg(test)]
