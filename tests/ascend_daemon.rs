@@ -273,7 +273,8 @@ async fn deferred_streams_still_give_hf_parity() {
 
 /// Layouts the backend cannot run are refused at start with the setting to change: a
 /// `worldSize` that does not divide the heads, a block size the paged attention operator does
-/// not take, a device CANN does not have.
+/// not take, a device CANN does not have, too little device memory for one KV block, an
+/// unknown compute dtype.
 #[test]
 fn impossible_layouts_are_refused_naming_the_setting() {
     let env = emuacl::cann_env();
@@ -304,4 +305,20 @@ fn impossible_layouts_are_refused_naming_the_setting() {
         err.contains("npuDeviceIds: device 9 does not exist"),
         "{err}"
     );
+    // Too little device memory for any KV block with npuMemSize -1, and an unknown dtype.
+    let h = home("tiny-llama", "atb", &[0]);
+    h.write();
+    let mut small = env.clone();
+    small.push(("EMUACL_HBM_TOTAL".into(), (6u64 << 20).to_string()));
+    let (st, _, err) = h.run_to_exit(&[], &emuacl::pairs(&small));
+    assert!(!st.success());
+    assert!(
+        err.contains("npuMemSize -1") && err.contains("nothing for the KV cache"),
+        "{err}"
+    );
+    let mut bad = env.clone();
+    bad.push(("MINDIE_ASCEND_DTYPE".into(), "int4".into()));
+    let (st, _, err) = h.run_to_exit(&[], &emuacl::pairs(&bad));
+    assert!(!st.success());
+    assert!(err.contains("MINDIE_ASCEND_DTYPE = \"int4\""), "{err}");
 }
