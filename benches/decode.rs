@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use mindie::backend::cpu::linear::{matmul_with, set_amx_exact, Dot};
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
-use mindie::backend::cpu::{has_avx512_bf16, CpuBackend, CpuKnobs, CpuOptions, SimdLevel};
+use mindie::backend::cpu::{has_amx, has_avx512_bf16, CpuBackend, CpuKnobs, CpuOptions, SimdLevel};
 use mindie::backend::{Backend, SeqSlice, StepBatch};
 use mindie::config::Env;
 use mindie::engine::sampler::Rng;
@@ -86,9 +86,19 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     let mat = random_bf16(n, k, 7);
     // Several copies so the weights come from memory, not cache.
     let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
+    // The same in AMX tile order, as the backend loads bf16 weights where the exact path runs
+    // on AMX.
+    let tiled: Vec<Matrix> = if has_amx() {
+        copies
+            .iter()
+            .map(|c| clone_owned(c).amx_tiled().0)
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Cold: weights stream from DRAM (64 copies cycle). Hot: one copy, cache-resident panels,
     // so the kernel's arithmetic rate shows.
-    for (m, hot, dot) in [
+    let cases = [
         (1usize, false, false),
         (4, false, false),
         (16, false, false),
@@ -98,8 +108,13 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         (16, false, true),
         (16, true, true),
         (128, true, true),
-    ] {
-        if dot && !dot_modes().contains(&true) {
+    ];
+    let layouts = [("", &copies), (" tiled", &tiled)];
+    for ((m, hot, dot), (layout, copies)) in layouts
+        .iter()
+        .flat_map(|l| cases.iter().map(move |c| (*c, *l)))
+    {
+        if (dot && !dot_modes().contains(&true)) || copies.is_empty() {
             continue;
         }
         let x = activations(m, k);
@@ -118,7 +133,7 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
         let gbs = (n * k * 2) as f64 / secs / 1e9;
         let gflops = (2 * m * n * k) as f64 / secs / 1e9;
         println!(
-            "gemm bf16 {n}x{k}, M={m:3} {}: {:8.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s{}",
+            "gemm bf16{layout} {n}x{k}, M={m:3} {}: {:8.1} us  {gbs:6.1} GB/s ({:3.0}% of bound)  {gflops:6.1} GFLOP/s{}",
             if hot { "hot " } else { "cold" },
             secs * 1e6,
             gbs / bw * 100.0,

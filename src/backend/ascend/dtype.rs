@@ -103,6 +103,7 @@ pub fn encode_block(
     out.try_reserve_exact(rows.len() * cols.len() * to.size_bytes())
         .map_err(|e| BackendError::OutOfMemory(format!("staging weights: {e}")))?;
     let row = |r: usize| r * width + cols.start..r * width + cols.end;
+    let w = &*w.row_major();
     match (w, to) {
         (WeightData::Bf16(b), DType::BF16) | (WeightData::F16(b), DType::F16) => {
             for r in rows {
@@ -133,6 +134,10 @@ pub fn encode_block(
                     .collect();
                 out.extend(encode_f32(&wide, to));
             }
+        }
+        // (`row_major` above leaves no tiled data.)
+        (WeightData::Bf16Tiles(_), _) => {
+            return Err(BackendError::Weights("tiled bf16 weights".into()));
         }
     }
     Ok(out)

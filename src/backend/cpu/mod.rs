@@ -141,7 +141,11 @@ impl CpuBackend {
             );
         }
         let store = WeightStore::open(model_dir)?;
-        let model = Model::load(spec, &store, &share)?;
+        // bf16 matmul weights in AMX tile order where the exact path runs on AMX (the
+        // default there): the AMX kernel then streams them front to back.
+        let tiles =
+            opts.knobs.simd_level() == SimdLevel::Avx512 && kernels::has_amx() && opts.knobs.amx;
+        let model = Model::load(spec, &store, &share, tiles)?;
         if opts.prefault_weights {
             store.prefault();
         }

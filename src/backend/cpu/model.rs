@@ -71,20 +71,24 @@ struct Scratch {
     up: Vec<f32>,
 }
 
-/// A projection's weight and bias; bf16 weights are moved to 64-byte-aligned memory when the
-/// AMX kernel will read them (`copied` counts the bytes).
+/// How the loader lays out bf16 matmul weights, and the bytes it copied doing so.
+pub struct Prep {
+    /// Rearrange them into AMX tile order (`weights::Bf16Tiles`); else, where the CPU has
+    /// AMX, only move misaligned ones to 64-byte-aligned memory.
+    pub tiles: bool,
+    pub copied: usize,
+}
+
+/// A projection's weight and bias, the weight laid out as `prep` says.
 fn linear(
     store: &WeightStore,
     prefix: &str,
     rows: usize,
     cols: usize,
     bias: bool,
-    copied: &mut usize,
+    prep: &mut Prep,
 ) -> Result<Linear, BackendError> {
-    let w = tile_aligned(
-        store.matrix(&format!("{prefix}.weight"), rows, cols)?,
-        copied,
-    );
+    let w = prep.matmul_weight(store.matrix(&format!("{prefix}.weight"), rows, cols)?);
     let bias = if bias {
         Some(store.vector(&format!("{prefix}.bias"), rows)?)
     } else {
@@ -93,14 +97,20 @@ fn linear(
     Ok(Linear { w, bias })
 }
 
-/// `m`, 64-byte aligned where the AMX kernel will read it ([`Matrix::tile_aligned`]).
-fn tile_aligned(m: Matrix, copied: &mut usize) -> Matrix {
-    if !super::kernels::has_amx() {
-        return m;
+impl Prep {
+    /// `m` in AMX tile order ([`Matrix::amx_tiled`]) when `tiles`, else 64-byte aligned where
+    /// the AMX kernel may read it ([`Matrix::tile_aligned`]).
+    fn matmul_weight(&mut self, m: Matrix) -> Matrix {
+        let (m, bytes) = if self.tiles {
+            m.amx_tiled()
+        } else if super::kernels::has_amx() {
+            m.tile_aligned()
+        } else {
+            (m, 0)
+        };
+        self.copied += bytes;
+        m
     }
-    let (m, bytes) = m.tile_aligned();
-    *copied += bytes;
-    m
 }
 
 /// Decoder layer `i` (global index) of `spec` from `store`.
@@ -108,41 +118,41 @@ fn load_layer(
     spec: &HfModelConfig,
     store: &WeightStore,
     i: usize,
-    copied: &mut usize,
+    prep: &mut Prep,
 ) -> Result<Layer, BackendError> {
     let (h, inter) = (spec.hidden, spec.intermediate);
     let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
     let p = format!("model.layers.{i}");
-    let attn = |name: &str, rows, cols, bias, copied: &mut usize| {
+    let attn = |name: &str, rows, cols, bias, prep: &mut Prep| {
         linear(
             store,
             &format!("{p}.self_attn.{name}"),
             rows,
             cols,
             bias,
-            copied,
+            prep,
         )
     };
-    let mlp = |name: &str, rows, cols, copied: &mut usize| {
+    let mlp = |name: &str, rows, cols, prep: &mut Prep| {
         linear(
             store,
             &format!("{p}.mlp.{name}"),
             rows,
             cols,
             spec.mlp_bias,
-            copied,
+            prep,
         )
     };
     Ok(Layer {
         input_norm: store.vector(&format!("{p}.input_layernorm.weight"), h)?,
-        q: attn("q_proj", qd, h, spec.qkv_bias, copied)?,
-        k: attn("k_proj", kvd, h, spec.qkv_bias, copied)?,
-        v: attn("v_proj", kvd, h, spec.qkv_bias, copied)?,
-        o: attn("o_proj", h, qd, spec.o_bias, copied)?,
+        q: attn("q_proj", qd, h, spec.qkv_bias, prep)?,
+        k: attn("k_proj", kvd, h, spec.qkv_bias, prep)?,
+        v: attn("v_proj", kvd, h, spec.qkv_bias, prep)?,
+        o: attn("o_proj", h, qd, spec.o_bias, prep)?,
         post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
-        gate: mlp("gate_proj", inter, h, copied)?,
-        up: mlp("up_proj", inter, h, copied)?,
-        down: mlp("down_proj", h, inter, copied)?,
+        gate: mlp("gate_proj", inter, h, prep)?,
+        up: mlp("up_proj", inter, h, prep)?,
+        down: mlp("down_proj", h, inter, prep)?,
     })
 }
 
@@ -150,7 +160,7 @@ fn load_layer(
 fn load_ends(
     spec: &HfModelConfig,
     store: &WeightStore,
-    copied: &mut usize,
+    prep: &mut Prep,
 ) -> Result<Ends, BackendError> {
     let h = spec.hidden;
     let embed = store.matrix("model.embed_tokens.weight", spec.vocab, h)?;
@@ -164,7 +174,7 @@ fn load_ends(
             "missing `lm_head.weight` and tie_word_embeddings is false".into(),
         ));
     };
-    let lm_head = tile_aligned(lm_head, copied);
+    let lm_head = prep.matmul_weight(lm_head);
     Ok(Ends {
         embed,
         norm,
@@ -174,23 +184,25 @@ fn load_ends(
 
 impl Model {
     /// Reads the tensors of `share` (checked against the model first) from `store`, and no
-    /// others: a share without the ends never opens the embedding or LM head.
+    /// others: a share without the ends never opens the embedding or LM head. `tiles`: bf16
+    /// matmul weights in AMX tile order ([`Prep`]).
     pub fn load(
         spec: HfModelConfig,
         store: &WeightStore,
         share: &LayerShare,
+        tiles: bool,
     ) -> Result<Self, BackendError> {
         share.check(spec.layers)?;
-        let mut copied = 0usize;
+        let mut prep = Prep { tiles, copied: 0 };
         let ends = if share.ends {
-            Some(load_ends(&spec, store, &mut copied)?)
+            Some(load_ends(&spec, store, &mut prep)?)
         } else {
             None
         };
         let layers = share
             .layers
             .clone()
-            .map(|i| load_layer(&spec, store, i, &mut copied))
+            .map(|i| load_layer(&spec, store, i, &mut prep))
             .collect::<Result<Vec<_>, _>>()?;
         let dtype = match (&ends, layers.first()) {
             (Some(e), _) => e.embed.data.dtype(),
@@ -198,9 +210,15 @@ impl Model {
             // (Refused by `share.check`: no layers and no ends.)
             (None, None) => DType::F32,
         };
-        if copied > 0 {
+        if prep.copied > 0 && tiles {
             tracing::info!(
-                mib = copied >> 20,
+                mib = prep.copied >> 20,
+                "bf16 matmul weights rearranged into AMX tile order (read as one stream per \
+                 tile row block)"
+            );
+        } else if prep.copied > 0 {
+            tracing::info!(
+                mib = prep.copied >> 20,
                 "bf16 weights copied to 64-byte-aligned memory for the AMX kernel (the \
                  safetensors data is not 64-byte aligned)"
             );
@@ -515,5 +533,10 @@ fn embed_row(embed: &Matrix, tok: usize, out: &mut [f32]) {
         WeightData::F32(b) => widen::<F32>(b.as_slice(), tok, h, out),
         WeightData::Bf16(b) => widen::<Bf16>(b.as_slice(), tok, h, out),
         WeightData::F16(b) => widen::<F16>(b.as_slice(), tok, h, out),
+        WeightData::Bf16Tiles(t) => {
+            let mut row = vec![0u16; h];
+            t.row_into(tok, &mut row);
+            widen::<Bf16>(&row, 0, h, out);
+        }
     }
 }

@@ -213,7 +213,7 @@ fn a_middle_share_never_opens_the_embedding() {
             layers: 1..2,
             ends: false,
         };
-        Model::load(spec, &store, &middle).expect("share loads");
+        Model::load(spec, &store, &middle, false).expect("share loads");
         let opened = store.opened();
         assert!(!opened.is_empty());
         assert!(

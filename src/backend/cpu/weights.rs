@@ -88,6 +88,93 @@ pub enum WeightData {
     F32(Buf<f32>),
     Bf16(Buf<u16>),
     F16(Buf<u16>),
+    /// bf16 rearranged for the AMX kernel ([`Bf16Tiles`]), made at load by
+    /// [`Matrix::amx_tiled`].
+    Bf16Tiles(Bf16Tiles),
+}
+
+/// bf16 weights of a `rows × cols` matrix rearranged into AMX tile order, so the matmul
+/// kernels read them front to back: blocks of [`TILE_ROWS`] rows (the last padded with zero
+/// rows), each block its [`TILE_COLS`]-column steps in order (the last padded with zeros),
+/// each step one 16 × 32 AMX tile (1 KiB, rows 64 bytes apart). A block is one sequential
+/// stream; the AMX kernel reads two at a time, the one-row kernel one. Element `(r, c)` sits
+/// at `((r / 16) * steps + c / 32) * 512 + (r % 16) * 32 + c % 32`. The data starts on a
+/// 64-byte boundary.
+#[derive(Clone)]
+pub struct Bf16Tiles {
+    pub data: Buf<u16>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Rows of one block of [`Bf16Tiles`] (one AMX tile's rows).
+pub const TILE_ROWS: usize = 16;
+/// Columns of one step of [`Bf16Tiles`] (one 64-byte tile row of bf16).
+pub const TILE_COLS: usize = 32;
+/// Elements of one step of one block of [`Bf16Tiles`].
+pub const TILE_STEP: usize = TILE_ROWS * TILE_COLS;
+
+impl Bf16Tiles {
+    /// Rearranges row-major `rows × cols` bf16 values.
+    pub fn from_rows(src: &[u16], rows: usize, cols: usize) -> Self {
+        assert_eq!(src.len(), rows * cols, "not a rows × cols matrix");
+        let (blocks, steps) = (rows.div_ceil(TILE_ROWS), cols.div_ceil(TILE_COLS));
+        let mut data = Vec::new();
+        let start = {
+            let dst = super::kernels::gemm::aligned64(&mut data, blocks * steps * TILE_STEP);
+            dst.fill(0);
+            for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
+                let (b, i) = (r / TILE_ROWS, r % TILE_ROWS);
+                for (t, chunk) in row.chunks(TILE_COLS).enumerate() {
+                    let at = (b * steps + t) * TILE_STEP + i * TILE_COLS;
+                    dst[at..at + chunk.len()].copy_from_slice(chunk);
+                }
+            }
+            dst.as_ptr() as usize
+        };
+        let skip = (start - data.as_ptr() as usize) / 2;
+        Self {
+            data: Buf::Aligned {
+                data: Arc::new(data),
+                skip,
+                len: blocks * steps * TILE_STEP,
+            },
+            rows,
+            cols,
+        }
+    }
+
+    /// Column steps per block (`cols / 32`, rounded up).
+    pub fn steps(&self) -> usize {
+        self.cols.div_ceil(TILE_COLS)
+    }
+
+    /// The blocks of rows `r0..r1` (`r0` a multiple of [`TILE_ROWS`]), contiguous.
+    pub fn block_slice(&self, r0: usize, r1: usize) -> &[u16] {
+        assert!(r0.is_multiple_of(TILE_ROWS) && r0 <= r1 && r1 <= self.rows);
+        let per = self.steps() * TILE_STEP;
+        &self.data.as_slice()[r0 / TILE_ROWS * per..r1.div_ceil(TILE_ROWS) * per]
+    }
+
+    /// Row `r` in row-major order, into `out` (`cols` values).
+    pub fn row_into(&self, r: usize, out: &mut [u16]) {
+        let steps = self.steps();
+        let (b, i) = (r / TILE_ROWS, r % TILE_ROWS);
+        let data = self.data.as_slice();
+        for (t, chunk) in out[..self.cols].chunks_mut(TILE_COLS).enumerate() {
+            let at = (b * steps + t) * TILE_STEP + i * TILE_COLS;
+            chunk.copy_from_slice(&data[at..at + chunk.len()]);
+        }
+    }
+
+    /// The matrix in row-major order again.
+    pub fn to_rows(&self) -> Vec<u16> {
+        let mut out = vec![0u16; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
+            self.row_into(r, row);
+        }
+        out
+    }
 }
 
 impl WeightData {
@@ -96,6 +183,18 @@ impl WeightData {
             WeightData::F32(_) => DType::F32,
             WeightData::Bf16(_) => DType::BF16,
             WeightData::F16(_) => DType::F16,
+            WeightData::Bf16Tiles(_) => DType::BF16,
+        }
+    }
+
+    /// Row-major data: itself, or for [`Bf16Tiles`] a row-major copy (for the rare readers
+    /// that are not matmul kernels).
+    pub fn row_major(&self) -> std::borrow::Cow<'_, WeightData> {
+        match self {
+            WeightData::Bf16Tiles(t) => {
+                std::borrow::Cow::Owned(WeightData::Bf16(Buf::Owned(Arc::new(t.to_rows()))))
+            }
+            other => std::borrow::Cow::Borrowed(other),
         }
     }
 
@@ -113,6 +212,7 @@ impl WeightData {
                 .iter()
                 .map(|&x| super::kernels::f16_to_f32(x))
                 .collect(),
+            WeightData::Bf16Tiles(_) => self.row_major().to_f32_vec(),
         }
     }
 }
@@ -131,6 +231,9 @@ impl Matrix {
     /// data already is (or is not bf16), else an owned, aligned copy. Safetensors data is only
     /// 8-byte aligned, so most mapped files need the copy. Returns the bytes copied.
     pub fn tile_aligned(self) -> (Self, usize) {
+        if let WeightData::Bf16Tiles(_) = self.data {
+            return (self, 0);
+        }
         match &self.data {
             WeightData::Bf16(b) if !(b.as_slice().as_ptr() as usize).is_multiple_of(64) => {
                 let copy = b.aligned_copy();
@@ -139,6 +242,28 @@ impl Matrix {
                     rows: self.rows,
                     cols: self.cols,
                     data: WeightData::Bf16(copy),
+                };
+                (m, bytes)
+            }
+            _ => (self, 0),
+        }
+    }
+}
+
+impl Matrix {
+    /// This matrix with bf16 data in AMX tile order ([`Bf16Tiles`]), which the AMX kernel
+    /// streams from memory front to back (row-major rows give it 32 interleaved streams that
+    /// the hardware prefetcher follows poorly); other dtypes unchanged. Returns the bytes
+    /// copied.
+    pub fn amx_tiled(self) -> (Self, usize) {
+        match &self.data {
+            WeightData::Bf16(b) => {
+                let t = Bf16Tiles::from_rows(b.as_slice(), self.rows, self.cols);
+                let bytes = t.data.as_slice().len() * 2;
+                let m = Matrix {
+                    rows: self.rows,
+                    cols: self.cols,
+                    data: WeightData::Bf16Tiles(t),
                 };
                 (m, bytes)
             }
@@ -465,6 +590,49 @@ mod align_tests {
         match &m.data {
             WeightData::Bf16(b) => b.as_slice(),
             _ => panic!("bf16"),
+        }
+    }
+
+    /// The tile order puts element `(r, c)` where `Bf16Tiles` says, pads with zeros, starts
+    /// on a 64-byte boundary, and gives rows and blocks back unchanged.
+    #[test]
+    fn tile_order_places_every_element() {
+        let (rows, cols) = (37, 70);
+        let src: Vec<u16> = (0..rows * cols).map(|i| i as u16 + 1).collect();
+        let t = Bf16Tiles::from_rows(&src, rows, cols);
+        let data = t.data.as_slice();
+        assert!((data.as_ptr() as usize).is_multiple_of(64));
+        let steps = cols.div_ceil(32);
+        assert_eq!(t.steps(), steps);
+        assert_eq!(data.len(), rows.div_ceil(16) * steps * 512);
+        for r in 0..rows.div_ceil(16) * 16 {
+            for c in 0..steps * 32 {
+                let at = ((r / 16) * steps + c / 32) * 512 + (r % 16) * 32 + c % 32;
+                let want = if r < rows && c < cols {
+                    src[r * cols + c]
+                } else {
+                    0
+                };
+                assert_eq!(data[at], want, "({r}, {c})");
+            }
+        }
+        assert_eq!(t.to_rows(), src);
+        let mut row = vec![0u16; cols];
+        t.row_into(20, &mut row);
+        assert_eq!(row, src[20 * cols..21 * cols]);
+        assert_eq!(t.block_slice(16, 37).len(), 2 * steps * 512);
+        assert_eq!(t.block_slice(0, 16).len(), steps * 512);
+        let m = Matrix {
+            rows,
+            cols,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(src.clone()))),
+        };
+        let (tiled, _) = m.amx_tiled();
+        assert_eq!(tiled.data.dtype(), DType::BF16);
+        assert_eq!(tiled.data.to_f32_vec().len(), rows * cols);
+        match &*tiled.data.row_major() {
+            WeightData::Bf16(b) => assert_eq!(b.as_slice(), &src[..]),
+            _ => panic!("row-major bf16 expected"),
         }
     }
 

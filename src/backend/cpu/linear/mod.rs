@@ -96,6 +96,14 @@ impl Dot {
 /// weights at the memory bound, is as fast.
 pub const AMX_EXACT_MIN_M: usize = 16;
 
+/// Most activation rows for which a matmul over tiled weights (`weights::Bf16Tiles`) on the
+/// exact path runs the AVX-512 one-row kernel instead of the AMX tiles: batch-1 decode, where
+/// it reads the weights at ~95 % of the bandwidth without paying for 16 tile rows of
+/// arithmetic. It streams each block once per activation row, so from 2 rows the AMX kernel,
+/// whose time hardly depends on the rows, is as fast (4 rows: 571 µs vs ~470 µs on
+/// 4864 × 896, `cargo bench --bench decode -- quick`).
+pub const TILES_ROW_KERNEL_MAX_M: usize = 1;
+
 /// The exact path's AMX switch: one per process, since the step API carries only the kernel
 /// level and the bf16-dot flag down to the matmuls.
 static AMX_EXACT: AtomicBool = AtomicBool::new(true);
@@ -179,7 +187,10 @@ pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]
 /// doc).
 pub fn matmul_with(level: SimdLevel, dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
-    let kernel_dtype = matches!(w.data, WeightData::F32(_) | WeightData::Bf16(_));
+    let kernel_dtype = matches!(
+        w.data,
+        WeightData::F32(_) | WeightData::Bf16(_) | WeightData::Bf16Tiles(_)
+    );
     if level == SimdLevel::Avx512 && kernel_dtype && m > 0 && n > 0 && k > 0 {
         return matmul_many(level, dot, x, m, &[w], &mut [out]);
     }
@@ -187,5 +198,8 @@ pub fn matmul_with(level: SimdLevel, dot: Dot, x: &[f32], m: usize, w: &Matrix, 
         WeightData::F32(b) => portable::run::<F32>(level, x, m, k, n, b.as_slice(), out),
         WeightData::Bf16(b) => portable::run::<Bf16>(level, x, m, k, n, b.as_slice(), out),
         WeightData::F16(b) => portable::run::<F16>(level, x, m, k, n, b.as_slice(), out),
+        WeightData::Bf16Tiles(t) => {
+            portable::run::<Bf16>(level, x, m, k, n, &t.to_rows(), out);
+        }
     }
 }

@@ -5,13 +5,13 @@
 
 use rayon::prelude::*;
 
-use super::{amx_exact, Dot, AMX_EXACT_MIN_M, PARALLEL_MIN_MACS};
+use super::{amx_exact, Dot, AMX_EXACT_MIN_M, PARALLEL_MIN_MACS, TILES_ROW_KERNEL_MAX_M};
 use crate::backend::cpu::kernels::amx::{self, AmxPanel};
-use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
-use crate::backend::cpu::kernels::column_panel::split_columns;
+use crate::backend::cpu::kernels::avx512::{self, GemmPanel, TilesPanel};
+use crate::backend::cpu::kernels::column_panel::{split_columns, ColumnPanel};
 use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16, SimdLevel};
 use crate::backend::cpu::pod::Pod;
-use crate::backend::cpu::weights::{Matrix, WeightData};
+use crate::backend::cpu::weights::{Bf16Tiles, Matrix, WeightData, TILE_ROWS};
 
 /// Weight bytes of one panel when activation tiles re-read it (half a 2 MiB L2).
 const PANEL_L2_BYTES: usize = 1 << 20;
@@ -36,6 +36,25 @@ pub(super) fn matmul_packed(
     if !fast {
         return false;
     }
+    let tiled: Vec<&Bf16Tiles> = ws
+        .iter()
+        .filter_map(|w| match &w.data {
+            WeightData::Bf16Tiles(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if tiled.len() == ws.len() {
+        return matmul_tiles(level, dot, x, m, &tiled, outs);
+    }
+    if !tiled.is_empty() {
+        // Tiled and row-major weights together (not made by the model loader): one by one.
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            if !matmul_packed(level, dot, x, m, &[w], &mut [&mut **out]) {
+                return false;
+            }
+        }
+        return true;
+    }
     let bf16: Option<Vec<&[u16]>> = ws
         .iter()
         .map(|w| match &w.data {
@@ -54,7 +73,8 @@ pub(super) fn matmul_packed(
         if let Some(pieces) = amx_pieces {
             let mut xb = XB.with(|s| s.take());
             let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
-            run_amx(packed, m, k, pieces, &b, outs);
+            let ws: Vec<AmxWeights> = b.iter().map(|w| AmxWeights::Rows(w)).collect();
+            run_amx(packed, m, k, pieces, &ws, outs);
             XB.with(|s| s.replace(xb));
             return true;
         }
@@ -127,6 +147,99 @@ fn panel_rows(m: usize, k: usize, total_n: usize, elem: usize, align: usize) -> 
     rows
 }
 
+/// [`matmul_packed`] over weights in tile order ([`Bf16Tiles`], made at load where the AMX
+/// kernel runs): the AMX kernel (three bf16 terms per activation for the exact path, or the dot
+/// path's terms) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows or where the dot path asks for bf16
+/// terms, else the AVX-512 one-row kernel (`avx512::gemm_panel_tiles`, exact f32 activations),
+/// which streams each block once per activation row.
+fn matmul_tiles(
+    level: SimdLevel,
+    dot: Dot,
+    x: &[f32],
+    m: usize,
+    ws: &[&Bf16Tiles],
+    outs: &mut [&mut [f32]],
+) -> bool {
+    let k = ws[0].cols;
+    let pieces = match dot.terms(m) {
+        Some(t) => Some(t),
+        None if m > TILES_ROW_KERNEL_MAX_M => Some(3),
+        None => None,
+    };
+    if let (Some(pieces), true) = (pieces, has_amx()) {
+        let mut xb = XB.with(|s| s.take());
+        let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
+        let ws: Vec<AmxWeights> = ws.iter().map(|w| AmxWeights::Tiles(w)).collect();
+        run_amx(packed, m, k, pieces, &ws, outs);
+        XB.with(|s| s.replace(xb));
+        return true;
+    }
+    if m > gemm::TILE_M {
+        // More rows than one packed tile and no AMX (tiles are made only where it runs):
+        // the row-major path on a copy.
+        let rows: Vec<Matrix> = ws
+            .iter()
+            .map(|t| Matrix {
+                rows: t.rows,
+                cols: t.cols,
+                data: WeightData::Bf16(crate::backend::cpu::weights::Buf::Owned(
+                    std::sync::Arc::new(t.to_rows()),
+                )),
+            })
+            .collect();
+        let refs: Vec<&Matrix> = rows.iter().collect();
+        return matmul_packed(level, Dot::Exact, x, m, &refs, outs);
+    }
+    let mut xp = XP.with(|s| s.take());
+    let packed = gemm::pack(x, m, k, true, &mut xp);
+    let total_n: usize = ws.iter().map(|w| w.rows).sum();
+    let rows = panel_rows(m, k, total_n, 2, TILE_ROWS);
+    let tasks = tile_panels(ws, rows, outs);
+    let parallel = m * total_n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
+    let panel = |(w, out): (&[u16], ColumnPanel<'_>)| {
+        let p = TilesPanel {
+            xp: packed,
+            m,
+            k,
+            w,
+            out,
+        };
+        assert!(avx512::gemm_panel_tiles(level, p), "no {level:?} kernel");
+    };
+    if parallel {
+        tasks.into_par_iter().for_each(panel);
+    } else {
+        tasks.into_iter().for_each(panel);
+    }
+    XP.with(|s| s.replace(xp));
+    true
+}
+
+/// Panels of `rows` weight rows (a multiple of 16) of every tiled weight, each with its columns
+/// of that weight's output.
+fn tile_panels<'a>(
+    ws: &[&'a Bf16Tiles],
+    rows: usize,
+    outs: &'a mut [&mut [f32]],
+) -> Vec<(&'a [u16], ColumnPanel<'a>)> {
+    let mut tasks = Vec::new();
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let n = w.rows;
+        let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
+        let slices = (0..n)
+            .step_by(rows)
+            .map(|n0| w.block_slice(n0, (n0 + rows).min(n)));
+        tasks.extend(slices.zip(split_columns(out, n, widths)));
+    }
+    tasks
+}
+
+/// One weight of the AMX path: row-major rows or tile order.
+enum AmxWeights<'a> {
+    Rows(&'a [u16]),
+    Tiles(&'a Bf16Tiles),
+}
+
 /// The AMX path: the weight-row panels of all `ws` in parallel, each writing its columns of
 /// `outs[i]` (`m × ws[i].len() / k`) directly.
 fn run_amx(
@@ -134,24 +247,38 @@ fn run_amx(
     m: usize,
     k: usize,
     pieces: usize,
-    ws: &[&[u16]],
+    ws: &[AmxWeights<'_>],
     outs: &mut [&mut [f32]],
 ) {
-    let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
+    let n_of = |w: &AmxWeights<'_>| match w {
+        AmxWeights::Rows(w) => w.len() / k,
+        AmxWeights::Tiles(t) => t.rows,
+    };
+    let total_n: usize = ws.iter().map(n_of).sum();
     let rows = panel_rows(m, k, total_n, 2, 32);
     let mut tasks = Vec::new();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
-        let n = w.len() / k;
+        let n = n_of(w);
         let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
-        tasks.extend(w.chunks(rows * k).zip(split_columns(out, n, widths)));
+        let cols = split_columns(out, n, widths);
+        match w {
+            AmxWeights::Rows(w) => tasks.extend(w.chunks(rows * k).map(|w| (w, false)).zip(cols)),
+            AmxWeights::Tiles(t) => tasks.extend(
+                (0..n)
+                    .step_by(rows)
+                    .map(|n0| (t.block_slice(n0, (n0 + rows).min(n)), true))
+                    .zip(cols),
+            ),
+        }
     }
-    tasks.into_par_iter().for_each(|(w, out)| {
+    tasks.into_par_iter().for_each(|((w, tiled), out)| {
         let p = AmxPanel {
             xp: packed,
             m,
             k,
             pieces,
             w,
+            tiled,
             out,
         };
         assert!(amx::gemm_panel_amx(p), "no AMX kernel");

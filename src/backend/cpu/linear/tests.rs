@@ -283,6 +283,7 @@ fn bf16_dot_kernels_match_reference_directly() {
                 k,
                 pieces: 1,
                 w: &w,
+                tiled: false,
                 out: panels.pop().expect("two panels"),
             };
             let ran = amx::gemm_panel_amx(p);
@@ -402,4 +403,73 @@ fn bf16_dot_off_is_the_exact_path() {
     matmul(simd_level(), &x, m, &mat, &mut a);
     matmul_with(simd_level(), Dot::Exact, &x, m, &mat, &mut b);
     assert_eq!(a, b);
+}
+
+/// Weights in AMX tile order (`Bf16Tiles`, as the backend loads them where the exact path runs
+/// on AMX) give the row-major weights' results: the exact path within an f32 dot product's
+/// tolerance of an f64 reference (the one-row kernel at 1 row, the AMX tiles from 2, a
+/// row-major copy where neither runs), and the bf16 dot path bit for bit (the same tile
+/// products in the same order), on shapes with partial blocks, partial steps and several
+/// panels.
+#[test]
+fn tiled_weights_match_row_major() {
+    let level = simd_level();
+    let mut rng = crate::engine::sampler::Rng::new(0x7e57_711e);
+    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (1, 70, 130),
+        (1, 4864, 896),
+        (2, 17, 31),
+        (4, 96, 96),
+        (9, 33, 64),
+        (16, 70, 130),
+        (40, 96, 896),
+        (333, 48, 96),
+    ] {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])
+            .collect();
+        let wb: Vec<u16> = (0..n * k)
+            .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
+            .collect();
+        let rows = Matrix {
+            rows: n,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(wb.clone()))),
+        };
+        let (tiled, copied) = rows.clone().amx_tiled();
+        assert_eq!(
+            copied,
+            n.div_ceil(16) * k.div_ceil(32) * 512 * 2,
+            "padded size"
+        );
+        let mut got = vec![0f32; m * n];
+        matmul(level, &x, m, &tiled, &mut got);
+        for i in 0..m {
+            for j in 0..n {
+                let row = &x[i * k..(i + 1) * k];
+                let w = &wb[j * k..(j + 1) * k];
+                let prod = |(a, b): (&f32, &u16)| {
+                    *a as f64 * crate::backend::cpu::kernels::bf16_to_f32(*b) as f64
+                };
+                let want: f64 = row.iter().zip(w).map(prod).sum();
+                let mag: f64 = row.iter().zip(w).map(|p| prod(p).abs()).sum();
+                let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
+                let a = got[i * n + j] as f64;
+                assert!(
+                    (a - want).abs() <= tol,
+                    "tiled m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
+                );
+            }
+        }
+        if has_amx() && level == SimdLevel::Avx512 && m >= BF16_DOT_MIN_M {
+            for dot in [Dot::Fast, Dot::Fine] {
+                let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+                matmul_with(level, dot, &x, m, &rows, &mut a);
+                matmul_with(level, dot, &x, m, &tiled, &mut b);
+                assert_eq!(a, b, "{dot:?} m{m} n{n} k{k}");
+            }
+        }
+    }
 }

@@ -28,8 +28,11 @@ pub struct AmxPanel<'a> {
     /// 1 (activations rounded to bf16), 2 (rounded value + rounded rest) or 3 (bf16 terms
     /// summing to the f32 value).
     pub pieces: usize,
-    /// Consecutive weight rows, `rows × k`, bf16 bits.
+    /// Consecutive weight rows, bf16 bits: `rows × k` row-major, or with `tiled` whole
+    /// 16-row blocks in the tile order of `weights::Bf16Tiles` (`rows` is then the output's
+    /// width).
     pub w: &'a [u16],
+    pub tiled: bool,
     /// Output: `m` rows, `rows` columns of the destination matrix.
     pub out: ColumnPanel<'a>,
 }
@@ -52,14 +55,27 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     }
     let (m, k, pieces) = (p.m, p.k, p.pieces);
     assert!((1..=3).contains(&pieces), "1 to 3 pieces");
-    let rows = p.w.len() / k;
-    assert_eq!(p.w.len(), rows * k, "weight panel is not whole rows");
+    let kb = k.div_ceil(2 * AMX_T);
+    let rows = if p.tiled {
+        let rows = p.out.width();
+        assert_eq!(
+            p.w.len(),
+            rows.div_ceil(AMX_T) * kb * 2 * AMX_T * AMX_T,
+            "tiled panel is not whole blocks"
+        );
+        rows
+    } else {
+        p.w.len() / k
+    };
+    assert!(
+        p.tiled || p.w.len() == rows * k,
+        "weight panel is not whole rows"
+    );
     assert!(
         p.out.rows() == m && p.out.width() == rows,
         "output is not m × rows"
     );
     let mut out = p.out;
-    let kb = k.div_ceil(2 * AMX_T);
     let mbs = m.div_ceil(AMX_T);
     assert!(
         p.xp.len() >= gemm::amx_packed_len(m, k, pieces),
@@ -75,7 +91,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     // (With few activation blocks the copy costs more than it saves: each weight tile is
     // loaded only `mbs` times.)
     let aligned = (p.w.as_ptr() as usize).is_multiple_of(64) || mbs < AMX_ALIGN_MIN_BLOCKS;
-    let in_place = k == kp && rows.is_multiple_of(AMX_T) && aligned;
+    let in_place = p.tiled || (k == kp && rows.is_multiple_of(AMX_T) && aligned);
     let (w, ldw): (&[u16], usize) = if in_place {
         (p.w, k)
     } else {
@@ -109,13 +125,23 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
             for (bi, c) in acc.chunks_exact_mut(4 * AMX_T * AMX_T).enumerate() {
                 let n0 = bi * 2 * AMX_T;
                 let nb = (rows - n0).div_ceil(AMX_T).min(2);
-                let wb = &w[n0 * ldw..];
-                assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
+                // Where the block starts, tile rows apart, steps apart, and its second tile.
+                let (wb, row_bytes, step_bytes, half_bytes) = if p.tiled {
+                    let block = kb * 2 * AMX_T * AMX_T; // u16 of one 16-row block
+                    let wb = &w[2 * bi * block..];
+                    assert!(wb.len() >= nb * block);
+                    (wb, 64, 2 * AMX_T * AMX_T * 2, block * 2)
+                } else {
+                    let wb = &w[n0 * ldw..];
+                    assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
+                    (wb, ldw * 2, 64, AMX_T * ldw * 2)
+                };
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
                 // `amx_config` ran on this thread above (nothing between releases the tiles).
-                // Bounds: `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each with
-                // `kb * 32` readable u16 (the assert above); `xb` holds `mb` packed blocks of
+                // Bounds: row-major, `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each
+                // with `kb * 32` readable u16; tiled, `nb` blocks of `kb` 1 KiB tiles (the
+                // asserts above); `xb` holds `mb` packed blocks of
                 // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds four 16 × 16 f32
                 // tiles (1024 floats).
                 unsafe {
@@ -124,7 +150,10 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                             nb,
                             mb,
                             w: wb.as_ptr(),
-                            ldw_bytes: ldw * 2,
+                            row_bytes,
+                            step_bytes,
+                            half_bytes,
+                            tiled: p.tiled,
                             xb: xb.as_ptr(),
                             kb,
                             pieces,
@@ -133,6 +162,16 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                         c.as_mut_ptr(),
                     );
                 }
+            }
+        }
+        if mb == 1 && pieces > 1 {
+            // The odd pieces' products, accumulated in C tiles 1 and 3 (see `amx_block`).
+            for c in acc.chunks_exact_mut(4 * AMX_T * AMX_T) {
+                let (t0, rest) = c.split_at_mut(AMX_T * AMX_T);
+                let (t1, rest) = rest.split_at_mut(AMX_T * AMX_T);
+                let (t2, t3) = rest.split_at_mut(AMX_T * AMX_T);
+                t0.iter_mut().zip(&*t1).for_each(|(a, b)| *a += b);
+                t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
             }
         }
         for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {

@@ -40,9 +40,15 @@ pub struct AmxBlock {
     /// Blocks of 16 weight rows (1–2) and of 16 activation rows (1–2).
     pub nb: usize,
     pub mb: usize,
-    /// The first weight row; rows `ldw_bytes` apart.
+    /// The first weight tile of the block: tile rows `row_bytes` apart, the tiles of
+    /// consecutive column steps `step_bytes` apart, the second 16-row tile `half_bytes` after
+    /// the first (row-major weights: the row stride, 64 and 16 rows; `tiled`, the order of
+    /// `weights::Bf16Tiles`: 64, 1 KiB and one block).
     pub w: *const u16,
-    pub ldw_bytes: usize,
+    pub row_bytes: usize,
+    pub step_bytes: usize,
+    pub half_bytes: usize,
+    pub tiled: bool,
     /// The first packed activation block (`pieces * kb` tiles of 1 KiB, piece-major).
     pub xb: *const u16,
     pub kb: usize,
@@ -59,8 +65,9 @@ pub struct AmxBlock {
 ///
 /// # Safety
 /// AMX-TILE/BF16 are present and permitted and [`amx_config`] ran on this thread since
-/// the last [`amx_release`]; `w` points at `nb` blocks of 16 rows, `ldw_bytes` apart, each
-/// row with `kb * 32` readable bf16; `xb` at `mb` consecutive packed blocks of
+/// the last [`amx_release`]; `w` points at `nb` tiles of 16 rows `half_bytes` apart, for each
+/// of `kb` column steps (`step_bytes` apart), each tile row (`row_bytes` apart) 32 readable
+/// bf16; `xb` at `mb` consecutive packed blocks of
 /// `pieces * kb` tiles of 16 × 32 bf16; `steps.end <= kb`; `c` at 1024 floats, readable
 /// and writable.
 pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
@@ -69,17 +76,20 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
         nb,
         mb,
         w,
-        ldw_bytes,
+        row_bytes,
+        step_bytes,
+        half_bytes,
+        tiled,
         xb,
         kb,
         pieces,
         steps,
     } = b;
-    let w1 = w.wrapping_byte_add(16 * ldw_bytes);
+    let w1 = w.wrapping_byte_add(half_bytes);
     let xstride = pieces * kb * 1024; // bytes between activation blocks
     let xb1 = xb.wrapping_byte_add(xstride);
     // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes
-    // at `w(1) + t * 64` with stride `ldw_bytes` and at `xb(1) + (piece * kb + t) * 1024`
+    // at `w(1) + t * step_bytes` with stride `row_bytes` and at `xb(1) + (piece * kb + t) * 1024`
     // with stride 64, inside the buffers by the contract (only the blocks `nb`/`mb` name
     // are touched); C loads and stores move 1 KiB tiles within `c`. Tile registers are not
     // used by compiler-generated code, so they keep their values between the `asm!` blocks.
@@ -104,24 +114,30 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
             );
         }
         for t in steps {
-            let (a0, a1) = (w.byte_add(t * 64), w1.wrapping_byte_add(t * 64));
-            // The weight rows' chunk `AMX_PREFETCH` steps on (32 short row streams defeat
-            // the hardware prefetcher); wrapping arithmetic, and a prefetch never faults.
-            for r in 0..16 * nb {
-                let ahead = w.wrapping_byte_add(r * ldw_bytes + (t + AMX_PREFETCH) * 64);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            let (a0, a1) = (
+                w.byte_add(t * step_bytes),
+                w1.wrapping_byte_add(t * step_bytes),
+            );
+            // Row-major weights: each row's chunk `AMX_PREFETCH` steps on (32 short row
+            // streams defeat the hardware prefetcher; wrapping arithmetic, and a prefetch never
+            // faults). Tiled weights are two sequential streams, which it follows.
+            if !tiled {
+                for r in 0..16 * nb {
+                    let ahead = w.wrapping_byte_add(r * row_bytes + (t + AMX_PREFETCH) * 64);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                }
             }
             if nb == 2 {
                 asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
                     "tileloadd tmm5, [{a1} + {s}*1]",
-                    a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) ldw_bytes,
+                    a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) row_bytes,
                     options(nostack, readonly)
                 );
             } else {
                 asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
-                    a0 = in(reg) a0, s = in(reg) ldw_bytes,
+                    a0 = in(reg) a0, s = in(reg) row_bytes,
                     options(nostack, readonly)
                 );
             }
@@ -139,6 +155,16 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
                         b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
                         options(nostack, readonly)
                     ),
+                    // One activation block: odd pieces go to the idle C tiles 1 and 3, so
+                    // each accumulator's chain of dependent products is half as long (the
+                    // caller adds the pairs).
+                    (2, _) if piece % 2 == 1 => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm6",
+                        b0 = in(reg) b0, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
                     (2, _) => asm!(
                         "tileloadd tmm6, [{b0} + {x}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
@@ -152,6 +178,12 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
                         "tileloadd tmm7, [{b1} + {x}*1]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
                         b0 = in(reg) b0, b1 = in(reg) b1, x = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    _ if piece % 2 == 1 => asm!(
+                        "tileloadd tmm6, [{b0} + {x}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        b0 = in(reg) b0, x = in(reg) 64usize,
                         options(nostack, readonly)
                     ),
                     _ => asm!(

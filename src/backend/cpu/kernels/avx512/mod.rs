@@ -10,6 +10,7 @@ mod dot;
 #[cfg(target_arch = "x86_64")]
 mod widen;
 
+use super::column_panel::ColumnPanel;
 use super::cpu_features::{has_avx512_bf16, verified, SimdLevel};
 use super::gemm;
 use crate::backend::cpu::pod::Pod;
@@ -75,6 +76,56 @@ pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool
     {
         false
     }
+}
+
+/// Weight blocks in the tile order of `weights::Bf16Tiles` × a few activation rows (see
+/// [`gemm_panel_tiles`]).
+pub struct TilesPanel<'a> {
+    /// Activations packed by [`gemm::pack`] with the even/odd split, at most
+    /// [`gemm::TILE_M`] rows (`m`), `k` columns.
+    pub xp: &'a [f32],
+    pub m: usize,
+    pub k: usize,
+    /// Whole 16-row blocks of `Bf16Tiles` (`k.div_ceil(32)` steps of 512 u16 each).
+    pub w: &'a [u16],
+    /// Output: `m` rows, the panel's columns (as many as its weight rows).
+    pub out: ColumnPanel<'a>,
+}
+
+/// Runs one panel of tiled bf16 weights against up to [`gemm::TILE_M`] activation rows with
+/// f32 accumulation (the exact path's kernel for decode-sized matmuls over `Bf16Tiles`), each
+/// block read once per activation row, front to back; `false` (nothing done) when `level` is
+/// not AVX-512.
+pub fn gemm_panel_tiles(level: SimdLevel, p: TilesPanel<'_>) -> bool {
+    if verified(level) != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let (m, k) = (p.m, p.k);
+    assert!(m <= gemm::TILE_M, "at most one packed tile of rows");
+    let kb = k.div_ceil(gemm::CHUNK);
+    let block = kb * 16 * gemm::CHUNK;
+    let rows = p.out.width();
+    assert_eq!(p.out.rows(), m, "output is not m rows");
+    assert_eq!(p.w.len(), rows.div_ceil(16) * block, "not whole blocks");
+    assert!(p.xp.len() >= gemm::packed_len(m, k), "packed x too short");
+    let mut out = p.out;
+    #[cfg(target_arch = "x86_64")]
+    for (b, wb) in p.w.chunks_exact(block).enumerate() {
+        let (n0, ni) = (b * 16, (rows - b * 16).min(16));
+        for i in 0..m {
+            // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected); `xp` holds
+            // the packed tile of `m` rows and `kb` chunks (assert above), `i < m`, and `wb` is
+            // one whole block of `kb × 512` u16.
+            let sums = unsafe { widen::tiles_block_row(p.xp.as_ptr(), m, i, kb, wb.as_ptr()) };
+            out.row_mut(i)[n0..n0 + ni].copy_from_slice(&sums[..ni]);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (&mut out, block);
+        return false;
+    }
+    true
 }
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {

@@ -314,3 +314,58 @@ unsafe fn dispatch<const BF16: bool>(r: usize, mt: usize, ops: TileOps) {
         _ => one!(8),
     }
 }
+
+/// How many steps (1 KiB tiles) ahead [`tiles_block_row`] prefetches.
+const TILES_PREFETCH: usize = 8;
+
+/// One block of 16 weight rows in the tile order of `weights::Bf16Tiles` (`kb` steps of 16
+/// rows × 32 bf16, rows 64 bytes apart) against row `i` of a packed tile of `mt` activation
+/// rows ([`gemm::pack`](crate::backend::cpu::kernels::gemm::pack), even/odd split): the 16
+/// dot products, one per weight row. The block is read front to back, one sequential stream.
+///
+/// # Safety
+/// `xp` points at a packed tile of `mt` rows with `kb` chunks (`kb × mt × CHUNK` floats) and
+/// `i < mt`; `w` at `kb × 512` readable u16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub(super) unsafe fn tiles_block_row(
+    xp: *const f32,
+    mt: usize,
+    i: usize,
+    kb: usize,
+    w: *const u16,
+) -> [f32; 16] {
+    let hi = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+    let mut acc = [_mm512_setzero_ps(); 16];
+    for c in 0..kb {
+        // The tile `TILES_PREFETCH` steps on: the hardware prefetcher alone left this
+        // one-stream kernel at ~78 % of the read bandwidth, with this ~95 % (measured on the
+        // decode bench). Wrapping arithmetic, and a prefetch never faults.
+        let ahead = w.wrapping_add((c + TILES_PREFETCH) * 512);
+        for l in 0..16 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(l * 32).cast());
+        }
+        // SAFETY: chunk `c` of row `i` is `CHUNK` floats at `(c * mt + i) * CHUNK` (contract).
+        let (xe, xo) = unsafe {
+            let x = xp.add((c * mt + i) * CHUNK);
+            (_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(16)))
+        };
+        // SAFETY: step `c` is 16 rows of 32 u16 at `c * 512` (contract).
+        let tile = unsafe { w.add(c * 512) };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row `r` of the step, 64 bytes inside the tile.
+            let v = unsafe { _mm512_loadu_si512(tile.add(r * 32).cast()) };
+            let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+            let wo = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+            *a = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, *a));
+        }
+    }
+    let lo = hsum8(std::array::from_fn(|r| acc[r]));
+    let up = hsum8(std::array::from_fn(|r| acc[8 + r]));
+    let mut out = [0f32; 16];
+    // SAFETY: two 8-float stores into a 16-float array.
+    unsafe {
+        _mm256_storeu_ps(out.as_mut_ptr(), lo);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), up);
+    }
+    out
+}
