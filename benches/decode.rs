@@ -82,10 +82,23 @@ fn threads() -> usize {
 }
 
 fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
-    let (n, k) = (4864, 896);
+    let (n, k) = std::env::var("BENCH_GEMV_NK")
+        .ok()
+        .and_then(|v| {
+            let (n, k) = v.split_once(',')?;
+            Some((n.parse().ok()?, k.parse().ok()?))
+        })
+        .unwrap_or((4864, 896));
     let mat = random_bf16(n, k, 7);
     // Several copies so the weights come from memory, not cache.
-    let copies: Vec<Matrix> = (0..64).map(|_| clone_owned(&mat)).collect();
+    // Enough copies (at least 64, 1 GB at most... and beyond the L3 where it is smaller)
+    // that the weights come from memory, not cache.
+    let total: usize = std::env::var("BENCH_GEMV_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let count = total.div_ceil(n * k * 2).max(16);
+    let copies: Vec<Matrix> = (0..count).map(|_| clone_owned(&mat)).collect();
     // The same in AMX tile order, as the backend loads bf16 weights where the exact path runs
     // on AMX.
     let tiled: Vec<Matrix> = if has_amx() {
@@ -429,7 +442,11 @@ fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::err
     };
     let bs = b.info().block_size;
     let decode_steps = 16usize;
-    for conc in [1usize, 16] {
+    let concs: Vec<usize> = match std::env::var("BENCH_CONC") {
+        Ok(c) => c.split(',').filter_map(|c| c.parse().ok()).collect(),
+        Err(_) => vec![1, 16],
+    };
+    for conc in concs {
         // Prefill `conc` sequences of `prompt` tokens in one step.
         let tables: Vec<Vec<u32>> = (0..conc)
             .map(|s| {

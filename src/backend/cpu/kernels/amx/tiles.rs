@@ -5,6 +5,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::{TILES_PREFETCH_L1, TILES_PREFETCH_L2};
+
 /// Loads the AMX tile configuration of [`amx_block`] (palette 1, tiles 0–7 all 16 rows ×
 /// 64 bytes) on this thread.
 ///
@@ -32,7 +34,7 @@ pub unsafe fn amx_release() {
     unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// How many 64-byte column steps ahead the AMX kernel prefetches its weight rows.
+/// How many 64-byte column steps ahead the AMX kernel prefetches its row-major weight rows.
 const AMX_PREFETCH: usize = 4;
 
 /// Operands of one [`amx_block`] call.
@@ -119,9 +121,20 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
                 w1.wrapping_byte_add(t * step_bytes),
             );
             // Row-major weights: each row's chunk `AMX_PREFETCH` steps on (32 short row
-            // streams defeat the hardware prefetcher; wrapping arithmetic, and a prefetch never
-            // faults). Tiled weights are two sequential streams, which it follows.
-            if !tiled {
+            // streams defeat the hardware prefetcher). Tiled weights: each of the two streams
+            // `TILES_PREFETCH_L2` steps on into L2 and `TILES_PREFETCH_L1` on into L1.
+            // Wrapping arithmetic, and a prefetch never faults.
+            if tiled {
+                for h in 0..nb {
+                    let stream = w.wrapping_byte_add(h * half_bytes);
+                    let l2 = stream.wrapping_byte_add((t + TILES_PREFETCH_L2) * step_bytes);
+                    let l1 = stream.wrapping_byte_add((t + TILES_PREFETCH_L1) * step_bytes);
+                    for l in 0..16 {
+                        _mm_prefetch::<_MM_HINT_T1>(l2.wrapping_byte_add(l * 64).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(l1.wrapping_byte_add(l * 64).cast());
+                    }
+                }
+            } else {
                 for r in 0..16 * nb {
                     let ahead = w.wrapping_byte_add(r * row_bytes + (t + AMX_PREFETCH) * 64);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
