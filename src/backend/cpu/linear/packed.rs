@@ -255,7 +255,18 @@ fn run_amx(
         AmxWeights::Tiles(t) => t.rows,
     };
     let total_n: usize = ws.iter().map(n_of).sum();
-    let rows = panel_rows(m, k, total_n, 2, 32);
+    let rows = if m >= amx::AMX_WIDE_MIN_M {
+        // Prefill-sized: one panel per thread, as wide as one row chunk of its weights fits
+        // half an L2 (the kernel goes through the rows in chunks then), so each activation
+        // tile loaded serves many weight blocks (down_proj 896 × 4864 at 2048 rows: 496 →
+        // 624 GFLOP/s, q/k/v-shaped 1152 × 896: 608 → 725; `BENCH_GEMM_M`).
+        let threads = rayon::current_num_threads().max(1);
+        let cols = k.min(amx::AMX_K_CHUNK * 32);
+        let cap = (PANEL_L2_BYTES / (cols * 2)).max(32) / 32 * 32;
+        total_n.div_ceil(threads).next_multiple_of(32).min(cap)
+    } else {
+        panel_rows(m, k, total_n, 2, 32)
+    };
     let mut tasks = Vec::new();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         let n = n_of(w);

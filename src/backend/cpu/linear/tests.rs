@@ -332,6 +332,8 @@ fn exact_amx_matches_f32_reference() {
         (40, 96, 896),
         (100, 50, 4864),
         (333, 64, 96),
+        // Wide panels, rows in chunks (three, the last partial), five activation pairs.
+        (160, 70, 2100),
     ] {
         // Activations over several magnitudes, as after RMSNorm and SiLU.
         let x: Vec<f32> = (0..m * k)
@@ -426,6 +428,7 @@ fn tiled_weights_match_row_major() {
         (16, 70, 130),
         (40, 96, 896),
         (333, 48, 96),
+        (160, 70, 2100),
     ] {
         let x: Vec<f32> = (0..m * k)
             .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])

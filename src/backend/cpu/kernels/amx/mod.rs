@@ -15,6 +15,16 @@ use super::gemm;
 /// Rows and columns of one AMX tile block (16 rows of 64 bytes).
 const AMX_T: usize = 16;
 
+/// Column steps (32 columns each) per chunk of a long row in panels of at least
+/// [`AMX_WIDE_MIN_M`] activation rows (see [`gemm_panel_amx`]).
+pub const AMX_K_CHUNK: usize = 32;
+
+/// Fewest activation rows for which the AMX path goes through long rows in chunks and takes
+/// wide panels (`linear::packed`): below it the activation tiles are few and the narrower
+/// panels of one pass over the rows were as fast or faster (64 rows) on the decode bench's
+/// `BENCH_GEMM_M` runs.
+pub const AMX_WIDE_MIN_M: usize = 128;
+
 /// Fewest 16-row activation blocks for which the AMX kernel copies misaligned weights.
 const AMX_ALIGN_MIN_BLOCKS: usize = 4;
 
@@ -108,93 +118,112 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     // Column steps per pass: an activation pair's tiles of one pass (2 × pieces × steps KiB)
     // stay in L1 while every weight block of the panel streams past them from L2.
     let steps = if mbs == 1 { kb } else { (12 / pieces).max(1) };
-    // The four C tiles of every weight block, kept between passes (64-byte aligned too).
-    let acc = gemm::aligned64(&mut scratch.1, nblocks * 4 * AMX_T * AMX_T);
+    // With many activation rows, long rows go in chunks of `AMX_K_CHUNK` column steps, every
+    // pair through one chunk before the next, so the panel's weights of one chunk stay in L2
+    // while the pairs stream past (a pair's tiles of a whole row, with three terms, are
+    // ~0.9 MiB at k = 4864); the caller sizes the panel for that.
+    let chunk = if m >= AMX_WIDE_MIN_M {
+        AMX_K_CHUNK.min(kb)
+    } else {
+        kb
+    };
+    // The four C tiles of every weight block (of every pair, with several chunks), kept
+    // between passes (64-byte aligned too).
+    let per_pair = nblocks * 4 * AMX_T * AMX_T;
+    let pairs = if chunk < kb { mbs.div_ceil(2) } else { 1 };
+    let acc_all = gemm::aligned64(&mut scratch.1, pairs * per_pair);
     let mut t = [[0f32; AMX_T]; AMX_T];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
     unsafe {
         tiles::amx_config()
     };
-    for mb0 in (0..mbs).step_by(2) {
-        let mb = (mbs - mb0).min(2);
-        let xb = &p.xp[mb0 * block_u16..];
-        assert!(xb.len() >= mb * block_u16);
-        for t0 in (0..kb).step_by(steps) {
-            let t1 = (t0 + steps).min(kb);
-            for (bi, c) in acc.chunks_exact_mut(4 * AMX_T * AMX_T).enumerate() {
-                let n0 = bi * 2 * AMX_T;
-                let nb = (rows - n0).div_ceil(AMX_T).min(2);
-                // Where the block starts, tile rows apart, steps apart, and its second tile.
-                let (wb, row_bytes, step_bytes, half_bytes) = if p.tiled {
-                    let block = kb * 2 * AMX_T * AMX_T; // u16 of one 16-row block
-                    let wb = &w[2 * bi * block..];
-                    assert!(wb.len() >= nb * block);
-                    (wb, 64, 2 * AMX_T * AMX_T * 2, block * 2)
-                } else {
-                    let wb = &w[n0 * ldw..];
-                    assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
-                    (wb, ldw * 2, 64, AMX_T * ldw * 2)
-                };
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
-                // `amx_config` ran on this thread above (nothing between releases the tiles).
-                // Bounds: row-major, `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each
-                // with `kb * 32` readable u16; tiled, `nb` blocks of `kb` 1 KiB tiles (the
-                // asserts above); `xb` holds `mb` packed blocks of
-                // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds four 16 × 16 f32
-                // tiles (1024 floats).
-                unsafe {
-                    tiles::amx_block(
-                        tiles::AmxBlock {
-                            nb,
-                            mb,
-                            w: wb.as_ptr(),
-                            row_bytes,
-                            step_bytes,
-                            half_bytes,
-                            tiled: p.tiled,
-                            xb: xb.as_ptr(),
-                            kb,
-                            pieces,
-                            steps: t0..t1,
-                        },
-                        c.as_mut_ptr(),
-                    );
+    for k0 in (0..kb).step_by(chunk) {
+        let k1 = (k0 + chunk).min(kb);
+        for (pair, mb0) in (0..mbs).step_by(2).enumerate() {
+            let mb = (mbs - mb0).min(2);
+            let xb = &p.xp[mb0 * block_u16..];
+            assert!(xb.len() >= mb * block_u16);
+            let acc = &mut acc_all[(pair % pairs) * per_pair..][..per_pair];
+            for t0 in (k0..k1).step_by(steps) {
+                let t1 = (t0 + steps).min(k1);
+                for (bi, c) in acc.chunks_exact_mut(4 * AMX_T * AMX_T).enumerate() {
+                    let n0 = bi * 2 * AMX_T;
+                    let nb = (rows - n0).div_ceil(AMX_T).min(2);
+                    // Where the block starts, tile rows apart, steps apart, and its second tile.
+                    let (wb, row_bytes, step_bytes, half_bytes) = if p.tiled {
+                        let block = kb * 2 * AMX_T * AMX_T; // u16 of one 16-row block
+                        let wb = &w[2 * bi * block..];
+                        assert!(wb.len() >= nb * block);
+                        (wb, 64, 2 * AMX_T * AMX_T * 2, block * 2)
+                    } else {
+                        let wb = &w[n0 * ldw..];
+                        assert!(wb.len() >= (nb * AMX_T - 1) * ldw + kp);
+                        (wb, ldw * 2, 64, AMX_T * ldw * 2)
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and
+                    // `amx_config` ran on this thread above (nothing between releases the tiles).
+                    // Bounds: row-major, `wb` holds `nb` blocks of 16 rows, `ldw` u16 apart, each
+                    // with `kb * 32` readable u16; tiled, `nb` blocks of `kb` 1 KiB tiles (the
+                    // asserts above); `xb` holds `mb` packed blocks of
+                    // `pieces * kb` 16 × 32 tiles (the assert above); `c` holds four 16 × 16 f32
+                    // tiles (1024 floats).
+                    unsafe {
+                        tiles::amx_block(
+                            tiles::AmxBlock {
+                                nb,
+                                mb,
+                                w: wb.as_ptr(),
+                                row_bytes,
+                                step_bytes,
+                                half_bytes,
+                                tiled: p.tiled,
+                                xb: xb.as_ptr(),
+                                kb,
+                                pieces,
+                                steps: t0..t1,
+                            },
+                            c.as_mut_ptr(),
+                        );
+                    }
                 }
             }
-        }
-        if mb == 1 && pieces > 1 {
-            // The odd pieces' products, accumulated in C tiles 1 and 3 (see `amx_block`).
-            for c in acc.chunks_exact_mut(4 * AMX_T * AMX_T) {
-                let (t0, rest) = c.split_at_mut(AMX_T * AMX_T);
-                let (t1, rest) = rest.split_at_mut(AMX_T * AMX_T);
-                let (t2, t3) = rest.split_at_mut(AMX_T * AMX_T);
-                t0.iter_mut().zip(&*t1).for_each(|(a, b)| *a += b);
-                t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
+            if k1 < kb {
+                continue;
             }
-        }
-        for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {
-            let n0 = bi * 2 * AMX_T;
-            let nr = (rows - n0).min(2 * AMX_T);
-            for bj in 0..mb {
-                let m0 = (mb0 + bj) * AMX_T;
-                for bi2 in 0..nr.div_ceil(AMX_T) {
-                    let ni = AMX_T.min(nr - bi2 * AMX_T);
-                    let n = n0 + bi2 * AMX_T;
-                    let tile: &[f32; AMX_T * AMX_T] = c[(bi2 * 2 + bj) * AMX_T * AMX_T..]
-                        [..AMX_T * AMX_T]
-                        .try_into()
-                        .expect("tile is 256 floats");
-                    transpose16(tile, &mut t);
-                    for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
-                        let row = &mut out.row_mut(m0 + j)[n..n + ni];
-                        if ni == AMX_T {
-                            // Fixed length: inline vector moves, not a `memmove` call.
-                            let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
-                            *dst = *col;
-                        } else {
-                            row.copy_from_slice(&col[..ni]);
+            if mb == 1 && pieces > 1 {
+                // The odd pieces' products, accumulated in C tiles 1 and 3 (see `amx_block`).
+                for c in acc.chunks_exact_mut(4 * AMX_T * AMX_T) {
+                    let (t0, rest) = c.split_at_mut(AMX_T * AMX_T);
+                    let (t1, rest) = rest.split_at_mut(AMX_T * AMX_T);
+                    let (t2, t3) = rest.split_at_mut(AMX_T * AMX_T);
+                    t0.iter_mut().zip(&*t1).for_each(|(a, b)| *a += b);
+                    t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
+                }
+            }
+            for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {
+                let n0 = bi * 2 * AMX_T;
+                let nr = (rows - n0).min(2 * AMX_T);
+                for bj in 0..mb {
+                    let m0 = (mb0 + bj) * AMX_T;
+                    for bi2 in 0..nr.div_ceil(AMX_T) {
+                        let ni = AMX_T.min(nr - bi2 * AMX_T);
+                        let n = n0 + bi2 * AMX_T;
+                        let tile: &[f32; AMX_T * AMX_T] = c[(bi2 * 2 + bj) * AMX_T * AMX_T..]
+                            [..AMX_T * AMX_T]
+                            .try_into()
+                            .expect("tile is 256 floats");
+                        transpose16(tile, &mut t);
+                        for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
+                            let row = &mut out.row_mut(m0 + j)[n..n + ni];
+                            if ni == AMX_T {
+                                // Fixed length: inline vector moves, not a `memmove` call.
+                                let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
+                                *dst = *col;
+                            } else {
+                                row.copy_from_slice(&col[..ni]);
+                            }
                         }
                     }
                 }
