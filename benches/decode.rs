@@ -82,17 +82,10 @@ fn threads() -> usize {
 }
 
 fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
-    let (n, k) = std::env::var("BENCH_GEMV_NK")
-        .ok()
-        .and_then(|v| {
-            let (n, k) = v.split_once(',')?;
-            Some((n.parse().ok()?, k.parse().ok()?))
-        })
-        .unwrap_or((4864, 896));
+    let (n, k) = env_nk("BENCH_GEMV_NK");
     let mat = random_bf16(n, k, 7);
-    // Several copies so the weights come from memory, not cache.
-    // Enough copies (at least 64, 1 GB at most... and beyond the L3 where it is smaller)
-    // that the weights come from memory, not cache.
+    // Copies of `BENCH_GEMV_BYTES` in all (default 1 GiB, at least 16) cycled, so the
+    // weights come from memory, not cache.
     let total: usize = std::env::var("BENCH_GEMV_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -167,6 +160,17 @@ fn random_bf16(n: usize, k: usize, seed: u64) -> Matrix {
 }
 
 /// `m × k` activations with a fixed pattern of small values.
+/// The weight shape `n,k` from environment variable `name`, default 4864 × 896 (gate_proj).
+fn env_nk(name: &str) -> (usize, usize) {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| {
+            let (n, k) = v.split_once(',')?;
+            Some((n.parse().ok()?, k.parse().ok()?))
+        })
+        .unwrap_or((4864, 896))
+}
+
 fn activations(m: usize, k: usize) -> Vec<f32> {
     (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect()
 }
@@ -175,13 +179,7 @@ fn activations(m: usize, k: usize) -> Vec<f32> {
 /// (`BENCH_GEMM_NK=n,k`, default 4864,896), for about two seconds per
 /// path (a steady loop to profile).
 fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
-    let (n, k) = std::env::var("BENCH_GEMM_NK")
-        .ok()
-        .and_then(|v| {
-            let (n, k) = v.split_once(',')?;
-            Some((n.parse().ok()?, k.parse().ok()?))
-        })
-        .unwrap_or((4864, 896));
+    let (n, k) = env_nk("BENCH_GEMM_NK");
     let (mat, x) = (random_bf16(n, k, 7), activations(m, k));
     let mut out = vec![0f32; m * n];
     let paths = [

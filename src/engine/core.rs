@@ -368,6 +368,7 @@ impl Engine {
         let mut sampled = Vec::new();
         let mut stops = Vec::new();
         let mut stuck = Vec::new();
+        let mut closed = Vec::new();
         for (i, s) in plan.seqs.iter().enumerate() {
             if !s.want_logits {
                 continue;
@@ -388,6 +389,12 @@ impl Engine {
                         .chain(&live.req.stop_token_ids)
                         .copied()
                         .collect();
+                    if state.is_complete() && ends.is_empty() {
+                        // The object is closed and nothing may follow it, but this model has
+                        // no EOS (nor stop ids) to end on: the output is finished.
+                        closed.push(s.id);
+                        continue;
+                    }
                     if !mode.0.mask(state, &ends, &mut m) {
                         // (No EOS known, or a vocabulary without the characters needed.)
                         stuck.push(s.id);
@@ -426,6 +433,9 @@ impl Engine {
                 id,
                 Finish::Error("JSON mode: no token can continue the output".into()),
             );
+        }
+        for id in closed {
+            self.end(id, Finish::Stop);
         }
         let events = self.scheduler.complete(&plan, &sampled);
         self.dispatch(events);
@@ -599,6 +609,40 @@ mod tests {
             matches!(&finish, Finish::Error(m) if m.contains("JSON mode")),
             "{finish:?}"
         );
+        let st = h.status();
+        assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+    }
+
+    /// A JSON-mode request on a model without EOS (and no stop ids) stops once its object is
+    /// closed (found by schemathesis: it used to end with "no token can continue", a 500).
+    #[test]
+    fn json_mode_without_eos_stops_when_the_object_closes() {
+        let h = crate::engine::test_support::engine_on(Box::new(
+            crate::engine::test_support::mock(16, 8),
+        ));
+        // Every token is the whole object, so the first one closes it.
+        let texts = vec![b"{}".to_vec(); 16];
+        let mut sub = h
+            .submit(GenRequest {
+                prompt: vec![1, 2, 3, 4, 5],
+                max_new_tokens: 8,
+                sampling: Default::default(),
+                stop_token_ids: Vec::new(),
+                ignore_eos: false,
+                top_logprobs: None,
+                priority: 3,
+                json: Some(JsonMode(JsonConstraint::new(texts))),
+            })
+            .expect("submit");
+        let mut tokens = 0;
+        let finish = loop {
+            match sub.events.blocking_recv().expect("an end") {
+                TokenEvent::Token { .. } => tokens += 1,
+                TokenEvent::Finished { finish, .. } => break finish,
+            }
+        };
+        assert_eq!(tokens, 1, "the closing token, then the end");
+        assert!(matches!(finish, Finish::Stop), "{finish:?}");
         let st = h.status();
         assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
     }

@@ -114,6 +114,11 @@ pub const TILE_COLS: usize = 32;
 /// Elements of one step of one block of [`Bf16Tiles`].
 pub const TILE_STEP: usize = TILE_ROWS * TILE_COLS;
 
+/// Where row `r`'s values of column step `t` start in [`Bf16Tiles`] data of `steps` steps.
+fn tile_offset(steps: usize, r: usize, t: usize) -> usize {
+    ((r / TILE_ROWS) * steps + t) * TILE_STEP + (r % TILE_ROWS) * TILE_COLS
+}
+
 impl Bf16Tiles {
     /// Rearranges row-major `rows × cols` bf16 values.
     pub fn from_rows(src: &[u16], rows: usize, cols: usize) -> Self {
@@ -124,9 +129,8 @@ impl Bf16Tiles {
             let dst = super::kernels::gemm::aligned64(&mut data, blocks * steps * TILE_STEP);
             dst.fill(0);
             for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
-                let (b, i) = (r / TILE_ROWS, r % TILE_ROWS);
                 for (t, chunk) in row.chunks(TILE_COLS).enumerate() {
-                    let at = (b * steps + t) * TILE_STEP + i * TILE_COLS;
+                    let at = tile_offset(steps, r, t);
                     dst[at..at + chunk.len()].copy_from_slice(chunk);
                 }
             }
@@ -158,11 +162,9 @@ impl Bf16Tiles {
 
     /// Row `r` in row-major order, into `out` (`cols` values).
     pub fn row_into(&self, r: usize, out: &mut [u16]) {
-        let steps = self.steps();
-        let (b, i) = (r / TILE_ROWS, r % TILE_ROWS);
         let data = self.data.as_slice();
         for (t, chunk) in out[..self.cols].chunks_mut(TILE_COLS).enumerate() {
-            let at = (b * steps + t) * TILE_STEP + i * TILE_COLS;
+            let at = tile_offset(self.steps(), r, t);
             chunk.copy_from_slice(&data[at..at + chunk.len()]);
         }
     }
@@ -231,26 +233,16 @@ impl Matrix {
     /// data already is (or is not bf16), else an owned, aligned copy. Safetensors data is only
     /// 8-byte aligned, so most mapped files need the copy. Returns the bytes copied.
     pub fn tile_aligned(self) -> (Self, usize) {
-        if let WeightData::Bf16Tiles(_) = self.data {
-            return (self, 0);
-        }
         match &self.data {
             WeightData::Bf16(b) if !(b.as_slice().as_ptr() as usize).is_multiple_of(64) => {
                 let copy = b.aligned_copy();
                 let bytes = copy.as_slice().len() * 2;
-                let m = Matrix {
-                    rows: self.rows,
-                    cols: self.cols,
-                    data: WeightData::Bf16(copy),
-                };
-                (m, bytes)
+                (self.with(WeightData::Bf16(copy)), bytes)
             }
             _ => (self, 0),
         }
     }
-}
 
-impl Matrix {
     /// This matrix with bf16 data in AMX tile order ([`Bf16Tiles`]), which the AMX kernel
     /// streams from memory front to back (row-major rows give it 32 interleaved streams that
     /// the hardware prefetcher follows poorly); other dtypes unchanged. Returns the bytes
@@ -260,14 +252,18 @@ impl Matrix {
             WeightData::Bf16(b) => {
                 let t = Bf16Tiles::from_rows(b.as_slice(), self.rows, self.cols);
                 let bytes = t.data.as_slice().len() * 2;
-                let m = Matrix {
-                    rows: self.rows,
-                    cols: self.cols,
-                    data: WeightData::Bf16Tiles(t),
-                };
-                (m, bytes)
+                (self.with(WeightData::Bf16Tiles(t)), bytes)
             }
             _ => (self, 0),
+        }
+    }
+
+    /// The same shape with other data.
+    fn with(&self, data: WeightData) -> Self {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The AVX-512 path of the linear layers: activations packed once per matmul
 //! (`kernels::gemm`), the weight-row panels of all weights of one input spread over the pool,
 //! each run by an AVX-512 kernel (`kernels::avx512`) into a transposed buffer, or by the AMX
-//! kernel (`kernels::amx`) straight into its columns of the outputs.
+//! kernel (`kernels::amx`) straight into its columns of the outputs. Weights in AMX tile order
+//! (`weights::Bf16Tiles`, the model's where the exact path runs on AMX) go to the AMX kernel, or
+//! for one activation row to the AVX-512 one-row kernel over tile order, which write their
+//! columns directly too.
 
 use rayon::prelude::*;
 

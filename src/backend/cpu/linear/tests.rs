@@ -324,7 +324,6 @@ fn exact_amx_matches_f32_reference() {
         println!("no AMX-BF16 at {level:?} (or no OS permission): checked the exact path there");
     }
     let mut rng = crate::engine::sampler::Rng::new(0x1234_5678);
-    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
     for &(m, n, k) in &[
         (16, 1, 1),
         (16, 33, 31),
@@ -335,21 +334,11 @@ fn exact_amx_matches_f32_reference() {
         // Wide panels, rows in chunks (three, the last partial), five activation pairs.
         (160, 70, 2100),
     ] {
-        // Activations over several magnitudes, as after RMSNorm and SiLU.
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])
-            .collect();
-        let wb: Vec<u16> = (0..n * k)
-            .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
-            .collect();
-        let wr: Vec<f64> = wb
-            .iter()
-            .map(|&b| crate::backend::cpu::kernels::bf16_to_f32(b) as f64)
-            .collect();
+        let (x, wb) = exact_case(&mut rng, m, n, k);
         let mat = Matrix {
             rows: n,
             cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
+            data: WeightData::Bf16(Buf::Owned(Arc::new(wb.clone()))),
         };
         let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
         if have_amx {
@@ -367,21 +356,48 @@ fn exact_amx_matches_f32_reference() {
             matmul(level, &x, m, &mat, &mut exact);
             runs.push(("exact", exact));
         }
-        for i in 0..m {
-            for j in 0..n {
-                let row = &x[i * k..(i + 1) * k];
-                let w = &wr[j * k..(j + 1) * k];
-                let want: f64 = row.iter().zip(w).map(|(a, b)| *a as f64 * b).sum();
-                let mag: f64 = row.iter().zip(w).map(|(a, b)| (*a as f64 * b).abs()).sum();
-                let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
-                for (name, y) in &runs {
-                    let a = y[i * n + j] as f64;
-                    assert!(
-                        (a - want).abs() <= tol,
-                        "{name} m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
-                    );
-                }
-            }
+        for (name, y) in &runs {
+            assert_exact(name, &x, &wb, (m, n, k), y);
+        }
+    }
+}
+
+/// Activations over several magnitudes (as after RMSNorm and SiLU) and bf16 weights for an
+/// exact-path case of `m × k` by `n × k`.
+fn exact_case(
+    rng: &mut crate::engine::sampler::Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<u16>) {
+    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])
+        .collect();
+    let wb: Vec<u16> = (0..n * k)
+        .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
+        .collect();
+    (x, wb)
+}
+
+/// `y` (`m × n`) is `x · wbᵀ` within the tolerance of an f32 dot product of an f64 reference.
+fn assert_exact(name: &str, x: &[f32], wb: &[u16], (m, n, k): (usize, usize, usize), y: &[f32]) {
+    let wr: Vec<f64> = wb
+        .iter()
+        .map(|&b| crate::backend::cpu::kernels::bf16_to_f32(b) as f64)
+        .collect();
+    for i in 0..m {
+        for j in 0..n {
+            let row = &x[i * k..(i + 1) * k];
+            let w = &wr[j * k..(j + 1) * k];
+            let want: f64 = row.iter().zip(w).map(|(a, b)| *a as f64 * b).sum();
+            let mag: f64 = row.iter().zip(w).map(|(a, b)| (*a as f64 * b).abs()).sum();
+            let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
+            let a = y[i * n + j] as f64;
+            assert!(
+                (a - want).abs() <= tol,
+                "{name} m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
+            );
         }
     }
 }
@@ -417,7 +433,6 @@ fn bf16_dot_off_is_the_exact_path() {
 fn tiled_weights_match_row_major() {
     let level = simd_level();
     let mut rng = crate::engine::sampler::Rng::new(0x7e57_711e);
-    let mut rnd = move || (rng.next_f64() * 2.0 - 1.0) as f32;
     for &(m, n, k) in &[
         (1, 1, 1),
         (1, 70, 130),
@@ -430,12 +445,7 @@ fn tiled_weights_match_row_major() {
         (333, 48, 96),
         (160, 70, 2100),
     ] {
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| rnd() * [1e-3f32, 1.0, 37.0][i % 3])
-            .collect();
-        let wb: Vec<u16> = (0..n * k)
-            .map(|_| crate::backend::cpu::kernels::f32_to_bf16(rnd() * 0.5))
-            .collect();
+        let (x, wb) = exact_case(&mut rng, m, n, k);
         let rows = Matrix {
             rows: n,
             cols: k,
@@ -449,23 +459,7 @@ fn tiled_weights_match_row_major() {
         );
         let mut got = vec![0f32; m * n];
         matmul(level, &x, m, &tiled, &mut got);
-        for i in 0..m {
-            for j in 0..n {
-                let row = &x[i * k..(i + 1) * k];
-                let w = &wb[j * k..(j + 1) * k];
-                let prod = |(a, b): (&f32, &u16)| {
-                    *a as f64 * crate::backend::cpu::kernels::bf16_to_f32(*b) as f64
-                };
-                let want: f64 = row.iter().zip(w).map(prod).sum();
-                let mag: f64 = row.iter().zip(w).map(|p| prod(p).abs()).sum();
-                let tol = 1e-30 + mag * 4.0 * f32::EPSILON as f64;
-                let a = got[i * n + j] as f64;
-                assert!(
-                    (a - want).abs() <= tol,
-                    "tiled m{m} n{n} k{k} ({i},{j}): {a} vs {want} (tol {tol})"
-                );
-            }
-        }
+        assert_exact("tiled", &x, &wb, (m, n, k), &got);
         if has_amx() && level == SimdLevel::Avx512 && m >= BF16_DOT_MIN_M {
             for dot in [Dot::Fast, Dot::Fine] {
                 let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);

@@ -49,15 +49,20 @@ pub struct AmxPanel<'a> {
 
 /// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
 /// accumulation) over activations packed by [`gemm::pack_amx`]; every piece of a
-/// value multiplies the same weight tile into the same accumulator, so with 3 pieces the sum
-/// is the f32 activation's product, and with 1 the bf16-rounded one's.
+/// value multiplies the same weight tile, so with 3 pieces the sum is the f32 activation's
+/// product, and with 1 the bf16-rounded one's (with one activation block, odd pieces
+/// accumulate in the otherwise idle C tiles and are added at the end: shorter chains of
+/// dependent tile products).
 ///
 /// Blocking: blocks of 32 weight rows × 32 activation rows accumulate in four 16 × 16 tiles.
 /// For each pair of activation blocks, the columns go in passes of a few 32-column steps whose
 /// activation tiles stay in L1 while every weight block of the panel streams past from L2; the
 /// C tiles wait in an aligned buffer between passes, and finished ones are transposed in
-/// registers straight into the panel's columns of the output. Weight rows are read in place
-/// when they are 64-byte aligned whole blocks, else from an aligned, zero-padded copy.
+/// registers straight into the panel's columns of the output. From [`AMX_WIDE_MIN_M`] rows
+/// the columns go in chunks of [`AMX_K_CHUNK`] steps, all pairs through one chunk before the
+/// next (each pair's C tiles kept), so a wide panel's weights of one chunk stay in L2. Weights
+/// in tile order (`tiled`) are read in place; row-major rows in place when they are 64-byte
+/// aligned whole blocks, else from an aligned, zero-padded copy.
 /// `false` (nothing done) when AMX is unavailable.
 pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     if !has_amx() || p.k == 0 || p.m == 0 {
