@@ -74,10 +74,23 @@ async fn stop_service_graceful_and_force() {
     );
 }
 
+/// A fresh home whose port (`addr` of it) this test holds. A port picked free can be taken
+/// by a parallel test before the bind, so a few homes are tried.
+fn home_holding(addr: fn(&Home) -> std::net::SocketAddr) -> (Home, std::net::TcpListener) {
+    let mut last = None;
+    for _ in 0..20 {
+        let home = Home::new();
+        match std::net::TcpListener::bind(addr(&home)) {
+            Ok(l) => return (home, l),
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no free port to hold: {last:?}");
+}
+
 #[test]
 fn port_conflict_fails_the_start_naming_ip_port() {
-    let home = Home::new();
-    let _holder = std::net::TcpListener::bind(home.business()).unwrap();
+    let (home, _holder) = home_holding(Home::business);
     home.write();
     let (st, _out, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
@@ -91,8 +104,7 @@ fn port_conflict_fails_the_start_naming_ip_port() {
         "short message: {err}"
     );
 
-    let home = Home::new();
-    let _holder = std::net::TcpListener::bind(home.metrics()).unwrap();
+    let (home, _holder) = home_holding(Home::metrics);
     home.write();
     let (st, _, err) = home.run_to_exit(&[], &[]);
     assert!(!st.success());
