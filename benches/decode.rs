@@ -106,6 +106,8 @@ fn gemv_bench(pool: &rayon::ThreadPool, bw: f64) {
     // so the kernel's arithmetic rate shows.
     let cases = [
         (1usize, false, false),
+        (2, false, false),
+        (3, false, false),
         (4, false, false),
         (16, false, false),
         (16, true, false),

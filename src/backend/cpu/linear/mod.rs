@@ -102,8 +102,9 @@ pub const AMX_EXACT_MIN_M: usize = 16;
 /// exact path runs the AVX-512 one-row kernel instead of the AMX tiles: batch-1 decode, where
 /// it reads the weights at ~95 % of the bandwidth without paying for 16 tile rows of
 /// arithmetic. It streams each block once per activation row, so from 2 rows the AMX kernel,
-/// whose time hardly depends on the rows, is as fast (4 rows: 571 µs vs ~470 µs on
-/// 4864 × 896, `cargo bench --bench decode -- quick`).
+/// whose time hardly depends on the rows, is as fast or faster (4864 × 896 from memory,
+/// `cargo bench --bench decode -- quick`: 2 rows 421–435 µs vs 409–411 µs on AMX, 4 rows
+/// 518–530 µs vs 408–415 µs).
 pub const TILES_ROW_KERNEL_MAX_M: usize = 1;
 
 /// The exact path's AMX switch: one per process, since the step API carries only the kernel
