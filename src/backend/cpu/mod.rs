@@ -188,7 +188,11 @@ impl CpuBackend {
             why.is_none()
         };
         let dot_tag = match (bf16_dot, kernels::has_amx()) {
-            (false, true) if model.dtype == DType::BF16 && opts.knobs.amx => ", amx-exact",
+            (false, true)
+                if model.dtype == DType::BF16 && opts.knobs.amx && level == SimdLevel::Avx512 =>
+            {
+                ", amx-exact"
+            }
             (false, _) => "",
             (true, true) => ", bf16-dot (amx)",
             (true, false) => {
