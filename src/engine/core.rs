@@ -577,14 +577,13 @@ mod tests {
     use crate::engine::json_mode::{JsonConstraint, JsonMode};
     use crate::engine::EngineMonitor;
 
-    /// A JSON-mode request whose vocabulary cannot start an object ends with an error, not a
-    /// garbage token, and its blocks come back.
-    #[test]
-    fn json_mode_with_nothing_allowed_ends_with_an_error_and_frees_blocks() {
+    /// Runs one JSON-mode request over the mock model (no EOS) whose 16 tokens all have the
+    /// text `text`; returns the tokens streamed, how it finished, and whether every KV block
+    /// came back.
+    fn json_run(text: &[u8]) -> (usize, Finish, bool) {
         let h = crate::engine::test_support::engine_on(Box::new(
             crate::engine::test_support::mock(16, 8),
         ));
-        let texts = vec![b"x".to_vec(); 16];
         let mut sub = h
             .submit(GenRequest {
                 prompt: vec![1, 2, 3, 4, 5],
@@ -594,7 +593,7 @@ mod tests {
                 ignore_eos: false,
                 top_logprobs: None,
                 priority: 3,
-                json: Some(JsonMode(JsonConstraint::new(texts))),
+                json: Some(JsonMode(JsonConstraint::new(vec![text.to_vec(); 16]))),
             })
             .expect("submit");
         let mut tokens = 0;
@@ -604,46 +603,31 @@ mod tests {
                 TokenEvent::Finished { finish, .. } => break finish,
             }
         };
+        let st = h.status();
+        (tokens, finish, st.free_npu_blocks == st.total_npu_blocks)
+    }
+
+    /// A JSON-mode request whose vocabulary cannot start an object ends with an error, not a
+    /// garbage token, and its blocks come back.
+    #[test]
+    fn json_mode_with_nothing_allowed_ends_with_an_error_and_frees_blocks() {
+        let (tokens, finish, freed) = json_run(b"x");
         assert_eq!(tokens, 0);
         assert!(
             matches!(&finish, Finish::Error(m) if m.contains("JSON mode")),
             "{finish:?}"
         );
-        let st = h.status();
-        assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+        assert!(freed, "every KV block back");
     }
 
     /// A JSON-mode request on a model without EOS (and no stop ids) stops once its object is
     /// closed (found by schemathesis: it used to end with "no token can continue", a 500).
     #[test]
     fn json_mode_without_eos_stops_when_the_object_closes() {
-        let h = crate::engine::test_support::engine_on(Box::new(
-            crate::engine::test_support::mock(16, 8),
-        ));
         // Every token is the whole object, so the first one closes it.
-        let texts = vec![b"{}".to_vec(); 16];
-        let mut sub = h
-            .submit(GenRequest {
-                prompt: vec![1, 2, 3, 4, 5],
-                max_new_tokens: 8,
-                sampling: Default::default(),
-                stop_token_ids: Vec::new(),
-                ignore_eos: false,
-                top_logprobs: None,
-                priority: 3,
-                json: Some(JsonMode(JsonConstraint::new(texts))),
-            })
-            .expect("submit");
-        let mut tokens = 0;
-        let finish = loop {
-            match sub.events.blocking_recv().expect("an end") {
-                TokenEvent::Token { .. } => tokens += 1,
-                TokenEvent::Finished { finish, .. } => break finish,
-            }
-        };
+        let (tokens, finish, freed) = json_run(b"{}");
         assert_eq!(tokens, 1, "the closing token, then the end");
         assert!(matches!(finish, Finish::Stop), "{finish:?}");
-        let st = h.status();
-        assert_eq!(st.free_npu_blocks, st.total_npu_blocks, "{st:?}");
+        assert!(freed, "every KV block back");
     }
 }

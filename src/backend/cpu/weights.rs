@@ -160,12 +160,29 @@ impl Bf16Tiles {
         &self.data.as_slice()[r0 / TILE_ROWS * per..r1.div_ceil(TILE_ROWS) * per]
     }
 
+    /// Consecutive panels of `rows` rows (a multiple of [`TILE_ROWS`]; the last may be
+    /// shorter), each its blocks' contiguous data.
+    pub fn panels(&self, rows: usize) -> impl Iterator<Item = &[u16]> {
+        (0..self.rows)
+            .step_by(rows)
+            .map(move |r0| self.block_slice(r0, (r0 + rows).min(self.rows)))
+    }
+
     /// Row `r` in row-major order, into `out` (`cols` values).
     pub fn row_into(&self, r: usize, out: &mut [u16]) {
         let data = self.data.as_slice();
         for (t, chunk) in out[..self.cols].chunks_mut(TILE_COLS).enumerate() {
             let at = tile_offset(self.steps(), r, t);
             chunk.copy_from_slice(&data[at..at + chunk.len()]);
+        }
+    }
+
+    /// The matrix in row-major order again, as a bf16 [`Matrix`].
+    pub fn to_matrix(&self) -> Matrix {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(self.to_rows()))),
         }
     }
 
@@ -193,9 +210,7 @@ impl WeightData {
     /// that are not matmul kernels).
     pub fn row_major(&self) -> std::borrow::Cow<'_, WeightData> {
         match self {
-            WeightData::Bf16Tiles(t) => {
-                std::borrow::Cow::Owned(WeightData::Bf16(Buf::Owned(Arc::new(t.to_rows()))))
-            }
+            WeightData::Bf16Tiles(t) => std::borrow::Cow::Owned(t.to_matrix().data),
             other => std::borrow::Cow::Borrowed(other),
         }
     }

@@ -49,15 +49,6 @@ pub(super) fn matmul_packed(
     if tiled.len() == ws.len() {
         return matmul_tiles(level, dot, x, m, &tiled, outs);
     }
-    if !tiled.is_empty() {
-        // Tiled and row-major weights together (not made by the model loader): one by one.
-        for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            if !matmul_packed(level, dot, x, m, &[w], &mut [&mut **out]) {
-                return false;
-            }
-        }
-        return true;
-    }
     let bf16: Option<Vec<&[u16]>> = ws
         .iter()
         .map(|w| match &w.data {
@@ -180,16 +171,7 @@ fn matmul_tiles(
     if m > gemm::TILE_M {
         // More rows than one packed tile and no AMX (tiles are made only where it runs):
         // the row-major path on a copy.
-        let rows: Vec<Matrix> = ws
-            .iter()
-            .map(|t| Matrix {
-                rows: t.rows,
-                cols: t.cols,
-                data: WeightData::Bf16(crate::backend::cpu::weights::Buf::Owned(
-                    std::sync::Arc::new(t.to_rows()),
-                )),
-            })
-            .collect();
+        let rows: Vec<Matrix> = ws.iter().map(|t| t.to_matrix()).collect();
         let refs: Vec<&Matrix> = rows.iter().collect();
         return matmul_packed(level, Dot::Exact, x, m, &refs, outs);
     }
@@ -229,10 +211,7 @@ fn tile_panels<'a>(
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         let n = w.rows;
         let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
-        let slices = (0..n)
-            .step_by(rows)
-            .map(|n0| w.block_slice(n0, (n0 + rows).min(n)));
-        tasks.extend(slices.zip(split_columns(out, n, widths)));
+        tasks.extend(w.panels(rows).zip(split_columns(out, n, widths)));
     }
     tasks
 }
@@ -277,12 +256,7 @@ fn run_amx(
         let cols = split_columns(out, n, widths);
         match w {
             AmxWeights::Rows(w) => tasks.extend(w.chunks(rows * k).map(|w| (w, false)).zip(cols)),
-            AmxWeights::Tiles(t) => tasks.extend(
-                (0..n)
-                    .step_by(rows)
-                    .map(|n0| (t.block_slice(n0, (n0 + rows).min(n)), true))
-                    .zip(cols),
-            ),
+            AmxWeights::Tiles(t) => tasks.extend(t.panels(rows).map(|w| (w, true)).zip(cols)),
         }
     }
     tasks.into_par_iter().for_each(|((w, tiled), out)| {
