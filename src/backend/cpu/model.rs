@@ -15,7 +15,7 @@ use std::ops::Range;
 use super::attention::{paged_attention, Shape};
 use super::hf_config::HfModelConfig;
 use super::kernels::SimdLevel;
-use super::kernels::{self, Bf16, Fmt, F16, F32};
+use super::kernels::{self, dispatch, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
 use super::linear::{matmul_with, Dot, Linear};
 use super::rope::Rope;
@@ -428,7 +428,7 @@ impl Model {
             gate.par_chunks_mut(s.intermediate)
                 .zip(up.par_chunks(s.intermediate))
                 .with_min_len(ROWS_PER_TASK)
-                .for_each(|(g, u)| kernels::silu_mul(g, u));
+                .for_each(|(g, u)| dispatch::silu_mul(level, g, u));
             layer.down.forward(level, fast, gate, t, &mut *proj);
             add_rows(&mut *x, proj, h);
         }

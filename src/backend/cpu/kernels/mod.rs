@@ -176,8 +176,10 @@ pub fn rope_rotate(v: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `gate = silu(gate) * up`, element-wise.
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+/// `gate = silu(gate) * up`, element-wise (the plain build; `dispatch::silu_mul` enters it
+/// compiled for the detected instruction set, with the same arithmetic: no fused operations).
+#[inline(always)]
+pub(super) fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         let x = *g;
         *g = x / (1.0 + exp(-x)) * u;
@@ -204,7 +206,8 @@ pub fn exp(x: f32) -> f32 {
     } else {
         x
     }; // (NaN stays NaN)
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -214,7 +217,14 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `2ⁿ` from `shifted`'s bits, whose mantissa holds `n` (|n| ≤ 128 ≪ 2²²) over the bits
+    // of `ROUND`: integer steps that vectorize (a float-to-int `as` saturates, which LLVM
+    // turns into one scalar conversion per lane).
+    let two_n = (shifted.to_bits())
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127)
+        << 23;
+    let e = p * f32::from_bits(two_n);
     if over {
         f32::INFINITY
     } else {
