@@ -320,6 +320,16 @@ fn synthetic_model(dir: &Path, vocab: usize) -> Result<u64, Box<dyn std::error::
         std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o640))?;
     }
 
+    // Ids with text: the tokenizer's ordinary vocabulary. The rows past it (its special
+    // tokens and the padding up to `vocab_size`, which decode to no text) are zero, so the
+    // random head's greedy choice (a positive maximum over ~2,000 random logits) never lands
+    // on them: a request locked on a textless id streams nothing until its end, which read
+    // as multi-second TTFT outliers in `loadgen` runs.
+    let tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json"))?)?;
+    let texted = tokenizer["model"]["vocab"]
+        .as_object()
+        .map_or(vocab, |v| v.len().min(vocab));
     let mut tensors: Vec<(String, Vec<usize>)> =
         vec![("model.embed_tokens.weight".into(), vec![vocab, HIDDEN])];
     for l in 0..LAYERS {
@@ -344,6 +354,11 @@ fn synthetic_model(dir: &Path, vocab: usize) -> Result<u64, Box<dyn std::error::
     }
     tensors.push(("model.norm.weight".into(), vec![HIDDEN]));
     let mut header = serde_json::Map::new();
+    // (The generator's revision, so a folder written by an older one is rewritten.)
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "pt", "generator": "mindie-decode-bench-2"}),
+    );
     let mut offset = 0usize;
     for (name, shape) in &tensors {
         let bytes = shape.iter().product::<usize>() * 2;
@@ -376,9 +391,16 @@ fn synthetic_model(dir: &Path, vocab: usize) -> Result<u64, Box<dyn std::error::
         } else {
             1.0 / (shape[shape.len() - 1] as f32).sqrt()
         };
+        let embed = name == "model.embed_tokens.weight";
         let mut buf = Vec::with_capacity(n * 2);
-        for _ in 0..n {
-            let v = if norm { 0x3f80 } else { bf16(&mut rng, scale) };
+        for i in 0..n {
+            let v = if norm {
+                0x3f80
+            } else if embed && i / HIDDEN >= texted {
+                0
+            } else {
+                bf16(&mut rng, scale)
+            };
             buf.extend_from_slice(&v.to_le_bytes());
         }
         f.write_all(&buf)?;
