@@ -1,10 +1,12 @@
-//! Entering the portable kernels (`matmul`, `attend`, `silu_mul`) compiled for the CPU
+//! Entering the portable kernels (`matmul`, `attend`, `silu_mul`, the AMX activation packing)
+//! compiled for the CPU
 //! features detected at run time: each has an AVX-512 and an AVX2 instantiation behind
 //! `#[target_feature]`, chosen by the (verified) [`SimdLevel`], and the plain build as the
 //! fallback.
 #![allow(unsafe_code)]
 
 use super::cpu_features::{verified, SimdLevel};
+use super::gemm::AmxBlockPack;
 use super::{AttendArgs, Fmt, PanelArgs};
 
 #[cfg(target_arch = "x86_64")]
@@ -84,6 +86,23 @@ pub fn silu_mul(level: SimdLevel, gate: &mut [f32], up: &[f32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn pack_amx_block_avx512(b: AmxBlockPack<'_>, block: &mut [u16]) {
+    super::gemm::pack_amx_block(b, block)
+}
+
+/// One 16-row block of `gemm::pack_amx`, compiled for AVX-512 where the CPU has it (it does
+/// wherever AMX runs); the same bits at every level (integer and exact f32 steps only).
+pub fn pack_amx_block(level: SimdLevel, b: AmxBlockPack<'_>, block: &mut [u16]) {
+    match verified(level) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `verified` returns Avx512 only when avx512f/bw/vl and fma were detected.
+        SimdLevel::Avx512 => unsafe { pack_amx_block_avx512(b, block) },
+        _ => super::gemm::pack_amx_block(b, block),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +133,37 @@ mod tests {
             silu_mul(level, &mut got, &up);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.to_bits(), w.to_bits(), "{level:?} at {i}: {g} vs {w}");
+            }
+        }
+    }
+
+    /// The AMX activation packing gives the same bits compiled for AVX-512 as in the plain
+    /// build, for one to three terms, a partial last block and a ragged last column step.
+    #[test]
+    fn pack_amx_block_is_the_same_at_every_level() {
+        let (m, k): (usize, usize) = (21, 70);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0 - 5.0 + 1e-7 * i as f32)
+            .collect();
+        let kb = k.div_ceil(32);
+        for pieces in 1..=3 {
+            for blk in 0..m.div_ceil(16) {
+                let b = AmxBlockPack {
+                    x: &x,
+                    m,
+                    k,
+                    pieces,
+                    blk,
+                };
+                let mut want = vec![1u16; pieces * kb * 512];
+                super::super::gemm::pack_amx_block(b, &mut want);
+                let mut got = vec![2u16; pieces * kb * 512];
+                pack_amx_block(
+                    crate::backend::cpu::knobs::level_from_process_env(),
+                    b,
+                    &mut got,
+                );
+                assert_eq!(got, want, "{pieces} pieces, block {blk}");
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::{bf16_to_f32, f32_to_bf16};
+use super::{bf16_to_f32, f32_to_bf16, SimdLevel};
 
 /// Weight elements per kernel step (one 64-byte bf16 load).
 pub const CHUNK: usize = 32;
@@ -126,56 +126,90 @@ pub fn pack_amx<'a>(
     let kb = k.div_ceil(32);
     // Every element below is written (padding as zeros), so a reused buffer needs no clearing.
     let packed = aligned64(out, amx_packed_len(m, k, pieces));
+    // (AMX implies AVX-512: the block packing is entered compiled for it, where its loops
+    // vectorize 16 lanes wide.)
     packed
         .par_chunks_exact_mut(pieces * kb * 512)
         .enumerate()
         .for_each(|(blk, block)| {
-            // [piece][row][column] of one 32-column step, then written tile row by tile row.
-            let mut split = [[[0u16; 32]; 16]; 3];
-            for t in 0..kb {
-                for r in 0..16 {
-                    let mut rest = [0f32; 32];
-                    if blk * 16 + r < m {
-                        let row = &x[(blk * 16 + r) * k..][..k];
-                        let src = &row[t * 32..k.min(t * 32 + 32)];
-                        rest[..src.len()].copy_from_slice(src);
-                    }
-                    if pieces == 1 {
-                        for (d, v) in split[0][r].iter_mut().zip(&rest) {
-                            *d = f32_to_bf16(*v);
-                        }
-                        continue;
-                    }
-                    if pieces == 2 {
-                        let (hi, lo) = split.split_at_mut(1);
-                        for ((h, l), v) in hi[0][r].iter_mut().zip(&mut lo[0][r]).zip(&rest) {
-                            *h = f32_to_bf16(*v);
-                            *l = f32_to_bf16(*v - bf16_to_f32(*h));
-                        }
-                        continue;
-                    }
-                    // Truncation: each residual is exact in f32 and has 8 fewer significant
-                    // bits, so three terms hold all 24.
-                    for piece in split.iter_mut().take(pieces) {
-                        for (d, v) in piece[r].iter_mut().zip(rest.iter_mut()) {
-                            let bits = v.to_bits();
-                            *d = (bits >> 16) as u16;
-                            *v -= f32::from_bits(bits & 0xffff_0000);
-                        }
-                    }
-                }
-                for (piece, part) in split.iter().take(pieces).enumerate() {
-                    let tile = &mut block[(piece * kb + t) * 512..][..512];
-                    for (pair, dst) in tile.chunks_exact_mut(32).enumerate() {
-                        for (r, d) in dst.chunks_exact_mut(2).enumerate() {
-                            d[0] = part[r][2 * pair];
-                            d[1] = part[r][2 * pair + 1];
-                        }
-                    }
-                }
-            }
+            let b = AmxBlockPack {
+                x,
+                m,
+                k,
+                pieces,
+                blk,
+            };
+            super::dispatch::pack_amx_block(SimdLevel::Avx512, b, block)
         });
     packed
+}
+
+/// One 16-row block of [`pack_amx`]: which rows of which activations, and how many terms.
+#[derive(Clone, Copy)]
+pub struct AmxBlockPack<'a> {
+    pub x: &'a [f32],
+    pub m: usize,
+    pub k: usize,
+    pub pieces: usize,
+    /// The block's index (rows `16 * blk ..`).
+    pub blk: usize,
+}
+
+/// Writes block `b.blk` of [`pack_amx`]'s layout into `block` (`pieces * k/32` tiles).
+#[inline(always)]
+pub(super) fn pack_amx_block(b: AmxBlockPack<'_>, block: &mut [u16]) {
+    let AmxBlockPack {
+        x,
+        m,
+        k,
+        pieces,
+        blk,
+    } = b;
+    let kb = k.div_ceil(32);
+    // [piece][row][column] of one 32-column step, then written tile row by tile row.
+    let mut split = [[[0u16; 32]; 16]; 3];
+    for t in 0..kb {
+        for r in 0..16 {
+            let mut rest = [0f32; 32];
+            if blk * 16 + r < m {
+                let row = &x[(blk * 16 + r) * k..][..k];
+                let src = &row[t * 32..k.min(t * 32 + 32)];
+                rest[..src.len()].copy_from_slice(src);
+            }
+            if pieces == 1 {
+                for (d, v) in split[0][r].iter_mut().zip(&rest) {
+                    *d = f32_to_bf16(*v);
+                }
+                continue;
+            }
+            if pieces == 2 {
+                let (hi, lo) = split.split_at_mut(1);
+                for ((h, l), v) in hi[0][r].iter_mut().zip(&mut lo[0][r]).zip(&rest) {
+                    *h = f32_to_bf16(*v);
+                    *l = f32_to_bf16(*v - bf16_to_f32(*h));
+                }
+                continue;
+            }
+            // Truncation: each residual is exact in f32 and has 8 fewer significant
+            // bits, so three terms hold all 24.
+            for piece in split.iter_mut().take(pieces) {
+                for (d, v) in piece[r].iter_mut().zip(rest.iter_mut()) {
+                    let bits = v.to_bits();
+                    *d = (bits >> 16) as u16;
+                    *v -= f32::from_bits(bits & 0xffff_0000);
+                }
+            }
+        }
+        for (piece, part) in split.iter().take(pieces).enumerate() {
+            let tile = &mut block[(piece * kb + t) * 512..][..512];
+            for (pair, dst) in tile.chunks_exact_mut(32).enumerate() {
+                for (r, d) in dst.chunks_exact_mut(2).enumerate() {
+                    d[0] = part[r][2 * pair];
+                    d[1] = part[r][2 * pair + 1];
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
