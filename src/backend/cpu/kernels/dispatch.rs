@@ -1,8 +1,7 @@
 //! Entering the portable kernels (`matmul`, `attend`, `silu_mul`, the AMX activation packing)
-//! compiled for the CPU
-//! features detected at run time: each has an AVX-512 and an AVX2 instantiation behind
-//! `#[target_feature]`, chosen by the (verified) [`SimdLevel`], and the plain build as the
-//! fallback.
+//! compiled for the CPU features detected at run time: each has an AVX-512 (and, but for the
+//! packing, which only AMX machines run, an AVX2) instantiation behind `#[target_feature]`,
+//! chosen by the (verified) [`SimdLevel`], and the plain build as the fallback.
 #![allow(unsafe_code)]
 
 use super::cpu_features::{verified, SimdLevel};
