@@ -161,7 +161,6 @@ fn random_bf16(n: usize, k: usize, seed: u64) -> Matrix {
     }
 }
 
-/// `m × k` activations with a fixed pattern of small values.
 /// The weight shape `n,k` from environment variable `name`, default 4864 × 896 (gate_proj).
 fn env_nk(name: &str) -> (usize, usize) {
     std::env::var(name)
@@ -173,6 +172,7 @@ fn env_nk(name: &str) -> (usize, usize) {
         .unwrap_or((4864, 896))
 }
 
+/// `m × k` activations with a fixed pattern of small values.
 fn activations(m: usize, k: usize) -> Vec<f32> {
     (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 16.0).collect()
 }

@@ -194,44 +194,15 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                     }
                 }
             }
-            if k1 < kb {
-                continue;
-            }
-            if mb == 1 && pieces > 1 {
-                // The odd pieces' products, accumulated in C tiles 1 and 3 (see `amx_block`).
-                for c in acc.chunks_exact_mut(4 * AMX_T * AMX_T) {
-                    let (t0, rest) = c.split_at_mut(AMX_T * AMX_T);
-                    let (t1, rest) = rest.split_at_mut(AMX_T * AMX_T);
-                    let (t2, t3) = rest.split_at_mut(AMX_T * AMX_T);
-                    t0.iter_mut().zip(&*t1).for_each(|(a, b)| *a += b);
-                    t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
-                }
-            }
-            for (bi, c) in acc.chunks_exact(4 * AMX_T * AMX_T).enumerate() {
-                let n0 = bi * 2 * AMX_T;
-                let nr = (rows - n0).min(2 * AMX_T);
-                for bj in 0..mb {
-                    let m0 = (mb0 + bj) * AMX_T;
-                    for bi2 in 0..nr.div_ceil(AMX_T) {
-                        let ni = AMX_T.min(nr - bi2 * AMX_T);
-                        let n = n0 + bi2 * AMX_T;
-                        let tile: &[f32; AMX_T * AMX_T] = c[(bi2 * 2 + bj) * AMX_T * AMX_T..]
-                            [..AMX_T * AMX_T]
-                            .try_into()
-                            .expect("tile is 256 floats");
-                        transpose16(tile, &mut t);
-                        for (j, col) in t.iter().take((m - m0).min(AMX_T)).enumerate() {
-                            let row = &mut out.row_mut(m0 + j)[n..n + ni];
-                            if ni == AMX_T {
-                                // Fixed length: inline vector moves, not a `memmove` call.
-                                let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
-                                *dst = *col;
-                            } else {
-                                row.copy_from_slice(&col[..ni]);
-                            }
-                        }
-                    }
-                }
+            if k1 == kb {
+                let finished = Finished {
+                    rows,
+                    m,
+                    mb0,
+                    mb,
+                    odd_apart: mb == 1 && pieces > 1,
+                };
+                store_finished(acc, finished, &mut out, &mut t);
             }
         }
     }
@@ -242,6 +213,63 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     };
     AMX_SCRATCH.with(|s| s.replace(scratch));
     true
+}
+
+/// Which C tiles [`store_finished`] writes: the panel's `rows` weight rows × activation
+/// blocks `mb0..mb0 + mb` of `m` rows; `odd_apart` when the odd pieces accumulated in tiles 1
+/// and 3 (one activation block, several pieces; see `tiles::amx_block`).
+struct Finished {
+    rows: usize,
+    m: usize,
+    mb0: usize,
+    mb: usize,
+    odd_apart: bool,
+}
+
+/// Writes one activation pair's finished C tiles (`acc`: four 16 × 16 tiles per 32-row weight
+/// block) into the output columns, transposed in registers (`t` is scratch), after adding the
+/// odd pieces' tiles to the even ones where they were kept apart.
+fn store_finished(
+    acc: &mut [f32],
+    f: Finished,
+    out: &mut ColumnPanel<'_>,
+    t: &mut [[f32; AMX_T]; AMX_T],
+) {
+    const TILE: usize = AMX_T * AMX_T;
+    if f.odd_apart {
+        for c in acc.chunks_exact_mut(4 * TILE) {
+            let (t0, rest) = c.split_at_mut(TILE);
+            let (t1, rest) = rest.split_at_mut(TILE);
+            let (t2, t3) = rest.split_at_mut(TILE);
+            t0.iter_mut().zip(&*t1).for_each(|(a, b)| *a += b);
+            t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
+        }
+    }
+    for (bi, c) in acc.chunks_exact(4 * TILE).enumerate() {
+        let n0 = bi * 2 * AMX_T;
+        let nr = (f.rows - n0).min(2 * AMX_T);
+        for bj in 0..f.mb {
+            let m0 = (f.mb0 + bj) * AMX_T;
+            for bi2 in 0..nr.div_ceil(AMX_T) {
+                let ni = AMX_T.min(nr - bi2 * AMX_T);
+                let n = n0 + bi2 * AMX_T;
+                let tile: &[f32; TILE] = c[(bi2 * 2 + bj) * TILE..][..TILE]
+                    .try_into()
+                    .expect("tile is 256 floats");
+                transpose16(tile, t);
+                for (j, col) in t.iter().take((f.m - m0).min(AMX_T)).enumerate() {
+                    let row = &mut out.row_mut(m0 + j)[n..n + ni];
+                    if ni == AMX_T {
+                        // Fixed length: inline vector moves, not a `memmove` call.
+                        let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
+                        *dst = *col;
+                    } else {
+                        row.copy_from_slice(&col[..ni]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
