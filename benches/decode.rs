@@ -12,7 +12,7 @@
 //! `cargo bench --bench decode` (add `-- quick` for the kernel parts only, `-- model` to skip
 //! the kernel part). Env: `BENCH_DIR`
 //! (the model folder), `BENCH_THREADS`, `BENCH_PROMPT` (prompt tokens
-//! per sequence, default 32), `BENCH_JSON` (also write the summary there as JSON).
+//! per sequence, default 32), `BENCH_DECODE_STEPS` (default 16), `BENCH_JSON` (also write the summary there as JSON).
 //!
 //! Both matmul paths are measured: the exact f32-activation kernel (the default) and the opt-in
 //! AVX-512 BF16 dot-product kernel (`MINDIE_CPU_BF16_DOT`; lines marked `bf16-dot`) where the
@@ -463,7 +463,12 @@ fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::err
         ..ModelResults::default()
     };
     let bs = b.info().block_size;
-    let decode_steps = 16usize;
+    // `BENCH_DECODE_STEPS` (default 16): more steps make a steady decode loop to profile.
+    let decode_steps: usize = std::env::var("BENCH_DECODE_STEPS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(16)
+        .max(1);
     let concs: Vec<usize> = match std::env::var("BENCH_CONC") {
         Ok(c) => c.split(',').filter_map(|c| c.parse().ok()).collect(),
         Err(_) => vec![1, 16],

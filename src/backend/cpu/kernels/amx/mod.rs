@@ -119,6 +119,29 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
         buf[rows * kp..].fill(0);
         (&*buf, kp)
     };
+    if mbs == 1 && p.tiled {
+        let one = OneBlock {
+            w,
+            xb: p.xp,
+            kb,
+            pieces,
+            rows,
+            m,
+        };
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
+        unsafe {
+            tiles::amx_config()
+        };
+        panel_one_block(one, &mut out);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as for `amx_config` above.
+        unsafe {
+            tiles::amx_release()
+        };
+        AMX_SCRATCH.with(|s| s.replace(scratch));
+        return true;
+    }
     let block_u16 = pieces * kb * AMX_T * 2 * AMX_T;
     // Column steps per pass: an activation pair's tiles of one pass (2 × pieces × steps KiB)
     // stay in L1 while every weight block of the panel streams past them from L2.
@@ -213,6 +236,75 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     };
     AMX_SCRATCH.with(|s| s.replace(scratch));
     true
+}
+
+/// A panel in tile order (`weights::Bf16Tiles`: `rows` weight rows in whole 16-row blocks of
+/// `kb` 1 KiB tiles) against one block of at most 16 activation rows (`m`), packed as `xb`.
+struct OneBlock<'a> {
+    w: &'a [u16],
+    xb: &'a [u16],
+    kb: usize,
+    pieces: usize,
+    rows: usize,
+    m: usize,
+}
+
+/// C tiles of [`tiles::amx_rows`], 64-byte aligned.
+#[repr(C, align(64))]
+struct CTiles([f32; 3 * AMX_T * AMX_T]);
+
+/// The decode-sized case of [`gemm_panel_amx`] (one activation block, weights in tile order):
+/// the panel's weight blocks three at a time through `tiles::amx_rows` (each activation tile
+/// load feeding three products), each finished tile transposed into the output columns.
+fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
+    const TILE: usize = AMX_T * AMX_T;
+    let blocks = b.rows.div_ceil(AMX_T);
+    let block_u16 = b.kb * 2 * TILE;
+    assert!(b.w.len() >= blocks * block_u16, "weight blocks short");
+    assert!(
+        b.xb.len() >= b.pieces * b.kb * 2 * TILE,
+        "packed x too short"
+    );
+    let mut c = CTiles([0.0; 3 * TILE]);
+    let mut t = [[0f32; AMX_T]; AMX_T];
+    for g in (0..blocks).step_by(3) {
+        let nb = (blocks - g).min(3);
+        let wg = &b.w[g * block_u16..];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission, and `amx_config`
+        // ran on this thread in `gemm_panel_amx` (nothing since released the tiles). Bounds:
+        // `w` holds `blocks` whole blocks of `kb` 1 KiB tiles (the assert above), so `wg`
+        // holds `nb` of them; `xb` holds `pieces * kb` tiles (the assert above); `c` is 768
+        // floats.
+        unsafe {
+            tiles::amx_rows(
+                tiles::AmxRows {
+                    nb,
+                    w: wg.as_ptr(),
+                    block_bytes: block_u16 * 2,
+                    xb: b.xb.as_ptr(),
+                    kb: b.kb,
+                    pieces: b.pieces,
+                },
+                c.0.as_mut_ptr(),
+            );
+        }
+        for (i, tile) in c.0.chunks_exact(TILE).take(nb).enumerate() {
+            let n = (g + i) * AMX_T;
+            let ni = AMX_T.min(b.rows - n);
+            let tile: &[f32; TILE] = tile.try_into().expect("tile is 256 floats");
+            transpose16(tile, &mut t);
+            for (j, col) in t.iter().take(b.m).enumerate() {
+                let row = &mut out.row_mut(j)[n..n + ni];
+                if ni == AMX_T {
+                    let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
+                    *dst = *col;
+                } else {
+                    row.copy_from_slice(&col[..ni]);
+                }
+            }
+        }
+    }
 }
 
 /// Which C tiles [`store_finished`] writes: the panel's `rows` weight rows × activation

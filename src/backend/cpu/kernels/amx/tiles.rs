@@ -220,6 +220,152 @@ pub unsafe fn amx_block(b: AmxBlock, c: *mut f32) {
     }
 }
 
+/// Operands of one [`amx_rows`] call: up to three 16-row weight blocks in tile order
+/// (`weights::Bf16Tiles`: per block, `kb` 1 KiB tiles of 16 rows × 64 bytes) against one
+/// block of at most 16 activation rows, over every column step.
+pub struct AmxRows {
+    /// Blocks of 16 weight rows (1–3), `block_bytes` apart from `w`.
+    pub nb: usize,
+    pub w: *const u16,
+    pub block_bytes: usize,
+    /// The packed activation block (`pieces * kb` tiles of 1 KiB, piece-major).
+    pub xb: *const u16,
+    pub kb: usize,
+    pub pieces: usize,
+}
+
+/// The one-activation-block kernel (decode-sized matmuls, at most 16 rows): C tile `i`
+/// (`c + i * 256`, 16 × 16 f32, row = weight row) = weight block `i` × the activation block,
+/// over all `kb` column steps and `pieces` terms. Three weight tiles stay loaded per step
+/// (tmm3–5) while the activation pieces alternate between tmm6 and tmm7, so each activation
+/// tile load feeds three products (the two-block kernel, [`amx_block`] with one activation
+/// block, loads five tiles per six products) and the three C tiles' chains interleave.
+///
+/// # Safety
+/// As [`amx_block`]: tiles configured on this thread; `w` points at `nb` blocks
+/// (`block_bytes` apart) of `kb` readable 1 KiB tiles; `xb` at `pieces * kb` readable 1 KiB
+/// tiles; `c` at 768 writable floats (all three C tiles are stored; the first `nb` hold the
+/// result).
+pub unsafe fn amx_rows(b: AmxRows, c: *mut f32) {
+    use std::arch::asm;
+    const STEP: usize = 1024;
+    let AmxRows {
+        nb,
+        w,
+        block_bytes,
+        xb,
+        kb,
+        pieces,
+    } = b;
+    // SAFETY: the tiles are configured (contract); tile loads read 16 rows of 64 bytes at
+    // `w + i * block_bytes + t * 1024` (i < nb, t < kb) and at `xb + (piece * kb + t) * 1024`,
+    // stride 64, inside the buffers by the contract; the C stores write three 1 KiB tiles at
+    // `c`. Tile registers are not used by compiler-generated code, so they keep their values
+    // between the `asm!` blocks.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            options(nostack, nomem)
+        );
+        for t in 0..kb {
+            let a0 = w.byte_add(t * STEP);
+            let (a1, a2) = (
+                a0.wrapping_byte_add(block_bytes),
+                a0.wrapping_byte_add(2 * block_bytes),
+            );
+            // As `amx_block`: each weight stream `TILES_PREFETCH_L2` steps on into L2 and
+            // `TILES_PREFETCH_L1` on into L1. A prefetch never faults.
+            for h in 0..nb {
+                let stream = w.wrapping_byte_add(h * block_bytes);
+                let l2 = stream.wrapping_byte_add((t + TILES_PREFETCH_L2) * STEP);
+                let l1 = stream.wrapping_byte_add((t + TILES_PREFETCH_L1) * STEP);
+                for l in 0..16 {
+                    _mm_prefetch::<_MM_HINT_T1>(l2.wrapping_byte_add(l * 64).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(l1.wrapping_byte_add(l * 64).cast());
+                }
+            }
+            match nb {
+                3 => asm!(
+                    "tileloadd tmm3, [{a0} + {s}*1]",
+                    "tileloadd tmm4, [{a1} + {s}*1]",
+                    "tileloadd tmm5, [{a2} + {s}*1]",
+                    a0 = in(reg) a0, a1 = in(reg) a1, a2 = in(reg) a2, s = in(reg) 64usize,
+                    options(nostack, readonly)
+                ),
+                2 => asm!(
+                    "tileloadd tmm3, [{a0} + {s}*1]",
+                    "tileloadd tmm4, [{a1} + {s}*1]",
+                    a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) 64usize,
+                    options(nostack, readonly)
+                ),
+                _ => asm!(
+                    "tileloadd tmm3, [{a0} + {s}*1]",
+                    a0 = in(reg) a0, s = in(reg) 64usize,
+                    options(nostack, readonly)
+                ),
+            }
+            for piece in 0..pieces {
+                let x = xb.byte_add((piece * kb + t) * 1024);
+                match (nb, piece % 2) {
+                    (3, 0) => asm!(
+                        "tileloadd tmm6, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (3, _) => asm!(
+                        "tileloadd tmm7, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm7",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm7",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    // Fewer blocks: a panel's last ones.
+                    (2, 0) => asm!(
+                        "tileloadd tmm6, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (2, _) => asm!(
+                        "tileloadd tmm7, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm7",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    (_, 0) => asm!(
+                        "tileloadd tmm6, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                    _ => asm!(
+                        "tileloadd tmm7, [{x} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm7",
+                        x = in(reg) x, s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    ),
+                }
+            }
+        }
+        asm!(
+            "tilestored [{c0} + {x}*1], tmm0",
+            "tilestored [{c1} + {x}*1], tmm1",
+            "tilestored [{c2} + {x}*1], tmm2",
+            c0 = in(reg) c, c1 = in(reg) c.add(256), c2 = in(reg) c.add(512),
+            x = in(reg) 64usize,
+            options(nostack)
+        );
+    }
+}
+
 /// `dst[j * 16 + i] = src[i * 16 + j]` for a 16 × 16 f32 tile: 32-bit then 64-bit
 /// unpacks give each 128-bit lane a 4 × 4 sub-block transposed, then two rounds of
 /// 128-bit lane shuffles put the sub-blocks in place.
