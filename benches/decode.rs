@@ -12,7 +12,8 @@
 //! `cargo bench --bench decode` (add `-- quick` for the kernel parts only, `-- model` to skip
 //! the kernel part). Env: `BENCH_DIR`
 //! (the model folder), `BENCH_THREADS`, `BENCH_PROMPT` (prompt tokens
-//! per sequence, default 32), `BENCH_DECODE_STEPS` (default 16), `BENCH_JSON` (also write the summary there as JSON).
+//! per sequence, default 32), `BENCH_DECODE_STEPS` (default 16), `BENCH_BLOCK` (KV block size,
+//! default 128 as the shipped config), `BENCH_JSON` (also write the summary there as JSON).
 //!
 //! Both matmul paths are measured: the exact f32-activation kernel (the default) and the opt-in
 //! AVX-512 BF16 dot-product kernel (`MINDIE_CPU_BF16_DOT`; lines marked `bf16-dot`) where the
@@ -437,7 +438,11 @@ fn model_bench(bw: f64, bf16_dot: bool) -> Result<ModelResults, Box<dyn std::err
     );
     let opts = CpuOptions {
         kv_cache_bytes: 1 << 30,
-        block_size: 16,
+        // The shipped config's `cacheBlockSize` (128) unless `BENCH_BLOCK` says otherwise.
+        block_size: std::env::var("BENCH_BLOCK")
+            .ok()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(128),
         threads: threads(),
         prefault_weights: true,
         knobs: CpuKnobs {

@@ -116,6 +116,26 @@ pub fn attend_group<const FMA: bool>(a: AttendArgs<'_>, out: &mut [f32], scratch
                         put(h, j0 + LANES, y);
                     }
                     j0 += 2 * LANES;
+                } else if j0 + LANES <= bs {
+                    // One whole lane chunk (blocks of 16 slots, or a block's last 16).
+                    let (mut a0, mut a1, mut a2, mut a3) =
+                        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+                    let [q0, q1, q2, q3] = q;
+                    for d in 0..hd {
+                        let k0: &[f32; LANES] = keys[d * bs + j0..][..LANES]
+                            .try_into()
+                            .expect("LANES floats");
+                        for l in 0..LANES {
+                            a0[l] = fmadd::<FMA>(q0[d], k0[l], a0[l]);
+                            a1[l] = fmadd::<FMA>(q1[d], k0[l], a1[l]);
+                            a2[l] = fmadd::<FMA>(q2[d], k0[l], a2[l]);
+                            a3[l] = fmadd::<FMA>(q3[d], k0[l], a3[l]);
+                        }
+                    }
+                    for (h, x) in [a0, a1, a2, a3].iter().enumerate() {
+                        put(h, j0, x);
+                    }
+                    j0 += LANES;
                 } else {
                     let w = (bs - j0).min(LANES);
                     let mut acc = [[0f32; LANES]; 4];
