@@ -35,6 +35,7 @@
 //! through it). `MINDIE_CPU_AMX=0` ([`CpuKnobs::amx`]) turns it off.
 
 mod attention;
+mod awake;
 pub mod hf_config;
 mod kernels;
 mod knobs;
@@ -294,7 +295,7 @@ impl CpuBackend {
         }
         let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
         self.pool
-            .install(|| model.forward_stage(level, dot, batch, stage, cache))
+            .install(|| awake::run_awake(|| model.forward_stage(level, dot, batch, stage, cache)))
     }
 }
 
@@ -326,7 +327,7 @@ impl Backend for CpuBackend {
         }
         let (model, cache, level, dot) = (&self.model, &mut self.cache, self.level, self.bf16_dot);
         self.pool
-            .install(|| model.forward(level, dot, batch, cache))
+            .install(|| awake::run_awake(|| model.forward(level, dot, batch, cache)))
     }
 
     fn export_blocks(&self, ids: &[BlockId]) -> Result<KvChunk, BackendError> {
