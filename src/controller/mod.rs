@@ -185,6 +185,9 @@ fn run(env: &Env) -> Result<(), StartError> {
             router: probe::router(),
         };
         let probe_task = tokio::spawn(crate::http::server::serve(plane, stop.clone()));
+        // Before "start success": a SIGTERM right after that line must stop the Controller
+        // cleanly, not meet the default action (seen under load in the tests).
+        let signals = StopSignals::install();
         tracing::info!(
             probe = %cfg.http_server,
             ranktable = %cfg.rank_table_path.display(),
@@ -194,7 +197,7 @@ fn run(env: &Env) -> Result<(), StartError> {
         );
         let period = cfg.cluster_sync;
         let mut controller = Controller::new(cfg, table, servers, coordinator, recovered);
-        let stop_cluster = loop_until_signal(&mut controller, period).await;
+        let stop_cluster = loop_until_signal(&mut controller, period, signals).await;
         if stop_cluster {
             tracing::warn!("SIGUSR1: stopping the cluster");
             controller.stop_cluster().await;
@@ -206,16 +209,44 @@ fn run(env: &Env) -> Result<(), StartError> {
     })
 }
 
+/// The Controller's stop signals, listened for from [`StopSignals::install`] on.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// SIGTERM, SIGINT and SIGUSR1 handlers; `None` (logged) where they cannot be installed.
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(term), Ok(int), Ok(usr1)) => Some(Self { term, int, usr1 }),
+            _ => {
+                tracing::error!("cannot install signal handlers; running until killed");
+                None
+            }
+        }
+    }
+}
+
 /// Runs ticks until SIGTERM/SIGINT (returns false) or SIGUSR1 (returns true). SIGHUP is
 /// handled apart ([`ReloadSignal`]) and never interrupts a tick.
-async fn loop_until_signal(controller: &mut Controller, period: std::time::Duration) -> bool {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::error!("cannot install signal handlers; running until killed");
+async fn loop_until_signal(
+    controller: &mut Controller,
+    period: std::time::Duration,
+    signals: Option<StopSignals>,
+) -> bool {
+    let Some(StopSignals {
+        mut term,
+        mut int,
+        mut usr1,
+    }) = signals
+    else {
         loop {
             controller.tick().await;
             tokio::time::sleep(period).await;
