@@ -55,10 +55,20 @@ pub fn run_awake<R: Send>(step: impl FnOnce() -> R + Send) -> R {
             }
             std::hint::spin_loop();
         }
-        let out = step();
-        done.store(true, Ordering::Release);
-        out
+        // Set on the way out, also when `step` panics: the scope waits for the pollers before
+        // it passes the panic on, and they stop only on `done`.
+        let _finish = SetOnDrop(&done);
+        step()
     })
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +101,28 @@ mod tests {
                 assert_eq!(got, want, "threads {threads} round {round}");
             }
         }
+    }
+
+    /// A step that panics passes its panic on (the pollers stop), and the pool serves the
+    /// next step.
+    #[test]
+    fn a_panicking_step_does_not_hang_the_pool() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                run_awake(|| {
+                    (0..64u64)
+                        .into_par_iter()
+                        .for_each(|i| assert!(i != 40, "step failed"));
+                })
+            })
+        }));
+        assert!(got.is_err(), "the panic came back");
+        let sum = pool.install(|| run_awake(|| (0..100u64).into_par_iter().sum::<u64>()));
+        assert_eq!(sum, 4950);
     }
 
     /// Outside a pool the step simply runs.

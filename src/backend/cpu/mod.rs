@@ -1,5 +1,6 @@
 //! The host-CPU backend: an HF model folder (Llama / Qwen2, safetensors f32/bf16/f16,
-//! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool.
+//! memory-mapped) run in f32 with our own kernels and paged attention on a private thread pool
+//! (whose threads poll for work for the length of each step: `awake`).
 //!
 //! - [`hf_config`]: the HF `config.json` → [`HfModelConfig`]; [`weights`]: safetensors, read
 //!   through `mmap` (file mapping, typed views of [`Pod`](pod::Pod) elements).

@@ -1,6 +1,7 @@
 //! The AMX BF16 tile kernel's safe entry point ([`gemm_panel_amx`]): bf16 weights × activations
 //! packed as 1 to 3 bf16 terms (`kernels::gemm::pack_amx`), blocked so activation tiles stay in
-//! L1 while weights stream from L2, with the 16 × 16 tile transpose ([`transpose16`]) that
+//! L1 while weights stream from L2 (decode-sized inputs: three weight blocks per activation
+//! tile load), with the 16 × 16 tile transpose ([`transpose16`]) that
 //! writes finished tiles into the caller's output columns. The tile instructions themselves
 //! (inline `asm!`) live in `tiles`.
 #![allow(unsafe_code)]
@@ -62,7 +63,9 @@ pub struct AmxPanel<'a> {
 /// the columns go in chunks of [`AMX_K_CHUNK`] steps, all pairs through one chunk before the
 /// next (each pair's C tiles kept), so a wide panel's weights of one chunk stay in L2. Weights
 /// in tile order (`tiled`) are read in place; row-major rows in place when they are 64-byte
-/// aligned whole blocks, else from an aligned, zero-padded copy.
+/// aligned whole blocks, else from an aligned, zero-padded copy. One activation block (at
+/// most 16 rows: decode) over weights in tile order goes through [`panel_one_block`] instead:
+/// three 16-row weight blocks at a time, each activation tile load feeding three products.
 /// `false` (nothing done) when AMX is unavailable.
 pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     if !has_amx() || p.k == 0 || p.m == 0 {
