@@ -17,7 +17,7 @@ use crate::http::openai::models::ModelCard;
 use crate::http::server::{self, BindError};
 use crate::http::session::{Limits, Serving};
 use crate::http::{self, BusinessState};
-use crate::lifecycle::{Lifecycle, StopMode};
+use crate::lifecycle::{Lifecycle, StopMode, StopSignals};
 use crate::logging::{self, LogSettings};
 use crate::metrics::{self, Metrics};
 use crate::mgmt::{self, MgmtState};
@@ -394,7 +394,7 @@ pub async fn start(opts: &Options, env: &Env) -> Result<Running, StartError> {
     // Signal handlers are registered here, before any plane serves: a stop that comes as soon
     // as readiness shows must drain, not kill. (Registering inside the spawned task would leave
     // a window until that task first runs.)
-    let stop_signals = StopSignals::install();
+    let stop_signals = StopSignals::install("stop with /stopService");
     let mut handles = Vec::new();
     for plane in planes {
         let scheme = if plane.tls.is_some() { "https" } else { "http" };
@@ -442,7 +442,7 @@ async fn start_slave(
     let status = crate::multinode::slave::SlaveStatus::default();
     let router = crate::multinode::slave_mgmt::router(status.clone())
         .layer(axum::middleware::from_fn(admission::tag_request_id));
-    let stop_signals = StopSignals::install();
+    let stop_signals = StopSignals::install("stop with /stopService");
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         plane = "management",
@@ -482,35 +482,10 @@ async fn start_slave(
     })
 }
 
-/// SIGTERM and SIGINT streams (`None` when they could not be registered).
-struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
-
-impl StopSignals {
-    fn install() -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => Self(Some((term, int))),
-            _ => {
-                tracing::error!("cannot install signal handlers; stop with /stopService");
-                Self(None)
-            }
-        }
-    }
-}
-
-async fn signal_stop(signals: StopSignals, life: Arc<Lifecycle>, drain_deadline: Duration) {
-    let Some((mut term, mut int)) = signals.0 else {
-        return;
-    };
+async fn signal_stop(mut signals: StopSignals, life: Arc<Lifecycle>, drain_deadline: Duration) {
     let mut count = 0;
     loop {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         count += 1;
         if count == 1 {
             tracing::warn!(

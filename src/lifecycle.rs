@@ -107,6 +107,40 @@ impl Drop for InflightGuard {
     }
 }
 
+/// SIGTERM and SIGINT, listened for from [`StopSignals::install`] on: install them before
+/// announcing the start, so a signal right after the announcement stops the process cleanly
+/// instead of meeting the default action.
+pub struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    /// Registers both; where that fails, logs so (`otherwise` says how the process can still
+    /// be stopped) and [`StopSignals::recv`] never returns.
+    pub fn install(otherwise: &str) -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; {otherwise}");
+                Self(None)
+            }
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        let Some((term, int)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,7 +196,7 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
     ];
     // Before the lines that say it serves: a SIGTERM right after them must stop the
     // Coordinator cleanly, not meet the default action.
-    let signals = stop_signals();
+    let mut signals = crate::lifecycle::StopSignals::install("running until killed");
     let mut tasks = Vec::new();
     for (name, listener, tls, router) in planes {
         let stop = stop.clone();
@@ -220,7 +220,7 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
         "mindieservice_daemon coordinator: predict {} manage {} status {} external {}",
         l.predict, l.manage, l.status, l.external
     ));
-    wait_for_signal(signals).await;
+    signals.recv().await;
     tracing::info!("coordinator stopping");
     stop.cancel();
     for t in tasks {
@@ -230,33 +230,4 @@ pub async fn serve(cfg: CoordinatorConfig) -> Result<(), StartError> {
         }
     }
     Ok(())
-}
-
-/// SIGTERM and SIGINT streams, `None` where they cannot be installed.
-fn stop_signals() -> Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => Some((term, int)),
-        _ => {
-            tracing::error!("cannot install signal handlers; running until killed");
-            None
-        }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT on `signals` (SIGHUP is handled apart, by [`ReloadSignal`]).
-async fn wait_for_signal(
-    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-) {
-    let Some((mut term, mut int)) = signals else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
