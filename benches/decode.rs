@@ -183,7 +183,11 @@ fn activations(m: usize, k: usize) -> Vec<f32> {
 /// path (a steady loop to profile).
 fn gemm_loop(pool: &rayon::ThreadPool, m: usize) {
     let (n, k) = env_nk("BENCH_GEMM_NK");
-    let (mat, x) = (random_bf16(n, k, 7), activations(m, k));
+    let (mut mat, x) = (random_bf16(n, k, 7), activations(m, k));
+    // `BENCH_GEMM_TILED=1`: the weight in AMX tile order, as the model holds it where AMX runs.
+    if std::env::var("BENCH_GEMM_TILED").is_ok_and(|v| v == "1") {
+        mat = mat.amx_tiled().0;
+    }
     let mut out = vec![0f32; m * n];
     let paths = [
         (Dot::Exact, false, ""),

@@ -17,10 +17,10 @@ use super::hf_config::HfModelConfig;
 use super::kernels::SimdLevel;
 use super::kernels::{self, dispatch, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
-use super::linear::{matmul_with, Dot, Linear};
+use super::linear::{matmul_with, Dot, Linear, GLU_BLOCK};
 use super::rope::Rope;
 use super::share::LayerShare;
-use super::weights::{Matrix, WeightData, WeightStore};
+use super::weights::{glu_interleaved, Matrix, WeightData, WeightStore};
 use crate::backend::{BackendError, DType, StepBatch, StepOutput};
 
 struct Layer {
@@ -30,9 +30,17 @@ struct Layer {
     v: Linear,
     o: Linear,
     post_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
+    gate_up: GateUp,
     down: Linear,
+}
+
+/// The first half of a layer's MLP: the gate and up projections apart, or (where the loader
+/// lays weights out in AMX tile order and the projections have no bias) as one weight with
+/// their rows interleaved, whose matmul applies `silu(gate) · up` itself
+/// (`linear::matmul_glu`).
+enum GateUp {
+    Split { gate: Linear, up: Linear },
+    Fused(Linear),
 }
 
 /// The token embedding, final norm and LM head: the "ends" of a [`LayerShare`].
@@ -150,9 +158,32 @@ fn load_layer(
         v: attn("v_proj", kvd, h, spec.qkv_bias, prep)?,
         o: attn("o_proj", h, qd, spec.o_bias, prep)?,
         post_norm: store.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+        gate_up: gate_up(store, &format!("{p}.mlp"), spec, prep, mlp)?,
+        down: mlp("down_proj", h, inter, prep)?,
+    })
+}
+
+/// A layer's gate and up projections (under `prefix`): fused ([`GateUp::Fused`]) where the
+/// loader makes tile-order weights, they are bf16 and have no bias; else each through `mlp`.
+fn gate_up(
+    store: &WeightStore,
+    prefix: &str,
+    spec: &HfModelConfig,
+    prep: &mut Prep,
+    mlp: impl Fn(&str, usize, usize, &mut Prep) -> Result<Linear, BackendError>,
+) -> Result<GateUp, BackendError> {
+    let (h, inter) = (spec.hidden, spec.intermediate);
+    if prep.tiles && !spec.mlp_bias {
+        let gate = store.matrix(&format!("{prefix}.gate_proj.weight"), inter, h)?;
+        let up = store.matrix(&format!("{prefix}.up_proj.weight"), inter, h)?;
+        if let Some(w) = glu_interleaved(&gate, &up, GLU_BLOCK) {
+            prep.copied += 2 * inter * h * 2;
+            return Ok(GateUp::Fused(Linear { w, bias: None }));
+        }
+    }
+    Ok(GateUp::Split {
         gate: mlp("gate_proj", inter, h, prep)?,
         up: mlp("up_proj", inter, h, prep)?,
-        down: mlp("down_proj", h, inter, prep)?,
     })
 }
 
@@ -417,18 +448,24 @@ impl Model {
             layer.o.forward(level, fine, attn, t, &mut *proj);
             add_rows(&mut *x, proj, h);
             rms_norm_rows(x, &layer.post_norm, s.rms_eps, h, &mut *hbuf);
-            Linear::forward_many(
-                level,
-                fast,
-                hbuf,
-                t,
-                &[&layer.gate, &layer.up],
-                &mut [&mut *gate, &mut *up],
-            );
-            gate.par_chunks_mut(s.intermediate)
-                .zip(up.par_chunks(s.intermediate))
-                .with_min_len(ROWS_PER_TASK)
-                .for_each(|(g, u)| dispatch::silu_mul(level, g, u));
+            match &layer.gate_up {
+                GateUp::Split { gate: g, up: u } => {
+                    Linear::forward_many(
+                        level,
+                        fast,
+                        hbuf,
+                        t,
+                        &[g, u],
+                        &mut [&mut *gate, &mut *up],
+                    );
+                    gate.par_chunks_mut(s.intermediate)
+                        .zip(up.par_chunks(s.intermediate))
+                        .with_min_len(ROWS_PER_TASK)
+                        .for_each(|(g, u)| dispatch::silu_mul(level, g, u));
+                }
+                // (`up` is the scratch of the unfused fallback, e.g. one row off AMX.)
+                GateUp::Fused(gu) => gu.forward_glu(level, fast, hbuf, t, gate, up),
+            }
             layer.down.forward(level, fast, gate, t, &mut *proj);
             add_rows(&mut *x, proj, h);
         }

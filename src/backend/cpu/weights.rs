@@ -283,6 +283,35 @@ impl Matrix {
     }
 }
 
+/// The gate and up projections of a gated MLP (`rows × cols` bf16 each) as one weight of
+/// `2 × rows` rows in AMX tile order, their rows interleaved in blocks of `block`: gate rows
+/// `0..block`, up rows `0..block`, gate rows `block..2 block`, … (`linear::matmul_glu`
+/// applies the activation to each pair of blocks). `None` unless both are row-major bf16 of
+/// that shape and `rows` is a multiple of `block`.
+pub fn glu_interleaved(gate: &Matrix, up: &Matrix, block: usize) -> Option<Matrix> {
+    let (rows, cols) = (gate.rows, gate.cols);
+    let (WeightData::Bf16(g), WeightData::Bf16(u)) = (&gate.data, &up.data) else {
+        return None;
+    };
+    if (up.rows, up.cols) != (rows, cols) || block == 0 || !rows.is_multiple_of(block) {
+        return None;
+    }
+    let (g, u) = (g.as_slice(), u.as_slice());
+    let mut both = Vec::with_capacity(2 * rows * cols);
+    for (gb, ub) in g
+        .chunks_exact(block * cols)
+        .zip(u.chunks_exact(block * cols))
+    {
+        both.extend_from_slice(gb);
+        both.extend_from_slice(ub);
+    }
+    Some(Matrix {
+        rows: 2 * rows,
+        cols,
+        data: WeightData::Bf16Tiles(Bf16Tiles::from_rows(&both, 2 * rows, cols)),
+    })
+}
+
 /// Builds tensor data from (map, byte offset, element count).
 type MakeData = fn(Arc<Mmap>, usize, usize) -> WeightData;
 

@@ -38,6 +38,21 @@ impl ColumnPanel<'_> {
             std::slice::from_raw_parts_mut(self.base.add(i * self.stride + self.first), self.width)
         }
     }
+
+    /// Where rows `i..i + rows`, columns `c..c + cols` of this panel start, and the row
+    /// stride (floats): for a kernel's stores of a whole block (`unsafe` for the caller: the
+    /// block is this panel's alone while `&mut self` is borrowed).
+    pub fn block_ptr(&mut self, i: usize, rows: usize, c: usize, cols: usize) -> (*mut f32, usize) {
+        assert!(
+            i + rows <= self.rows && c + cols <= self.width,
+            "block ({i}+{rows}, {c}+{cols}) outside {} × {}",
+            self.rows,
+            self.width
+        );
+        // `wrapping_add`: the address of an in-bounds element (checked above), no access.
+        let p = self.base.wrapping_add(i * self.stride + self.first + c);
+        (p, self.stride)
+    }
 }
 
 /// Splits `out` (row-major, rows of `stride` floats) into consecutive column panels of the

@@ -136,6 +136,22 @@ impl Linear {
         Self::forward_many(level, dot, x, m, &[self], &mut [out]);
     }
 
+    /// `out[m × rows / 2] = silu(gate(x)) · up(x)` for a gated weight ([`matmul_glu`]; no
+    /// bias: the loader fuses only bias-free projections). `scratch` is reused across calls.
+    pub fn forward_glu(
+        &self,
+        level: SimdLevel,
+        dot: Dot,
+        x: &[f32],
+        m: usize,
+        out: &mut Vec<f32>,
+        scratch: &mut Vec<f32>,
+    ) {
+        assert!(self.bias.is_none(), "a gated weight has no bias");
+        out.resize(m * self.w.rows / 2, 0.0);
+        matmul_glu(level, dot, x, m, &self.w, out, scratch);
+    }
+
     /// Several projections of the same input (q/k/v, gate/up) in one parallel pass: the
     /// activations are packed once and the panels of all weights share the pool.
     pub fn forward_many(
@@ -162,6 +178,53 @@ impl Linear {
         }
     }
 }
+
+/// The first half of a gated MLP over a weight whose rows are the gate and up projections
+/// interleaved in blocks of [`GLU_BLOCK`] rows (`weights::glu_interleaved`): `out[m × n/2]
+/// = silu(x · gateᵀ) · (x · upᵀ)`. On AMX (tile-order weights) the activation is applied to
+/// each finished tile in the kernel, so the two products never reach memory (at 2,048 prefill
+/// rows of Qwen2-0.5B they are 80 MB a layer, written and read back); elsewhere the matmul
+/// writes both into `scratch` and the activation runs over it. `silu_mul` is the same kernel
+/// either way (`kernels::dispatch::silu_mul`), so both give the unfused path's values.
+pub fn matmul_glu(
+    level: SimdLevel,
+    dot: Dot,
+    x: &[f32],
+    m: usize,
+    w: &Matrix,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let half = w.rows / 2;
+    assert!(
+        w.rows.is_multiple_of(2 * GLU_BLOCK) && out.len() == m * half,
+        "gated weight of {} rows, output of {} for {m} rows",
+        w.rows,
+        out.len()
+    );
+    if level == SimdLevel::Avx512 && packed::matmul_glu_amx(dot, x, m, w, out) {
+        return;
+    }
+    scratch.resize(m * w.rows, 0.0);
+    matmul_with(level, dot, x, m, w, scratch);
+    for (both, o) in scratch
+        .chunks_exact_mut(w.rows)
+        .zip(out.chunks_exact_mut(half))
+    {
+        for (pair, o) in both
+            .chunks_exact_mut(2 * GLU_BLOCK)
+            .zip(o.chunks_exact_mut(GLU_BLOCK))
+        {
+            let (gate, up) = pair.split_at_mut(GLU_BLOCK);
+            super::kernels::dispatch::silu_mul(level, gate, up);
+            o.copy_from_slice(gate);
+        }
+    }
+}
+
+/// Rows of each gate (then up) block of a gated weight ([`matmul_glu`]): one AMX tile's rows,
+/// so a 32-row block of the AMX kernel holds a gate block and its up block.
+pub const GLU_BLOCK: usize = 16;
 
 /// `outs[i][m × ws[i].rows] = x[m × k] · ws[i]ᵀ` for weights sharing `k` columns; `dot`
 /// chooses the exact path or the bf16 dot products (see the module doc).

@@ -68,7 +68,7 @@ pub(super) fn matmul_packed(
             let mut xb = XB.with(|s| s.take());
             let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
             let ws: Vec<AmxWeights> = b.iter().map(|w| AmxWeights::Rows(w)).collect();
-            run_amx(packed, m, k, pieces, &ws, outs);
+            run_amx(packed, Rows { m, k, pieces }, &ws, outs, false);
             XB.with(|s| s.replace(xb));
             return true;
         }
@@ -164,7 +164,7 @@ fn matmul_tiles(
         let mut xb = XB.with(|s| s.take());
         let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
         let ws: Vec<AmxWeights> = ws.iter().map(|w| AmxWeights::Tiles(w)).collect();
-        run_amx(packed, m, k, pieces, &ws, outs);
+        run_amx(packed, Rows { m, k, pieces }, &ws, outs, false);
         XB.with(|s| s.replace(xb));
         return true;
     }
@@ -200,6 +200,37 @@ fn matmul_tiles(
     true
 }
 
+/// The gated unit's first half on AMX (see `super::matmul_glu`): `w` holds the gate and up
+/// projections with their rows interleaved in 16-row blocks, in tile order; `out` (`m ×
+/// w.rows / 2`) gets `silu(gate) · up`, computed on each finished tile. `false` (nothing done)
+/// unless the weight is in tile order and the AMX kernel takes these rows (the caller then
+/// runs the matmul and the activation apart).
+pub(super) fn matmul_glu_amx(dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) -> bool {
+    let WeightData::Bf16Tiles(t) = &w.data else {
+        return false;
+    };
+    let pieces = match dot.terms(m) {
+        Some(p) => p,
+        None if m > TILES_ROW_KERNEL_MAX_M => 3,
+        None => return false,
+    };
+    if !has_amx() || m == 0 || !t.rows.is_multiple_of(2 * TILE_ROWS) {
+        return false;
+    }
+    let k = t.cols;
+    let mut xb = XB.with(|s| s.take());
+    let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
+    run_amx(
+        packed,
+        Rows { m, k, pieces },
+        &[AmxWeights::Tiles(t)],
+        &mut [out],
+        true,
+    );
+    XB.with(|s| s.replace(xb));
+    true
+}
+
 /// Panels of `rows` weight rows (a multiple of 16) of every tiled weight, each with its columns
 /// of that weight's output.
 fn tile_panels<'a>(
@@ -222,16 +253,19 @@ enum AmxWeights<'a> {
     Tiles(&'a Bf16Tiles),
 }
 
-/// The AMX path: the weight-row panels of all `ws` in parallel, each writing its columns of
-/// `outs[i]` (`m × ws[i].len() / k`) directly.
-fn run_amx(
-    packed: &[u16],
+/// Activation rows, columns and bf16 terms per value of one AMX matmul.
+#[derive(Clone, Copy)]
+struct Rows {
     m: usize,
     k: usize,
     pieces: usize,
-    ws: &[AmxWeights<'_>],
-    outs: &mut [&mut [f32]],
-) {
+}
+
+/// The AMX path: the weight-row panels of all `ws` in parallel, each writing its columns of
+/// `outs[i]` (`m × ws[i].len() / k`) directly; with `glu` (one weight, gate/up blocks
+/// interleaved) `silu(gate) · up` into `outs[0]`, half as wide.
+fn run_amx(packed: &[u16], r: Rows, ws: &[AmxWeights<'_>], outs: &mut [&mut [f32]], glu: bool) {
+    let Rows { m, k, pieces } = r;
     let n_of = |w: &AmxWeights<'_>| match w {
         AmxWeights::Rows(w) => w.len() / k,
         AmxWeights::Tiles(t) => t.rows,
@@ -253,7 +287,12 @@ fn run_amx(
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         let n = n_of(w);
         let widths = (0..n).step_by(rows).map(|n0| rows.min(n - n0));
-        let cols = split_columns(out, n, widths);
+        // (Gated: every panel is whole 32-row gate/up pairs, `rows` being a multiple of 32.)
+        let cols = if glu {
+            split_columns(out, n / 2, widths.map(|w| w / 2))
+        } else {
+            split_columns(out, n, widths)
+        };
         match w {
             AmxWeights::Rows(w) => tasks.extend(w.chunks(rows * k).map(|w| (w, false)).zip(cols)),
             AmxWeights::Tiles(t) => tasks.extend(t.panels(rows).map(|w| (w, true)).zip(cols)),
@@ -267,6 +306,7 @@ fn run_amx(
             pieces,
             w,
             tiled,
+            glu,
             out,
         };
         assert!(amx::gemm_panel_amx(p), "no AMX kernel");

@@ -284,6 +284,7 @@ fn bf16_dot_kernels_match_reference_directly() {
                 pieces: 1,
                 w: &w,
                 tiled: false,
+                glu: false,
                 out: panels.pop().expect("two panels"),
             };
             let ran = amx::gemm_panel_amx(p);
@@ -492,4 +493,67 @@ fn tiled_weights_match_row_major() {
             }
         }
     }
+}
+
+/// The gated matmul (`matmul_glu` over `weights::glu_interleaved`) gives exactly the unfused
+/// path's values (both projections in tile order, then `silu_mul`) on every path: one row (the
+/// AVX-512 row kernel, then the activation apart), one activation block (the AMX three-block
+/// kernel, whose groups of three split gate/up pairs), several blocks and pairs, wide panels
+/// (from 128 rows) and long rows (several column chunks), each way to multiply (exact, one and
+/// two bf16 terms), at the detected kernel level and the portable one.
+#[test]
+fn gated_matmul_matches_unfused() {
+    use crate::backend::cpu::kernels::dispatch::silu_mul;
+    use crate::backend::cpu::weights::glu_interleaved;
+    let mut rng = crate::engine::sampler::Rng::new(0x9a7e_d001);
+    for &(m, inter, k) in &[
+        (1, 16, 31),
+        (1, 96, 130),
+        (2, 48, 64),
+        (5, 32, 130),
+        (16, 80, 896),
+        (17, 96, 96),
+        (40, 64, 200),
+        (130, 80, 96),
+        (150, 48, 2100),
+    ] {
+        let (x, gb) = exact_case(&mut rng, m, inter, k);
+        let (_, ub) = exact_case(&mut rng, 1, inter, k);
+        let bf16 = |w: &[u16]| Matrix {
+            rows: inter,
+            cols: k,
+            data: WeightData::Bf16(Buf::Owned(Arc::new(w.to_vec()))),
+        };
+        let (gate, up) = (bf16(&gb), bf16(&ub));
+        let fused = glu_interleaved(&gate, &up, GLU_BLOCK).expect("bf16, whole blocks");
+        assert_eq!((fused.rows, fused.cols), (2 * inter, k));
+        let (gate, up) = (gate.amx_tiled().0, up.amx_tiled().0);
+        for level in [simd_level(), SimdLevel::Portable] {
+            for dot in [Dot::Exact, Dot::Fast, Dot::Fine] {
+                let (mut g, mut u) = (vec![0f32; m * inter], vec![0f32; m * inter]);
+                matmul_with(level, dot, &x, m, &gate, &mut g);
+                matmul_with(level, dot, &x, m, &up, &mut u);
+                for (g, u) in g.chunks_exact_mut(inter).zip(u.chunks_exact(inter)) {
+                    silu_mul(level, g, u);
+                }
+                let mut got = vec![f32::NAN; m * inter];
+                let mut scratch = Vec::new();
+                matmul_glu(level, dot, &x, m, &fused, &mut got, &mut scratch);
+                assert_eq!(got, g, "{level:?} {dot:?} m{m} inter{inter} k{k}");
+            }
+        }
+    }
+    // Not fusable: rows not whole blocks, or not bf16.
+    let odd = Matrix {
+        rows: 24,
+        cols: 8,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(vec![0u16; 24 * 8]))),
+    };
+    assert!(glu_interleaved(&odd, &odd, GLU_BLOCK).is_none());
+    let f32s = Matrix {
+        rows: 16,
+        cols: 8,
+        data: WeightData::F32(Buf::Owned(Arc::new(vec![0f32; 16 * 8]))),
+    };
+    assert!(glu_interleaved(&f32s, &f32s, GLU_BLOCK).is_none());
 }

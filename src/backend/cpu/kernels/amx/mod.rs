@@ -44,7 +44,11 @@ pub struct AmxPanel<'a> {
     /// width).
     pub w: &'a [u16],
     pub tiled: bool,
-    /// Output: `m` rows, `rows` columns of the destination matrix.
+    /// The weight is a gated unit's two projections with their rows interleaved in 16-row
+    /// blocks (gate block, up block, …; see `weights::glu_interleaved`): the panel writes
+    /// `silu(gate) · up`, `rows / 2` columns, instead of both products.
+    pub glu: bool,
+    /// Output: `m` rows, `rows` columns of the destination matrix (`rows / 2` with `glu`).
     pub out: ColumnPanel<'a>,
 }
 
@@ -75,7 +79,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     assert!((1..=3).contains(&pieces), "1 to 3 pieces");
     let kb = k.div_ceil(2 * AMX_T);
     let rows = if p.tiled {
-        let rows = p.out.width();
+        let rows = p.out.width() * if p.glu { 2 } else { 1 };
         assert_eq!(
             p.w.len(),
             rows.div_ceil(AMX_T) * kb * 2 * AMX_T * AMX_T,
@@ -89,9 +93,14 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
         p.tiled || p.w.len() == rows * k,
         "weight panel is not whole rows"
     );
+    let width = if p.glu { rows / 2 } else { rows };
     assert!(
-        p.out.rows() == m && p.out.width() == rows,
-        "output is not m × rows"
+        !p.glu || rows.is_multiple_of(2 * AMX_T),
+        "gated panel is not whole gate/up block pairs"
+    );
+    assert!(
+        p.out.rows() == m && p.out.width() == width,
+        "output is not m × {width}"
     );
     let mut out = p.out;
     let mbs = m.div_ceil(AMX_T);
@@ -130,6 +139,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
             pieces,
             rows,
             m,
+            glu: p.glu,
         };
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
@@ -227,6 +237,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                     mb0,
                     mb,
                     odd_apart: mb == 1 && pieces > 1,
+                    glu: p.glu,
                 };
                 store_finished(acc, finished, &mut out, &mut t);
             }
@@ -250,6 +261,8 @@ struct OneBlock<'a> {
     pieces: usize,
     rows: usize,
     m: usize,
+    /// Gate and up blocks alternate (see [`AmxPanel::glu`]).
+    glu: bool,
 }
 
 /// C tiles of [`tiles::amx_rows`], 64-byte aligned.
@@ -270,6 +283,9 @@ fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
     );
     let mut c = CTiles([0.0; 3 * TILE]);
     let mut t = [[0f32; AMX_T]; AMX_T];
+    // With `glu`: the last gate tile, waiting for its up tile (the next block, which may
+    // come in the next group of three).
+    let mut gate = [0f32; TILE];
     for g in (0..blocks).step_by(3) {
         let nb = (blocks - g).min(3);
         let wg = &b.w[g * block_u16..];
@@ -292,19 +308,17 @@ fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
                 c.0.as_mut_ptr(),
             );
         }
-        for (i, tile) in c.0.chunks_exact(TILE).take(nb).enumerate() {
-            let n = (g + i) * AMX_T;
-            let ni = AMX_T.min(b.rows - n);
-            let tile: &[f32; TILE] = tile.try_into().expect("tile is 256 floats");
-            transpose16(tile, &mut t);
-            for (j, col) in t.iter().take(b.m).enumerate() {
-                let row = &mut out.row_mut(j)[n..n + ni];
-                if ni == AMX_T {
-                    let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
-                    *dst = *col;
-                } else {
-                    row.copy_from_slice(&col[..ni]);
-                }
+        for (i, tile) in c.0.chunks_exact_mut(TILE).take(nb).enumerate() {
+            let block = g + i;
+            let tile: &mut [f32; TILE] = tile.try_into().expect("tile is 256 floats");
+            if !b.glu {
+                let n = block * AMX_T;
+                store_tile(tile, out, (0, b.m), (n, AMX_T.min(b.rows - n)), &mut t);
+            } else if block % 2 == 0 {
+                gate = *tile;
+            } else {
+                glu_combine(&mut gate, tile);
+                store_tile(&gate, out, (0, b.m), (block / 2 * AMX_T, AMX_T), &mut t);
             }
         }
     }
@@ -319,6 +333,8 @@ struct Finished {
     mb0: usize,
     mb: usize,
     odd_apart: bool,
+    /// Each 32-row weight block is a gate and an up block (see [`AmxPanel::glu`]).
+    glu: bool,
 }
 
 /// Writes one activation pair's finished C tiles (`acc`: four 16 × 16 tiles per 32-row weight
@@ -340,6 +356,24 @@ fn store_finished(
             t2.iter_mut().zip(&*t3).for_each(|(a, b)| *a += b);
         }
     }
+    if f.glu {
+        for (bi, c) in acc.chunks_exact_mut(4 * TILE).enumerate() {
+            let (gates, ups) = c.split_at_mut(2 * TILE);
+            for bj in 0..f.mb {
+                let m0 = (f.mb0 + bj) * AMX_T;
+                let gate: &mut [f32; TILE] = (&mut gates[bj * TILE..][..TILE])
+                    .try_into()
+                    .expect("tile is 256 floats");
+                let up: &[f32; TILE] = ups[bj * TILE..][..TILE]
+                    .try_into()
+                    .expect("tile is 256 floats");
+                glu_combine(gate, up);
+                let mi = (f.m - m0).min(AMX_T);
+                store_tile(gate, out, (m0, mi), (bi * AMX_T, AMX_T), t);
+            }
+        }
+        return;
+    }
     for (bi, c) in acc.chunks_exact(4 * TILE).enumerate() {
         let n0 = bi * 2 * AMX_T;
         let nr = (f.rows - n0).min(2 * AMX_T);
@@ -351,19 +385,44 @@ fn store_finished(
                 let tile: &[f32; TILE] = c[(bi2 * 2 + bj) * TILE..][..TILE]
                     .try_into()
                     .expect("tile is 256 floats");
-                transpose16(tile, t);
-                for (j, col) in t.iter().take((f.m - m0).min(AMX_T)).enumerate() {
-                    let row = &mut out.row_mut(m0 + j)[n..n + ni];
-                    if ni == AMX_T {
-                        // Fixed length: inline vector moves, not a `memmove` call.
-                        let dst: &mut [f32; AMX_T] = row.try_into().expect("16 floats");
-                        *dst = *col;
-                    } else {
-                        row.copy_from_slice(&col[..ni]);
-                    }
-                }
+                let mi = (f.m - m0).min(AMX_T);
+                store_tile(tile, out, (m0, mi), (n, ni), t);
             }
         }
+    }
+}
+
+/// `gate = silu(gate) · up` for one gate tile and its up tile (the same weight rows of the
+/// two projections × the same activation rows), with the kernel the unfused path runs.
+fn glu_combine(gate: &mut [f32; 256], up: &[f32; 256]) {
+    super::dispatch::silu_mul(super::SimdLevel::Avx512, gate, up);
+}
+
+/// Writes a finished C tile (row = weight row, column = activation row) transposed into
+/// `out`: its first `rows.1` columns become output rows `rows.0 ..`, its first `cols.1` rows
+/// output columns `cols.0 ..`. With AVX-512 straight from the registers of the transpose, one
+/// 64-byte (masked) store per output row; else through `t` (scratch).
+fn store_tile(
+    tile: &[f32; 256],
+    out: &mut ColumnPanel<'_>,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    t: &mut [[f32; AMX_T]; AMX_T],
+) {
+    let ((m0, mi), (n, ni)) = (rows, cols);
+    assert!(mi <= AMX_T && ni <= AMX_T, "more than a tile");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        let (dst, stride) = out.block_ptr(m0, mi, n, ni);
+        // SAFETY: avx512f was just detected; `tile` is 256 floats; `block_ptr` checked that
+        // rows `m0..m0 + mi`, columns `n..n + ni` lie inside the panel, which `&mut out`
+        // holds exclusively, and the store writes exactly those (`mi`, `ni` ≤ 16).
+        unsafe { tiles::transpose16_store(tile.as_ptr(), dst, stride, mi, ni) };
+        return;
+    }
+    transpose16(tile, t);
+    for (j, col) in t.iter().take(mi).enumerate() {
+        out.row_mut(m0 + j)[n..n + ni].copy_from_slice(&col[..ni]);
     }
 }
 

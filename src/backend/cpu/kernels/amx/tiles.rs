@@ -366,52 +366,86 @@ pub unsafe fn amx_rows(b: AmxRows, c: *mut f32) {
     }
 }
 
-/// `dst[j * 16 + i] = src[i * 16 + j]` for a 16 × 16 f32 tile: 32-bit then 64-bit
-/// unpacks give each 128-bit lane a 4 × 4 sub-block transposed, then two rounds of
+/// The 16 columns of a 16 × 16 f32 tile (`src`, row-major) as 16 vectors: 32-bit then
+/// 64-bit unpacks give each 128-bit lane a 4 × 4 sub-block transposed, then two rounds of
 /// 128-bit lane shuffles put the sub-blocks in place.
+///
+/// # Safety
+/// avx512f is present; `src` has 256 readable floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn columns16(src: *const f32) -> [__m512; 16] {
+    // SAFETY: 16 loads of 16 floats, inside the 256 the contract grants.
+    let r: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * 16)) });
+    // t[2g], t[2g+1]: rows 2g, 2g+1 interleaved per lane (columns 4L, 4L+1 / 4L+2, 4L+3).
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4g + c], lane L: column 4L + c of rows 4g..4g+4.
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let (g, c) = (i / 4, i % 4);
+        let a = _mm512_castps_pd(t[4 * g + c / 2]);
+        let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+        _mm512_castpd_ps(if c % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    let mut cols = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+        let p0 = _mm512_shuffle_f32x4::<0x44>(a, b);
+        let p1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
+        let p2 = _mm512_shuffle_f32x4::<0x44>(cc, d);
+        let p3 = _mm512_shuffle_f32x4::<0xEE>(cc, d);
+        cols[c] = _mm512_shuffle_f32x4::<0x88>(p0, p2);
+        cols[4 + c] = _mm512_shuffle_f32x4::<0xDD>(p0, p2);
+        cols[8 + c] = _mm512_shuffle_f32x4::<0x88>(p1, p3);
+        cols[12 + c] = _mm512_shuffle_f32x4::<0xDD>(p1, p3);
+    }
+    cols
+}
+
+/// `dst[j * 16 + i] = src[i * 16 + j]` for a 16 × 16 f32 tile.
 ///
 /// # Safety
 /// avx512f is present; `src` has 256 readable floats and `dst` 256 writable ones.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn transpose16(src: *const f32, dst: *mut f32) {
-    // SAFETY: 16 loads and 16 stores of 16 floats, inside the 256 the contract grants.
-    unsafe {
-        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * 16)));
-        // t[2g], t[2g+1]: rows 2g, 2g+1 interleaved per lane (columns 4L, 4L+1 / 4L+2, 4L+3).
-        let t: [__m512; 16] = std::array::from_fn(|i| {
-            let (a, b) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_ps(a, b)
-            } else {
-                _mm512_unpackhi_ps(a, b)
-            }
-        });
-        // u[4g + c], lane L: column 4L + c of rows 4g..4g+4.
-        let u: [__m512; 16] = std::array::from_fn(|i| {
-            let (g, c) = (i / 4, i % 4);
-            let a = _mm512_castps_pd(t[4 * g + c / 2]);
-            let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-            _mm512_castpd_ps(if c % 2 == 0 {
-                _mm512_unpacklo_pd(a, b)
-            } else {
-                _mm512_unpackhi_pd(a, b)
-            })
-        });
-        for c in 0..4 {
-            let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
-            let p0 = _mm512_shuffle_f32x4::<0x44>(a, b);
-            let p1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
-            let p2 = _mm512_shuffle_f32x4::<0x44>(cc, d);
-            let p3 = _mm512_shuffle_f32x4::<0xEE>(cc, d);
-            let rows = [
-                _mm512_shuffle_f32x4::<0x88>(p0, p2),
-                _mm512_shuffle_f32x4::<0xDD>(p0, p2),
-                _mm512_shuffle_f32x4::<0x88>(p1, p3),
-                _mm512_shuffle_f32x4::<0xDD>(p1, p3),
-            ];
-            for (l, v) in rows.into_iter().enumerate() {
-                _mm512_storeu_ps(dst.add((4 * l + c) * 16), v);
-            }
-        }
+    // SAFETY: avx512f is present and `src` holds 256 floats (contract).
+    let cols = unsafe { columns16(src) };
+    for (j, v) in cols.into_iter().enumerate() {
+        // SAFETY: 16 floats at `dst + 16 j`, inside the 256 the contract grants.
+        unsafe { _mm512_storeu_ps(dst.add(j * 16), v) };
+    }
+}
+
+/// Column `j < rows` of a 16 × 16 f32 tile (`src`, row-major) stored as the first `cols`
+/// floats of `dst + j * stride`: a finished C tile written transposed straight into its
+/// place in a row-major output, one (masked) 64-byte store per output row.
+///
+/// # Safety
+/// avx512f is present; `src` has 256 readable floats; for each `j < rows`,
+/// `dst + j * stride .. + cols` is writable; `rows, cols <= 16`.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn transpose16_store(
+    src: *const f32,
+    dst: *mut f32,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+) {
+    // SAFETY: avx512f is present and `src` holds 256 floats (contract).
+    let vs = unsafe { columns16(src) };
+    let mask: __mmask16 = if cols >= 16 { !0 } else { (1u16 << cols) - 1 };
+    for (j, v) in vs.into_iter().take(rows).enumerate() {
+        // SAFETY: the masked store writes only the first `cols` floats of row `j`, which the
+        // contract makes writable.
+        unsafe { _mm512_mask_storeu_ps(dst.add(j * stride), mask, v) };
     }
 }
