@@ -224,6 +224,9 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                                 kb,
                                 pieces,
                                 steps: t0..t1,
+                                // Only the first pair reads the panel's weights (of this
+                                // chunk) from memory; later ones find them in L2.
+                                prefetch: mb0 == 0,
                             },
                             c.as_mut_ptr(),
                         );
