@@ -287,13 +287,14 @@ impl Matrix {
 /// `2 × rows` rows in AMX tile order, their rows interleaved in blocks of `block`: gate rows
 /// `0..block`, up rows `0..block`, gate rows `block..2 block`, … (`linear::matmul_glu`
 /// applies the activation to each pair of blocks). `None` unless both are row-major bf16 of
-/// that shape and `rows` is a multiple of `block`.
+/// that shape, with columns, and `rows` is a multiple of `block`.
 pub fn glu_interleaved(gate: &Matrix, up: &Matrix, block: usize) -> Option<Matrix> {
     let (rows, cols) = (gate.rows, gate.cols);
     let (WeightData::Bf16(g), WeightData::Bf16(u)) = (&gate.data, &up.data) else {
         return None;
     };
-    if (up.rows, up.cols) != (rows, cols) || block == 0 || !rows.is_multiple_of(block) {
+    if (up.rows, up.cols) != (rows, cols) || block == 0 || cols == 0 || !rows.is_multiple_of(block)
+    {
         return None;
     }
     let (g, u) = (g.as_slice(), u.as_slice());

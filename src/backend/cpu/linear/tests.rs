@@ -543,13 +543,19 @@ fn gated_matmul_matches_unfused() {
             }
         }
     }
-    // Not fusable: rows not whole blocks, or not bf16.
+    // Not fusable: rows not whole blocks, no columns, or not bf16.
     let odd = Matrix {
         rows: 24,
         cols: 8,
         data: WeightData::Bf16(Buf::Owned(Arc::new(vec![0u16; 24 * 8]))),
     };
     assert!(glu_interleaved(&odd, &odd, GLU_BLOCK).is_none());
+    let empty = Matrix {
+        rows: 16,
+        cols: 0,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(Vec::new()))),
+    };
+    assert!(glu_interleaved(&empty, &empty, GLU_BLOCK).is_none());
     let f32s = Matrix {
         rows: 16,
         cols: 8,
