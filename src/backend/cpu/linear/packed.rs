@@ -141,6 +141,16 @@ fn panel_rows(m: usize, k: usize, total_n: usize, elem: usize, align: usize) -> 
     rows
 }
 
+/// bf16 terms per activation of the AMX kernel over tile-order weights: the dot path's, else
+/// three (exact) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows; `None`: the AVX-512 one-row kernel.
+fn tile_pieces(dot: Dot, m: usize) -> Option<usize> {
+    match dot.terms(m) {
+        Some(t) => Some(t),
+        None if m > TILES_ROW_KERNEL_MAX_M => Some(3),
+        None => None,
+    }
+}
+
 /// [`matmul_packed`] over weights in tile order ([`Bf16Tiles`], made at load where the AMX
 /// kernel runs): the AMX kernel (three bf16 terms per activation for the exact path, or the dot
 /// path's terms) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows or where the dot path asks for bf16
@@ -155,12 +165,7 @@ fn matmul_tiles(
     outs: &mut [&mut [f32]],
 ) -> bool {
     let k = ws[0].cols;
-    let pieces = match dot.terms(m) {
-        Some(t) => Some(t),
-        None if m > TILES_ROW_KERNEL_MAX_M => Some(3),
-        None => None,
-    };
-    if let (Some(pieces), true) = (pieces, has_amx()) {
+    if let (Some(pieces), true) = (tile_pieces(dot, m), has_amx()) {
         let mut xb = XB.with(|s| s.take());
         let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
         let ws: Vec<AmxWeights> = ws.iter().map(|w| AmxWeights::Tiles(w)).collect();
@@ -209,10 +214,8 @@ pub(super) fn matmul_glu_amx(dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mu
     let WeightData::Bf16Tiles(t) = &w.data else {
         return false;
     };
-    let pieces = match dot.terms(m) {
-        Some(p) => p,
-        None if m > TILES_ROW_KERNEL_MAX_M => 3,
-        None => return false,
+    let Some(pieces) = tile_pieces(dot, m) else {
+        return false;
     };
     if !has_amx() || m == 0 || !t.rows.is_multiple_of(2 * TILE_ROWS) {
         return false;

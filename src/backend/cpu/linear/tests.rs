@@ -10,6 +10,15 @@ use crate::backend::cpu::knobs::level_from_process_env as simd_level;
 use crate::backend::cpu::weights::Buf;
 use std::sync::Arc;
 
+/// A row-major bf16 weight of `rows × cols` over `data` (test matrices).
+fn bf16_matrix(rows: usize, cols: usize, data: Vec<u16>) -> Matrix {
+    Matrix {
+        rows,
+        cols,
+        data: WeightData::Bf16(Buf::Owned(Arc::new(data))),
+    }
+}
+
 fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let mut y = vec![0f32; m * n];
     for i in 0..m {
@@ -44,11 +53,7 @@ fn matches_reference_all_shapes_and_levels() {
                 cols: k,
                 data: WeightData::F32(Buf::Owned(Arc::new(wf))),
             },
-            Matrix {
-                rows: n,
-                cols: k,
-                data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
-            },
+            bf16_matrix(n, k, wb),
         ];
         for mat in &mats {
             for level in [simd_level(), SimdLevel::Portable] {
@@ -113,11 +118,7 @@ fn bf16_dot_matches_bf16_rounded_reference() {
             .iter()
             .map(|&b| crate::backend::cpu::kernels::bf16_to_f32(b) as f64)
             .collect();
-        let mat = Matrix {
-            rows: n,
-            cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
-        };
+        let mat = bf16_matrix(n, k, wb);
         let mut exact = vec![0f32; m * n];
         matmul(level, &x, m, &mat, &mut exact);
         for dot in [Dot::Fast, Dot::Fine] {
@@ -240,11 +241,7 @@ fn bf16_dot_kernels_match_reference_directly() {
         };
         // What both kernels compute, on any CPU: the exact path over bf16-rounded activations.
         let xr: Vec<f32> = x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect();
-        let mat = Matrix {
-            rows: n,
-            cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(w.clone()))),
-        };
+        let mat = bf16_matrix(n, k, w.clone());
         let mut y = vec![0f32; m * n];
         matmul(level, &xr, m, &mat, &mut y);
         let y_t: Vec<f32> = (0..n * m).map(|at| y[(at % m) * n + at / m]).collect();
@@ -338,11 +335,7 @@ fn exact_amx_matches_f32_reference() {
         (160, 70, 2100),
     ] {
         let (x, wb) = exact_case(&mut rng, m, n, k);
-        let mat = Matrix {
-            rows: n,
-            cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(wb.clone()))),
-        };
+        let mat = bf16_matrix(n, k, wb.clone());
         let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
         if have_amx {
             set_amx_exact(true);
@@ -415,11 +408,7 @@ fn bf16_dot_off_is_the_exact_path() {
     let wb: Vec<u16> = (0..n * k)
         .map(|i| crate::backend::cpu::kernels::f32_to_bf16(((i * 5 % 11) as f32 - 5.0) / 3.0))
         .collect();
-    let mat = Matrix {
-        rows: n,
-        cols: k,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(wb))),
-    };
+    let mat = bf16_matrix(n, k, wb);
     let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
     matmul(simd_level(), &x, m, &mat, &mut a);
     matmul_with(simd_level(), Dot::Exact, &x, m, &mat, &mut b);
@@ -450,11 +439,7 @@ fn tiled_weights_match_row_major() {
         (160, 70, 2100),
     ] {
         let (x, wb) = exact_case(&mut rng, m, n, k);
-        let rows = Matrix {
-            rows: n,
-            cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(wb.clone()))),
-        };
+        let rows = bf16_matrix(n, k, wb.clone());
         let (tiled, copied) = rows.clone().amx_tiled();
         assert_eq!(
             copied,
@@ -519,11 +504,7 @@ fn gated_matmul_matches_unfused() {
     ] {
         let (x, gb) = exact_case(&mut rng, m, inter, k);
         let (_, ub) = exact_case(&mut rng, 1, inter, k);
-        let bf16 = |w: &[u16]| Matrix {
-            rows: inter,
-            cols: k,
-            data: WeightData::Bf16(Buf::Owned(Arc::new(w.to_vec()))),
-        };
+        let bf16 = |w: &[u16]| bf16_matrix(inter, k, w.to_vec());
         let (gate, up) = (bf16(&gb), bf16(&ub));
         let fused = glu_interleaved(&gate, &up, GLU_BLOCK).expect("bf16, whole blocks");
         assert_eq!((fused.rows, fused.cols), (2 * inter, k));
@@ -544,17 +525,9 @@ fn gated_matmul_matches_unfused() {
         }
     }
     // Not fusable: rows not whole blocks, no columns, or not bf16.
-    let odd = Matrix {
-        rows: 24,
-        cols: 8,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(vec![0u16; 24 * 8]))),
-    };
+    let odd = bf16_matrix(24, 8, vec![0u16; 24 * 8]);
     assert!(glu_interleaved(&odd, &odd, GLU_BLOCK).is_none());
-    let empty = Matrix {
-        rows: 16,
-        cols: 0,
-        data: WeightData::Bf16(Buf::Owned(Arc::new(Vec::new()))),
-    };
+    let empty = bf16_matrix(16, 0, Vec::new());
     assert!(glu_interleaved(&empty, &empty, GLU_BLOCK).is_none());
     let f32s = Matrix {
         rows: 16,

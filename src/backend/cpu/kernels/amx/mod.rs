@@ -173,7 +173,6 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
     let per_pair = nblocks * 4 * AMX_T * AMX_T;
     let pairs = if chunk < kb { mbs.div_ceil(2) } else { 1 };
     let acc_all = gemm::aligned64(&mut scratch.1, pairs * per_pair);
-    let mut t = [[0f32; AMX_T]; AMX_T];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_amx` verified AMX-TILE/BF16 and the OS permission.
     unsafe {
@@ -242,7 +241,7 @@ pub fn gemm_panel_amx(p: AmxPanel<'_>) -> bool {
                     odd_apart: mb == 1 && pieces > 1,
                     glu: p.glu,
                 };
-                store_finished(acc, finished, &mut out, &mut t);
+                store_finished(acc, finished, &mut out);
             }
         }
     }
@@ -285,7 +284,6 @@ fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
         "packed x too short"
     );
     let mut c = CTiles([0.0; 3 * TILE]);
-    let mut t = [[0f32; AMX_T]; AMX_T];
     // With `glu`: the last gate tile, waiting for its up tile (the next block, which may
     // come in the next group of three).
     let mut gate = [0f32; TILE];
@@ -316,12 +314,12 @@ fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
             let tile: &mut [f32; TILE] = tile.try_into().expect("tile is 256 floats");
             if !b.glu {
                 let n = block * AMX_T;
-                store_tile(tile, out, (0, b.m), (n, AMX_T.min(b.rows - n)), &mut t);
+                store_tile(tile, out, (0, b.m), (n, AMX_T.min(b.rows - n)));
             } else if block % 2 == 0 {
                 gate = *tile;
             } else {
                 glu_combine(&mut gate, tile);
-                store_tile(&gate, out, (0, b.m), (block / 2 * AMX_T, AMX_T), &mut t);
+                store_tile(&gate, out, (0, b.m), (block / 2 * AMX_T, AMX_T));
             }
         }
     }
@@ -341,14 +339,9 @@ struct Finished {
 }
 
 /// Writes one activation pair's finished C tiles (`acc`: four 16 × 16 tiles per 32-row weight
-/// block) into the output columns, transposed in registers (`t` is scratch), after adding the
-/// odd pieces' tiles to the even ones where they were kept apart.
-fn store_finished(
-    acc: &mut [f32],
-    f: Finished,
-    out: &mut ColumnPanel<'_>,
-    t: &mut [[f32; AMX_T]; AMX_T],
-) {
+/// block) into the output columns ([`store_tile`]), after adding the odd pieces' tiles to the
+/// even ones where they were kept apart.
+fn store_finished(acc: &mut [f32], f: Finished, out: &mut ColumnPanel<'_>) {
     const TILE: usize = AMX_T * AMX_T;
     if f.odd_apart {
         for c in acc.chunks_exact_mut(4 * TILE) {
@@ -372,7 +365,7 @@ fn store_finished(
                     .expect("tile is 256 floats");
                 glu_combine(gate, up);
                 let mi = (f.m - m0).min(AMX_T);
-                store_tile(gate, out, (m0, mi), (bi * AMX_T, AMX_T), t);
+                store_tile(gate, out, (m0, mi), (bi * AMX_T, AMX_T));
             }
         }
         return;
@@ -389,7 +382,7 @@ fn store_finished(
                     .try_into()
                     .expect("tile is 256 floats");
                 let mi = (f.m - m0).min(AMX_T);
-                store_tile(tile, out, (m0, mi), (n, ni), t);
+                store_tile(tile, out, (m0, mi), (n, ni));
             }
         }
     }
@@ -404,13 +397,12 @@ fn glu_combine(gate: &mut [f32; 256], up: &[f32; 256]) {
 /// Writes a finished C tile (row = weight row, column = activation row) transposed into
 /// `out`: its first `rows.1` columns become output rows `rows.0 ..`, its first `cols.1` rows
 /// output columns `cols.0 ..`. With AVX-512 straight from the registers of the transpose, one
-/// 64-byte (masked) store per output row; else through `t` (scratch).
+/// 64-byte (masked) store per output row; else through a transposed copy.
 fn store_tile(
     tile: &[f32; 256],
     out: &mut ColumnPanel<'_>,
     rows: (usize, usize),
     cols: (usize, usize),
-    t: &mut [[f32; AMX_T]; AMX_T],
 ) {
     let ((m0, mi), (n, ni)) = (rows, cols);
     assert!(mi <= AMX_T && ni <= AMX_T, "more than a tile");
@@ -423,7 +415,8 @@ fn store_tile(
         unsafe { tiles::transpose16_store(tile.as_ptr(), dst, stride, mi, ni) };
         return;
     }
-    transpose16(tile, t);
+    let mut t = [[0f32; AMX_T]; AMX_T];
+    transpose16(tile, &mut t);
     for (j, col) in t.iter().take(mi).enumerate() {
         out.row_mut(m0 + j)[n..n + ni].copy_from_slice(&col[..ni]);
     }
