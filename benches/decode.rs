@@ -13,7 +13,8 @@
 //! the kernel part). Env: `BENCH_DIR`
 //! (the model folder), `BENCH_THREADS`, `BENCH_PROMPT` (prompt tokens
 //! per sequence, default 32), `BENCH_DECODE_STEPS` (default 16), `BENCH_BLOCK` (KV block size,
-//! default 128 as the shipped config), `BENCH_JSON` (also write the summary there as JSON).
+//! default 128 as the shipped config), `BENCH_JSON` (also write the summary there as JSON),
+//! `BENCH_LOG` (a tracing filter, e.g. `debug`: each model step's time per operation).
 //!
 //! Both matmul paths are measured: the exact f32-activation kernel (the default) and the opt-in
 //! AVX-512 BF16 dot-product kernel (`MINDIE_CPU_BF16_DOT`; lines marked `bf16-dot`) where the
@@ -566,6 +567,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The exact AMX switch is process-wide; start from what the environment says, as the
     // daemon does (`MINDIE_CPU_AMX`).
     set_amx_exact(knobs().amx);
+    // `BENCH_LOG=debug`: the backend's debug lines on stderr, among them one `cpu step` per
+    // model step with the time of each operation (norm, qkv, attention, gate_up, …).
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     println!("threads {}, kernels {:?}", threads(), simd_level());
     if let Some(m) = std::env::var("BENCH_GEMM_M")
         .ok()

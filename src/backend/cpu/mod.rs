@@ -44,6 +44,7 @@ pub mod kv_cache;
 pub mod linear;
 mod mmap;
 mod model;
+mod op_times;
 mod pod;
 mod rope;
 pub mod share;

@@ -18,6 +18,7 @@ use super::kernels::SimdLevel;
 use super::kernels::{self, dispatch, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
 use super::linear::{matmul_with, Dot, Linear, GLU_BLOCK};
+use super::op_times::{Op, OpTimes};
 use super::rope::Rope;
 use super::share::LayerShare;
 use super::weights::{glu_interleaved, Matrix, WeightData, WeightStore};
@@ -363,16 +364,20 @@ impl Model {
         }
         // Local slots of the stage's layers (inside `held`: `check_stage`).
         let local = stage.layers.start - self.held.start..stage.layers.end - self.held.start;
-        self.run_layers(level, bf16_dot, batch, local, sc, cache);
-        match (stage.logits, &self.ends) {
-            (true, Some(ends)) => Ok(StageOutput::Logits(
-                self.logits(ends, level, bf16_dot, batch, &sc.x),
-            )),
-            _ => Ok(StageOutput::Hidden(sc.x[..t * h].to_vec())),
-        }
+        let mut times = self.run_layers(level, bf16_dot, batch, local, sc, cache);
+        let out = match (stage.logits, &self.ends) {
+            (true, Some(ends)) => {
+                StageOutput::Logits(self.logits(ends, level, bf16_dot, batch, &sc.x))
+            }
+            _ => StageOutput::Hidden(sc.x[..t * h].to_vec()),
+        };
+        times.lap(Op::Head);
+        tracing::debug!(tokens = t, ops = %times, "cpu step");
+        Ok(out)
     }
 
-    /// The held decoder layers at local slots `layers` over the residual stream `sc.x`.
+    /// The held decoder layers at local slots `layers` over the residual stream `sc.x`; returns
+    /// the time each operation took.
     fn run_layers(
         &self,
         level: SimdLevel,
@@ -381,7 +386,8 @@ impl Model {
         layers: Range<usize>,
         sc: &mut Scratch,
         cache: &mut KvCache,
-    ) {
+    ) -> OpTimes {
+        let mut times = OpTimes::start();
         let s = &self.spec;
         let t = batch.tokens.len();
         let (h, hd) = (s.hidden, s.head_dim);
@@ -399,6 +405,7 @@ impl Model {
         hbuf.resize(t * h, 0.0);
         attn.resize(t * s.q_dim(), 0.0);
         let (cos, sin) = self.rope.tables(&batch.positions);
+        times.lap(Op::RopeKv);
         let half = hd / 2;
         // Which bf16 matmuls may round their activations to one bf16 term (`linear::Dot`).
         let (fast, fine) = (Dot::fast(bf16_dot), Dot::fine(bf16_dot));
@@ -416,6 +423,7 @@ impl Model {
             .skip(layers.start)
         {
             rms_norm_rows(x, &layer.input_norm, s.rms_eps, h, &mut *hbuf);
+            times.lap(Op::Norm);
             Linear::forward_many(
                 level,
                 fine,
@@ -424,6 +432,7 @@ impl Model {
                 &[&layer.q, &layer.k, &layer.v],
                 &mut [&mut *q, &mut *k, &mut *v],
             );
+            times.lap(Op::Qkv);
             q.par_chunks_exact_mut(s.q_dim())
                 .zip(k.par_chunks_exact_mut(s.kv_dim()))
                 .zip(cos.par_chunks_exact(half).zip(sin.par_chunks_exact(half)))
@@ -443,11 +452,15 @@ impl Model {
                     cache.write(li, block, slot, kr, vr);
                 }
             }
+            times.lap(Op::RopeKv);
             let (kc, vc) = cache.layer(li);
             paged_attention(level, &shape, &batch.seqs, q, kc, vc, &mut *attn);
+            times.lap(Op::Attention);
             layer.o.forward(level, fine, attn, t, &mut *proj);
+            times.lap(Op::OProj);
             add_rows(&mut *x, proj, h);
             rms_norm_rows(x, &layer.post_norm, s.rms_eps, h, &mut *hbuf);
+            times.lap(Op::Norm);
             match &layer.gate_up {
                 GateUp::Split { gate: g, up: u } => {
                     Linear::forward_many(
@@ -466,9 +479,13 @@ impl Model {
                 // (`up` is the scratch of the unfused fallback, e.g. one row off AMX.)
                 GateUp::Fused(gu) => gu.forward_glu(level, fast, hbuf, t, gate, up),
             }
+            times.lap(Op::GateUp);
             layer.down.forward(level, fast, gate, t, &mut *proj);
+            times.lap(Op::Down);
             add_rows(&mut *x, proj, h);
+            times.lap(Op::Norm);
         }
+        times
     }
 
     /// Final norm and LM head for the last row of each sequence that wants logits.
