@@ -17,7 +17,7 @@ use super::hf_config::HfModelConfig;
 use super::kernels::SimdLevel;
 use super::kernels::{self, dispatch, Bf16, Fmt, F16, F32};
 use super::kv_cache::KvCache;
-use super::linear::{matmul_with, Dot, Linear, GLU_BLOCK};
+use super::linear::{matmul_with, Dot, Linear, PackedActs, GLU_BLOCK};
 use super::op_times::{Op, OpTimes};
 use super::rope::Rope;
 use super::share::LayerShare;
@@ -78,6 +78,8 @@ struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// The gated unit's output packed for the down projection (AMX).
+    packed: PackedActs,
 }
 
 /// How the loader lays out bf16 matmul weights, and the bytes it copied doing so.
@@ -401,6 +403,7 @@ impl Model {
             proj,
             gate,
             up,
+            packed,
         } = sc;
         hbuf.resize(t * h, 0.0);
         attn.resize(t * s.q_dim(), 0.0);
@@ -461,7 +464,9 @@ impl Model {
             add_rows(&mut *x, proj, h);
             rms_norm_rows(x, &layer.post_norm, s.rms_eps, h, &mut *hbuf);
             times.lap(Op::Norm);
-            match &layer.gate_up {
+            // With AMX the gated unit's output goes straight into the down projection's
+            // packed input where it can (`Linear::forward_glu_packed`; same values).
+            let packed_down = match &layer.gate_up {
                 GateUp::Split { gate: g, up: u } => {
                     Linear::forward_many(
                         level,
@@ -475,12 +480,25 @@ impl Model {
                         .zip(up.par_chunks(s.intermediate))
                         .with_min_len(ROWS_PER_TASK)
                         .for_each(|(g, u)| dispatch::silu_mul(level, g, u));
+                    false
+                }
+                GateUp::Fused(gu)
+                    if gu.forward_glu_packed(level, fast, hbuf, t, &layer.down, packed) =>
+                {
+                    true
                 }
                 // (`up` is the scratch of the unfused fallback, e.g. one row off AMX.)
-                GateUp::Fused(gu) => gu.forward_glu(level, fast, hbuf, t, gate, up),
-            }
+                GateUp::Fused(gu) => {
+                    gu.forward_glu(level, fast, hbuf, t, gate, up);
+                    false
+                }
+            };
             times.lap(Op::GateUp);
-            layer.down.forward(level, fast, gate, t, &mut *proj);
+            if packed_down {
+                layer.down.forward_packed(packed, &mut *proj);
+            } else {
+                layer.down.forward(level, fast, gate, t, &mut *proj);
+            }
             times.lap(Op::Down);
             add_rows(&mut *x, proj, h);
             times.lap(Op::Norm);

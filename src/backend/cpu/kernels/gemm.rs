@@ -144,6 +144,63 @@ pub fn pack_amx<'a>(
     packed
 }
 
+/// Half a step of [`pack_amx`]'s layout from a finished AMX C tile (`tile`: row `u` = output
+/// column `u`, column `r` = output row `r`, 16 × 16): `out[piece][q]` is tile row `q` of that
+/// half for term `piece`, holding columns `2q`, `2q + 1` of each row `r` at `2r`, `2r + 1` —
+/// the terms [`pack_amx`] splits each value into, zeros for rows `r >= mi` and columns `u >= ni` (the padding
+/// of [`pack_amx`]). Branch-free lanes, so it vectorizes.
+#[inline(always)]
+pub(super) fn pack_amx_half(
+    tile: &[f32; 256],
+    mi: usize,
+    ni: usize,
+    pieces: usize,
+    out: &mut [[[u16; 32]; 8]; 3],
+) {
+    for q in 0..8 {
+        let mut v = [[0f32; 16]; 2];
+        for (c, lanes) in v.iter_mut().enumerate() {
+            let unit = 2 * q + c;
+            for (r, l) in lanes.iter_mut().enumerate() {
+                let keep = r < mi && unit < ni;
+                *l = if keep { tile[unit * 16 + r] } else { 0.0 };
+            }
+        }
+        let mut terms = [[[0u16; 16]; 2]; 3];
+        for c in 0..2 {
+            match pieces {
+                1 => {
+                    for r in 0..16 {
+                        terms[0][c][r] = f32_to_bf16(v[c][r]);
+                    }
+                }
+                2 => {
+                    for r in 0..16 {
+                        let hi = f32_to_bf16(v[c][r]);
+                        terms[0][c][r] = hi;
+                        terms[1][c][r] = f32_to_bf16(v[c][r] - bf16_to_f32(hi));
+                    }
+                }
+                _ => {
+                    for term in terms.iter_mut() {
+                        for r in 0..16 {
+                            let bits = v[c][r].to_bits();
+                            term[c][r] = (bits >> 16) as u16;
+                            v[c][r] -= f32::from_bits(bits & 0xffff_0000);
+                        }
+                    }
+                }
+            }
+        }
+        for (o, t) in out.iter_mut().zip(&terms).take(pieces) {
+            for r in 0..16 {
+                o[q][2 * r] = t[0][r];
+                o[q][2 * r + 1] = t[1][r];
+            }
+        }
+    }
+}
+
 /// One 16-row block of [`pack_amx`]: which rows of which activations, and how many terms.
 #[derive(Clone, Copy)]
 pub struct AmxBlockPack<'a> {

@@ -38,7 +38,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::kernels::{Bf16, SimdLevel, F16, F32};
+use super::kernels::{gemm, Bf16, SimdLevel, F16, F32};
 use super::weights::{Matrix, WeightData};
 
 /// Below this many multiply-adds a matmul runs on the calling thread.
@@ -152,6 +152,37 @@ impl Linear {
         matmul_glu(level, dot, x, m, &self.w, out, scratch);
     }
 
+    /// [`Self::forward_glu`] with its output left in `acts`, packed as `down`'s AMX matmul
+    /// reads it ([`Self::forward_packed`]), without the f32 matrix in between. `false`
+    /// (nothing done) where `down` would not run on AMX at these rows or the shapes do not
+    /// allow it (the caller then runs the two apart); the values are the same either way.
+    pub fn forward_glu_packed(
+        &self,
+        level: SimdLevel,
+        dot: Dot,
+        x: &[f32],
+        m: usize,
+        down: &Linear,
+        acts: &mut PackedActs,
+    ) -> bool {
+        assert!(self.bias.is_none(), "a gated weight has no bias");
+        level == SimdLevel::Avx512
+            && self.w.rows.is_multiple_of(2 * GLU_BLOCK)
+            && packed::matmul_glu_packed_amx(dot, x, m, &self.w, &down.w, acts)
+    }
+
+    /// `out = acts · Wᵀ + b` over activations that [`Self::forward_glu_packed`] packed for
+    /// this projection.
+    pub fn forward_packed(&self, acts: &PackedActs, out: &mut Vec<f32>) {
+        out.resize(acts.m * self.w.rows, 0.0);
+        packed::matmul_acts_amx(acts, &self.w, out);
+        if let Some(b) = &self.bias {
+            for row in out.chunks_exact_mut(self.w.rows) {
+                super::kernels::add_in_place(row, b);
+            }
+        }
+    }
+
     /// Several projections of the same input (q/k/v, gate/up) in one parallel pass: the
     /// activations are packed once and the panels of all weights share the pool.
     pub fn forward_many(
@@ -219,6 +250,35 @@ pub fn matmul_glu(
             super::kernels::dispatch::silu_mul(level, gate, up);
             o.copy_from_slice(gate);
         }
+    }
+}
+
+/// `m × k` activations in the AMX kernel's packed layout (`kernels::gemm::pack_amx`, `pieces`
+/// bf16 terms per value), written by [`Linear::forward_glu_packed`] for the next projection;
+/// the buffer is reused across steps.
+#[derive(Default)]
+pub struct PackedActs {
+    buf: Vec<u16>,
+    /// Where the 64-byte aligned data start in `buf`.
+    skip: usize,
+    m: usize,
+    k: usize,
+    pieces: usize,
+}
+
+impl PackedActs {
+    /// The buffer for `m × k` activations of `pieces` terms, every element to be written.
+    fn reset(&mut self, m: usize, k: usize, pieces: usize) -> &mut [u16] {
+        let len = gemm::amx_packed_len(m, k, pieces);
+        let data = gemm::aligned64(&mut self.buf, len);
+        self.skip = (data.as_ptr() as usize - self.buf.as_ptr() as usize) / 2;
+        (self.m, self.k, self.pieces) = (m, k, pieces);
+        &mut self.buf[self.skip..self.skip + len]
+    }
+
+    fn data(&self) -> &[u16] {
+        let len = gemm::amx_packed_len(self.m, self.k, self.pieces);
+        &self.buf[self.skip..self.skip + len]
     }
 }
 

@@ -9,9 +9,9 @@
 use rayon::prelude::*;
 
 use super::{amx_exact, Dot, AMX_EXACT_MIN_M, PARALLEL_MIN_MACS, TILES_ROW_KERNEL_MAX_M};
-use crate::backend::cpu::kernels::amx::{self, AmxPanel};
+use crate::backend::cpu::kernels::amx::{self, AmxOut, AmxPanel};
 use crate::backend::cpu::kernels::avx512::{self, GemmPanel, TilesPanel};
-use crate::backend::cpu::kernels::column_panel::{split_columns, ColumnPanel};
+use crate::backend::cpu::kernels::column_panel::{split_columns, split_steps, ColumnPanel};
 use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16, SimdLevel};
 use crate::backend::cpu::pod::Pod;
 use crate::backend::cpu::weights::{Bf16Tiles, Matrix, WeightData, TILE_ROWS};
@@ -234,6 +234,59 @@ pub(super) fn matmul_glu_amx(dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mu
     true
 }
 
+/// [`matmul_glu_amx`] with the output written in the packed layout (`acts`, terms as
+/// [`tile_pieces`] gives them) that `down`'s AMX matmul reads, so the f32 output and its
+/// packing never happen (at 2,048 prefill rows of Qwen2-0.5B: 40 MB written, read back and
+/// packed again, each layer). `false` (nothing done) unless both weights are in tile order,
+/// the AMX kernel takes these rows, the unit is whole 32-column steps and `down` reads it.
+pub(super) fn matmul_glu_packed_amx(
+    dot: Dot,
+    x: &[f32],
+    m: usize,
+    w: &Matrix,
+    down: &Matrix,
+    acts: &mut super::PackedActs,
+) -> bool {
+    let (WeightData::Bf16Tiles(t), WeightData::Bf16Tiles(d)) = (&w.data, &down.data) else {
+        return false;
+    };
+    let Some(pieces) = tile_pieces(dot, m) else {
+        return false;
+    };
+    let units = t.rows / 2;
+    // (Panels of whole 64-row multiples hold whole 32-unit steps of the output.)
+    if !has_amx() || m == 0 || !t.rows.is_multiple_of(4 * TILE_ROWS) || d.cols != units {
+        return false;
+    }
+    let k = t.cols;
+    let mut xb = XB.with(|s| s.take());
+    let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
+    let rows = amx_panel_rows(m, k, t.rows, 4 * TILE_ROWS);
+    let widths = (0..t.rows)
+        .step_by(rows)
+        .map(|n0| rows.min(t.rows - n0) / 2);
+    let out = acts.reset(m, units, pieces);
+    let tasks = t
+        .panels(rows)
+        .zip(split_steps(out, m, units, pieces, widths))
+        .map(|(w, o)| (w, true, AmxOut::Packed(o)))
+        .collect();
+    run_amx_panels(packed, Rows { m, k, pieces }, tasks, true);
+    XB.with(|s| s.replace(xb));
+    true
+}
+
+/// `out = acts · wᵀ` on AMX over activations [`matmul_glu_packed_amx`] packed for `w`.
+pub(super) fn matmul_acts_amx(acts: &super::PackedActs, w: &Matrix, out: &mut [f32]) {
+    let WeightData::Bf16Tiles(t) = &w.data else {
+        panic!("packed activations for a weight not in tile order");
+    };
+    let (m, k, pieces) = (acts.m, acts.k, acts.pieces);
+    assert_eq!(t.cols, k, "packed activations of another width");
+    let ws = [AmxWeights::Tiles(t)];
+    run_amx(acts.data(), Rows { m, k, pieces }, &ws, &mut [out], false);
+}
+
 /// Panels of `rows` weight rows (a multiple of 16) of every tiled weight, each with its columns
 /// of that weight's output.
 fn tile_panels<'a>(
@@ -268,24 +321,13 @@ struct Rows {
 /// `outs[i]` (`m × ws[i].len() / k`) directly; with `glu` (one weight, gate/up blocks
 /// interleaved) `silu(gate) · up` into `outs[0]`, half as wide.
 fn run_amx(packed: &[u16], r: Rows, ws: &[AmxWeights<'_>], outs: &mut [&mut [f32]], glu: bool) {
-    let Rows { m, k, pieces } = r;
+    let Rows { m, k, .. } = r;
     let n_of = |w: &AmxWeights<'_>| match w {
         AmxWeights::Rows(w) => w.len() / k,
         AmxWeights::Tiles(t) => t.rows,
     };
     let total_n: usize = ws.iter().map(n_of).sum();
-    let rows = if m >= amx::AMX_WIDE_MIN_M {
-        // Prefill-sized: one panel per thread, as wide as one row chunk of its weights fits
-        // half an L2 (the kernel goes through the rows in chunks then), so each activation
-        // tile loaded serves many weight blocks (down_proj 896 × 4864 at 2048 rows: 496 →
-        // 624 GFLOP/s, q/k/v-shaped 1152 × 896: 608 → 725; `BENCH_GEMM_M`).
-        let threads = rayon::current_num_threads().max(1);
-        let cols = k.min(amx::AMX_K_CHUNK * 32);
-        let cap = (PANEL_L2_BYTES / (cols * 2)).max(32) / 32 * 32;
-        total_n.div_ceil(threads).next_multiple_of(32).min(cap)
-    } else {
-        panel_rows(m, k, total_n, 2, 32)
-    };
+    let rows = amx_panel_rows(m, k, total_n, 32);
     let mut tasks = Vec::new();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         let n = n_of(w);
@@ -301,7 +343,33 @@ fn run_amx(packed: &[u16], r: Rows, ws: &[AmxWeights<'_>], outs: &mut [&mut [f32
             AmxWeights::Tiles(t) => tasks.extend(t.panels(rows).map(|w| (w, true)).zip(cols)),
         }
     }
-    tasks.into_par_iter().for_each(|((w, tiled), out)| {
+    let tasks = tasks
+        .into_iter()
+        .map(|((w, tiled), out)| (w, tiled, AmxOut::Columns(out)));
+    run_amx_panels(packed, r, tasks.collect(), glu);
+}
+
+/// Weight rows per AMX panel (a multiple of `align`, itself a multiple of 32) of a matmul of
+/// `m` activation rows over `total_n` weight rows of `k` columns.
+fn amx_panel_rows(m: usize, k: usize, total_n: usize, align: usize) -> usize {
+    if m >= amx::AMX_WIDE_MIN_M {
+        // Prefill-sized: one panel per thread, as wide as one row chunk of its weights fits
+        // half an L2 (the kernel goes through the rows in chunks then), so each activation
+        // tile loaded serves many weight blocks (down_proj 896 × 4864 at 2048 rows: 496 →
+        // 624 GFLOP/s, q/k/v-shaped 1152 × 896: 608 → 725; `BENCH_GEMM_M`).
+        let threads = rayon::current_num_threads().max(1);
+        let cols = k.min(amx::AMX_K_CHUNK * 32);
+        let cap = (PANEL_L2_BYTES / (cols * 2)).max(align) / align * align;
+        total_n.div_ceil(threads).next_multiple_of(align).min(cap)
+    } else {
+        panel_rows(m, k, total_n, 2, align)
+    }
+}
+
+/// Runs the AMX kernel over `(weight panel, tile order, destination)` tasks in parallel.
+fn run_amx_panels(packed: &[u16], r: Rows, tasks: Vec<(&[u16], bool, AmxOut<'_>)>, glu: bool) {
+    let Rows { m, k, pieces } = r;
+    tasks.into_par_iter().for_each(|(w, tiled, out)| {
         let p = AmxPanel {
             xp: packed,
             m,

@@ -282,7 +282,7 @@ fn bf16_dot_kernels_match_reference_directly() {
                 w: &w,
                 tiled: false,
                 glu: false,
-                out: panels.pop().expect("two panels"),
+                out: amx::AmxOut::Columns(panels.pop().expect("two panels")),
             };
             let ran = amx::gemm_panel_amx(p);
             assert_eq!(ran, have_amx, "AMX kernel");
@@ -356,6 +356,83 @@ fn exact_amx_matches_f32_reference() {
             assert_exact(name, &x, &wb, (m, n, k), y);
         }
     }
+}
+
+/// The gated unit written straight into the down projection's packed input
+/// (`Linear::forward_glu_packed`, then `forward_packed`) gives bit for bit what the two steps
+/// apart give (`forward_glu` to f32, then `forward`, which packs it): the packed buffer equals
+/// `pack_amx` of the f32 output, and the down projection's result is the same, for one and
+/// several activation blocks, partial blocks, wide panels (from 128 rows), several panels and
+/// each way to multiply. Where AMX is missing, or the rows are one (the row kernel) or the
+/// unit is not whole 32-column steps, it declines and changes nothing.
+#[test]
+fn gated_unit_packed_for_down_matches_apart() {
+    use crate::backend::cpu::weights::glu_interleaved;
+    let mut rng = crate::engine::sampler::Rng::new(0x6c75_7061);
+    let level = simd_level();
+    for &(m, inter, k, h) in &[
+        (1, 64, 96, 32),
+        (9, 64, 96, 48),
+        (16, 96, 130, 32),
+        (37, 128, 200, 64),
+        (130, 96, 96, 32),
+        (150, 1216, 64, 48),
+    ] {
+        let (x, gb) = exact_case(&mut rng, m, inter, k);
+        let (_, ub) = exact_case(&mut rng, 1, inter, k);
+        let (_, db) = exact_case(&mut rng, 1, h, inter);
+        let bf16 = |rows, cols, w: &[u16]| bf16_matrix(rows, cols, w.to_vec());
+        let fused = glu_interleaved(&bf16(inter, k, &gb), &bf16(inter, k, &ub), GLU_BLOCK)
+            .expect("bf16, whole blocks");
+        let gate_up = Linear {
+            w: fused.amx_tiled().0,
+            bias: None,
+        };
+        let down = Linear {
+            w: bf16(h, inter, &db).amx_tiled().0,
+            bias: Some((0..h).map(|i| i as f32 / 7.0).collect()),
+        };
+        for dot in [Dot::Exact, Dot::Fast, Dot::Fine] {
+            let name = format!("{dot:?} m{m} inter{inter} k{k} h{h}");
+            let (mut act, mut scratch, mut want) = (Vec::new(), Vec::new(), Vec::new());
+            gate_up.forward_glu(level, dot, &x, m, &mut act, &mut scratch);
+            down.forward(level, dot, &act, m, &mut want);
+            let mut acts = PackedActs::default();
+            let took = gate_up.forward_glu_packed(level, dot, &x, m, &down, &mut acts);
+            // (One row takes the AVX-512 row kernel, at any `dot`.)
+            let expect = has_amx() && level == SimdLevel::Avx512 && m > 1;
+            if !expect {
+                assert!(!took, "{name}: no AMX path here, yet it took one");
+                continue;
+            }
+            assert!(took, "{name}: declined");
+            let pieces = acts.pieces;
+            let mut buf = Vec::new();
+            let repacked = gemm::pack_amx(&act, m, inter, pieces, &mut buf);
+            assert!(acts.data() == repacked, "{name}: packed activations differ");
+            let mut got = vec![f32::NAN; 3];
+            down.forward_packed(&acts, &mut got);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+    // A unit of 16-column halves (48 = one and a half steps) declines.
+    let (x, gb) = exact_case(&mut rng, 20, 48, 64);
+    let fused = glu_interleaved(
+        &bf16_matrix(48, 64, gb.clone()),
+        &bf16_matrix(48, 64, gb),
+        GLU_BLOCK,
+    )
+    .expect("whole blocks");
+    let gate_up = Linear {
+        w: fused.amx_tiled().0,
+        bias: None,
+    };
+    let down = Linear {
+        w: bf16_matrix(32, 48, vec![0; 32 * 48]).amx_tiled().0,
+        bias: None,
+    };
+    let mut acts = PackedActs::default();
+    assert!(!gate_up.forward_glu_packed(level, Dot::Fast, &x, 20, &down, &mut acts));
 }
 
 /// Activations over several magnitudes (as after RMSNorm and SiLU) and bf16 weights for an

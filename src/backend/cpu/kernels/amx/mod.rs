@@ -9,7 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 
-use super::column_panel::ColumnPanel;
+use super::column_panel::{ColumnPanel, PackedSteps};
 use super::cpu_features::has_amx;
 use super::gemm;
 
@@ -49,7 +49,33 @@ pub struct AmxPanel<'a> {
     /// `silu(gate) · up`, `rows / 2` columns, instead of both products.
     pub glu: bool,
     /// Output: `m` rows, `rows` columns of the destination matrix (`rows / 2` with `glu`).
-    pub out: ColumnPanel<'a>,
+    pub out: AmxOut<'a>,
+}
+
+/// Where a panel's results go.
+pub enum AmxOut<'a> {
+    /// Columns of a row-major f32 matrix.
+    Columns(ColumnPanel<'a>),
+    /// Whole 32-column steps of a matrix in the packed activation layout of
+    /// [`gemm::pack_amx`], as the terms it would split each f32 result into: the input of the next AMX matmul, written without the f32
+    /// matrix in between (a gated unit's output feeding the down projection).
+    Packed(PackedSteps<'a>),
+}
+
+impl AmxOut<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            AmxOut::Columns(c) => c.rows(),
+            AmxOut::Packed(p) => p.rows(),
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            AmxOut::Columns(c) => c.width(),
+            AmxOut::Packed(p) => p.width(),
+        }
+    }
 }
 
 /// Runs one panel with the AMX BF16 tile kernel (`tdpbf16ps`: bf16 × bf16 products with f32
@@ -274,7 +300,7 @@ struct CTiles([f32; 3 * AMX_T * AMX_T]);
 /// The decode-sized case of [`gemm_panel_amx`] (one activation block, weights in tile order):
 /// the panel's weight blocks three at a time through `tiles::amx_rows` (each activation tile
 /// load feeding three products), each finished tile transposed into the output columns.
-fn panel_one_block(b: OneBlock<'_>, out: &mut ColumnPanel<'_>) {
+fn panel_one_block(b: OneBlock<'_>, out: &mut AmxOut<'_>) {
     const TILE: usize = AMX_T * AMX_T;
     let blocks = b.rows.div_ceil(AMX_T);
     let block_u16 = b.kb * 2 * TILE;
@@ -341,7 +367,7 @@ struct Finished {
 /// Writes one activation pair's finished C tiles (`acc`: four 16 × 16 tiles per 32-row weight
 /// block) into the output columns ([`store_tile`]), after adding the odd pieces' tiles to the
 /// even ones where they were kept apart.
-fn store_finished(acc: &mut [f32], f: Finished, out: &mut ColumnPanel<'_>) {
+fn store_finished(acc: &mut [f32], f: Finished, out: &mut AmxOut<'_>) {
     const TILE: usize = AMX_T * AMX_T;
     if f.odd_apart {
         for c in acc.chunks_exact_mut(4 * TILE) {
@@ -394,11 +420,65 @@ fn glu_combine(gate: &mut [f32; 256], up: &[f32; 256]) {
     super::dispatch::silu_mul(super::SimdLevel::Avx512, gate, up);
 }
 
-/// Writes a finished C tile (row = weight row, column = activation row) transposed into
-/// `out`: its first `rows.1` columns become output rows `rows.0 ..`, its first `cols.1` rows
-/// output columns `cols.0 ..`. With AVX-512 straight from the registers of the transpose, one
-/// 64-byte (masked) store per output row; else through a transposed copy.
-fn store_tile(
+/// Writes a finished C tile (row = weight row, column = activation row) into `out`: its
+/// first `rows.1` columns become output rows `rows.0 ..`, its first `cols.1` rows output
+/// columns `cols.0 ..` ([`store_columns`], [`store_packed`]).
+fn store_tile(tile: &[f32; 256], out: &mut AmxOut<'_>, rows: (usize, usize), cols: (usize, usize)) {
+    match out {
+        AmxOut::Columns(c) => store_columns(tile, c, rows, cols),
+        AmxOut::Packed(p) => store_packed(tile, p, rows, cols),
+    }
+}
+
+/// [`store_tile`] into the packed layout: each value as `out.pieces()` bf16 terms
+/// (`gemm::pack_amx_half`), the tile's 16 output columns (`cols.0` a multiple of 16) filling
+/// half of their 32-column step's tile rows; output rows of the 16-row block past `rows.1`,
+/// and columns past `cols.1`, become zeros, as [`gemm::pack_amx`] pads them.
+fn store_packed(
+    tile: &[f32; 256],
+    out: &mut PackedSteps<'_>,
+    (m0, mi): (usize, usize),
+    (n, ni): (usize, usize),
+) {
+    assert!(
+        m0.is_multiple_of(AMX_T) && n.is_multiple_of(AMX_T),
+        "packed tiles start on whole blocks"
+    );
+    let pieces = out.pieces();
+    let mut terms = [[[0u16; 2 * AMX_T]; AMX_T / 2]; 3];
+    pack_half(tile, (mi, ni), pieces, &mut terms);
+    let (blk, step, half) = (m0 / AMX_T, n / (2 * AMX_T), n % (2 * AMX_T) / AMX_T);
+    for (piece, rows) in terms.iter().take(pieces).enumerate() {
+        let dst = out.tile_mut(blk, piece, step);
+        let dst = &mut dst[half * AMX_T * AMX_T..][..AMX_T * AMX_T];
+        for (d, src) in dst.chunks_exact_mut(2 * AMX_T).zip(rows) {
+            d.copy_from_slice(src);
+        }
+    }
+}
+
+/// `gemm::pack_amx_half` (half a packed step from a C tile), in AVX-512 registers where the
+/// CPU has them (wherever AMX runs): the same bits.
+fn pack_half(
+    tile: &[f32; 256],
+    (mi, ni): (usize, usize),
+    pieces: usize,
+    out: &mut [[[u16; 2 * AMX_T]; AMX_T / 2]; 3],
+) {
+    assert!(mi <= AMX_T && ni <= AMX_T && (1..=3).contains(&pieces));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+        // SAFETY: avx512f/bw were just detected; `tile` is 256 floats, `out` 3 × 256 u16
+        // (at least `pieces * 256`), and `mi`, `ni`, `pieces` are in range (asserted).
+        unsafe { tiles::pack_half16(tile.as_ptr(), mi, ni, pieces, out.as_mut_ptr().cast()) };
+        return;
+    }
+    gemm::pack_amx_half(tile, mi, ni, pieces, out);
+}
+
+/// [`store_tile`] into f32 columns, transposed: with AVX-512 straight from the registers of
+/// the transpose, one 64-byte (masked) store per output row; else through a transposed copy.
+fn store_columns(
     tile: &[f32; 256],
     out: &mut ColumnPanel<'_>,
     rows: (usize, usize),
@@ -449,6 +529,44 @@ pub fn transpose16(src: &[f32; 256], dst: &mut [[f32; 16]; 16]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packed store's register version gives the plain one's bits: every term count,
+    /// partial rows and columns, and values at the edges of bf16 (NaN, infinities, the
+    /// largest finite value, rounding ties, subnormals, signed zeros).
+    #[test]
+    fn pack_half_is_the_same_in_registers() {
+        let edges = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            f32::from_bits(0x0000_0001),
+            f32::from_bits(0x8040_0000),
+            0.0,
+            -0.0,
+            1.0 / 3.0,
+        ];
+        let tile: [f32; 256] = std::array::from_fn(|i| match i % 19 {
+            j if j < edges.len() => edges[j],
+            j => (i as f32 - 128.0) * 1.000_123 * j as f32,
+        });
+        for pieces in 1..=3 {
+            for (mi, ni) in [(16, 16), (5, 16), (16, 7), (1, 1), (0, 16)] {
+                let mut want = [[[9u16; 32]; 8]; 3];
+                gemm::pack_amx_half(&tile, mi, ni, pieces, &mut want);
+                let mut got = [[[7u16; 32]; 8]; 3];
+                pack_half(&tile, (mi, ni), pieces, &mut got);
+                assert_eq!(
+                    got[..pieces],
+                    want[..pieces],
+                    "{pieces} pieces, {mi} × {ni}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn transpose16_transposes() {

@@ -455,3 +455,57 @@ pub unsafe fn transpose16_store(
         unsafe { _mm512_mask_storeu_ps(dst.add(j * stride), mask, v) };
     }
 }
+
+/// `gemm::pack_amx_half` in AVX-512 registers (the same bits): for each of the 8 tile rows,
+/// C tile rows `2q` and `2q + 1` (masked to the first `rows` lanes, zero past `cols`) split
+/// into `pieces` bf16 terms, each term's pair interleaved into one 64-byte store at
+/// `out + (piece * 8 + q) * 32`.
+///
+/// # Safety
+/// avx512f and avx512bw are present; `src` has 256 readable floats; `out` has
+/// `pieces * 256` writable u16; `rows, cols <= 16`; `1 <= pieces <= 3`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn pack_half16(src: *const f32, rows: usize, cols: usize, pieces: usize, out: *mut u16) {
+    let row_mask: __mmask16 = if rows >= 16 { !0 } else { (1u16 << rows) - 1 };
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    // `kernels::f32_to_bf16` on 16 lanes: nearest, ties to even; NaN keeps its top half
+    // with the quiet bit set.
+    let round = |v: __m512| {
+        let bits = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let sum = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), odd);
+        let rounded = _mm512_srli_epi32::<16>(sum);
+        let nan = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), rounded, nan)
+    };
+    for q in 0..8 {
+        let load = |unit: usize| {
+            let mask = if unit < cols { row_mask } else { 0 };
+            // SAFETY: lanes past `mask` are not read; row `unit < 16` of the 256 floats.
+            unsafe { _mm512_maskz_loadu_ps(mask, src.add(unit * 16)) }
+        };
+        let (mut a, mut b) = (load(2 * q), load(2 * q + 1));
+        for piece in 0..pieces {
+            let (ta, tb) = match pieces {
+                1 => (round(a), round(b)),
+                2 if piece == 0 => {
+                    let (ha, hb) = (round(a), round(b));
+                    let back = |h: __m512i| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h));
+                    a = _mm512_sub_ps(a, back(ha));
+                    b = _mm512_sub_ps(b, back(hb));
+                    (ha, hb)
+                }
+                2 => (round(a), round(b)),
+                _ => {
+                    let (ba, bb) = (_mm512_castps_si512(a), _mm512_castps_si512(b));
+                    a = _mm512_sub_ps(a, _mm512_castsi512_ps(_mm512_and_si512(ba, high)));
+                    b = _mm512_sub_ps(b, _mm512_castsi512_ps(_mm512_and_si512(bb, high)));
+                    (_mm512_srli_epi32::<16>(ba), _mm512_srli_epi32::<16>(bb))
+                }
+            };
+            let pair = _mm512_or_si512(ta, _mm512_slli_epi32::<16>(tb));
+            // SAFETY: 32 u16 at `(piece * 8 + q) * 32`, inside the `pieces * 256` granted.
+            unsafe { _mm512_storeu_si512(out.add((piece * 8 + q) * 32).cast(), pair) };
+        }
+    }
+}
