@@ -147,8 +147,9 @@ pub fn pack_amx<'a>(
 /// Half a step of [`pack_amx`]'s layout from a finished AMX C tile (`tile`: row `u` = output
 /// column `u`, column `r` = output row `r`, 16 × 16): `out[piece][q]` is tile row `q` of that
 /// half for term `piece`, holding columns `2q`, `2q + 1` of each row `r` at `2r`, `2r + 1` —
-/// the terms [`pack_amx`] splits each value into, zeros for rows `r >= mi` and columns `u >= ni` (the padding
-/// of [`pack_amx`]). Branch-free lanes, so it vectorizes.
+/// the terms [`pack_amx`] splits each value into, zeros for rows `r >= mi` and columns
+/// `u >= ni` (its padding). The AMX kernel's stores use the same split in AVX-512 registers
+/// (`amx::tiles::pack_half16`); this is the reference they are tested against.
 #[inline(always)]
 pub(super) fn pack_amx_half(
     tile: &[f32; 256],

@@ -30,6 +30,11 @@
 //! (4864 × 896): one term ≈2.3× the exact AMX path's GFLOP/s at 256–1024 rows, two terms
 //! ≈1.4×; `vdpbf16ps` alone is *slower* than the exact kernel there (≈0.8×: it issues at about
 //! half the f32 FMA rate), so it is only the fallback where AMX is missing.
+//!
+//! Gated MLP on AMX: gate and up run as one weight ([`matmul_glu`]), and where the down
+//! projection takes the AMX kernel too, the unit's output is written straight into its packed
+//! input ([`Linear::forward_glu_packed`], [`PackedActs`]), the same bits as packing the f32
+//! output.
 
 mod packed;
 mod portable;

@@ -2,8 +2,9 @@
 //! packed as 1 to 3 bf16 terms (`kernels::gemm::pack_amx`), blocked so activation tiles stay in
 //! L1 while weights stream from L2 (decode-sized inputs: three weight blocks per activation
 //! tile load), with the 16 × 16 tile transpose ([`transpose16`]) that
-//! writes finished tiles into the caller's output columns. The tile instructions themselves
-//! (inline `asm!`) live in `tiles`.
+//! writes finished tiles into the caller's output columns, or the split into bf16 terms that
+//! writes them already packed for the next AMX matmul ([`AmxOut`]). The tile instructions
+//! themselves (inline `asm!`) live in `tiles`.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
@@ -57,8 +58,9 @@ pub enum AmxOut<'a> {
     /// Columns of a row-major f32 matrix.
     Columns(ColumnPanel<'a>),
     /// Whole 32-column steps of a matrix in the packed activation layout of
-    /// [`gemm::pack_amx`], as the terms it would split each f32 result into: the input of the next AMX matmul, written without the f32
-    /// matrix in between (a gated unit's output feeding the down projection).
+    /// [`gemm::pack_amx`], as the terms it would split each f32 result into: the input of
+    /// the next AMX matmul, written without the f32 matrix in between (a gated unit's output
+    /// feeding the down projection).
     Packed(PackedSteps<'a>),
 }
 
@@ -299,7 +301,7 @@ struct CTiles([f32; 3 * AMX_T * AMX_T]);
 
 /// The decode-sized case of [`gemm_panel_amx`] (one activation block, weights in tile order):
 /// the panel's weight blocks three at a time through `tiles::amx_rows` (each activation tile
-/// load feeding three products), each finished tile transposed into the output columns.
+/// load feeding three products), each finished tile written to the output ([`store_tile`]).
 fn panel_one_block(b: OneBlock<'_>, out: &mut AmxOut<'_>) {
     const TILE: usize = AMX_T * AMX_T;
     let blocks = b.rows.div_ceil(AMX_T);

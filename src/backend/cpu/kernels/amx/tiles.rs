@@ -1,6 +1,7 @@
 //! The AMX tile instructions (inline `asm!`: `ldtilecfg`, `tileloadd`, `tdpbf16ps`,
-//! `tilestored`, `tilerelease`) and the AVX-512 16 × 16 register transpose of the AMX kernel.
-//! Entered only through `super::gemm_panel_amx` and `super::transpose16`.
+//! `tilestored`, `tilerelease`), the AVX-512 16 × 16 register transpose of the AMX kernel and
+//! its split of finished tiles into packed bf16 terms ([`pack_half16`]). Entered only through
+//! `super::gemm_panel_amx`, `super::transpose16` and the panel's tile stores.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
