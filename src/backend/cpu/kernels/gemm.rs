@@ -144,6 +144,37 @@ pub fn pack_amx<'a>(
     packed
 }
 
+/// The `pieces` bf16 terms of each lane of `v` as [`pack_amx`] splits values (`terms[p]`: term
+/// `p`): 1, the value rounded to nearest even; 2, that and the rounded rest; 3, truncations
+/// whose sum is the f32 exactly (each residual is exact in f32 and has 8 fewer significant
+/// bits, so three terms hold all 24). `v` is used up as scratch.
+#[inline(always)]
+fn split_terms<const N: usize>(v: &mut [f32; N], pieces: usize, terms: &mut [[u16; N]; 3]) {
+    match pieces {
+        1 => {
+            for (d, x) in terms[0].iter_mut().zip(v.iter()) {
+                *d = f32_to_bf16(*x);
+            }
+        }
+        2 => {
+            let (hi, lo) = terms.split_at_mut(1);
+            for ((h, l), x) in hi[0].iter_mut().zip(&mut lo[0]).zip(v.iter()) {
+                *h = f32_to_bf16(*x);
+                *l = f32_to_bf16(*x - bf16_to_f32(*h));
+            }
+        }
+        _ => {
+            for term in terms.iter_mut() {
+                for (d, x) in term.iter_mut().zip(v.iter_mut()) {
+                    let bits = x.to_bits();
+                    *d = (bits >> 16) as u16;
+                    *x -= f32::from_bits(bits & 0xffff_0000);
+                }
+            }
+        }
+    }
+}
+
 /// Half a step of [`pack_amx`]'s layout from a finished AMX C tile (`tile`: row `u` = output
 /// column `u`, column `r` = output row `r`, 16 × 16): `out[piece][q]` is tile row `q` of that
 /// half for term `piece`, holding columns `2q`, `2q + 1` of each row `r` at `2r`, `2r + 1` —
@@ -167,36 +198,15 @@ pub(super) fn pack_amx_half(
                 *l = if keep { tile[unit * 16 + r] } else { 0.0 };
             }
         }
-        let mut terms = [[[0u16; 16]; 2]; 3];
-        for c in 0..2 {
-            match pieces {
-                1 => {
-                    for r in 0..16 {
-                        terms[0][c][r] = f32_to_bf16(v[c][r]);
-                    }
-                }
-                2 => {
-                    for r in 0..16 {
-                        let hi = f32_to_bf16(v[c][r]);
-                        terms[0][c][r] = hi;
-                        terms[1][c][r] = f32_to_bf16(v[c][r] - bf16_to_f32(hi));
-                    }
-                }
-                _ => {
-                    for term in terms.iter_mut() {
-                        for r in 0..16 {
-                            let bits = v[c][r].to_bits();
-                            term[c][r] = (bits >> 16) as u16;
-                            v[c][r] -= f32::from_bits(bits & 0xffff_0000);
-                        }
-                    }
-                }
-            }
+        // [column of the pair][piece][row]
+        let mut terms = [[[0u16; 16]; 3]; 2];
+        for (lanes, t) in v.iter_mut().zip(&mut terms) {
+            split_terms(lanes, pieces, t);
         }
-        for (o, t) in out.iter_mut().zip(&terms).take(pieces) {
+        for (piece, o) in out.iter_mut().enumerate().take(pieces) {
             for r in 0..16 {
-                o[q][2 * r] = t[0][r];
-                o[q][2 * r + 1] = t[1][r];
+                o[q][2 * r] = terms[0][piece][r];
+                o[q][2 * r + 1] = terms[1][piece][r];
             }
         }
     }
@@ -224,8 +234,8 @@ pub(super) fn pack_amx_block(b: AmxBlockPack<'_>, block: &mut [u16]) {
         blk,
     } = b;
     let kb = k.div_ceil(32);
-    // [piece][row][column] of one 32-column step, then written tile row by tile row.
-    let mut split = [[[0u16; 32]; 16]; 3];
+    // [row][piece][column] of one 32-column step, then written tile row by tile row.
+    let mut split = [[[0u16; 32]; 3]; 16];
     for t in 0..kb {
         for r in 0..16 {
             let mut rest = [0f32; 32];
@@ -239,36 +249,14 @@ pub(super) fn pack_amx_block(b: AmxBlockPack<'_>, block: &mut [u16]) {
                     _ => rest[..src.len()].copy_from_slice(src),
                 }
             }
-            if pieces == 1 {
-                for (d, v) in split[0][r].iter_mut().zip(&rest) {
-                    *d = f32_to_bf16(*v);
-                }
-                continue;
-            }
-            if pieces == 2 {
-                let (hi, lo) = split.split_at_mut(1);
-                for ((h, l), v) in hi[0][r].iter_mut().zip(&mut lo[0][r]).zip(&rest) {
-                    *h = f32_to_bf16(*v);
-                    *l = f32_to_bf16(*v - bf16_to_f32(*h));
-                }
-                continue;
-            }
-            // Truncation: each residual is exact in f32 and has 8 fewer significant
-            // bits, so three terms hold all 24.
-            for piece in split.iter_mut().take(pieces) {
-                for (d, v) in piece[r].iter_mut().zip(rest.iter_mut()) {
-                    let bits = v.to_bits();
-                    *d = (bits >> 16) as u16;
-                    *v -= f32::from_bits(bits & 0xffff_0000);
-                }
-            }
+            split_terms(&mut rest, pieces, &mut split[r]);
         }
-        for (piece, part) in split.iter().take(pieces).enumerate() {
+        for piece in 0..pieces {
             let tile = &mut block[(piece * kb + t) * 512..][..512];
             for (pair, dst) in tile.chunks_exact_mut(32).enumerate() {
                 for (r, d) in dst.chunks_exact_mut(2).enumerate() {
-                    d[0] = part[r][2 * pair];
-                    d[1] = part[r][2 * pair + 1];
+                    d[0] = split[r][piece][2 * pair];
+                    d[1] = split[r][piece][2 * pair + 1];
                 }
             }
         }

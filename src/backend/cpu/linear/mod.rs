@@ -172,7 +172,6 @@ impl Linear {
     ) -> bool {
         assert!(self.bias.is_none(), "a gated weight has no bias");
         level == SimdLevel::Avx512
-            && self.w.rows.is_multiple_of(2 * GLU_BLOCK)
             && packed::matmul_glu_packed_amx(dot, x, m, &self.w, &down.w, acts)
     }
 

@@ -211,27 +211,10 @@ fn matmul_tiles(
 /// unless the weight is in tile order and the AMX kernel takes these rows (the caller then
 /// runs the matmul and the activation apart).
 pub(super) fn matmul_glu_amx(dot: Dot, x: &[f32], m: usize, w: &Matrix, out: &mut [f32]) -> bool {
-    let WeightData::Bf16Tiles(t) = &w.data else {
-        return false;
-    };
-    let Some(pieces) = tile_pieces(dot, m) else {
-        return false;
-    };
-    if !has_amx() || m == 0 || !t.rows.is_multiple_of(2 * TILE_ROWS) {
-        return false;
-    }
-    let k = t.cols;
-    let mut xb = XB.with(|s| s.take());
-    let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
-    run_amx(
-        packed,
-        Rows { m, k, pieces },
-        &[AmxWeights::Tiles(t)],
-        &mut [out],
-        true,
-    );
-    XB.with(|s| s.replace(xb));
-    true
+    with_glu_input(dot, x, m, w, 2 * TILE_ROWS, |t, packed, r| {
+        run_amx(packed, r, &[AmxWeights::Tiles(t)], &mut [out], true)
+    })
+    .is_some()
 }
 
 /// [`matmul_glu_amx`] with the output written in the packed layout (`acts`, terms as
@@ -247,33 +230,57 @@ pub(super) fn matmul_glu_packed_amx(
     down: &Matrix,
     acts: &mut super::PackedActs,
 ) -> bool {
-    let (WeightData::Bf16Tiles(t), WeightData::Bf16Tiles(d)) = (&w.data, &down.data) else {
+    let WeightData::Bf16Tiles(d) = &down.data else {
         return false;
     };
-    let Some(pieces) = tile_pieces(dot, m) else {
+    if d.cols != w.rows / 2 {
         return false;
-    };
-    let units = t.rows / 2;
+    }
     // (Panels of whole 64-row multiples hold whole 32-unit steps of the output.)
-    if !has_amx() || m == 0 || !t.rows.is_multiple_of(4 * TILE_ROWS) || d.cols != units {
-        return false;
+    let align = 4 * TILE_ROWS;
+    with_glu_input(dot, x, m, w, align, |t, packed, r| {
+        let Rows { m, k, pieces } = r;
+        let units = t.rows / 2;
+        let rows = amx_panel_rows(m, k, t.rows, align);
+        let widths = (0..t.rows)
+            .step_by(rows)
+            .map(|n0| rows.min(t.rows - n0) / 2);
+        let out = acts.reset(m, units, pieces);
+        let tasks = t
+            .panels(rows)
+            .zip(split_steps(out, m, units, pieces, widths))
+            .map(|(w, o)| (w, true, AmxOut::Packed(o)))
+            .collect();
+        run_amx_panels(packed, r, tasks, true);
+    })
+    .is_some()
+}
+
+/// The common part of the gated AMX paths: where `w` is in tile order with whole
+/// `rows_multiple`-row panels, AMX is here and the AMX kernel takes `m` rows ([`tile_pieces`]),
+/// packs `x` and runs `f` over the weight, the packed activations and their shape; else
+/// `None`, nothing done.
+fn with_glu_input<R>(
+    dot: Dot,
+    x: &[f32],
+    m: usize,
+    w: &Matrix,
+    rows_multiple: usize,
+    f: impl FnOnce(&Bf16Tiles, &[u16], Rows) -> R,
+) -> Option<R> {
+    let WeightData::Bf16Tiles(t) = &w.data else {
+        return None;
+    };
+    let pieces = tile_pieces(dot, m)?;
+    if !has_amx() || m == 0 || !t.rows.is_multiple_of(rows_multiple) {
+        return None;
     }
     let k = t.cols;
     let mut xb = XB.with(|s| s.take());
     let packed = gemm::pack_amx(x, m, k, pieces, &mut xb);
-    let rows = amx_panel_rows(m, k, t.rows, 4 * TILE_ROWS);
-    let widths = (0..t.rows)
-        .step_by(rows)
-        .map(|n0| rows.min(t.rows - n0) / 2);
-    let out = acts.reset(m, units, pieces);
-    let tasks = t
-        .panels(rows)
-        .zip(split_steps(out, m, units, pieces, widths))
-        .map(|(w, o)| (w, true, AmxOut::Packed(o)))
-        .collect();
-    run_amx_panels(packed, Rows { m, k, pieces }, tasks, true);
+    let r = f(t, packed, Rows { m, k, pieces });
     XB.with(|s| s.replace(xb));
-    true
+    Some(r)
 }
 
 /// `out = acts · wᵀ` on AMX over activations [`matmul_glu_packed_amx`] packed for `w`.
