@@ -38,6 +38,8 @@ fn matches_reference_all_shapes_and_levels() {
         (5, 13, 40),
         (17, 70, 130),
         (70, 9, 64),
+        // Packed activations past `avx512::widen`'s L2-resident size: tile-by-tile passes.
+        (200, 9, 700),
     ] {
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
@@ -211,6 +213,8 @@ fn bf16_dot_kernels_match_reference_directly() {
         (16, 32, 64),
         (17, 50, 95),
         (40, 70, 130),
+        // bf16-packed activations past the L2-resident size (tile-by-tile passes).
+        (300, 20, 1000),
     ] {
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 41.0)

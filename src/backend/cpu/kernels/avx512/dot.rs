@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::widen::{store_acc, PREFETCH_ROWS};
+use super::widen::{passes, store_acc, PREFETCH_ROWS};
 use crate::backend::cpu::kernels::gemm::{CHUNK, TILE_M};
 
 /// 32 bf16 (64 bytes) at `p`, zero past `n`, as a `vdpbf16ps` operand.
@@ -115,20 +115,15 @@ pub unsafe fn panel_dot(
     out_t: *mut f32,
 ) {
     let tile_len = k.div_ceil(CHUNK) * TILE_M * CHUNK;
-    for t0 in (0..m).step_by(TILE_M) {
-        let mt = (m - t0).min(TILE_M);
-        let mut j = 0;
-        while j < rows {
-            let r = if rows - j >= 4 { 4 } else { 1 };
-            // SAFETY: as in `panel`: the tile, weight rows `j .. j + r` and output rows
-            // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside the buffers.
-            unsafe {
-                let x = xp.add(t0 / TILE_M * tile_len);
-                dispatch_dot(r, mt, x, k, w.add(j * k), out_t.add(j * m + t0), m);
-            }
-            j += r;
+    let x_bytes = m.div_ceil(TILE_M) * tile_len * 2;
+    passes(m, rows, x_bytes, |j, r, t0, mt| {
+        // SAFETY: as in `panel`: the tile, weight rows `j .. j + r` and output rows
+        // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside the buffers.
+        unsafe {
+            let x = xp.add(t0 / TILE_M * tile_len);
+            dispatch_dot(r, mt, x, k, w.add(j * k), out_t.add(j * m + t0), m);
         }
-    }
+    });
 }
 
 /// [`super::widen::dispatch`] for the dot-product kernel. One weight vector per row (not two), so
