@@ -144,10 +144,12 @@ impl CpuBackend {
             );
         }
         let store = WeightStore::open(model_dir)?;
-        // bf16 matmul weights in AMX tile order where the exact path runs on AMX (the
-        // default there): the AMX kernel then streams them front to back.
+        // bf16 matmul weights in AMX tile order wherever the AVX-512 kernels run, but where
+        // the exact path's AMX kernel was turned off on an AMX machine: the AMX kernel and
+        // the AVX-512 ones then stream each block front to back (on a Zen 4 without AMX, the
+        // one-row kernel read 34 GB/s from tile order against 22–29 GB/s from rows).
         let tiles =
-            opts.knobs.simd_level() == SimdLevel::Avx512 && kernels::has_amx() && opts.knobs.amx;
+            opts.knobs.simd_level() == SimdLevel::Avx512 && (opts.knobs.amx || !kernels::has_amx());
         let model = Model::load(spec, &store, &share, tiles)?;
         if opts.prefault_weights {
             store.prefault();

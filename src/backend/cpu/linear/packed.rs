@@ -173,20 +173,33 @@ fn matmul_tiles(
         XB.with(|s| s.replace(xb));
         return true;
     }
-    if m > gemm::TILE_M {
-        // More rows than one packed tile and no AMX (tiles are made only where it runs):
-        // the row-major path on a copy.
-        let rows: Vec<Matrix> = ws.iter().map(|t| t.to_matrix()).collect();
-        let refs: Vec<&Matrix> = rows.iter().collect();
-        return matmul_packed(level, Dot::Exact, x, m, &refs, outs);
-    }
-    let mut xp = XP.with(|s| s.take());
-    let packed = gemm::pack(x, m, k, true, &mut xp);
     let total_n: usize = ws.iter().map(|w| w.rows).sum();
     let rows = panel_rows(m, k, total_n, 2, TILE_ROWS);
     let tasks = tile_panels(ws, rows, outs);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
-    let panel = |(w, out): (&[u16], ColumnPanel<'_>)| {
+    // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel.
+    if dot.terms(m) == Some(1) && has_avx512_bf16() {
+        let mut xb = XB.with(|s| s.take());
+        let packed = gemm::pack_bf16(x, m, k, &mut xb);
+        run_tasks(tasks, parallel, |w, out| {
+            let p = TilesPanel {
+                xp: packed,
+                m,
+                k,
+                w,
+                out,
+            };
+            assert!(
+                avx512::gemm_panel_tiles_dot(level, p),
+                "no {level:?} kernel"
+            );
+        });
+        XB.with(|s| s.replace(xb));
+        return true;
+    }
+    let mut xp = XP.with(|s| s.take());
+    let packed = gemm::pack(x, m, k, true, &mut xp);
+    run_tasks(tasks, parallel, |w, out| {
         let p = TilesPanel {
             xp: packed,
             m,
@@ -195,14 +208,22 @@ fn matmul_tiles(
             out,
         };
         assert!(avx512::gemm_panel_tiles(level, p), "no {level:?} kernel");
-    };
-    if parallel {
-        tasks.into_par_iter().for_each(panel);
-    } else {
-        tasks.into_iter().for_each(panel);
-    }
+    });
     XP.with(|s| s.replace(xp));
     true
+}
+
+/// Runs `panel` over `(weight panel, its columns)` tasks, on the pool when `parallel`.
+fn run_tasks<'a>(
+    tasks: Vec<(&'a [u16], ColumnPanel<'a>)>,
+    parallel: bool,
+    panel: impl Fn(&'a [u16], ColumnPanel<'a>) + Sync,
+) {
+    if parallel {
+        tasks.into_par_iter().for_each(|(w, out)| panel(w, out));
+    } else {
+        tasks.into_iter().for_each(|(w, out)| panel(w, out));
+    }
 }
 
 /// The gated unit's first half on AMX (see `super::matmul_glu`): `w` holds the gate and up

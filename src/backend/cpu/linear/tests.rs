@@ -530,12 +530,15 @@ fn tiled_weights_match_row_major() {
         let mut got = vec![0f32; m * n];
         matmul(level, &x, m, &tiled, &mut got);
         assert_exact("tiled", &x, &wb, (m, n, k), &got);
-        if has_amx() && level == SimdLevel::Avx512 && m >= BF16_DOT_MIN_M {
+        // The bf16 dot products too, on AMX or (one term; two take the exact kernels) on
+        // `vdpbf16ps`, whose tile-order kernel has the row-major one's register tiles.
+        let dot_here = has_amx() || has_avx512_bf16();
+        if dot_here && level == SimdLevel::Avx512 && m >= BF16_DOT_MIN_M {
             for dot in [Dot::Fast, Dot::Fine] {
                 let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
                 matmul_with(level, dot, &x, m, &rows, &mut a);
                 matmul_with(level, dot, &x, m, &tiled, &mut b);
-                if dot == Dot::Fine && m <= 16 {
+                if has_amx() && dot == Dot::Fine && m <= 16 {
                     // One activation block: tile order goes through the three-block kernel
                     // (both terms into one C tile), row-major through the two-block one (the
                     // second term in its own tile, added at the end): the same products,

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::widen::{passes, store_acc, PREFETCH_ROWS};
+use super::widen::{passes, store_acc, Layout};
 use crate::backend::cpu::kernels::gemm::{CHUNK, TILE_M};
 
 /// 32 bf16 (64 bytes) at `p`, zero past `n`, as a `vdpbf16ps` operand.
@@ -42,8 +42,8 @@ unsafe fn load_bh(p: *const u16, n: usize) -> __m512bh {
 unsafe fn step_dot<const R: usize, const MT: usize>(
     acc: &mut [[__m512; MT]; R],
     xp: *const u16,
-    w: *const u16,
-    k: usize,
+    w: *const u8,
+    lay: Layout,
     c: usize,
     n: usize,
 ) {
@@ -51,12 +51,10 @@ unsafe fn step_dot<const R: usize, const MT: usize>(
     let mut wv: [__m512bh; R] =
         unsafe { [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); R] };
     for r in 0..R {
-        // SAFETY: row `r` (`k` elements, `k` after row 0) has `c * CHUNK + n` or more.
-        wv[r] = unsafe { load_bh(w.add(r * k + c * CHUNK), n) };
-        // As in `step`: the same chunk `PREFETCH_ROWS` rows on; wrapping arithmetic, and
-        // a prefetch never faults.
-        let ahead = w.wrapping_add((r + PREFETCH_ROWS) * k + c * CHUNK);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        // SAFETY: row `r` (at `r * ldw` bytes, its chunk `c` at `c * ldc`: the caller's
+        // layout) has `c * CHUNK + n` elements or more.
+        wv[r] = unsafe { load_bh(w.add(r * lay.ldw + c * lay.ldc).cast(), n) };
+        lay.prefetch(w, r, c);
     }
     // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` u16 inside it.
     let xc = unsafe { xp.add(c * MT * CHUNK) };
@@ -73,14 +71,15 @@ unsafe fn step_dot<const R: usize, const MT: usize>(
 ///
 /// # Safety
 /// `xp` points at a packed bf16 tile of `MT` rows (`k.div_ceil(CHUNK)` chunks of
-/// `MT × CHUNK` u16); `w` at `R` rows of `k` bf16, consecutive; `out` at `R` rows of `MT`
-/// writable floats `ldo` floats apart.
+/// `MT × CHUNK` u16); `w` at `R` rows of `k` bf16 laid out as `lay` says; `out` at `R` rows
+/// of `MT` writable floats `ldo` floats apart.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
 unsafe fn tile_dot<const R: usize, const MT: usize>(
     xp: *const u16,
     k: usize,
-    w: *const u16,
+    w: *const u8,
+    lay: Layout,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -88,11 +87,11 @@ unsafe fn tile_dot<const R: usize, const MT: usize>(
     let mut acc = [[_mm512_setzero_ps(); MT]; R];
     for c in 0..full {
         // SAFETY: forwarded contract; chunk `c` is whole.
-        unsafe { step_dot::<R, MT>(&mut acc, xp, w, k, c, CHUNK) };
+        unsafe { step_dot::<R, MT>(&mut acc, xp, w, lay, c, CHUNK) };
     }
     if full * CHUNK < k {
         // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
-        unsafe { step_dot::<R, MT>(&mut acc, xp, w, k, full, k - full * CHUNK) };
+        unsafe { step_dot::<R, MT>(&mut acc, xp, w, lay, full, k - full * CHUNK) };
     }
     // SAFETY: forwarded contract.
     unsafe { store_acc(&acc, out, ldo) };
@@ -120,10 +119,54 @@ pub unsafe fn panel_dot(
         // SAFETY: as in `panel`: the tile, weight rows `j .. j + r` and output rows
         // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside the buffers.
         unsafe {
-            let x = xp.add(t0 / TILE_M * tile_len);
-            dispatch_dot(r, mt, x, k, w.add(j * k), out_t.add(j * m + t0), m);
+            let ops = DotOps {
+                x: xp.add(t0 / TILE_M * tile_len),
+                k,
+                w: w.add(j * k).cast(),
+                lay: Layout::rows(k * 2, 2),
+                o: out_t.add(j * m + t0),
+                ldo: m,
+            };
+            dispatch_dot(r, mt, ops);
         }
     });
+}
+
+/// [`super::widen::tiles_group`] for the dot-product kernel: 4 rows of a tile-order block
+/// against a packed bf16 activation tile of `mt` rows and `kb` chunks, sums into `out`.
+///
+/// # Safety
+/// As for `widen::tiles_group`, with `x` a packed bf16 tile.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
+pub(super) unsafe fn tiles_group_dot(
+    x: *const u16,
+    mt: usize,
+    kb: usize,
+    w: *const u16,
+    lead: bool,
+    out: &mut [f32; 4 * TILE_M],
+) {
+    let ops = DotOps {
+        x,
+        k: kb * CHUNK,
+        w: w.cast(),
+        lay: Layout::tiles(lead),
+        o: out.as_mut_ptr(),
+        ldo: TILE_M,
+    };
+    // SAFETY: as in `widen::tiles_group` (forwarded contract).
+    unsafe { dispatch_dot(4, mt, ops) }
+}
+
+/// The operands of one [`tile_dot`] call (as `widen`'s `TileOps`, over bf16 activations).
+#[derive(Clone, Copy)]
+struct DotOps {
+    x: *const u16,
+    k: usize,
+    w: *const u8,
+    lay: Layout,
+    o: *mut f32,
+    ldo: usize,
 }
 
 /// [`super::widen::dispatch`] for the dot-product kernel. One weight vector per row (not two), so
@@ -133,34 +176,34 @@ pub unsafe fn panel_dot(
 /// As for [`tile_dot`] with `R = r`, `MT = mt`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
-unsafe fn dispatch_dot(
-    r: usize,
-    mt: usize,
-    x: *const u16,
-    k: usize,
-    w: *const u16,
-    o: *mut f32,
-    ldo: usize,
-) {
+unsafe fn dispatch_dot(r: usize, mt: usize, ops: DotOps) {
+    let DotOps {
+        x,
+        k,
+        w,
+        lay,
+        o,
+        ldo,
+    } = ops;
     macro_rules! four {
         ($mt:literal) => {
             // SAFETY: forwarded contract.
-            unsafe { tile_dot::<4, $mt>(x, k, w, o, ldo) }
+            unsafe { tile_dot::<4, $mt>(x, k, w, lay, o, ldo) }
         };
     }
     macro_rules! two_twos {
         ($mt:literal) => {
             // SAFETY: forwarded contract; the second half starts 2 rows further.
             unsafe {
-                tile_dot::<2, $mt>(x, k, w, o, ldo);
-                tile_dot::<2, $mt>(x, k, w.add(2 * k), o.add(2 * ldo), ldo);
+                tile_dot::<2, $mt>(x, k, w, lay, o, ldo);
+                tile_dot::<2, $mt>(x, k, w.add(2 * lay.ldw), lay, o.add(2 * ldo), ldo);
             }
         };
     }
     macro_rules! one {
         ($mt:literal) => {
             // SAFETY: forwarded contract.
-            unsafe { tile_dot::<1, $mt>(x, k, w, o, ldo) }
+            unsafe { tile_dot::<1, $mt>(x, k, w, lay, o, ldo) }
         };
     }
     match (r, mt) {

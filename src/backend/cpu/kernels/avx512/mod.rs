@@ -79,12 +79,12 @@ pub fn gemm_panel_bf16_dot(level: SimdLevel, p: GemmPanel<'_, u16, u16>) -> bool
     }
 }
 
-/// Weight blocks in the tile order of `weights::Bf16Tiles` × a few activation rows (see
-/// [`gemm_panel_tiles`]).
-pub struct TilesPanel<'a> {
-    /// Activations packed by [`gemm::pack`] with the even/odd split, at most
-    /// [`gemm::TILE_M`] rows (`m`), `k` columns.
-    pub xp: &'a [f32],
+/// Weight blocks in the tile order of `weights::Bf16Tiles` × activation rows (see
+/// [`gemm_panel_tiles`] and [`gemm_panel_tiles_dot`]).
+pub struct TilesPanel<'a, X = f32> {
+    /// Activations packed by [`gemm::pack`] with the even/odd split (f32), or by
+    /// [`gemm::pack_bf16`] (bf16 bits, for [`gemm_panel_tiles_dot`]); `m` rows, `k` columns.
+    pub xp: &'a [X],
     pub m: usize,
     pub k: usize,
     /// Whole 16-row blocks of `Bf16Tiles` (`k.div_ceil(32)` steps of 512 u16 each).
@@ -93,40 +93,119 @@ pub struct TilesPanel<'a> {
     pub out: ColumnPanel<'a>,
 }
 
-/// Runs one panel of tiled bf16 weights against up to [`gemm::TILE_M`] activation rows with
-/// f32 accumulation (the exact path's kernel for decode-sized matmuls over `Bf16Tiles`), each
-/// block read once per activation row, front to back; `false` (nothing done) when `level` is
-/// not AVX-512.
+impl<X> TilesPanel<'_, X> {
+    /// Checks the shapes the kernels rely on; returns (steps per block, u16 per block).
+    fn check(&self) -> (usize, usize) {
+        let kb = self.k.div_ceil(gemm::CHUNK);
+        let block = kb * 16 * gemm::CHUNK;
+        let rows = self.out.width();
+        assert_eq!(self.out.rows(), self.m, "output is not m rows");
+        assert_eq!(self.w.len(), rows.div_ceil(16) * block, "not whole blocks");
+        assert!(
+            self.xp.len() >= gemm::packed_len(self.m, self.k),
+            "packed x too short"
+        );
+        (kb, block)
+    }
+}
+
+/// Runs one panel of tiled bf16 weights against `m` activation rows with f32 accumulation
+/// (the exact path over `Bf16Tiles`): one row streams each block once through a kernel of
+/// 16 accumulators (batch-1 decode at the memory bound); more rows go in register tiles of
+/// 4 block rows × up to 8 activation rows, as the row-major kernel does. `false` (nothing
+/// done) when `level` is not AVX-512.
 pub fn gemm_panel_tiles(level: SimdLevel, p: TilesPanel<'_>) -> bool {
     if verified(level) != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
         return false;
     }
-    let (m, k) = (p.m, p.k);
-    assert!(m <= gemm::TILE_M, "at most one packed tile of rows");
-    let kb = k.div_ceil(gemm::CHUNK);
-    let block = kb * 16 * gemm::CHUNK;
-    let rows = p.out.width();
-    assert_eq!(p.out.rows(), m, "output is not m rows");
-    assert_eq!(p.w.len(), rows.div_ceil(16) * block, "not whole blocks");
-    assert!(p.xp.len() >= gemm::packed_len(m, k), "packed x too short");
-    let mut out = p.out;
+    let (kb, block) = p.check();
     #[cfg(target_arch = "x86_64")]
-    for (b, wb) in p.w.chunks_exact(block).enumerate() {
-        let (n0, ni) = (b * 16, (rows - b * 16).min(16));
-        for i in 0..m {
-            // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected); `xp` holds
-            // the packed tile of `m` rows and `kb` chunks (assert above), `i < m`, and `wb` is
-            // one whole block of `kb × 512` u16.
-            let sums = unsafe { widen::tiles_block_row(p.xp.as_ptr(), m, i, kb, wb.as_ptr()) };
-            out.row_mut(i)[n0..n0 + ni].copy_from_slice(&sums[..ni]);
+    {
+        if p.m > 1 {
+            by_groups(p, 4, |x, mt, w, lead, sums| {
+                // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected);
+                // `by_groups` hands out a packed tile of `mt` rows and `kb` chunks and 4 rows
+                // of a whole block, at a multiple of 4 inside it (shapes checked above).
+                unsafe { widen::tiles_group(x, mt, kb, w, lead, sums) }
+            });
+            return true;
         }
+        let rows = p.out.width();
+        let mut out = p.out;
+        for (b, wb) in p.w.chunks_exact(block).enumerate() {
+            let (n0, ni) = (b * 16, (rows - b * 16).min(16));
+            // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected); `xp` holds
+            // the packed tile of one row and `kb` chunks (checked above), and `wb` is one
+            // whole block of `kb × 512` u16.
+            let sums = unsafe { widen::tiles_block_row(p.xp.as_ptr(), 1, 0, kb, wb.as_ptr()) };
+            out.row_mut(0)[n0..n0 + ni].copy_from_slice(&sums[..ni]);
+        }
+        true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (&mut out, block);
+        let _ = (kb, block);
+        false
+    }
+}
+
+/// [`gemm_panel_tiles`] with the AVX-512 BF16 dot products (`vdpbf16ps`) over activations
+/// packed as bf16, in the same register tiles (for any number of rows); `false` (nothing
+/// done) when `level` is not AVX-512 or the CPU lacks `avx512bf16`.
+pub fn gemm_panel_tiles_dot(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
+    if verified(level) != SimdLevel::Avx512 || !has_avx512_bf16() || p.k == 0 || p.m == 0 {
         return false;
     }
-    true
+    let (kb, _) = p.check();
+    #[cfg(target_arch = "x86_64")]
+    {
+        by_groups(p, 2, |x, mt, w, lead, sums| {
+            // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held (avx512f/bw/vl,
+            // fma and avx512bf16 detected); operands as in `gemm_panel_tiles`.
+            unsafe { dot::tiles_group_dot(x, mt, kb, w, lead, sums) }
+        });
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kb;
+        false
+    }
+}
+
+/// Drives a tile-order register-tile kernel over a checked panel in the order
+/// `widen::passes` gives: `group(x, mt, w, lead, sums)` for each packed activation tile (`mt`
+/// rows at `x`) and group of 4 block rows (at `w`, `lead` for a block's first), whose sums
+/// (row `r`'s at `r * TILE_M`) go to the panel's columns (padding rows dropped).
+#[cfg(target_arch = "x86_64")]
+fn by_groups<X>(
+    p: TilesPanel<'_, X>,
+    elem_bytes: usize,
+    group: impl Fn(*const X, usize, *const u16, bool, &mut [f32; 4 * gemm::TILE_M]),
+) {
+    let (m, kb) = (p.m, p.k.div_ceil(gemm::CHUNK));
+    let block = kb * 16 * gemm::CHUNK;
+    let tile_len = kb * gemm::TILE_M * gemm::CHUNK;
+    let rows = p.out.width();
+    let mut out = p.out;
+    let x_bytes = m.div_ceil(gemm::TILE_M) * tile_len * elem_bytes;
+    widen::passes(m, rows.div_ceil(16) * 16, x_bytes, |j, r, t0, mt| {
+        debug_assert_eq!(r, 4, "blocks hold whole groups of 4 rows");
+        if j >= rows {
+            return; // all padding
+        }
+        let w = &p.w[j / 16 * block + j % 16 * gemm::CHUNK..];
+        let x = &p.xp[t0 / gemm::TILE_M * tile_len..];
+        let mut sums = [0f32; 4 * gemm::TILE_M];
+        group(x.as_ptr(), mt, w.as_ptr(), j % 16 == 0, &mut sums);
+        let cols = (rows - j).min(4);
+        for i in 0..mt {
+            let row = &mut out.row_mut(t0 + i)[j..j + cols];
+            for (c, o) in row.iter_mut().enumerate() {
+                *o = sums[c * gemm::TILE_M + i];
+            }
+        }
+    });
 }
 
 fn gemm_panel<W: Pod, const BF16: bool>(level: SimdLevel, p: GemmPanel<'_, W>) -> bool {

@@ -58,6 +58,82 @@ unsafe fn load_w<const BF16: bool>(p: *const u8, n: usize) -> (__m512, __m512) {
     }
 }
 
+/// Where a register tile's weight rows lie and what to prefetch for them.
+#[derive(Clone, Copy)]
+pub(super) struct Layout {
+    /// Bytes from one weight row to the next.
+    pub ldw: usize,
+    /// Bytes from one chunk of a row to its next.
+    pub ldc: usize,
+    pub ahead: Ahead,
+}
+
+/// The software prefetch of a register tile's weight rows.
+#[derive(Clone, Copy)]
+pub(super) enum Ahead {
+    /// Row-major rows: the same chunk [`PREFETCH_ROWS`] rows on (the hardware prefetcher
+    /// does not follow a dozen short row streams well).
+    Rows,
+    /// Rows of one block in tile order (`weights::Bf16Tiles`, one sequential stream of 1 KiB
+    /// steps): the tile's own rows `TILES_PREFETCH_L1` steps on into L1 and, for the block's
+    /// first register tile (`lead`), whole steps `TILES_PREFETCH_L2` on into L2, so the
+    /// block's later row groups find theirs there.
+    Tiles { lead: bool },
+}
+
+impl Layout {
+    /// Row-major rows `ldw` bytes apart of elements `es` bytes wide.
+    pub(super) fn rows(ldw: usize, es: usize) -> Self {
+        Self {
+            ldw,
+            ldc: CHUNK * es,
+            ahead: Ahead::Rows,
+        }
+    }
+
+    /// Rows of one tile-order block of bf16 (64 bytes apart, chunks 1 KiB apart).
+    pub(super) fn tiles(lead: bool) -> Self {
+        Self {
+            ldw: CHUNK * 2,
+            ldc: TILE_STEP_BYTES,
+            ahead: Ahead::Tiles { lead },
+        }
+    }
+
+    /// Prefetches for row `r` of a register tile at `w` while chunk `c` is read.
+    #[inline(always)]
+    pub(super) fn prefetch(self, w: *const u8, r: usize, c: usize) {
+        // Addresses may lie past the weights: computed with wrapping arithmetic, and a
+        // prefetch never faults or reads anything architecturally.
+        match self.ahead {
+            Ahead::Rows => {
+                let at = w.wrapping_add((r + PREFETCH_ROWS) * self.ldw + c * self.ldc);
+                // SAFETY: prefetching is not a memory access (see above).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+                if self.ldc > 64 {
+                    // SAFETY: as above.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64).cast()) };
+                }
+            }
+            Ahead::Tiles { lead } => {
+                let l1 = w.wrapping_add((c + TILES_PREFETCH_L1) * self.ldc + r * self.ldw);
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(l1.cast()) };
+                if lead && r == 0 {
+                    let l2 = w.wrapping_add((c + TILES_PREFETCH_L2) * self.ldc);
+                    for l in 0..TILE_STEP_BYTES / 64 {
+                        // SAFETY: as above.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(l2.wrapping_add(l * 64).cast()) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of one step of a tile-order block (16 rows × 32 bf16).
+const TILE_STEP_BYTES: usize = 16 * CHUNK * 2;
+
 /// Accumulates chunk `c` (`n` elements, at most `CHUNK`) of `R` weight rows against `MT`
 /// packed activation rows.
 ///
@@ -69,25 +145,17 @@ unsafe fn step<const BF16: bool, const R: usize, const MT: usize>(
     acc: &mut [[__m512; MT]; R],
     xp: *const f32,
     w: *const u8,
-    ldw: usize,
+    lay: Layout,
     c: usize,
     n: usize,
 ) {
-    let es = if BF16 { 2 } else { 4 };
     let mut we = [_mm512_setzero_ps(); R];
     let mut wo = [_mm512_setzero_ps(); R];
     for r in 0..R {
-        // SAFETY: row `r` has `c * CHUNK + n` elements or more, `ldw` bytes after row 0.
-        (we[r], wo[r]) = unsafe { load_w::<BF16>(w.add(r * ldw + c * CHUNK * es), n) };
-        // The same chunk `PREFETCH_ROWS` rows on, so it is in cache when its turn comes
-        // (the hardware prefetcher does not follow a dozen short row streams well). The
-        // address may lie past the panel: it is computed with wrapping arithmetic and a
-        // prefetch never faults or reads anything architecturally.
-        let ahead = w.wrapping_add((r + PREFETCH_ROWS) * ldw + c * CHUNK * es);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-        if !BF16 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
-        }
+        // SAFETY: row `r` has `c * CHUNK + n` elements or more, at `r * ldw` bytes, its
+        // chunk `c` at `c * ldc` bytes (the caller's layout).
+        (we[r], wo[r]) = unsafe { load_w::<BF16>(w.add(r * lay.ldw + c * lay.ldc), n) };
+        lay.prefetch(w, r, c);
     }
     // SAFETY: chunk `c` of the packed tile is `MT × CHUNK` floats inside it.
     let xc = unsafe { xp.add(c * MT * CHUNK) };
@@ -111,15 +179,15 @@ unsafe fn step<const BF16: bool, const R: usize, const MT: usize>(
 ///
 /// # Safety
 /// `xp` points at a packed tile of `MT` rows (`k.div_ceil(CHUNK)` chunks of
-/// `MT × CHUNK` floats); `w` at `R` rows of `k` elements `ldw` bytes apart; `out` at `R`
-/// rows of `MT` writable floats `ldo` floats apart.
+/// `MT × CHUNK` floats); `w` at `R` rows of `k` elements laid out as `lay` says; `out` at
+/// `R` rows of `MT` writable floats `ldo` floats apart.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 unsafe fn tile<const BF16: bool, const R: usize, const MT: usize>(
     xp: *const f32,
     k: usize,
     w: *const u8,
-    ldw: usize,
+    lay: Layout,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -127,11 +195,11 @@ unsafe fn tile<const BF16: bool, const R: usize, const MT: usize>(
     let mut acc = [[_mm512_setzero_ps(); MT]; R];
     for c in 0..full {
         // SAFETY: forwarded contract; chunk `c` is whole.
-        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, c, CHUNK) };
+        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, lay, c, CHUNK) };
     }
     if full * CHUNK < k {
         // SAFETY: forwarded contract; the last chunk has `k - full * CHUNK` elements.
-        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, ldw, full, k - full * CHUNK) };
+        unsafe { step::<BF16, R, MT>(&mut acc, xp, w, lay, full, k - full * CHUNK) };
     }
     // SAFETY: forwarded contract (`R` output rows of `MT` floats, `ldo` apart).
     unsafe { store_acc(&acc, out, ldo) };
@@ -268,7 +336,7 @@ pub unsafe fn panel<const BF16: bool>(
                 x: xp.add(t0 / TILE_M * tile_len),
                 k,
                 w: w.add(j * ldw),
-                ldw,
+                lay: Layout::rows(ldw, if BF16 { 2 } else { 4 }),
                 o: out_t.add(j * m + t0),
                 ldo: m,
             };
@@ -277,15 +345,48 @@ pub unsafe fn panel<const BF16: bool>(
     });
 }
 
+/// One register tile over a block in tile order (`weights::Bf16Tiles`): 4 of its rows from
+/// `w` (the block's first group when `lead`) against a packed activation tile of `mt` rows
+/// and `kb` chunks; the sums land in `out`, row `r`'s at `r * TILE_M ..`.
+///
+/// # Safety
+/// `x` points at a packed tile of `mt` (1..=`TILE_M`) rows and `kb` chunks; `w` at row `r`
+/// (a multiple of 4) of a block of `kb` steps of 512 u16, that is `r * 32` u16 past its
+/// start.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub(super) unsafe fn tiles_group(
+    x: *const f32,
+    mt: usize,
+    kb: usize,
+    w: *const u16,
+    lead: bool,
+    out: &mut [f32; 4 * TILE_M],
+) {
+    let ops = TileOps {
+        x,
+        // Whole chunks: the block is zero-padded to whole steps, the packed tile to whole
+        // chunks.
+        k: kb * CHUNK,
+        w: w.cast(),
+        lay: Layout::tiles(lead),
+        o: out.as_mut_ptr(),
+        ldo: TILE_M,
+    };
+    // SAFETY: 4 rows of the block from `w`, 64 bytes apart with their chunks 1 KiB apart
+    // (the tile layout), `kb` whole chunks each (contract); the tile of `mt` rows; `out`
+    // holds 4 rows of `TILE_M` ≥ `mt` floats.
+    unsafe { dispatch::<true>(4, mt, ops) }
+}
+
 /// The operands of one [`tile`] call, as [`dispatch`] takes them: a packed activation tile
-/// `x` of `k` columns, weight rows from `w` (`ldw` bytes apart), output rows from `o` (`ldo`
-/// floats apart).
+/// `x` of `k` columns, weight rows from `w` (laid out as `lay` says), output rows from `o`
+/// (`ldo` floats apart).
 #[derive(Clone, Copy)]
 struct TileOps {
     x: *const f32,
     k: usize,
     w: *const u8,
-    ldw: usize,
+    lay: Layout,
     o: *mut f32,
     ldo: usize,
 }
@@ -303,29 +404,29 @@ unsafe fn dispatch<const BF16: bool>(r: usize, mt: usize, ops: TileOps) {
         x,
         k,
         w,
-        ldw,
+        lay,
         o,
         ldo,
     } = ops;
     macro_rules! four {
         ($mt:literal) => {
             // SAFETY: forwarded contract.
-            unsafe { tile::<BF16, 4, $mt>(x, k, w, ldw, o, ldo) }
+            unsafe { tile::<BF16, 4, $mt>(x, k, w, lay, o, ldo) }
         };
     }
     macro_rules! two_twos {
         ($mt:literal) => {
             // SAFETY: forwarded contract; the second half starts 2 rows further.
             unsafe {
-                tile::<BF16, 2, $mt>(x, k, w, ldw, o, ldo);
-                tile::<BF16, 2, $mt>(x, k, w.add(2 * ldw), ldw, o.add(2 * ldo), ldo);
+                tile::<BF16, 2, $mt>(x, k, w, lay, o, ldo);
+                tile::<BF16, 2, $mt>(x, k, w.add(2 * lay.ldw), lay, o.add(2 * ldo), ldo);
             }
         };
     }
     macro_rules! one {
         ($mt:literal) => {
             // SAFETY: forwarded contract.
-            unsafe { tile::<BF16, 1, $mt>(x, k, w, ldw, o, ldo) }
+            unsafe { tile::<BF16, 1, $mt>(x, k, w, lay, o, ldo) }
         };
     }
     match (r, mt) {
