@@ -84,7 +84,8 @@ struct Scratch {
 
 /// How the loader lays out bf16 matmul weights, and the bytes it copied doing so.
 pub struct Prep {
-    /// Rearrange them into AMX tile order (`weights::Bf16Tiles`); else, where the CPU has
+    /// Rearrange them into AMX tile order (`weights::Bf16Tiles`; wherever the AVX-512
+    /// kernels run, but where AMX was turned off on an AMX machine); else, where the CPU has
     /// AMX, only move misaligned ones to 64-byte-aligned memory.
     pub tiles: bool,
     pub copied: usize,

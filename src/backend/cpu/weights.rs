@@ -88,7 +88,7 @@ pub enum WeightData {
     F32(Buf<f32>),
     Bf16(Buf<u16>),
     F16(Buf<u16>),
-    /// bf16 rearranged for the AMX kernel ([`Bf16Tiles`]), made at load by
+    /// bf16 rearranged for the AMX and AVX-512 kernels ([`Bf16Tiles`]), made at load by
     /// [`Matrix::amx_tiled`].
     Bf16Tiles(Bf16Tiles),
 }
@@ -97,7 +97,7 @@ pub enum WeightData {
 /// kernels read them front to back: blocks of [`TILE_ROWS`] rows (the last padded with zero
 /// rows), each block its [`TILE_COLS`]-column steps in order (the last padded with zeros),
 /// each step one 16 × 32 AMX tile (1 KiB, rows 64 bytes apart). A block is one sequential
-/// stream; the AMX kernel reads two at a time, the one-row kernel one. Element `(r, c)` sits
+/// stream; the AMX kernel reads two at a time, the AVX-512 kernels one. Element `(r, c)` sits
 /// at `((r / 16) * steps + c / 32) * 512 + (r % 16) * 32 + c % 32`. The data starts on a
 /// 64-byte boundary.
 #[derive(Clone)]

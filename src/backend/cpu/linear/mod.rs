@@ -10,9 +10,11 @@
 //! activation split into three bf16 terms (`kernels::gemm::pack_amx`) that sum to its f32
 //! value, so the result has the f32 kernel's accuracy at 1.9–3× its speed (measured with
 //! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
-//! directly (`kernels::column_panel::split_columns`). The backend then loads bf16 weights in
-//! AMX tile order (`weights::Bf16Tiles`): AMX from 2 rows, one row through the AVX-512
-//! one-row kernel over tile order ([`TILES_ROW_KERNEL_MAX_M`]).
+//! directly (`kernels::column_panel::split_columns`). The backend loads bf16 weights in AMX
+//! tile order (`weights::Bf16Tiles`) wherever the AVX-512 kernels run (not where `MINDIE_CPU_AMX=0`
+//! turns AMX off on an AMX machine): AMX from 2 rows, one row through the AVX-512 one-row kernel
+//! over tile order ([`TILES_ROW_KERNEL_MAX_M`]); without AMX, the AVX-512 register-tile
+//! kernels over tile order from 2 rows (exact, or `vdpbf16ps` for one bf16 term).
 //!
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
 //! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16

@@ -2,9 +2,9 @@
 //! (`kernels::gemm`), the weight-row panels of all weights of one input spread over the pool,
 //! each run by an AVX-512 kernel (`kernels::avx512`) into a transposed buffer, or by the AMX
 //! kernel (`kernels::amx`) straight into its columns of the outputs. Weights in AMX tile order
-//! (`weights::Bf16Tiles`, the model's where the exact path runs on AMX) go to the AMX kernel, or
-//! for one activation row to the AVX-512 one-row kernel over tile order, which write their
-//! columns directly too.
+//! (`weights::Bf16Tiles`, the model's wherever the AVX-512 kernels run) go to the AMX kernel, or
+//! for one activation row (and without AMX) to the AVX-512 kernels over tile order, which write
+//! their columns directly too.
 
 use rayon::prelude::*;
 
@@ -151,11 +151,12 @@ fn tile_pieces(dot: Dot, m: usize) -> Option<usize> {
     }
 }
 
-/// [`matmul_packed`] over weights in tile order ([`Bf16Tiles`], made at load where the AMX
-/// kernel runs): the AMX kernel (three bf16 terms per activation for the exact path, or the dot
-/// path's terms) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows or where the dot path asks for bf16
-/// terms, else the AVX-512 one-row kernel (`avx512::gemm_panel_tiles`, exact f32 activations),
-/// which streams each block once per activation row.
+/// [`matmul_packed`] over weights in tile order ([`Bf16Tiles`], made at load wherever the
+/// AVX-512 kernels run): the AMX kernel (three bf16 terms per activation for the exact path, or
+/// the dot path's terms) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows or where the dot path asks for
+/// bf16 terms; else the AVX-512 kernels over tile order: `avx512::gemm_panel_tiles_dot` where
+/// the dot path asks for one term and the CPU has AVX-512 BF16, `avx512::gemm_panel_tiles`
+/// (exact f32 activations; one row streams each block once) otherwise.
 fn matmul_tiles(
     level: SimdLevel,
     dot: Dot,

@@ -1,6 +1,7 @@
 //! The AVX-512 BF16 dot-product micro-kernel (`vdpbf16ps`): bf16 weights times activations
 //! packed as bf16 (`kernels::gemm::pack_bf16`), f32 accumulation, with the same tiling as the
-//! widening kernel in `widen`. Entered only through `super::gemm_panel_bf16_dot`.
+//! widening kernel in `widen` (over row-major weights or tile order, `widen::Layout`). Entered
+//! only through `super::gemm_panel_bf16_dot` and `super::gemm_panel_tiles_dot`.
 #![allow(unsafe_code)]
 #![allow(clippy::needless_range_loop)]
 

@@ -1,9 +1,10 @@
 //! The AVX-512 GEMM kernels' safe entry points: one panel of weight rows (bf16 or f32) against
 //! activations packed once per matmul (`kernels::gemm`), with the f32-activation kernels
-//! ([`gemm_panel_bf16`], [`gemm_panel_f32`]; intrinsics in `widen`), the one-row kernel over
-//! weights in AMX tile order ([`gemm_panel_tiles`]; intrinsics in `widen` too) and the opt-in
-//! AVX-512 BF16 dot-product kernel ([`gemm_panel_bf16_dot`]; intrinsics in `dot`). Each entry
-//! point checks the CPU features and the slice bounds the intrinsic code relies on.
+//! ([`gemm_panel_bf16`], [`gemm_panel_f32`]; intrinsics in `widen`), the same register tiles and
+//! a one-row kernel over weights in AMX tile order ([`gemm_panel_tiles`]; intrinsics in `widen`
+//! too) and the opt-in AVX-512 BF16 dot-product kernel over rows or tile order
+//! ([`gemm_panel_bf16_dot`], [`gemm_panel_tiles_dot`]; intrinsics in `dot`). Each entry point
+//! checks the CPU features and the slice bounds the intrinsic code relies on.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]

@@ -4,8 +4,9 @@
 //! `lane & 0xffff0000` are exact f32 values of the even and odd elements. Activations are
 //! packed to match (even/odd split for bf16, plain for f32), and each (weight row, activation
 //! row) pair accumulates in one zmm. Entered only through `super::gemm_panel`, and
-//! [`tiles_block_row`] (16 weight rows of a tile-order block against one activation row)
-//! through `super::gemm_panel_tiles`.
+//! [`tiles_block_row`] (16 weight rows of a tile-order block against one activation row) and
+//! [`tiles_group`] (the register tiles over tile order, [`Layout`]) through
+//! `super::gemm_panel_tiles`.
 #![allow(unsafe_code)]
 #![allow(clippy::needless_range_loop)]
 
