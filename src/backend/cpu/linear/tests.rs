@@ -538,11 +538,17 @@ fn tiled_weights_match_row_major() {
                 let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
                 matmul_with(level, dot, &x, m, &rows, &mut a);
                 matmul_with(level, dot, &x, m, &tiled, &mut b);
-                if has_amx() && dot == Dot::Fine && m <= 16 {
-                    // One activation block: tile order goes through the three-block kernel
-                    // (both terms into one C tile), row-major through the two-block one (the
-                    // second term in its own tile, added at the end): the same products,
-                    // summed in another order.
+                // On AMX with one activation block, tile order goes through the three-block
+                // kernel (both terms into one C tile), row-major through the two-block one (the
+                // second term in its own tile, added at the end); without AMX, `vdpbf16ps` over
+                // tile order takes long rows in column ranges: the same products, summed in
+                // another order.
+                let reordered = if has_amx() {
+                    dot == Dot::Fine && m <= 16
+                } else {
+                    dot == Dot::Fast
+                };
+                if reordered {
                     for (i, (a, b)) in a.iter().zip(&b).enumerate() {
                         let (r, j) = (i / n, i % n);
                         let mag: f32 = x[r * k..(r + 1) * k]

@@ -347,13 +347,15 @@ pub unsafe fn panel<const BF16: bool>(
 }
 
 /// One register tile over a block in tile order (`weights::Bf16Tiles`): 4 of its rows from
-/// `w` (the block's first group when `lead`) against a packed activation tile of `mt` rows
-/// and `kb` chunks; the sums land in `out`, row `r`'s at `r * TILE_M ..`.
+/// `w` (the block's first group when `lead`) against a packed activation tile of `mt` rows,
+/// over `kb` chunks (all of a row's, or a range of them); the sums land in `out`, row `r`'s at
+/// `r * TILE_M ..`.
 ///
 /// # Safety
-/// `x` points at a packed tile of `mt` (1..=`TILE_M`) rows and `kb` chunks; `w` at row `r`
-/// (a multiple of 4) of a block of `kb` steps of 512 u16, that is `r * 32` u16 past its
-/// start.
+/// `x` points at a chunk of a packed tile of `mt` (1..=`TILE_M`) rows with `kb` chunks from
+/// there on inside it (`mt × CHUNK` floats each); `w` at row `r` (a multiple of 4) of a step of
+/// a block, that is `r * 32` u16 past the step's start, with `kb` steps of 512 u16 from that
+/// step on inside the block.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 pub(super) unsafe fn tiles_group(
     x: *const f32,
