@@ -217,6 +217,8 @@ pub struct Daemon {
     pub child: Child,
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
+    /// How many of the two output readers have reached the end of their pipe.
+    drained: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Daemon {
@@ -240,13 +242,16 @@ impl Daemon {
         let err = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
+        let drained = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (o, e) = (out.clone(), err.clone());
+        let (d1, d2) = (drained.clone(), drained.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let mut g = o.lock().unwrap();
                 g.push_str(&line);
                 g.push('\n');
             }
+            d1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -254,8 +259,14 @@ impl Daemon {
                 g.push_str(&line);
                 g.push('\n');
             }
+            d2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
-        Daemon { child, out, err }
+        Daemon {
+            child,
+            out,
+            err,
+            drained,
+        }
     }
 
     /// Waits until stdout shows `ready`; panics with the output when the process exits first
@@ -304,11 +315,19 @@ impl Daemon {
         nix::sys::signal::kill(pid, sig).expect("kill");
     }
 
-    /// Waits for exit up to `limit`; `None` if still running.
+    /// Waits for exit up to `limit`; `None` if still running. After an exit, also waits (up to
+    /// 5 s) until everything the process wrote has been read, so `output()` is complete (the
+    /// readers can lag the exit, and a check of the output right after it saw nothing).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let t0 = Instant::now();
         while t0.elapsed() < limit {
             if let Ok(Some(st)) = self.child.try_wait() {
+                let t1 = Instant::now();
+                while self.drained.load(std::sync::atomic::Ordering::SeqCst) < 2
+                    && t1.elapsed() < Duration::from_secs(5)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -134,7 +134,8 @@ pub unsafe fn panel_dot(
 }
 
 /// [`super::widen::tiles_group`] for the dot-product kernel: 4 rows of a tile-order block
-/// against a packed bf16 activation tile of `mt` rows and `kb` chunks, sums into `out`.
+/// against a packed bf16 activation tile of `mt` rows, over `kb` chunks (all of a row's, or a
+/// range of them), sums into `out`.
 ///
 /// # Safety
 /// As for `widen::tiles_group`, with `x` a packed bf16 tile.
@@ -197,7 +198,8 @@ unsafe fn dispatch_dot(r: usize, mt: usize, ops: DotOps) {
             // SAFETY: forwarded contract; the second half starts 2 rows further.
             unsafe {
                 tile_dot::<2, $mt>(x, k, w, lay, o, ldo);
-                tile_dot::<2, $mt>(x, k, w.add(2 * lay.ldw), lay, o.add(2 * ldo), ldo);
+                let (w2, o2) = (w.add(2 * lay.ldw), o.add(2 * ldo));
+                tile_dot::<2, $mt>(x, k, w2, lay.follower(), o2, ldo);
             }
         };
     }

@@ -185,11 +185,12 @@ pub fn gemm_panel_tiles_dot(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
 const X_PASS_BYTES: usize = 16 << 10;
 
 /// Drives a tile-order register-tile kernel over a checked panel: the columns in one pass, or
-/// where `ranges` and the rows are long, in ranges ([`X_PASS_BYTES`]), and within each, in the order `widen::passes`
-/// gives, `group(x, mt, chunks, w, lead, sums)` for each packed activation tile (`mt` rows at
-/// `x`, the range's first chunk) and group of 4 block rows (at `w`, the range's first step,
-/// `lead` for a block's first), over `chunks` chunks. The sums (row `r`'s at `r * TILE_M`) go
-/// to the panel's columns (padding rows dropped), added to the earlier ranges' sums.
+/// (with `ranges`, for long rows) in ranges of about [`X_PASS_BYTES`]; within each, in the
+/// order `widen::passes` gives, `group(x, mt, chunks, w, lead, sums)` for each packed
+/// activation tile (`mt` rows at `x`, the range's first chunk) and group of 4 block rows (at
+/// `w`, the range's first step, `lead` for a block's first), over `chunks` chunks. The sums
+/// (row `r`'s at `r * TILE_M`) go to the panel's columns (padding rows dropped), added to the
+/// earlier ranges' sums.
 #[cfg(target_arch = "x86_64")]
 fn by_groups<X>(
     p: TilesPanel<'_, X>,
@@ -204,12 +205,12 @@ fn by_groups<X>(
     let rows = p.out.width();
     let mut out = p.out;
     let tile_bytes = tile_len * elem_bytes;
-    let ranges = if ranges && tile_bytes > 2 * X_PASS_BYTES {
+    let parts = if ranges && tile_bytes > 2 * X_PASS_BYTES {
         tile_bytes.div_ceil(X_PASS_BYTES)
     } else {
         1
     };
-    let per = kb.div_ceil(ranges);
+    let per = kb.div_ceil(parts);
     for c0 in (0..kb).step_by(per) {
         let chunks = per.min(kb - c0);
         let x_bytes = m.div_ceil(TILE_M) * chunks * TILE_M * CHUNK * elem_bytes;

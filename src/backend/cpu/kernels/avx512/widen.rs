@@ -101,6 +101,18 @@ impl Layout {
         }
     }
 
+    /// The layout of the rows after the first register tile's in the same pass over a block
+    /// (the second half of a 4-row group): the lead's whole-step prefetch is issued once.
+    pub(super) fn follower(self) -> Self {
+        Self {
+            ahead: match self.ahead {
+                Ahead::Tiles { .. } => Ahead::Tiles { lead: false },
+                rows => rows,
+            },
+            ..self
+        }
+    }
+
     /// Prefetches for row `r` of a register tile at `w` while chunk `c` is read.
     #[inline(always)]
     pub(super) fn prefetch(self, w: *const u8, r: usize, c: usize) {
@@ -422,7 +434,8 @@ unsafe fn dispatch<const BF16: bool>(r: usize, mt: usize, ops: TileOps) {
             // SAFETY: forwarded contract; the second half starts 2 rows further.
             unsafe {
                 tile::<BF16, 2, $mt>(x, k, w, lay, o, ldo);
-                tile::<BF16, 2, $mt>(x, k, w.add(2 * lay.ldw), lay, o.add(2 * ldo), ldo);
+                let (w2, o2) = (w.add(2 * lay.ldw), o.add(2 * ldo));
+                tile::<BF16, 2, $mt>(x, k, w2, lay.follower(), o2, ldo);
             }
         };
     }
