@@ -8,6 +8,8 @@ mod common;
 use common::dot_accuracy;
 use common::engine_refs::{check_streams, ref_requests};
 
+use mindie::backend::cpu::{CpuKnobs, SimdLevel};
+use mindie::config::Env;
 use mindie::engine::sampler::SamplingParams;
 use mindie::engine::{EngineMonitor, Finish, GenRequest, TokenEvent};
 use mindie::scheduler::Template;
@@ -19,21 +21,39 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// An engine over a fixture model on the exact path, and its KV block count.
+/// An engine over a fixture model on the exact path with the kernel level capped at `cap`
+/// (`Avx512`: none, the process's `MINDIE_CPU_KERNELS` still applies), and its KV block count.
 fn engine(
     model: &str,
     template: Template,
     block_size: usize,
+    cap: SimdLevel,
 ) -> (mindie::engine::EngineHandle, usize) {
     let dir = fixtures().join("models").join(model);
-    dot_accuracy::engine(&dir, template, block_size, 16 << 20, false)
+    let env = CpuKnobs::from_env(&Env::from_process());
+    let knobs = CpuKnobs {
+        bf16_dot: false,
+        kernel_cap: env.kernel_cap.capped(cap),
+        ..env
+    };
+    dot_accuracy::engine_with(&dir, template, block_size, 16 << 20, knobs)
 }
 
 async fn run_refs(model: &str, refs: &str, template: Template, block_size: usize) {
+    run_refs_at(model, refs, template, block_size, SimdLevel::Avx512).await
+}
+
+async fn run_refs_at(
+    model: &str,
+    refs: &str,
+    template: Template,
+    block_size: usize,
+    cap: SimdLevel,
+) {
     let refs: Value =
         serde_json::from_slice(&std::fs::read(fixtures().join("refs").join(refs)).unwrap())
             .unwrap();
-    let (h, total_blocks) = engine(model, template, block_size);
+    let (h, total_blocks) = engine(model, template, block_size, cap);
     let mut subs = Vec::new();
     for (case, req) in ref_requests(&refs) {
         subs.push((case, h.submit(req).expect("submit")));
@@ -89,6 +109,27 @@ async fn bf16_dot_stays_close_to_hf_refs() {
     }
 }
 
+/// The kernel levels below AVX-512, which CPUs without it run (AVX2 and FMA, or the plain
+/// build), reproduce the HF references too: f32, bf16 and untied-head fixtures, prompts and
+/// decode through the engine, at `MINDIE_CPU_KERNELS=avx2` and `portable` (the caps a CPU
+/// without AVX-512 or AVX2 comes down to on its own).
+#[tokio::test]
+async fn lower_kernel_levels_match_hf_refs() {
+    for cap in [SimdLevel::Avx2, SimdLevel::Portable] {
+        run_refs_at("tiny-llama", "tiny-llama.json", Template::Standard, 16, cap).await;
+        run_refs_at("tiny-qwen2-bf16", "tiny-qwen2.json", Template::Mix, 4, cap).await;
+        let untied = "tiny-qwen2-untied";
+        run_refs_at(
+            untied,
+            "tiny-qwen2-untied.json",
+            Template::Standard,
+            16,
+            cap,
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn llama_refs_through_the_engine_in_one_batch() {
     run_refs("tiny-llama", "tiny-llama.json", Template::Standard, 16).await;
@@ -113,7 +154,7 @@ async fn qwen2_bf16_refs_through_the_engine_with_chunked_prefill() {
 
 #[tokio::test]
 async fn dropping_the_stream_cancels_and_frees_blocks() {
-    let (h, total) = engine("tiny-llama", Template::Standard, 4);
+    let (h, total) = engine("tiny-llama", Template::Standard, 4, SimdLevel::Avx512);
     let req = GenRequest {
         prompt: (1..200).collect(),
         max_new_tokens: 2000,
@@ -154,7 +195,7 @@ async fn dropping_the_stream_cancels_and_frees_blocks() {
 
 #[tokio::test]
 async fn cancel_by_id_ends_the_stream_and_frees_blocks() {
-    let (h, total) = engine("tiny-llama", Template::Standard, 4);
+    let (h, total) = engine("tiny-llama", Template::Standard, 4, SimdLevel::Avx512);
     let req = GenRequest {
         prompt: (1..100).collect(),
         max_new_tokens: 2000,

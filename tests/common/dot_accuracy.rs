@@ -100,25 +100,42 @@ pub fn engine(
     kv_cache_bytes: usize,
     bf16_dot: bool,
 ) -> (EngineHandle, usize) {
+    let knobs = CpuKnobs {
+        bf16_dot,
+        ..CpuKnobs::from_env(&Env::from_process())
+    };
+    engine_with(dir, template, block_size, kv_cache_bytes, knobs)
+}
+
+/// [`engine`] with the backend's knobs given whole (a kernel level cap, say).
+pub fn engine_with(
+    dir: &Path,
+    template: Template,
+    block_size: usize,
+    kv_cache_bytes: usize,
+    knobs: CpuKnobs,
+) -> (EngineHandle, usize) {
+    let (bf16_dot, level) = (knobs.bf16_dot, knobs.simd_level());
     let backend = CpuBackend::load(
         dir,
         CpuOptions {
             kv_cache_bytes,
             block_size,
-            knobs: CpuKnobs {
-                bf16_dot,
-                ..CpuKnobs::from_env(&Env::from_process())
-            },
+            knobs,
             ..CpuOptions::default()
         },
     )
     .expect("load model");
     let info = backend.info().clone();
+    assert!(
+        info.device.contains(&format!("{level:?}")),
+        "the backend runs at {level:?}: {}",
+        info.device
+    );
     // The dot path runs where the CPU has AVX-512 BF16 and the kernels are not capped below
-    // AVX-512 (`MINDIE_CPU_KERNELS`).
-    let dot_here = mindie::backend::cpu::has_avx512_bf16()
-        && CpuKnobs::from_env(&Env::from_process()).simd_level()
-            == mindie::backend::cpu::SimdLevel::Avx512;
+    // AVX-512 (`MINDIE_CPU_KERNELS`, or the knobs given).
+    let dot_here =
+        mindie::backend::cpu::has_avx512_bf16() && level == mindie::backend::cpu::SimdLevel::Avx512;
     if bf16_dot {
         assert!(
             info.device.contains("bf16-dot") || !dot_here,
