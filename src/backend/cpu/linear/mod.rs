@@ -11,10 +11,11 @@
 //! value, so the result has the f32 kernel's accuracy at 1.9–3× its speed (measured with
 //! `BENCH_GEMM_M`, 4864 × 896, 16–2048 rows). Each panel writes its columns of the outputs
 //! directly (`kernels::column_panel::split_columns`). The backend loads bf16 weights in AMX
-//! tile order (`weights::Bf16Tiles`) wherever the AVX-512 kernels run (not where `MINDIE_CPU_AMX=0`
-//! turns AMX off on an AMX machine): AMX from 2 rows, one row through the AVX-512 one-row kernel
-//! over tile order ([`TILES_ROW_KERNEL_MAX_M`]); without AMX, the AVX-512 register-tile
-//! kernels over tile order from 2 rows (exact, or `vdpbf16ps` for one bf16 term).
+//! tile order (`weights::Bf16Tiles`) wherever the AVX-512 kernels run (not where
+//! `MINDIE_CPU_AMX=0` turns AMX off on an AMX machine): AMX from 2 rows, one row through the
+//! AVX-512 one-row kernel over tile order ([`TILES_ROW_KERNEL_MAX_M`]); without AMX, the
+//! AVX-512 register-tile kernels over tile order from 2 rows (exact, or `vdpbf16ps` for one
+//! bf16 term).
 //!
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
 //! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16
@@ -182,6 +183,11 @@ impl Linear {
     pub fn forward_packed(&self, acts: &PackedActs, out: &mut Vec<f32>) {
         out.resize(acts.m * self.w.rows, 0.0);
         packed::matmul_acts_amx(acts, &self.w, out);
+        self.add_bias(out);
+    }
+
+    /// Adds the bias, if any, to every row of `out` (rows of `w.rows` values).
+    fn add_bias(&self, out: &mut [f32]) {
         if let Some(b) = &self.bias {
             for row in out.chunks_exact_mut(self.w.rows) {
                 super::kernels::add_in_place(row, b);
@@ -207,11 +213,7 @@ impl Linear {
         let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
         matmul_many(level, dot, x, m, &mats, &mut slices);
         for (l, out) in layers.iter().zip(outs.iter_mut()) {
-            if let Some(b) = &l.bias {
-                for row in out.chunks_exact_mut(l.w.rows) {
-                    super::kernels::add_in_place(row, b);
-                }
-            }
+            l.add_bias(out);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::widen::{passes, store_acc, Layout};
+use super::widen::{passes, store_acc, Layout, TileOps};
 use crate::backend::cpu::kernels::gemm::{CHUNK, TILE_M};
 
 /// 32 bf16 (64 bytes) at `p`, zero past `n`, as a `vdpbf16ps` operand.
@@ -120,7 +120,7 @@ pub unsafe fn panel_dot(
         // SAFETY: as in `panel`: the tile, weight rows `j .. j + r` and output rows
         // `j .. j + r` (columns `t0 .. t0 + mt`) lie inside the buffers.
         unsafe {
-            let ops = DotOps {
+            let ops = TileOps {
                 x: xp.add(t0 / TILE_M * tile_len),
                 k,
                 w: w.add(j * k).cast(),
@@ -148,27 +148,8 @@ pub(super) unsafe fn tiles_group_dot(
     lead: bool,
     out: &mut [f32; 4 * TILE_M],
 ) {
-    let ops = DotOps {
-        x,
-        k: kb * CHUNK,
-        w: w.cast(),
-        lay: Layout::tiles(lead),
-        o: out.as_mut_ptr(),
-        ldo: TILE_M,
-    };
     // SAFETY: as in `widen::tiles_group` (forwarded contract).
-    unsafe { dispatch_dot(4, mt, ops) }
-}
-
-/// The operands of one [`tile_dot`] call (as `widen`'s `TileOps`, over bf16 activations).
-#[derive(Clone, Copy)]
-struct DotOps {
-    x: *const u16,
-    k: usize,
-    w: *const u8,
-    lay: Layout,
-    o: *mut f32,
-    ldo: usize,
+    unsafe { dispatch_dot(4, mt, TileOps::tiles_group(x, kb, w, lead, out)) }
 }
 
 /// [`super::widen::dispatch`] for the dot-product kernel. One weight vector per row (not two), so
@@ -178,8 +159,8 @@ struct DotOps {
 /// As for [`tile_dot`] with `R = r`, `MT = mt`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,fma")]
-unsafe fn dispatch_dot(r: usize, mt: usize, ops: DotOps) {
-    let DotOps {
+unsafe fn dispatch_dot(r: usize, mt: usize, ops: TileOps<u16>) {
+    let TileOps {
         x,
         k,
         w,

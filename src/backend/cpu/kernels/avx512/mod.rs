@@ -123,7 +123,7 @@ pub fn gemm_panel_tiles(level: SimdLevel, p: TilesPanel<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if p.m > 1 {
-            by_groups(p, 4, false, |x, mt, chunks, w, lead, sums| {
+            by_groups(p, false, |x, mt, chunks, w, lead, sums| {
                 // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected);
                 // `by_groups` hands out chunk `c0` of a packed tile of `mt` rows with `chunks`
                 // more chunks after it, and 4 rows of a whole block (at a multiple of 4 inside
@@ -161,7 +161,7 @@ pub fn gemm_panel_tiles_dot(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
     p.check();
     #[cfg(target_arch = "x86_64")]
     {
-        by_groups(p, 2, true, |x, mt, chunks, w, lead, sums| {
+        by_groups(p, true, |x, mt, chunks, w, lead, sums| {
             // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held (avx512f/bw/vl,
             // fma and avx512bf16 detected); operands as in `gemm_panel_tiles`.
             unsafe { dot::tiles_group_dot(x, mt, chunks, w, lead, sums) }
@@ -194,7 +194,6 @@ const X_PASS_BYTES: usize = 16 << 10;
 #[cfg(target_arch = "x86_64")]
 fn by_groups<X>(
     p: TilesPanel<'_, X>,
-    elem_bytes: usize,
     ranges: bool,
     group: impl Fn(*const X, usize, usize, *const u16, bool, &mut [f32; 4 * gemm::TILE_M]),
 ) {
@@ -204,6 +203,7 @@ fn by_groups<X>(
     let tile_len = kb * TILE_M * CHUNK;
     let rows = p.out.width();
     let mut out = p.out;
+    let elem_bytes = std::mem::size_of::<X>();
     let tile_bytes = tile_len * elem_bytes;
     let parts = if ranges && tile_bytes > 2 * X_PASS_BYTES {
         tile_bytes.div_ceil(X_PASS_BYTES)

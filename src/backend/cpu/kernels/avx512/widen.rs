@@ -377,33 +377,46 @@ pub(super) unsafe fn tiles_group(
     lead: bool,
     out: &mut [f32; 4 * TILE_M],
 ) {
-    let ops = TileOps {
-        x,
-        // Whole chunks: the block is zero-padded to whole steps, the packed tile to whole
-        // chunks.
-        k: kb * CHUNK,
-        w: w.cast(),
-        lay: Layout::tiles(lead),
-        o: out.as_mut_ptr(),
-        ldo: TILE_M,
-    };
     // SAFETY: 4 rows of the block from `w`, 64 bytes apart with their chunks 1 KiB apart
     // (the tile layout), `kb` whole chunks each (contract); the tile of `mt` rows; `out`
     // holds 4 rows of `TILE_M` ≥ `mt` floats.
-    unsafe { dispatch::<true>(4, mt, ops) }
+    unsafe { dispatch::<true>(4, mt, TileOps::tiles_group(x, kb, w, lead, out)) }
 }
 
-/// The operands of one [`tile`] call, as [`dispatch`] takes them: a packed activation tile
-/// `x` of `k` columns, weight rows from `w` (laid out as `lay` says), output rows from `o`
-/// (`ldo` floats apart).
+/// The operands of one [`tile`] call, as [`dispatch`] takes them (and, with bf16 activations,
+/// `dot`'s `tile_dot` through its dispatch): a packed activation tile `x` of `k` columns,
+/// weight rows from `w` (laid out as `lay` says), output rows from `o` (`ldo` floats apart).
 #[derive(Clone, Copy)]
-struct TileOps {
-    x: *const f32,
-    k: usize,
-    w: *const u8,
-    lay: Layout,
-    o: *mut f32,
-    ldo: usize,
+pub(super) struct TileOps<X = f32> {
+    pub x: *const X,
+    pub k: usize,
+    pub w: *const u8,
+    pub lay: Layout,
+    pub o: *mut f32,
+    pub ldo: usize,
+}
+
+impl<X> TileOps<X> {
+    /// The operands of a register tile over a tile-order block (`tiles_group`,
+    /// `dot::tiles_group_dot`): 4 rows from `w` (the block's first group when `lead`), `kb`
+    /// whole chunks of the activation tile at `x` (the block is zero-padded to whole steps, the
+    /// packed tile to whole chunks), the sums into `out`, `TILE_M` floats a row.
+    pub(super) fn tiles_group(
+        x: *const X,
+        kb: usize,
+        w: *const u16,
+        lead: bool,
+        out: &mut [f32; 4 * TILE_M],
+    ) -> Self {
+        Self {
+            x,
+            k: kb * CHUNK,
+            w: w.cast(),
+            lay: Layout::tiles(lead),
+            o: out.as_mut_ptr(),
+            ldo: TILE_M,
+        }
+    }
 }
 
 /// Picks the register tile for `r` (4 or 1) weight rows × `mt` (1..=8) activation rows:
