@@ -15,7 +15,8 @@
 //! `MINDIE_CPU_AMX=0` turns AMX off on an AMX machine): AMX from 2 rows, one row through the
 //! AVX-512 one-row kernel over tile order ([`TILES_ROW_KERNEL_MAX_M`]); without AMX, the
 //! AVX-512 register-tile kernels over tile order from 2 rows (exact, or `vdpbf16ps` for one
-//! bf16 term).
+//! bf16 term: the dot-product form below [`BCAST_MIN_M`] rows, the broadcast form over
+//! activations in the AMX layout from there).
 //!
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
 //! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16
@@ -114,6 +115,16 @@ pub const AMX_EXACT_MIN_M: usize = 16;
 /// `cargo bench --bench decode -- quick`: 2 rows 421–435 µs vs 409–411 µs on AMX, 4 rows
 /// 518–530 µs vs 408–415 µs).
 pub const TILES_ROW_KERNEL_MAX_M: usize = 1;
+
+/// Fewest activation rows for which one bf16 term without AMX runs the broadcast form of the
+/// `vdpbf16ps` kernel (`avx512::gemm_panel_tiles_bcast`: 16 activation rows per vector, whole
+/// sums) instead of the dot-product form (one pair of rows per vector, lane sums at the end).
+/// Measured on a Zen 4 with the decode bench's matmul loop (`MINDIE_CPU_BF16_DOT=1
+/// BENCH_GEMM_TILED=1 BENCH_GEMM_M=m BENCH_GEMM_NK=n,k`, GFLOP/s dot → broadcast): 9728 × 896
+/// at 16 rows 295 → 288, 24: 224 → 213, 32: 267 → 357, 128: 292 → 363, 2,048: 343 → 355;
+/// 896 × 4864 at 16: 268 → 281, 32: 271 → 349, 2,048: 255 → 367. One block of 16 rows needs a
+/// broadcast per product there (as many loads as products) and a part block wastes lanes.
+pub const BCAST_MIN_M: usize = 32;
 
 /// The exact path's AMX switch: one per process, since the step API carries only the kernel
 /// level and the bf16-dot flag down to the matmuls.

@@ -8,7 +8,9 @@
 
 use rayon::prelude::*;
 
-use super::{amx_exact, Dot, AMX_EXACT_MIN_M, PARALLEL_MIN_MACS, TILES_ROW_KERNEL_MAX_M};
+use super::{
+    amx_exact, Dot, AMX_EXACT_MIN_M, BCAST_MIN_M, PARALLEL_MIN_MACS, TILES_ROW_KERNEL_MAX_M,
+};
 use crate::backend::cpu::kernels::amx::{self, AmxOut, AmxPanel};
 use crate::backend::cpu::kernels::avx512::{self, GemmPanel, TilesPanel};
 use crate::backend::cpu::kernels::column_panel::{split_columns, split_steps, ColumnPanel};
@@ -179,6 +181,25 @@ fn matmul_tiles(
     let tasks = tile_panels(ws, rows, outs);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
     // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel.
+    if dot.terms(m) == Some(1) && has_avx512_bf16() && m >= BCAST_MIN_M {
+        let mut xb = XB.with(|s| s.take());
+        let packed = gemm::pack_amx(x, m, k, 1, &mut xb);
+        run_tasks(tasks, parallel, |w, out| {
+            let p = TilesPanel {
+                xp: packed,
+                m,
+                k,
+                w,
+                out,
+            };
+            assert!(
+                avx512::gemm_panel_tiles_bcast(level, p),
+                "no {level:?} kernel"
+            );
+        });
+        XB.with(|s| s.replace(xb));
+        return true;
+    }
     if dot.terms(m) == Some(1) && has_avx512_bf16() {
         let mut xb = XB.with(|s| s.take());
         let packed = gemm::pack_bf16(x, m, k, &mut xb);

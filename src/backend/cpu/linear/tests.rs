@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::backend::cpu::kernels::amx::{self, AmxPanel};
-use crate::backend::cpu::kernels::avx512::{self, GemmPanel};
+use crate::backend::cpu::kernels::avx512::{self, GemmPanel, TilesPanel};
 use crate::backend::cpu::kernels::column_panel::split_columns;
 use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16};
 use crate::backend::cpu::knobs::level_from_process_env as simd_level;
@@ -213,6 +213,7 @@ fn bf16_dot_kernels_match_reference_directly() {
         (16, 32, 64),
         (17, 50, 95),
         (40, 70, 130),
+        (48, 40, 64),
         // bf16-packed activations past the L2-resident size (tile-by-tile passes).
         (300, 20, 1000),
     ] {
@@ -268,6 +269,45 @@ fn bf16_dot_kernels_match_reference_directly() {
             } else {
                 assert!(
                     out_t.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+            }
+        }
+        {
+            // The broadcast form of `vdpbf16ps`: tile-order weights, AMX-packed activations
+            // (one to three 16-row blocks per register tile, several column passes at k 1000).
+            let mut buf = Vec::new();
+            let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
+            let (tiled, _) = bf16_matrix(n, k, w.clone()).amx_tiled();
+            let WeightData::Bf16Tiles(t) = &tiled.data else {
+                panic!("amx_tiled gives tile order");
+            };
+            let blocks = t.panels(n.next_multiple_of(16)).next().expect("one panel");
+            let mut wide = vec![f32::NAN; m * (n + 5)];
+            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
+            let p = TilesPanel {
+                xp,
+                m,
+                k,
+                w: blocks,
+                out: panels.pop().expect("two panels"),
+            };
+            let ran = avx512::gemm_panel_tiles_bcast(level, p);
+            assert_eq!(ran, have_dot, "broadcast vdpbf16ps kernel at {level:?}");
+            drop(panels);
+            for row in wide.chunks_exact(n + 5) {
+                assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
+            }
+            if ran {
+                let out: Vec<f32> = wide
+                    .chunks_exact(n + 5)
+                    .flat_map(|row| row[3..3 + n].to_vec())
+                    .collect();
+                let out_t: Vec<f32> = (0..n * m).map(|at| out[(at % m) * n + at / m]).collect();
+                check("broadcast vdpbf16ps", &out_t);
+            } else {
+                assert!(
+                    wide.iter().all(|v| v.is_nan()),
                     "a refused kernel writes nothing"
                 );
             }

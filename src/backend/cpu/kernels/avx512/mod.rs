@@ -8,6 +8,8 @@
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
+mod bcast;
+#[cfg(target_arch = "x86_64")]
 mod dot;
 #[cfg(target_arch = "x86_64")]
 mod widen;
@@ -166,6 +168,40 @@ pub fn gemm_panel_tiles_dot(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
             // fma and avx512bf16 detected); operands as in `gemm_panel_tiles`.
             unsafe { dot::tiles_group_dot(x, mt, chunks, w, lead, sums) }
         });
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`gemm_panel_tiles_dot`]'s products in the broadcast form (`avx512::bcast`): the same
+/// weights against activations packed by [`gemm::pack_amx`] with one term (`p.xp`), each
+/// weight column pair broadcast into a `vdpbf16ps` over 16 activation rows, so the sums come
+/// out whole without lane sums; for many rows (prefill). `false` (nothing done) when `level`
+/// is not AVX-512 or the CPU lacks `avx512bf16`.
+pub fn gemm_panel_tiles_bcast(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
+    if verified(level) != SimdLevel::Avx512 || !has_avx512_bf16() || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let kb = p.k.div_ceil(gemm::CHUNK);
+    let block = kb * 16 * gemm::CHUNK;
+    let blocks = p.out.width().div_ceil(16);
+    assert_eq!(p.out.rows(), p.m, "output is not m rows");
+    assert_eq!(p.w.len(), blocks * block, "not whole blocks");
+    assert!(
+        p.xp.len() >= gemm::amx_packed_len(p.m, p.k, 1),
+        "packed x too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut out = p.out;
+        // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held (avx512f/bw/vl and
+        // avx512bf16 detected); the asserts above establish `bcast::panel`'s bounds: `xp`
+        // holds `m.div_ceil(16)` packed blocks of `kb` steps, `w` `blocks` whole blocks of
+        // `kb` steps, and the output `m` rows of at most `blocks × 16` columns.
+        unsafe { bcast::panel(p.xp.as_ptr(), p.m, kb, p.w.as_ptr(), blocks, &mut out) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -1,0 +1,226 @@
+//! The broadcast form of the AVX-512 BF16 kernel (`vdpbf16ps`), for matmuls of many rows on
+//! CPUs without AMX: weights in tile order (`weights::Bf16Tiles`: 16-row blocks of 32-column
+//! steps) times activations packed as one bf16 term in the AMX layout (`gemm::pack_amx`, one
+//! 64-byte row of a step = one column pair of 16 activation rows). Each weight column pair is
+//! broadcast from memory into the instruction, so one `vdpbf16ps` adds 32 products into the 16
+//! activation rows' sums for one weight row: the sums come out as whole vectors (no lane sums,
+//! as the dot-product form in `dot` needs), and one activation load serves a group of weight
+//! rows. Entered only through `super::gemm_panel_tiles_bcast`.
+#![allow(unsafe_code)]
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::backend::cpu::kernels::amx::transpose16;
+use crate::backend::cpu::kernels::column_panel::ColumnPanel;
+use crate::backend::cpu::kernels::{TILES_PREFETCH_L1, TILES_PREFETCH_L2};
+
+/// u16 of one step in both layouts: 16 rows × 32 columns (weights), 16 column pairs × 16
+/// rows × 2 (activations).
+const STEP: usize = 512;
+
+/// Steps of the columns per pass where the activations are more than one 16-row block: every
+/// weight block of the panel goes past one pass of the activation blocks' columns (at most
+/// [`MAX_BLOCKS`] × 28 KiB, from L2) before the next, the partial sums kept in between. Rows
+/// of up to 896 columns (Qwen2-0.5B's hidden size) go in one pass. Chosen on the decode
+/// bench's matmul loop on a Zen 4 (2,048 rows, `MINDIE_CPU_BF16_DOT=1 BENCH_GEMM_TILED=1
+/// BENCH_GEMM_M=2048 BENCH_GEMM_NK=896,4864`): 8 steps 323 GFLOP/s, 16: 354, 28: 364, 56: 341.
+const PASS_STEPS: usize = 28;
+
+/// Activation blocks (16 rows each) in one register tile: 3 blocks × 8 weight rows = 24
+/// accumulators, 3 activation vectors and the broadcast operands in memory (32 registers).
+const MAX_BLOCKS: usize = 3;
+
+/// `acc[r][b] += Σ` over `steps` steps of weight row `r` (from `w`, rows 32 u16 apart within a
+/// step) times activation block `b` (from `x`, blocks `ldx` u16 apart): lane `l` of `acc[r][b]`
+/// is the sum for the block's row `l`.
+///
+/// # Safety
+/// `w` points at row 0 of `R` consecutive rows of a step of a tile-order block with `steps`
+/// steps of [`STEP`] u16 from there inside the block; `x` at a step of an activation block
+/// with `steps` steps after it, and `B - 1` more blocks `ldx` u16 apart, each as long.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn tile<const R: usize, const B: usize>(
+    acc: &mut [[__m512; B]; R],
+    x: *const u16,
+    ldx: usize,
+    w: *const u16,
+    steps: usize,
+    lead: bool,
+) {
+    for c in 0..steps {
+        // SAFETY: step `c` lies inside the block and the activations (contract).
+        let (wc, xc) = unsafe { (w.add(c * STEP), x.add(c * STEP)) };
+        // The tile's own rows `TILES_PREFETCH_L1` steps on into L1; a block's first tile
+        // (`lead`) also the whole step `TILES_PREFETCH_L2` on into L2. Wrapping arithmetic:
+        // past the block these are other weights or nothing, and a prefetch never faults.
+        let l1 = wc.wrapping_add(TILES_PREFETCH_L1 * STEP);
+        for r in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(l1.wrapping_add(r * 32).cast());
+        }
+        if lead {
+            let l2 = wc.wrapping_add(TILES_PREFETCH_L2 * STEP);
+            for l in 0..16 {
+                _mm_prefetch::<_MM_HINT_T1>(l2.wrapping_add(l * 32).cast());
+            }
+        }
+        for q in 0..16 {
+            let mut xv = [_mm512_setzero_si512(); B];
+            for b in 0..B {
+                // SAFETY: row `q` of the step of block `b`: 32 u16 inside it (contract).
+                xv[b] = unsafe { _mm512_loadu_si512(xc.add(b * ldx + q * 32).cast()) };
+            }
+            for r in 0..R {
+                // SAFETY: columns `2q`, `2q + 1` of row `r` of the step (contract); an
+                // unaligned 4-byte read.
+                let pair = unsafe { wc.add(r * 32 + 2 * q).cast::<i32>().read_unaligned() };
+                let wv = bh(_mm512_set1_epi32(pair));
+                for b in 0..B {
+                    acc[r][b] = _mm512_dpbf16_ps(acc[r][b], wv, bh(xv[b]));
+                }
+            }
+        }
+    }
+}
+
+/// The bits of `v` as a `vdpbf16ps` operand.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn bh(v: __m512i) -> __m512bh {
+    // SAFETY: `__m512i` and `__m512bh` are both 64-byte vectors of plain bits; every bit
+    // pattern is a valid value of either.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+/// One panel: `blocks` whole tile-order weight blocks at `w` (`kb` steps each) against every
+/// activation row (`m`, packed at `xp` in `gemm::pack_amx`'s layout with one term, `kb` steps
+/// a block), the results into `out` (`m` rows, the panel's columns; padding rows of the last
+/// weight block dropped).
+///
+/// Order: register tiles of 8 weight rows × up to [`MAX_BLOCKS`] activation blocks (16 weight
+/// rows × 1 block for a single block); with several blocks their columns go in passes of
+/// [`PASS_STEPS`] steps, every weight block of the panel through one pass before the next, the
+/// partial sums kept in `part`.
+///
+/// # Safety
+/// `xp` holds `m.div_ceil(16)` activation blocks of `kb` steps; `w` holds `blocks` weight
+/// blocks of `kb` steps; `out.width() <= blocks * 16` and `out.rows() == m`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(super) unsafe fn panel(
+    xp: *const u16,
+    m: usize,
+    kb: usize,
+    w: *const u16,
+    blocks: usize,
+    out: &mut ColumnPanel<'_>,
+) {
+    let mbs = m.div_ceil(16);
+    let mut part = PART.with(|s| s.take());
+    part.resize(blocks * MAX_BLOCKS * 256, 0.0);
+    let mut mb = 0;
+    while mb < mbs {
+        let nb = (mbs - mb).min(MAX_BLOCKS);
+        let sweep = Sweep {
+            // SAFETY: block `mb` is inside the activations (contract).
+            x: unsafe { xp.add(mb * kb * STEP) },
+            kb,
+            w,
+            blocks,
+            part: part.as_mut_ptr(),
+        };
+        // SAFETY: `nb` blocks from `mb` exist; `part` holds `blocks × nb × 256` floats.
+        unsafe {
+            match nb {
+                1 => sweep.run::<16, 1>(),
+                2 => sweep.run::<8, 2>(),
+                _ => sweep.run::<8, 3>(),
+            }
+        }
+        // Block `b`'s tile of weight block `j`: rows `r` × lanes `l` at `(j * nb + b) * 256`.
+        for j in 0..blocks {
+            let cols = out.width().saturating_sub(j * 16).min(16);
+            for b in 0..nb {
+                let tile: &[f32; 256] = part[(j * nb + b) * 256..][..256]
+                    .try_into()
+                    .expect("256 floats");
+                let mut t = [[0f32; 16]; 16];
+                transpose16(tile, &mut t);
+                let r0 = (mb + b) * 16;
+                for (l, row) in t.iter().enumerate().take(m.saturating_sub(r0)) {
+                    out.row_mut(r0 + l)[j * 16..j * 16 + cols].copy_from_slice(&row[..cols]);
+                }
+            }
+        }
+        mb += nb;
+    }
+    PART.with(|s| s.replace(part));
+}
+
+/// One sweep of [`panel`]: a group of `B` activation blocks from `x` against the panel's
+/// weight blocks, partial sums in `part`.
+struct Sweep {
+    x: *const u16,
+    kb: usize,
+    w: *const u16,
+    blocks: usize,
+    part: *mut f32,
+}
+
+impl Sweep {
+    /// Register tiles of `R` weight rows × `B` activation blocks over the panel; the sums of
+    /// weight block `j`, activation block `b` land as rows × lanes at `(j * B + b) * 256`.
+    ///
+    /// # Safety
+    /// `B` activation blocks of `kb` steps from `x`; `blocks` weight blocks of `kb` steps
+    /// from `w`; `part` holds `blocks × B × 256` floats. `R` divides 16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn run<const R: usize, const B: usize>(&self) {
+        let Sweep {
+            x,
+            kb,
+            w,
+            blocks,
+            part,
+        } = *self;
+        let per = if B == 1 { kb } else { PASS_STEPS };
+        let ldx = kb * STEP;
+        for c0 in (0..kb).step_by(per) {
+            let steps = per.min(kb - c0);
+            for j in 0..blocks {
+                for h in (0..16).step_by(R) {
+                    let mut acc = [[_mm512_setzero_ps(); B]; R];
+                    // SAFETY: the sums of rows `h ..  h + R` of weight block `j` sit at
+                    // `(j * B + b) * 256 + r * 16` inside `part` (contract).
+                    let at =
+                        |r: usize, b: usize| unsafe { part.add((j * B + b) * 256 + (h + r) * 16) };
+                    if c0 > 0 {
+                        for r in 0..R {
+                            for b in 0..B {
+                                // SAFETY: see `at`.
+                                acc[r][b] = unsafe { _mm512_loadu_ps(at(r, b)) };
+                            }
+                        }
+                    }
+                    // SAFETY: rows `h ..` of step `c0` of weight block `j`, `steps` steps on
+                    // inside it; step `c0` of the `B` activation blocks (contract).
+                    unsafe {
+                        let wj = w.add(j * kb * STEP + c0 * STEP + h * 32);
+                        tile::<R, B>(&mut acc, x.add(c0 * STEP), ldx, wj, steps, h == 0);
+                    }
+                    for r in 0..R {
+                        for b in 0..B {
+                            // SAFETY: see `at`.
+                            unsafe { _mm512_storeu_ps(at(r, b), acc[r][b]) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// [`panel`]'s partial sums, reused across calls on this thread.
+    static PART: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
