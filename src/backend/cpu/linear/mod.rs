@@ -118,13 +118,15 @@ pub const TILES_ROW_KERNEL_MAX_M: usize = 1;
 
 /// Fewest activation rows for which one bf16 term without AMX runs the broadcast form of the
 /// `vdpbf16ps` kernel (`avx512::gemm_panel_tiles_bcast`: 16 activation rows per vector, whole
-/// sums) instead of the dot-product form (one pair of rows per vector, lane sums at the end).
-/// Measured on a Zen 4 with the decode bench's matmul loop (`MINDIE_CPU_BF16_DOT=1
-/// BENCH_GEMM_TILED=1 BENCH_GEMM_M=m BENCH_GEMM_NK=n,k`, GFLOP/s dot → broadcast): 9728 × 896
-/// at 16 rows 295 → 288, 24: 224 → 213, 32: 267 → 357, 128: 292 → 363, 2,048: 343 → 355;
-/// 896 × 4864 at 16: 268 → 281, 32: 271 → 349, 2,048: 255 → 367. One block of 16 rows needs a
-/// broadcast per product there (as many loads as products) and a part block wastes lanes.
-pub const BCAST_MIN_M: usize = 32;
+/// sums) instead of the dot-product form (one pair of rows per vector, lane sums at the end):
+/// from one whole 16-row block, where a part block would waste lanes. Measured on a Zen 4 with
+/// the decode bench's matmul loop (`MINDIE_CPU_BF16_DOT=1 BENCH_GEMM_TILED=1 BENCH_GEMM_M=m
+/// BENCH_GEMM_NK=n,k`, GFLOP/s dot → broadcast): 9728 × 896 at 8 rows 300 → 209, 12: 265 →
+/// 273, 16: 266 → 361, 32: 267 → 357, 128: 292 → 363, 2,048: 343 → 356; 896 × 4864 at 8:
+/// 245 → 162, 12: 265 → 263, 16: 278 → 331, 32: 271 → 349, 2,048: 255 → 367. Through the
+/// model, the concurrency-16 decode step (`MINDIE_CPU_BF16_DOT=1 BENCH_PROMPT=32 BENCH_CONC=16
+/// cargo bench --bench decode -- model`) went from 66–68 ms to 47–49 ms.
+pub const BCAST_MIN_M: usize = 16;
 
 /// The exact path's AMX switch: one per process, since the step API carries only the kernel
 /// level and the bf16-dot flag down to the matmuls.

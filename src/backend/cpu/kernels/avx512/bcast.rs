@@ -77,7 +77,9 @@ unsafe fn tile<const R: usize, const B: usize>(
                 let pair = unsafe { wc.add(r * 32 + 2 * q).cast::<i32>().read_unaligned() };
                 let wv = bh(_mm512_set1_epi32(pair));
                 for b in 0..B {
-                    acc[r][b] = _mm512_dpbf16_ps(acc[r][b], wv, bh(xv[b]));
+                    // (The broadcast as the second source, which may be a memory operand: with
+                    // one block the compiler folds it into the instruction.)
+                    acc[r][b] = _mm512_dpbf16_ps(acc[r][b], bh(xv[b]), wv);
                 }
             }
         }
