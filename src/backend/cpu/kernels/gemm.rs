@@ -98,6 +98,40 @@ pub fn pack_bf16<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<u16>) -> &'
     })
 }
 
+/// Floats of [`pack_pairs`]'s layout of `m × k`.
+pub fn pairs_packed_len(m: usize, k: usize) -> usize {
+    m.div_ceil(16) * k.div_ceil(CHUNK) * PAIRS_STEP
+}
+
+/// Floats of one 32-column step of one 16-row block in [`pack_pairs`]'s layout.
+pub const PAIRS_STEP: usize = 1024;
+
+/// Packs `x` (`m × k`, row-major) as f32 for the broadcast form of the exact AVX-512 kernel
+/// (`avx512::gemm_panel_tiles_bcast` over f32 activations): blocks of 16 rows, each
+/// `k.div_ceil(32)` steps of 32 columns; within a step, for each column pair `q` (0..16), the
+/// block's 16 values of column `2q` then its 16 of column `2q + 1` (two vectors, one lane per
+/// row), zeros past `m` and `k`. Starts on a 64-byte boundary inside `out`.
+pub fn pack_pairs<'a>(x: &[f32], m: usize, k: usize, out: &'a mut Vec<f32>) -> &'a [f32] {
+    let kb = k.div_ceil(CHUNK);
+    let packed = aligned64(out, pairs_packed_len(m, k));
+    packed
+        .par_chunks_exact_mut(kb * PAIRS_STEP)
+        .enumerate()
+        .for_each(|(blk, block)| {
+            block.fill(0.0);
+            for l in 0..16.min(m.saturating_sub(blk * 16)) {
+                let row = &x[(blk * 16 + l) * k..][..k];
+                for (c, step) in block.chunks_exact_mut(PAIRS_STEP).enumerate() {
+                    let src = &row[c * CHUNK..k.min(c * CHUNK + CHUNK)];
+                    for (col, v) in src.iter().enumerate() {
+                        step[col / 2 * 32 + col % 2 * 16 + l] = *v;
+                    }
+                }
+            }
+        });
+    packed
+}
+
 /// Elements of the AMX packed layout of `m × k` with `pieces` terms per value (see
 /// [`pack_amx`]).
 pub fn amx_packed_len(m: usize, k: usize, pieces: usize) -> usize {
@@ -284,6 +318,37 @@ mod tests {
         assert_eq!(p[c1..c1 + 4], [b(32.0), b(33.0), b(34.0), 0]);
         // Row 8 is alone in the second tile.
         assert_eq!(p[2 * TILE_M * CHUNK], b((8 * k) as f32));
+    }
+
+    /// `pack_pairs`: per 16-row block and 32-column step, each column pair as the block's 16
+    /// values of the even column then of the odd one; zeros past the rows and columns (even a
+    /// buffer reused with other values).
+    #[test]
+    fn pairs_pack_puts_rows_in_lanes_and_zero_pads() {
+        let (m, k) = (17, 35);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32 + 0.5).collect();
+        let mut buf = vec![7.0f32; 3 * pairs_packed_len(m, k)];
+        let p = pack_pairs(&x, m, k, &mut buf);
+        assert_eq!(p.len(), 2 * 2 * PAIRS_STEP);
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+        for blk in 0..2 {
+            for c in 0..2 {
+                for q in 0..16 {
+                    for par in 0..2 {
+                        for l in 0..16 {
+                            let (row, col) = (blk * 16 + l, c * 32 + 2 * q + par);
+                            let want = if row < m && col < k {
+                                x[row * k + col]
+                            } else {
+                                0.0
+                            };
+                            let at = (blk * 2 + c) * PAIRS_STEP + q * 32 + par * 16 + l;
+                            assert_eq!(p[at], want, "row {row} column {col}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

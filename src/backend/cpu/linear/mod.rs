@@ -15,8 +15,9 @@
 //! `MINDIE_CPU_AMX=0` turns AMX off on an AMX machine): AMX from 2 rows, one row through the
 //! AVX-512 one-row kernel over tile order ([`TILES_ROW_KERNEL_MAX_M`]); without AMX, the
 //! AVX-512 register-tile kernels over tile order from 2 rows (exact, or `vdpbf16ps` for one
-//! bf16 term: the dot-product form below [`BCAST_MIN_M`] rows, the broadcast form over
-//! activations in the AMX layout from there).
+//! bf16 term): the dot-product form below [`BCAST_MIN_M`] rows, the broadcast form from there
+//! (activations packed 16 rows to a vector: `gemm::pack_pairs` in f32, `gemm::pack_amx` as one
+//! bf16 term).
 //!
 //! Opt-in (`bf16_dot`, from `MINDIE_CPU_BF16_DOT` via `CpuKnobs::bf16_dot`; per matmul a
 //! [`Dot`]): bf16 weights with at least [`BF16_DOT_MIN_M`] activation rows run bf16 × bf16
@@ -125,7 +126,11 @@ pub const TILES_ROW_KERNEL_MAX_M: usize = 1;
 /// 273, 16: 266 → 361, 32: 267 → 357, 128: 292 → 363, 2,048: 343 → 356; 896 × 4864 at 8:
 /// 245 → 162, 12: 265 → 263, 16: 278 → 331, 32: 271 → 349, 2,048: 255 → 367. Through the
 /// model, the concurrency-16 decode step (`MINDIE_CPU_BF16_DOT=1 BENCH_PROMPT=32 BENCH_CONC=16
-/// cargo bench --bench decode -- model`) went from 66–68 ms to 47–49 ms.
+/// cargo bench --bench decode -- model`) went from 66–68 ms to 47–49 ms. The exact kernel
+/// (f32 FMAs, each weight pair broadcast and widened once per register tile) takes the same
+/// threshold: 9728 × 896 at 16 rows 169 → 180 GFLOP/s, 32: 168 → 198, 2,048: 187 → 188;
+/// 896 × 4864 at 16: 140 → 169, 32: 159 → 186, 2,048: 149 → 139–149; the exact
+/// concurrency-16 decode step 91–94 → 72–82 ms.
 pub const BCAST_MIN_M: usize = 16;
 
 /// The exact path's AMX switch: one per process, since the step API carries only the kernel

@@ -220,6 +220,24 @@ fn matmul_tiles(
         return true;
     }
     let mut xp = XP.with(|s| s.take());
+    if m >= BCAST_MIN_M {
+        let packed = gemm::pack_pairs(x, m, k, &mut xp);
+        run_tasks(tasks, parallel, |w, out| {
+            let p = TilesPanel {
+                xp: packed,
+                m,
+                k,
+                w,
+                out,
+            };
+            assert!(
+                avx512::gemm_panel_tiles_bcast_exact(level, p),
+                "no {level:?} kernel"
+            );
+        });
+        XP.with(|s| s.replace(xp));
+        return true;
+    }
     let packed = gemm::pack(x, m, k, true, &mut xp);
     run_tasks(tasks, parallel, |w, out| {
         let p = TilesPanel {

@@ -581,12 +581,13 @@ fn tiled_weights_match_row_major() {
                 // On AMX with one activation block, tile order goes through the three-block
                 // kernel (both terms into one C tile), row-major through the two-block one (the
                 // second term in its own tile, added at the end); without AMX, `vdpbf16ps` over
-                // tile order takes long rows in column ranges: the same products, summed in
-                // another order.
+                // tile order takes long rows in column ranges, and from `BCAST_MIN_M` rows both
+                // tile-order kernels (two terms take the exact one) run in the broadcast form:
+                // the same products, summed in another order.
                 let reordered = if has_amx() {
                     dot == Dot::Fine && m <= 16
                 } else {
-                    dot == Dot::Fast
+                    dot == Dot::Fast || m >= BCAST_MIN_M
                 };
                 if reordered {
                     for (i, (a, b)) in a.iter().zip(&b).enumerate() {

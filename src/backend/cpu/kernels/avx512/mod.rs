@@ -179,35 +179,70 @@ pub fn gemm_panel_tiles_dot(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
 /// [`gemm_panel_tiles_dot`]'s products in the broadcast form (`avx512::bcast`): the same
 /// weights against activations packed by [`gemm::pack_amx`] with one term (`p.xp`), each
 /// weight column pair broadcast into a `vdpbf16ps` over 16 activation rows, so the sums come
-/// out whole without lane sums; for many rows (prefill). `false` (nothing done) when `level`
-/// is not AVX-512 or the CPU lacks `avx512bf16`.
+/// out whole without lane sums; from one whole 16-row block. `false` (nothing done) when
+/// `level` is not AVX-512 or the CPU lacks `avx512bf16`.
 pub fn gemm_panel_tiles_bcast(level: SimdLevel, p: TilesPanel<'_, u16>) -> bool {
     if verified(level) != SimdLevel::Avx512 || !has_avx512_bf16() || p.k == 0 || p.m == 0 {
         return false;
     }
+    let need = gemm::amx_packed_len(p.m, p.k, 1);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let xp = bcast::Acts::Bf16(p.xp.as_ptr());
+        // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held (avx512f/bw/vl, fma
+        // and avx512bf16 detected); `xp` is the panel's bf16 activations, `need` long.
+        unsafe { bcast_panel(p, xp, need) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = need;
+        false
+    }
+}
+
+/// [`gemm_panel_tiles`] in the broadcast form (`avx512::bcast`): the same weights against f32
+/// activations packed by [`gemm::pack_pairs`] (`p.xp`), each weight column pair broadcast and
+/// widened once for two FMAs per 16 activation rows: every product and sum in f32, the sums
+/// whole without lane sums; from one whole 16-row block. `false` (nothing done) when `level`
+/// is not AVX-512.
+pub fn gemm_panel_tiles_bcast_exact(level: SimdLevel, p: TilesPanel<'_, f32>) -> bool {
+    if verified(level) != SimdLevel::Avx512 || p.k == 0 || p.m == 0 {
+        return false;
+    }
+    let need = gemm::pairs_packed_len(p.m, p.k);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let xp = bcast::Acts::F32(p.xp.as_ptr());
+        // SAFETY: `verified` returned Avx512 (avx512f/bw/vl and fma detected); `xp` is the
+        // panel's f32 activations, `need` long.
+        unsafe { bcast_panel(p, xp, need) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = need;
+        false
+    }
+}
+
+/// Checks a broadcast-form panel's shapes (activations `need` elements or more) and runs it.
+///
+/// # Safety
+/// `xp` points at `p.xp`; the CPU has the features `bcast::panel` needs for its kind.
+#[cfg(target_arch = "x86_64")]
+unsafe fn bcast_panel<X>(p: TilesPanel<'_, X>, xp: bcast::Acts, need: usize) {
     let kb = p.k.div_ceil(gemm::CHUNK);
     let block = kb * 16 * gemm::CHUNK;
     let blocks = p.out.width().div_ceil(16);
     assert_eq!(p.out.rows(), p.m, "output is not m rows");
     assert_eq!(p.w.len(), blocks * block, "not whole blocks");
-    assert!(
-        p.xp.len() >= gemm::amx_packed_len(p.m, p.k, 1),
-        "packed x too short"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut out = p.out;
-        // SAFETY: `verified` returned Avx512 and `has_avx512_bf16` held (avx512f/bw/vl and
-        // avx512bf16 detected); the asserts above establish `bcast::panel`'s bounds: `xp`
-        // holds `m.div_ceil(16)` packed blocks of `kb` steps, `w` `blocks` whole blocks of
-        // `kb` steps, and the output `m` rows of at most `blocks × 16` columns.
-        unsafe { bcast::panel(p.xp.as_ptr(), p.m, kb, p.w.as_ptr(), blocks, &mut out) };
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    assert!(p.xp.len() >= need, "packed x too short");
+    let mut out = p.out;
+    // SAFETY: the asserts above establish `bcast::panel`'s bounds: `xp` holds
+    // `m.div_ceil(16)` packed blocks of `kb` steps, `w` `blocks` whole blocks of `kb` steps,
+    // and the output `m` rows of at most `blocks × 16` columns; the features by contract.
+    unsafe { bcast::panel(xp, p.m, kb, p.w.as_ptr(), blocks, &mut out) };
 }
 
 /// Bytes of one packed bf16 activation tile's columns that the tile-order `vdpbf16ps` kernel
