@@ -158,7 +158,8 @@ fn tile_pieces(dot: Dot, m: usize) -> Option<usize> {
 /// the dot path's terms) from [`TILES_ROW_KERNEL_MAX_M`] + 1 rows or where the dot path asks for
 /// bf16 terms; else the AVX-512 kernels over tile order: `avx512::gemm_panel_tiles_dot` where
 /// the dot path asks for one term and the CPU has AVX-512 BF16, `avx512::gemm_panel_tiles`
-/// (exact f32 activations; one row streams each block once) otherwise.
+/// (exact f32 activations; one row streams each block once) otherwise, each in its broadcast
+/// form (`gemm_panel_tiles_bcast`, `gemm_panel_tiles_bcast_exact`) from [`BCAST_MIN_M`] rows.
 fn matmul_tiles(
     level: SimdLevel,
     dot: Dot,
@@ -180,77 +181,70 @@ fn matmul_tiles(
     let rows = panel_rows(m, k, total_n, 2, TILE_ROWS);
     let tasks = tile_panels(ws, rows, outs);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
-    // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel.
-    if dot.terms(m) == Some(1) && has_avx512_bf16() && m >= BCAST_MIN_M {
-        let mut xb = XB.with(|s| s.take());
-        let packed = gemm::pack_amx(x, m, k, 1, &mut xb);
-        run_tasks(tasks, parallel, |w, out| {
-            let p = TilesPanel {
-                xp: packed,
-                m,
-                k,
-                w,
-                out,
-            };
-            assert!(
-                avx512::gemm_panel_tiles_bcast(level, p),
-                "no {level:?} kernel"
-            );
-        });
-        XB.with(|s| s.replace(xb));
-        return true;
-    }
+    // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel. From one
+    // whole 16-row block, the broadcast forms (activations 16 rows to a vector).
+    let bcast = m >= BCAST_MIN_M;
     if dot.terms(m) == Some(1) && has_avx512_bf16() {
         let mut xb = XB.with(|s| s.take());
-        let packed = gemm::pack_bf16(x, m, k, &mut xb);
-        run_tasks(tasks, parallel, |w, out| {
-            let p = TilesPanel {
-                xp: packed,
-                m,
-                k,
-                w,
-                out,
-            };
-            assert!(
-                avx512::gemm_panel_tiles_dot(level, p),
-                "no {level:?} kernel"
-            );
-        });
+        let (packed, kernel): (_, TilesFn<u16>) = if bcast {
+            let p = gemm::pack_amx(x, m, k, 1, &mut xb);
+            (p, avx512::gemm_panel_tiles_bcast)
+        } else {
+            (
+                gemm::pack_bf16(x, m, k, &mut xb),
+                avx512::gemm_panel_tiles_dot,
+            )
+        };
+        run_tiles(
+            level,
+            Packed { data: packed, m, k },
+            tasks,
+            parallel,
+            kernel,
+        );
         XB.with(|s| s.replace(xb));
         return true;
     }
     let mut xp = XP.with(|s| s.take());
-    if m >= BCAST_MIN_M {
-        let packed = gemm::pack_pairs(x, m, k, &mut xp);
-        run_tasks(tasks, parallel, |w, out| {
-            let p = TilesPanel {
-                xp: packed,
-                m,
-                k,
-                w,
-                out,
-            };
-            assert!(
-                avx512::gemm_panel_tiles_bcast_exact(level, p),
-                "no {level:?} kernel"
-            );
-        });
-        XP.with(|s| s.replace(xp));
-        return true;
-    }
-    let packed = gemm::pack(x, m, k, true, &mut xp);
+    let (packed, kernel): (_, TilesFn<f32>) = if bcast {
+        let p = gemm::pack_pairs(x, m, k, &mut xp);
+        (p, avx512::gemm_panel_tiles_bcast_exact)
+    } else {
+        (gemm::pack(x, m, k, true, &mut xp), avx512::gemm_panel_tiles)
+    };
+    run_tiles(
+        level,
+        Packed { data: packed, m, k },
+        tasks,
+        parallel,
+        kernel,
+    );
+    XP.with(|s| s.replace(xp));
+    true
+}
+
+type TilesFn<X> = fn(SimdLevel, TilesPanel<'_, X>) -> bool;
+
+/// Runs `kernel` over `(weight panel, its columns)` tasks against the packed activations `x`,
+/// on the pool when `parallel`.
+fn run_tiles<'a, X: Sync>(
+    level: SimdLevel,
+    x: Packed<'a, X>,
+    tasks: Vec<(&'a [u16], ColumnPanel<'a>)>,
+    parallel: bool,
+    kernel: TilesFn<X>,
+) {
+    let Packed { data, m, k } = x;
     run_tasks(tasks, parallel, |w, out| {
         let p = TilesPanel {
-            xp: packed,
+            xp: data,
             m,
             k,
             w,
             out,
         };
-        assert!(avx512::gemm_panel_tiles(level, p), "no {level:?} kernel");
+        assert!(kernel(level, p), "no {level:?} kernel");
     });
-    XP.with(|s| s.replace(xp));
-    true
 }
 
 /// Runs `panel` over `(weight panel, its columns)` tasks, on the pool when `parallel`.

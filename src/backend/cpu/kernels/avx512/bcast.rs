@@ -31,7 +31,9 @@ const STEP: usize = 512;
 /// BENCH_GEMM_M=2048 BENCH_GEMM_NK=896,4864`): 8 steps 323 GFLOP/s, 16: 354, 28: 364, 56: 341.
 const PASS_STEPS: usize = 28;
 
-/// [`PASS_STEPS`] for f32 activations (4 KiB a step and block).
+/// [`PASS_STEPS`] for f32 activations (4 KiB a step and block, so 64 KiB a pass of two
+/// blocks): 2 to 16 steps gave the same 186–193 GFLOP/s (9728 × 896) and 146–149 (896 × 4864)
+/// at 2,048 rows on the Zen 4, 28 steps 137 on the latter.
 const PASS_STEPS_F32: usize = 8;
 
 /// `acc[r][b] += Σ` over `steps` steps of weight row `r` (from `w`, rows 32 u16 apart within a
@@ -161,38 +163,14 @@ pub(super) enum Acts {
     F32(*const f32),
 }
 
-impl Acts {
-    /// Elements of one step of one 16-row block.
-    fn step(self) -> usize {
-        match self {
-            Acts::Bf16(_) => STEP,
-            Acts::F32(_) => PAIRS_STEP,
-        }
-    }
-
-    /// The same layout from element `n` on.
-    ///
-    /// # Safety
-    /// Element `n` lies inside the packed activations.
-    unsafe fn add(self, n: usize) -> Self {
-        // SAFETY: the caller's contract.
-        unsafe {
-            match self {
-                Acts::Bf16(p) => Acts::Bf16(p.add(n)),
-                Acts::F32(p) => Acts::F32(p.add(n)),
-            }
-        }
-    }
-}
-
 /// One panel: `blocks` whole tile-order weight blocks at `w` (`kb` steps each) against every
 /// activation row (`m`, packed at `xp`, `kb` steps a block), the results into `out` (`m` rows,
 /// the panel's columns; padding rows of the last weight block dropped).
 ///
 /// Order: register tiles of 8 weight rows × up to 3 activation blocks with bf16 activations,
 /// 2 with f32 ones (16 weight rows × 1 block for a single block); with several blocks their
-/// columns go in passes of [`PASS_STEPS`] steps, every weight block of the panel through one
-/// pass before the next, the partial sums kept in `part`.
+/// columns go in passes of [`PASS_STEPS`] ([`PASS_STEPS_F32`]) steps, every weight block of the
+/// panel through one pass before the next, the partial sums kept in `part`.
 ///
 /// # Safety
 /// `xp` holds `m.div_ceil(16)` activation blocks of `kb` steps; `w` holds `blocks` weight
@@ -208,9 +186,9 @@ pub(super) unsafe fn panel(
     out: &mut ColumnPanel<'_>,
 ) {
     let mbs = m.div_ceil(16);
-    let max_blocks = match xp {
-        Acts::Bf16(_) => 3,
-        Acts::F32(_) => 2,
+    let (max_blocks, x_block) = match xp {
+        Acts::Bf16(_) => (3, kb * STEP),
+        Acts::F32(_) => (2, kb * PAIRS_STEP),
     };
     let mut part = PART.with(|s| s.take());
     part.resize(blocks * max_blocks * 256, 0.0);
@@ -218,22 +196,21 @@ pub(super) unsafe fn panel(
     while mb < mbs {
         let nb = (mbs - mb).min(max_blocks);
         let sweep = Sweep {
-            // SAFETY: block `mb` is inside the activations (contract).
-            x: unsafe { xp.add(mb * kb * xp.step()) },
             kb,
             w,
             blocks,
             part: part.as_mut_ptr(),
         };
-        // SAFETY: `nb` blocks from `mb` exist; `part` holds `blocks × nb × 256` floats; the
-        // CPU features as the contract says.
+        let at = mb * x_block;
+        // SAFETY: `nb` blocks from `mb` exist (their first element at `at`); `part` holds
+        // `blocks × nb × 256` floats; the CPU features as the contract says.
         unsafe {
             match (xp, nb) {
-                (Acts::Bf16(_), 1) => sweep.run_dot::<16, 1>(),
-                (Acts::Bf16(_), 2) => sweep.run_dot::<8, 2>(),
-                (Acts::Bf16(_), _) => sweep.run_dot::<8, 3>(),
-                (Acts::F32(_), 1) => sweep.run_fma::<16, 1>(),
-                (Acts::F32(_), _) => sweep.run_fma::<8, 2>(),
+                (Acts::Bf16(x), 1) => sweep.run_dot::<16, 1>(x.add(at)),
+                (Acts::Bf16(x), 2) => sweep.run_dot::<8, 2>(x.add(at)),
+                (Acts::Bf16(x), _) => sweep.run_dot::<8, 3>(x.add(at)),
+                (Acts::F32(x), 1) => sweep.run_fma::<16, 1>(x.add(at)),
+                (Acts::F32(x), _) => sweep.run_fma::<8, 2>(x.add(at)),
             }
         }
         // Block `b`'s tile of weight block `j`: rows `r` × lanes `l` at `(j * nb + b) * 256`.
@@ -256,10 +233,9 @@ pub(super) unsafe fn panel(
     PART.with(|s| s.replace(part));
 }
 
-/// One sweep of [`panel`]: a group of activation blocks from `x` against the panel's weight
-/// blocks, partial sums in `part`.
+/// One sweep of [`panel`]: a group of activation blocks against the panel's weight blocks,
+/// partial sums in `part`.
 struct Sweep {
-    x: Acts,
     kb: usize,
     w: *const u16,
     blocks: usize,
@@ -267,53 +243,52 @@ struct Sweep {
 }
 
 impl Sweep {
-    /// [`Sweep::run`] with `vdpbf16ps` ([`tile`]) over bf16 activations.
+    /// [`Sweep::run`] with `vdpbf16ps` ([`tile`]) over the bf16 activation blocks from `x`.
     ///
     /// # Safety
-    /// As for [`Sweep::run`]; `x` is bf16 and the CPU has avx512bf16.
+    /// As for [`Sweep::run`]; the CPU has avx512bf16.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn run_dot<const R: usize, const B: usize>(&self) {
-        let Acts::Bf16(x) = self.x else {
-            unreachable!("bf16 activations");
-        };
-        // SAFETY: forwarded contract: `tile`'s operands are the step and rows `run` names.
+    unsafe fn run_dot<const R: usize, const B: usize>(&self, x: *const u16) {
+        let ldx = self.kb * STEP;
+        let pass = if B == 1 { self.kb } else { PASS_STEPS };
+        // SAFETY: forwarded contract: `tile`'s operands are the steps and rows `run` names.
         unsafe {
-            self.run::<R, B>(|acc, c0, steps, wj, lead| {
-                tile::<R, B>(acc, x.add(c0 * STEP), self.kb * STEP, wj, steps, lead)
+            self.run::<R, B>(pass, |acc, c0, steps, wj, lead| {
+                tile::<R, B>(acc, x.add(c0 * STEP), ldx, wj, steps, lead)
             })
         }
     }
 
-    /// [`Sweep::run`] with f32 FMAs ([`tile_fma`]) over f32 activations.
+    /// [`Sweep::run`] with f32 FMAs ([`tile_fma`]) over the f32 activation blocks from `x`.
     ///
     /// # Safety
-    /// As for [`Sweep::run`]; `x` is f32.
+    /// As for [`Sweep::run`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-    unsafe fn run_fma<const R: usize, const B: usize>(&self) {
-        let Acts::F32(x) = self.x else {
-            unreachable!("f32 activations");
-        };
+    unsafe fn run_fma<const R: usize, const B: usize>(&self, x: *const f32) {
         let ldx = self.kb * PAIRS_STEP;
+        let pass = if B == 1 { self.kb } else { PASS_STEPS_F32 };
         // SAFETY: forwarded contract, as in `run_dot`.
         unsafe {
-            self.run::<R, B>(|acc, c0, steps, wj, lead| {
+            self.run::<R, B>(pass, |acc, c0, steps, wj, lead| {
                 tile_fma::<R, B>(acc, x.add(c0 * PAIRS_STEP), ldx, wj, steps, lead)
             })
         }
     }
 
-    /// Register tiles of `R` weight rows × `B` activation blocks over the panel, each run by
-    /// `tile(acc, c0, steps, w, lead)` (steps `c0 .. c0 + steps` of the blocks, weight rows
-    /// from `w`, a weight block's first tile `lead`); the sums of weight block `j`, activation
-    /// block `b` land as rows × lanes at `(j * B + b) * 256`.
+    /// Register tiles of `R` weight rows × `B` activation blocks over the panel, the columns
+    /// in passes of `pass` steps, each tile run by `tile(acc, c0, steps, w, lead)` (steps
+    /// `c0 .. c0 + steps` of the blocks, weight rows from `w`, a weight block's first tile
+    /// `lead`); the sums of weight block `j`, activation block `b` land as rows × lanes at
+    /// `(j * B + b) * 256`.
     ///
     /// # Safety
-    /// `B` activation blocks of `kb` steps from `x`; `blocks` weight blocks of `kb` steps
-    /// from `w`; `part` holds `blocks × B × 256` floats. `R` divides 16. `tile` reads only
-    /// the steps and rows it is given.
+    /// `B` activation blocks of `kb` steps at the activations `tile` reads; `blocks` weight
+    /// blocks of `kb` steps from `w`; `part` holds `blocks × B × 256` floats. `R` divides 16.
+    /// `tile` reads only the steps and rows it is given.
     #[inline(always)]
     unsafe fn run<const R: usize, const B: usize>(
         &self,
+        pass: usize,
         tile: impl Fn(&mut [[__m512; B]; R], usize, usize, *const u16, bool),
     ) {
         let Sweep {
@@ -321,15 +296,9 @@ impl Sweep {
             w,
             blocks,
             part,
-            ..
         } = *self;
-        let per = match (B, self.x) {
-            (1, _) => kb,
-            (_, Acts::Bf16(_)) => PASS_STEPS,
-            (_, Acts::F32(_)) => PASS_STEPS_F32,
-        };
-        for c0 in (0..kb).step_by(per) {
-            let steps = per.min(kb - c0);
+        for c0 in (0..kb).step_by(pass) {
+            let steps = pass.min(kb - c0);
             for j in 0..blocks {
                 for h in (0..16).step_by(R) {
                     // SAFETY: the sums of rows `h ..  h + R` of weight block `j` sit at

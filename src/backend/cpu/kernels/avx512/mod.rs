@@ -2,9 +2,11 @@
 //! activations packed once per matmul (`kernels::gemm`), with the f32-activation kernels
 //! ([`gemm_panel_bf16`], [`gemm_panel_f32`]; intrinsics in `widen`), the same register tiles and
 //! a one-row kernel over weights in AMX tile order ([`gemm_panel_tiles`]; intrinsics in `widen`
-//! too) and the opt-in AVX-512 BF16 dot-product kernel over rows or tile order
-//! ([`gemm_panel_bf16_dot`], [`gemm_panel_tiles_dot`]; intrinsics in `dot`). Each entry point
-//! checks the CPU features and the slice bounds the intrinsic code relies on.
+//! too), the opt-in AVX-512 BF16 dot-product kernel over rows or tile order
+//! ([`gemm_panel_bf16_dot`], [`gemm_panel_tiles_dot`]; intrinsics in `dot`), and the broadcast
+//! forms over tile order for 16 rows and more, exact and `vdpbf16ps`
+//! ([`gemm_panel_tiles_bcast_exact`], [`gemm_panel_tiles_bcast`]; intrinsics in `bcast`). Each
+//! entry point checks the CPU features and the slice bounds the intrinsic code relies on.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
