@@ -107,7 +107,7 @@ pub fn pairs_packed_len(m: usize, k: usize) -> usize {
 pub const PAIRS_STEP: usize = 1024;
 
 /// Packs `x` (`m × k`, row-major) as f32 for the broadcast form of the exact AVX-512 kernel
-/// (`avx512::gemm_panel_tiles_bcast` over f32 activations): blocks of 16 rows, each
+/// (`avx512::gemm_panel_tiles_bcast_exact`): blocks of 16 rows, each
 /// `k.div_ceil(32)` steps of 32 columns; within a step, for each column pair `q` (0..16), the
 /// block's 16 values of column `2q` then its 16 of column `2q + 1` (two vectors, one lane per
 /// row), zeros past `m` and `k`. Starts on a 64-byte boundary inside `out`.

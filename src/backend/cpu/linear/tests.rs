@@ -611,6 +611,64 @@ fn tiled_weights_match_row_major() {
     }
 }
 
+/// The exact broadcast-form kernel called directly at every level: at AVX-512 it writes only
+/// its panel's columns (here 3.. of wider rows) with an f32 dot product's accuracy, on one to
+/// several 16-row blocks, part blocks, partial steps and several column passes; below
+/// AVX-512 it refuses and writes nothing.
+#[test]
+fn exact_broadcast_kernel_direct_at_every_level() {
+    let mut rng = crate::engine::sampler::Rng::new(0xb0ad_ca57);
+    for &(m, n, k) in &[(16, 16, 32), (17, 20, 95), (40, 33, 300), (70, 48, 64)] {
+        let (x, wb) = exact_case(&mut rng, m, n, k);
+        let (tiled, _) = bf16_matrix(n, k, wb.clone()).amx_tiled();
+        let WeightData::Bf16Tiles(t) = &tiled.data else {
+            panic!("amx_tiled gives tile order");
+        };
+        let blocks = t.panels(n.next_multiple_of(16)).next().expect("one panel");
+        let mut buf = Vec::new();
+        let xp = gemm::pack_pairs(&x, m, k, &mut buf);
+        for level in [simd_level(), SimdLevel::Avx2, SimdLevel::Portable] {
+            let mut wide = vec![f32::NAN; m * (n + 5)];
+            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
+            let p = TilesPanel {
+                xp,
+                m,
+                k,
+                w: blocks,
+                out: panels.pop().expect("two panels"),
+            };
+            let ran = avx512::gemm_panel_tiles_bcast_exact(level, p);
+            assert_eq!(ran, level == SimdLevel::Avx512, "at {level:?}");
+            drop(panels);
+            let (outside, inside): (Vec<f32>, Vec<f32>) = wide
+                .chunks_exact(n + 5)
+                .map(|row| {
+                    (
+                        row[..3].iter().chain(&row[3 + n..]).copied(),
+                        &row[3..3 + n],
+                    )
+                })
+                .fold((Vec::new(), Vec::new()), |(mut o, mut i), (a, b)| {
+                    o.extend(a);
+                    i.extend_from_slice(b);
+                    (o, i)
+                });
+            assert!(
+                outside.iter().all(|v| v.is_nan()),
+                "wrote outside its columns"
+            );
+            if ran {
+                assert_exact("exact broadcast", &x, &wb, (m, n, k), &inside);
+            } else {
+                assert!(
+                    inside.iter().all(|v| v.is_nan()),
+                    "a refused kernel writes nothing"
+                );
+            }
+        }
+    }
+}
+
 /// The gated matmul (`matmul_glu` over `weights::glu_interleaved`) gives exactly the unfused
 /// path's values (both projections in tile order, then `silu_mul`) on every path: one row (the
 /// AVX-512 row kernel, then the activation apart), one activation block (the AMX three-block
