@@ -186,39 +186,25 @@ fn matmul_tiles(
     let bcast = m >= BCAST_MIN_M;
     if dot.terms(m) == Some(1) && has_avx512_bf16() {
         let mut xb = XB.with(|s| s.take());
-        let (packed, kernel): (_, TilesFn<u16>) = if bcast {
+        let (data, kernel): (_, TilesFn<u16>) = if bcast {
             let p = gemm::pack_amx(x, m, k, 1, &mut xb);
             (p, avx512::gemm_panel_tiles_bcast)
         } else {
-            (
-                gemm::pack_bf16(x, m, k, &mut xb),
-                avx512::gemm_panel_tiles_dot,
-            )
+            let p = gemm::pack_bf16(x, m, k, &mut xb);
+            (p, avx512::gemm_panel_tiles_dot)
         };
-        run_tiles(
-            level,
-            Packed { data: packed, m, k },
-            tasks,
-            parallel,
-            kernel,
-        );
+        run_tiles(level, Packed { data, m, k }, kernel, tasks, parallel);
         XB.with(|s| s.replace(xb));
         return true;
     }
     let mut xp = XP.with(|s| s.take());
-    let (packed, kernel): (_, TilesFn<f32>) = if bcast {
+    let (data, kernel): (_, TilesFn<f32>) = if bcast {
         let p = gemm::pack_pairs(x, m, k, &mut xp);
         (p, avx512::gemm_panel_tiles_bcast_exact)
     } else {
         (gemm::pack(x, m, k, true, &mut xp), avx512::gemm_panel_tiles)
     };
-    run_tiles(
-        level,
-        Packed { data: packed, m, k },
-        tasks,
-        parallel,
-        kernel,
-    );
+    run_tiles(level, Packed { data, m, k }, kernel, tasks, parallel);
     XP.with(|s| s.replace(xp));
     true
 }
@@ -230,9 +216,9 @@ type TilesFn<X> = fn(SimdLevel, TilesPanel<'_, X>) -> bool;
 fn run_tiles<'a, X: Sync>(
     level: SimdLevel,
     x: Packed<'a, X>,
+    kernel: TilesFn<X>,
     tasks: Vec<(&'a [u16], ColumnPanel<'a>)>,
     parallel: bool,
-    kernel: TilesFn<X>,
 ) {
     let Packed { data, m, k } = x;
     run_tasks(tasks, parallel, |w, out| {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::backend::cpu::kernels::amx::{self, AmxPanel};
 use crate::backend::cpu::kernels::avx512::{self, GemmPanel, TilesPanel};
-use crate::backend::cpu::kernels::column_panel::split_columns;
+use crate::backend::cpu::kernels::column_panel::{split_columns, ColumnPanel};
 use crate::backend::cpu::kernels::{gemm, has_amx, has_avx512_bf16};
 use crate::backend::cpu::knobs::level_from_process_env as simd_level;
 use crate::backend::cpu::weights::Buf;
@@ -17,6 +17,55 @@ fn bf16_matrix(rows: usize, cols: usize, data: Vec<u16>) -> Matrix {
         cols,
         data: WeightData::Bf16(Buf::Owned(Arc::new(data))),
     }
+}
+
+/// `n × k` bf16 weights in tile order (`Bf16Tiles`, whole 16-row blocks).
+fn tiled(n: usize, k: usize, w: Vec<u16>) -> Matrix {
+    bf16_matrix(n, k, w).amx_tiled().0
+}
+
+/// All of a tile-order matrix's blocks, as one kernel panel.
+fn tile_blocks(m: &Matrix) -> &[u16] {
+    let WeightData::Bf16Tiles(t) = &m.data else {
+        panic!("amx_tiled gives tile order");
+    };
+    t.panels(m.rows.next_multiple_of(16))
+        .next()
+        .expect("one panel")
+}
+
+/// Runs `kernel` on columns 3 .. 3 + n of an `m × (n + 5)` matrix of NaN, to check the column
+/// placement: nothing outside those columns may be written, nothing at all when the kernel
+/// refuses (`false`). Returns whether it ran and the `m × n` it wrote.
+fn in_wide_columns(
+    m: usize,
+    n: usize,
+    kernel: impl FnOnce(ColumnPanel<'_>) -> bool,
+) -> (bool, Vec<f32>) {
+    let mut wide = vec![f32::NAN; m * (n + 5)];
+    let mut panels = split_columns(&mut wide, n + 5, [3, n]);
+    let ran = kernel(panels.pop().expect("two panels"));
+    drop(panels);
+    let mut inside = Vec::with_capacity(m * n);
+    for row in wide.chunks_exact(n + 5) {
+        assert!(
+            row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()),
+            "wrote outside its columns"
+        );
+        inside.extend_from_slice(&row[3..3 + n]);
+    }
+    if !ran {
+        assert!(
+            inside.iter().all(|v| v.is_nan()),
+            "a refused kernel writes nothing"
+        );
+    }
+    (ran, inside)
+}
+
+/// `y` (`m × n`) transposed to `n × m`.
+fn transposed(y: &[f32], m: usize, n: usize) -> Vec<f32> {
+    (0..n * m).map(|at| y[(at % m) * n + at / m]).collect()
 }
 
 fn reference(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
@@ -249,8 +298,10 @@ fn bf16_dot_kernels_match_reference_directly() {
         let mat = bf16_matrix(n, k, w.clone());
         let mut y = vec![0f32; m * n];
         matmul(level, &xr, m, &mat, &mut y);
-        let y_t: Vec<f32> = (0..n * m).map(|at| y[(at % m) * n + at / m]).collect();
-        check("exact path over bf16-rounded activations", &y_t);
+        check(
+            "exact path over bf16-rounded activations",
+            &transposed(&y, m, n),
+        );
         {
             let mut buf = Vec::new();
             let xp = gemm::pack_bf16(&x, m, k, &mut buf);
@@ -278,75 +329,35 @@ fn bf16_dot_kernels_match_reference_directly() {
             // (one to three 16-row blocks per register tile, several column passes at k 1000).
             let mut buf = Vec::new();
             let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
-            let (tiled, _) = bf16_matrix(n, k, w.clone()).amx_tiled();
-            let WeightData::Bf16Tiles(t) = &tiled.data else {
-                panic!("amx_tiled gives tile order");
-            };
-            let blocks = t.panels(n.next_multiple_of(16)).next().expect("one panel");
-            let mut wide = vec![f32::NAN; m * (n + 5)];
-            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
-            let p = TilesPanel {
-                xp,
-                m,
-                k,
-                w: blocks,
-                out: panels.pop().expect("two panels"),
-            };
-            let ran = avx512::gemm_panel_tiles_bcast(level, p);
+            let tiled = tiled(n, k, w.clone());
+            let (ran, out) = in_wide_columns(m, n, |out| {
+                let w = tile_blocks(&tiled);
+                avx512::gemm_panel_tiles_bcast(level, TilesPanel { xp, m, k, w, out })
+            });
             assert_eq!(ran, have_dot, "broadcast vdpbf16ps kernel at {level:?}");
-            drop(panels);
-            for row in wide.chunks_exact(n + 5) {
-                assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
-            }
             if ran {
-                let out: Vec<f32> = wide
-                    .chunks_exact(n + 5)
-                    .flat_map(|row| row[3..3 + n].to_vec())
-                    .collect();
-                let out_t: Vec<f32> = (0..n * m).map(|at| out[(at % m) * n + at / m]).collect();
-                check("broadcast vdpbf16ps", &out_t);
-            } else {
-                assert!(
-                    wide.iter().all(|v| v.is_nan()),
-                    "a refused kernel writes nothing"
-                );
+                check("broadcast vdpbf16ps", &transposed(&out, m, n));
             }
         }
         {
             let mut buf = Vec::new();
             let xp = gemm::pack_amx(&x, m, k, 1, &mut buf);
-            // Written into columns 3.. of wider rows, to check the column placement.
-            let mut wide = vec![f32::NAN; m * (n + 5)];
-            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
-            let p = AmxPanel {
-                xp,
-                m,
-                k,
-                pieces: 1,
-                w: &w,
-                tiled: false,
-                glu: false,
-                out: amx::AmxOut::Columns(panels.pop().expect("two panels")),
-            };
-            let ran = amx::gemm_panel_amx(p);
+            let (ran, out) = in_wide_columns(m, n, |out| {
+                amx::gemm_panel_amx(AmxPanel {
+                    xp,
+                    m,
+                    k,
+                    pieces: 1,
+                    w: &w,
+                    tiled: false,
+                    glu: false,
+                    out: amx::AmxOut::Columns(out),
+                })
+            });
             assert_eq!(ran, have_amx, "AMX kernel");
-            drop(panels);
-            for row in wide.chunks_exact(n + 5) {
-                assert!(row[..3].iter().chain(&row[3 + n..]).all(|v| v.is_nan()));
+            if ran {
+                check("amx", &transposed(&out, m, n));
             }
-            if !ran {
-                assert!(
-                    wide.iter().all(|v| v.is_nan()),
-                    "a refused kernel writes nothing"
-                );
-                continue;
-            }
-            let out: Vec<f32> = wide
-                .chunks_exact(n + 5)
-                .flat_map(|row| row[3..3 + n].to_vec())
-                .collect();
-            let out_t: Vec<f32> = (0..n * m).map(|at| out[(at % m) * n + at / m]).collect();
-            check("amx", &out_t);
         }
     }
 }
@@ -620,50 +631,17 @@ fn exact_broadcast_kernel_direct_at_every_level() {
     let mut rng = crate::engine::sampler::Rng::new(0xb0ad_ca57);
     for &(m, n, k) in &[(16, 16, 32), (17, 20, 95), (40, 33, 300), (70, 48, 64)] {
         let (x, wb) = exact_case(&mut rng, m, n, k);
-        let (tiled, _) = bf16_matrix(n, k, wb.clone()).amx_tiled();
-        let WeightData::Bf16Tiles(t) = &tiled.data else {
-            panic!("amx_tiled gives tile order");
-        };
-        let blocks = t.panels(n.next_multiple_of(16)).next().expect("one panel");
+        let tiled = tiled(n, k, wb.clone());
         let mut buf = Vec::new();
         let xp = gemm::pack_pairs(&x, m, k, &mut buf);
         for level in [simd_level(), SimdLevel::Avx2, SimdLevel::Portable] {
-            let mut wide = vec![f32::NAN; m * (n + 5)];
-            let mut panels = split_columns(&mut wide, n + 5, [3, n]);
-            let p = TilesPanel {
-                xp,
-                m,
-                k,
-                w: blocks,
-                out: panels.pop().expect("two panels"),
-            };
-            let ran = avx512::gemm_panel_tiles_bcast_exact(level, p);
+            let (ran, out) = in_wide_columns(m, n, |out| {
+                let w = tile_blocks(&tiled);
+                avx512::gemm_panel_tiles_bcast_exact(level, TilesPanel { xp, m, k, w, out })
+            });
             assert_eq!(ran, level == SimdLevel::Avx512, "at {level:?}");
-            drop(panels);
-            let (outside, inside): (Vec<f32>, Vec<f32>) = wide
-                .chunks_exact(n + 5)
-                .map(|row| {
-                    (
-                        row[..3].iter().chain(&row[3 + n..]).copied(),
-                        &row[3..3 + n],
-                    )
-                })
-                .fold((Vec::new(), Vec::new()), |(mut o, mut i), (a, b)| {
-                    o.extend(a);
-                    i.extend_from_slice(b);
-                    (o, i)
-                });
-            assert!(
-                outside.iter().all(|v| v.is_nan()),
-                "wrote outside its columns"
-            );
             if ran {
-                assert_exact("exact broadcast", &x, &wb, (m, n, k), &inside);
-            } else {
-                assert!(
-                    inside.iter().all(|v| v.is_nan()),
-                    "a refused kernel writes nothing"
-                );
+                assert_exact("exact broadcast", &x, &wb, (m, n, k), &out);
             }
         }
     }
