@@ -104,7 +104,7 @@ pub fn pairs_packed_len(m: usize, k: usize) -> usize {
 }
 
 /// Floats of one 32-column step of one 16-row block in [`pack_pairs`]'s layout.
-pub const PAIRS_STEP: usize = 1024;
+pub const PAIRS_STEP: usize = 16 * CHUNK;
 
 /// Packs `x` (`m × k`, row-major) as f32 for the broadcast form of the exact AVX-512 kernel
 /// (`avx512::gemm_panel_tiles_bcast_exact`): blocks of 16 rows, each
@@ -322,13 +322,19 @@ mod tests {
 
     /// `pack_pairs`: per 16-row block and 32-column step, each column pair as the block's 16
     /// values of the even column then of the odd one; zeros past the rows and columns (even a
-    /// buffer reused with other values).
+    /// buffer reused with other values); no room between steps (every float of the layout is
+    /// a value or padding of the rows and columns: the kernel streams all of it).
     #[test]
     fn pairs_pack_puts_rows_in_lanes_and_zero_pads() {
         let (m, k) = (17, 35);
         let x: Vec<f32> = (0..m * k).map(|i| i as f32 + 0.5).collect();
         let mut buf = vec![7.0f32; 3 * pairs_packed_len(m, k)];
         let p = pack_pairs(&x, m, k, &mut buf);
+        assert_eq!(
+            PAIRS_STEP,
+            16 * 32,
+            "one step: 16 rows × 32 columns, nothing more"
+        );
         assert_eq!(p.len(), 2 * 2 * PAIRS_STEP);
         assert_eq!(p.as_ptr() as usize % 64, 0);
         for blk in 0..2 {

@@ -31,9 +31,9 @@ const STEP: usize = 512;
 /// BENCH_GEMM_M=2048 BENCH_GEMM_NK=896,4864`): 8 steps 323 GFLOP/s, 16: 354, 28: 364, 56: 341.
 const PASS_STEPS: usize = 28;
 
-/// [`PASS_STEPS`] for f32 activations (4 KiB a step and block, so 64 KiB a pass of two
-/// blocks): 2 to 16 steps gave the same 186–193 GFLOP/s (9728 × 896) and 146–149 (896 × 4864)
-/// at 2,048 rows on the Zen 4, 28 steps 137 on the latter.
+/// [`PASS_STEPS`] for f32 activations (2 KiB a step and block, so 32 KiB a pass of two
+/// blocks): 4, 8 and 16 steps gave the same 185–192 GFLOP/s (9728 × 896) and 167–184
+/// (896 × 4864) at 2,048 rows on the Zen 4.
 const PASS_STEPS_F32: usize = 8;
 
 /// `acc[r][b] += Σ` over `steps` steps of weight row `r` (from `w`, rows 32 u16 apart within a
