@@ -127,16 +127,25 @@ pub(super) fn matmul_packed(
 }
 
 /// Weight rows per panel of a matmul of `m` activation rows over `total_n` weight rows of `k`
-/// columns (`elem` bytes each): a few panels per thread for balance, each a multiple of the
-/// kernel's row block `align` and, with several activation tiles, small enough to stay in L2
-/// between them.
-fn panel_rows(m: usize, k: usize, total_n: usize, elem: usize, align: usize) -> usize {
+/// columns (`elem` bytes each), for a kernel that takes up to `sweep_m` activation rows in one
+/// pass over a panel: a few panels per thread for balance, each a multiple of the kernel's row
+/// block `align` and, with several passes, small enough to stay in L2 between them. A panel
+/// read once is not capped: the same number of panels on every thread (at 16 decode rows on
+/// the Zen 4, 1 MiB panels had made gate_up 17 panels and down_proj 10 over two threads).
+fn panel_rows(
+    m: usize,
+    k: usize,
+    total_n: usize,
+    elem: usize,
+    align: usize,
+    sweep_m: usize,
+) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let rows = total_n
         .div_ceil(threads * 4)
         .next_multiple_of(align)
         .max(align);
-    if m > gemm::TILE_M {
+    if m > sweep_m {
         let cap = (PANEL_L2_BYTES / (k * elem)).max(align) / align * align;
         return rows.min(cap);
     }
@@ -178,12 +187,14 @@ fn matmul_tiles(
         return true;
     }
     let total_n: usize = ws.iter().map(|w| w.rows).sum();
-    let rows = panel_rows(m, k, total_n, 2, TILE_ROWS);
+    // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel. From one
+    // whole 16-row block, the broadcast forms (activations 16 rows to a vector; one block
+    // goes through a panel in one pass).
+    let bcast = m >= BCAST_MIN_M;
+    let sweep_m = if bcast { BCAST_MIN_M } else { gemm::TILE_M };
+    let rows = panel_rows(m, k, total_n, 2, TILE_ROWS, sweep_m);
     let tasks = tile_panels(ws, rows, outs);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1;
-    // Without AMX only one bf16 term runs on `vdpbf16ps`; two take the exact kernel. From one
-    // whole 16-row block, the broadcast forms (activations 16 rows to a vector).
-    let bcast = m >= BCAST_MIN_M;
     if dot.terms(m) == Some(1) && has_avx512_bf16() {
         let mut xb = XB.with(|s| s.take());
         let (data, kernel): (_, TilesFn<u16>) = if bcast {
@@ -410,7 +421,7 @@ fn amx_panel_rows(m: usize, k: usize, total_n: usize, align: usize) -> usize {
         let cap = (PANEL_L2_BYTES / (cols * 2)).max(align) / align * align;
         total_n.div_ceil(threads).next_multiple_of(align).min(cap)
     } else {
-        panel_rows(m, k, total_n, 2, align)
+        panel_rows(m, k, total_n, 2, align, gemm::TILE_M)
     }
 }
 
@@ -460,7 +471,7 @@ fn run_packed<W: Pod, X: Sync>(
     let total_n: usize = ws.iter().map(|w| w.len() / k).sum();
     let threads = rayon::current_num_threads().max(1);
     let parallel = m * total_n * k >= PARALLEL_MIN_MACS && threads > 1;
-    let mut rows = panel_rows(m, k, total_n, std::mem::size_of::<W>(), align);
+    let mut rows = panel_rows(m, k, total_n, std::mem::size_of::<W>(), align, gemm::TILE_M);
     if !parallel && m <= gemm::TILE_M {
         rows = total_n;
     }
