@@ -207,12 +207,10 @@ impl KvCache {
     }
 }
 
+/// `n` zeroed floats of cache, on huge pages where the system gives them (`hugepages`).
 fn zeroed(n: usize) -> Result<Vec<f32>, BackendError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|e| BackendError::KvCache(format!("cannot allocate {} bytes: {e}", n * 4)))?;
-    v.resize(n, 0.0);
-    Ok(v)
+    super::hugepages::zeroed_vec(n)
+        .map_err(|e| BackendError::KvCache(format!("cannot allocate {} bytes: {e}", n * 4)))
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@
 mod attention;
 mod awake;
 pub mod hf_config;
+mod hugepages;
 mod kernels;
 mod knobs;
 pub mod kv_cache;
@@ -231,6 +232,7 @@ impl CpuBackend {
             kv_blocks = cache.num_blocks,
             block_size = cache.block_size,
             device = %info.device,
+            huge_pages = hugepages::thp_mode(),
             secs = started.elapsed().as_secs_f64(),
             "model loaded"
         );

@@ -124,7 +124,11 @@ impl Bf16Tiles {
     pub fn from_rows(src: &[u16], rows: usize, cols: usize) -> Self {
         assert_eq!(src.len(), rows * cols, "not a rows × cols matrix");
         let (blocks, steps) = (rows.div_ceil(TILE_ROWS), cols.div_ceil(TILE_COLS));
-        let mut data = Vec::new();
+        // Room for the 64-byte alignment `aligned64` takes; huge pages where the system gives
+        // them (`hugepages`).
+        let len = blocks * steps * TILE_STEP + 32;
+        let mut data = super::hugepages::zeroed_vec(len)
+            .unwrap_or_else(|e| panic!("cannot allocate {} MiB of weights: {e}", len >> 19));
         let start = {
             let dst = super::kernels::gemm::aligned64(&mut data, blocks * steps * TILE_STEP);
             dst.fill(0);
