@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use mindie::backend::cpu::hugepages;
 use mindie::backend::cpu::linear::{matmul_with, Dot};
 use mindie::backend::cpu::weights::{Buf, Matrix, WeightData};
 use mindie::backend::cpu::SimdLevel;
@@ -21,7 +22,12 @@ pub fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
     const STREAMS: usize = 8;
     const LANES: usize = 2;
     let n = 1usize << 27; // 1 GiB of u64
-    let data: Vec<u64> = (0..n as u64).collect();
+    // On huge pages where the system gives them, as the daemon's weights are: a probe on
+    // small pages reads slower (TLB misses), and would set the ceiling too low.
+    let mut data: Vec<u64> = hugepages::zeroed_vec(n).expect("1 GiB for the bandwidth probe");
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = i as u64;
+    }
     let mut best = 0f64;
     for _ in 0..8 {
         let t = Instant::now();

@@ -38,7 +38,7 @@
 mod attention;
 mod awake;
 pub mod hf_config;
-mod hugepages;
+pub mod hugepages;
 mod kernels;
 mod knobs;
 pub mod kv_cache;
