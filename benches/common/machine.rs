@@ -22,8 +22,8 @@ pub fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
     const STREAMS: usize = 8;
     const LANES: usize = 2;
     let n = 1usize << 27; // 1 GiB of u64
-    // On huge pages where the system gives them, as the daemon's weights are: a probe on
-    // small pages reads slower (TLB misses), and would set the ceiling too low.
+                          // On huge pages where the system gives them, as the daemon's weights are: a probe on
+                          // small pages reads slower (TLB misses), and would set the ceiling too low.
     let mut data: Vec<u64> = hugepages::zeroed_vec(n).expect("1 GiB for the bandwidth probe");
     for (i, d) in data.iter_mut().enumerate() {
         *d = i as u64;

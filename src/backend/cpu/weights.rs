@@ -130,8 +130,8 @@ impl Bf16Tiles {
         let mut data = super::hugepages::zeroed_vec(len)
             .unwrap_or_else(|e| panic!("cannot allocate {} MiB of weights: {e}", len >> 19));
         let start = {
+            // (Already zeroed: padding past `rows` and `cols` stays zero.)
             let dst = super::kernels::gemm::aligned64(&mut data, blocks * steps * TILE_STEP);
-            dst.fill(0);
             for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
                 for (t, chunk) in row.chunks(TILE_COLS).enumerate() {
                     let at = tile_offset(steps, r, t);
