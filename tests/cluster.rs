@@ -137,6 +137,32 @@ async fn wait_status(inst: &Install, a: SocketAddr, path: &str, want: u16, limit
     }
 }
 
+/// Waits (10 s at most) until process `pid` has exited (no `/proc` entry, or a zombie, which
+/// holds no sockets) and every one of `ports` on `ip` can be bound again.
+async fn wait_released(pid: i32, ip: &str, ports: &[u16]) {
+    let t0 = Instant::now();
+    let exited = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state is the first field after the parenthesised command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        stat.is_empty() || state == Some('Z')
+    };
+    let free = || {
+        ports
+            .iter()
+            .all(|p| std::net::TcpListener::bind((ip, *p)).is_ok())
+    };
+    while !(exited() && free()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "pid {pid} or its ports {ip}:{ports:?} still held 10 s after SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every KV block of the instance whose management port is `mgmt` is free (20 s at most).
 async fn blocks_free(mgmt: SocketAddr, what: &str) {
     let t0 = Instant::now();
@@ -251,7 +277,11 @@ async fn readme_cluster_serves_fails_over_and_recovers() {
     assert_eq!(r.status, 503, "{}", r.text());
     blocks_free(p_mgmt, "prefill after D died").await;
 
-    // D restarted with the README's own line: it gets its role back, the cluster serves.
+    // D restarted with the README's own line, as an operator would: once the killed process is
+    // gone and its ports are free (a SIGKILLed process lets go of them only as it finishes
+    // exiting; under load that can outlast the checks above). It gets its role back, the
+    // cluster serves.
+    wait_released(d_pid, "127.0.0.3", &[1025, 1026, 1027, 1121]).await;
     let line = block
         .lines()
         .find(|l| l.contains("server-2.json"))
