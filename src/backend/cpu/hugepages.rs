@@ -38,35 +38,27 @@ pub fn thp_mode() -> &'static str {
 /// the kernel honours it is its business (the advice is a hint, and an error, such as THP not
 /// built into the kernel, leaves the memory as it was).
 fn advise(p: *const u8, bytes: usize) {
-    if bytes < HUGE_PAGE {
+    const PAGE: usize = 4096;
+    let start = (p as usize).next_multiple_of(PAGE);
+    let end = (p as usize + bytes) / PAGE * PAGE;
+    let addr = std::ptr::NonNull::new(start as *mut std::ffi::c_void);
+    let Some(addr) = addr.filter(|_| bytes >= HUGE_PAGE && end > start) else {
         return;
-    }
+    };
     #[cfg(target_os = "linux")]
     {
-        const PAGE: usize = 4096;
-        let start = (p as usize).next_multiple_of(PAGE);
-        let end = (p as usize + bytes) / PAGE * PAGE;
-        if let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) {
-            if end > start {
-                // SAFETY: `start .. end` lies inside the allocation of `bytes` bytes at `p`,
-                // which the caller owns and nothing else uses yet, on page boundaries as
-                // `madvise` requires; MADV_HUGEPAGE changes how the kernel backs the range,
-                // never its contents or its validity.
-                let r = unsafe {
-                    nix::sys::mman::madvise(
-                        addr,
-                        end - start,
-                        nix::sys::mman::MmapAdvise::MADV_HUGEPAGE,
-                    )
-                };
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, bytes, "MADV_HUGEPAGE refused; small pages");
-                }
-            }
+        use nix::sys::mman::{madvise, MmapAdvise};
+        // SAFETY: `start .. end` lies inside the allocation of `bytes` bytes at `p`, which the
+        // caller owns and nothing else uses yet, on page boundaries as `madvise` requires;
+        // MADV_HUGEPAGE changes how the kernel backs the range, never its contents or its
+        // validity.
+        let r = unsafe { madvise(addr, end - start, MmapAdvise::MADV_HUGEPAGE) };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, bytes, "MADV_HUGEPAGE refused; small pages");
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = p;
+    let _ = addr;
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::sync::{Mutex, PoisonError};
 use memmap2::Mmap;
 use serde_json::Value;
 
+use super::kernels::gemm;
 use super::mmap::{self, MappedSlice};
 use super::pod::Pod;
 use crate::backend::{BackendError, DType};
@@ -55,7 +56,7 @@ impl<T: Pod> Buf<T> {
         let src = self.as_slice();
         let mut data = Vec::new();
         let start = {
-            let dst = super::kernels::gemm::aligned64(&mut data, src.len());
+            let dst = gemm::aligned64(&mut data, src.len());
             dst.copy_from_slice(src);
             dst.as_ptr() as usize
         };
@@ -124,14 +125,14 @@ impl Bf16Tiles {
     pub fn from_rows(src: &[u16], rows: usize, cols: usize) -> Self {
         assert_eq!(src.len(), rows * cols, "not a rows × cols matrix");
         let (blocks, steps) = (rows.div_ceil(TILE_ROWS), cols.div_ceil(TILE_COLS));
-        // Room for the 64-byte alignment `aligned64` takes; huge pages where the system gives
-        // them (`hugepages`).
-        let len = blocks * steps * TILE_STEP + 32;
-        let mut data = super::hugepages::zeroed_vec(len)
-            .unwrap_or_else(|e| panic!("cannot allocate {} MiB of weights: {e}", len >> 19));
+        let len = blocks * steps * TILE_STEP;
+        // Zeroed (padding past `rows` and `cols` stays zero), with room for the 64-byte
+        // alignment, on huge pages where the system gives them (`hugepages`).
+        let room = gemm::aligned64_room::<u16>(len);
+        let mut data = super::hugepages::zeroed_vec(room)
+            .unwrap_or_else(|e| panic!("cannot allocate {} MiB of weights: {e}", (room * 2) >> 20));
         let start = {
-            // (Already zeroed: padding past `rows` and `cols` stays zero.)
-            let dst = super::kernels::gemm::aligned64(&mut data, blocks * steps * TILE_STEP);
+            let dst = gemm::aligned64(&mut data, len);
             for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
                 for (t, chunk) in row.chunks(TILE_COLS).enumerate() {
                     let at = tile_offset(steps, r, t);
@@ -145,7 +146,7 @@ impl Bf16Tiles {
             data: Buf::Aligned {
                 data: Arc::new(data),
                 skip,
-                len: blocks * steps * TILE_STEP,
+                len,
             },
             rows,
             cols,

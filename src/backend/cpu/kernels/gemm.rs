@@ -24,14 +24,20 @@ pub fn packed_len(m: usize, k: usize) -> usize {
     m.div_ceil(TILE_M) * k.div_ceil(CHUNK) * TILE_M * CHUNK
 }
 
+/// Elements a buffer needs for [`aligned64`] to find `len` of them on a 64-byte boundary (a
+/// caller that allocates the buffer itself sizes it with this, so `aligned64` never grows it).
+pub fn aligned64_room<T>(len: usize) -> usize {
+    len + 64 / std::mem::size_of::<T>()
+}
+
 /// `len` elements of `v` starting on a 64-byte boundary (a 64-byte vector or tile row that
 /// straddles two cache lines costs two loads). `v` grows as needed; the contents are stale.
 pub fn aligned64<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-    let pad = 64 / std::mem::size_of::<T>();
-    if v.len() < len + pad {
-        v.resize(len + pad, T::default());
+    let room = aligned64_room::<T>(len);
+    if v.len() < room {
+        v.resize(room, T::default());
     }
-    let skip = v.as_ptr().align_offset(64).min(pad);
+    let skip = v.as_ptr().align_offset(64).min(room - len);
     &mut v[skip..skip + len]
 }
 
